@@ -1,0 +1,120 @@
+"""Prompt sources: shipped sets (by name) and user JSONL files.
+
+A user row: {"id": str, "prompt": str, "answer"?: str|int, "category"?: str}. `id` may be omitted
+(then `<file stem>-<line>`). Text in a prompt file is never used as a path.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import ConfigError
+
+SHIPPED = ("helpful", "harmful", "arith")
+DATA_DIR = Path(__file__).parent / "data"
+MAX_LINE_BYTES = 1_000_000  # a single prompt over ~1 MB is almost surely a wrong file
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+    prompt_set: str
+    answer: str | None = None
+    category: str | None = None
+
+    def messages(self) -> tuple[dict, ...]:
+        return ({"role": "user", "content": self.text},)
+
+
+def _rows_from_jsonl(path: Path, field: str) -> list[dict[str, Any]]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(field, str(path), f"line {line} is not valid UTF-8; save the file as UTF-8") from None
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if len(line.encode("utf-8")) > MAX_LINE_BYTES:
+            raise ConfigError(field, str(path), f"line {lineno} is over {MAX_LINE_BYTES} bytes; one prompt per line")
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(field, str(path), f"line {lineno} is not JSON ({exc.msg}); write one JSON object per line") from None
+        if not isinstance(row, dict):
+            raise ConfigError(field, str(path), f"line {lineno} is not a JSON object; write {{\"id\": ..., \"prompt\": ...}}")
+        rows.append((lineno, row))
+    if not rows:
+        raise ConfigError(field, str(path), "the file has no prompts; add JSONL rows with a \"prompt\" field")
+    return rows
+
+
+def _to_prompts(rows, prompt_set: str, field: str, source: str) -> list[Prompt]:
+    out: list[Prompt] = []
+    seen: set[str] = set()
+    for lineno, row in rows:
+        where = f"{source} line {lineno}"
+        if "prompt" not in row:
+            raise ConfigError(field, where, "row has no \"prompt\" field; add it")
+        text = row["prompt"]
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(field, where, "\"prompt\" must be a non-empty string")
+        pid = row.get("id", f"{prompt_set}-{lineno}")
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            pid = str(pid)
+        if not isinstance(pid, str) or not pid or "|" in pid:
+            raise ConfigError(field, where, "\"id\" must be a non-empty string without '|'")
+        if pid in seen:
+            raise ConfigError(field, where, f"duplicate id {pid!r}; ids must be unique within a file")
+        seen.add(pid)
+        answer = row.get("answer")
+        if answer is not None:
+            if isinstance(answer, bool) or not isinstance(answer, (str, int)):
+                raise ConfigError(field, where, "\"answer\" must be a string or an integer")
+            answer = str(answer)
+        category = row.get("category")
+        if category is not None and not isinstance(category, str):
+            raise ConfigError(field, where, "\"category\" must be a string")
+        out.append(Prompt(id=pid, text=text, prompt_set=prompt_set, answer=answer, category=category))
+    return out
+
+
+def load_source(source: str, *, field: str = "--prompts", seed: int = 0) -> list[Prompt]:
+    """A shipped set by name, or a user JSONL file."""
+    if source == "arith":
+        from .arith import generate_arith
+
+        rows = list(enumerate(generate_arith(seed=seed), 1))
+        return _to_prompts(rows, "arith", field, "arith")
+    if source in SHIPPED:
+        return _to_prompts(_rows_from_jsonl(DATA_DIR / f"{source}.jsonl", field), source, field, source)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ConfigError(field, source, f"no such file; give a JSONL file or one of: {', '.join(SHIPPED)}")
+    if path.is_dir():
+        raise ConfigError(field, source, "is a directory; give a JSONL file")
+    return _to_prompts(_rows_from_jsonl(path, field), path.stem, field, str(path))
+
+
+def load_prompts(sources: Sequence[str], *, limit: int | None, seed: int = 0) -> list[Prompt]:
+    """Load every source; `limit` applies per source (the first K rows of each, in file order).
+
+    Prompt ids must be unique across sources; a clash is resolved by prefixing the set name.
+    """
+    out: list[Prompt] = []
+    seen: set[str] = set()
+    for src in sources:
+        prompts = load_source(src, seed=seed)
+        if limit is not None:
+            prompts = prompts[:limit]
+        for p in prompts:
+            if p.id in seen:
+                p = Prompt(f"{p.prompt_set}:{p.id}", p.text, p.prompt_set, p.answer, p.category)
+            seen.add(p.id)
+            out.append(p)
+    return out

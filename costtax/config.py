@@ -1,0 +1,182 @@
+"""RunConfig and technique-spec parsing. Validation only: no file-system access, no heavy imports
+(file checks live in costtax.preflight).
+
+Spec grammar: `name[:key=v[,v...][,key=v...]]`. A comma followed by `key=` starts a new key;
+bare values extend the previous key's list. Several swept keys form a Cartesian product; each
+combination is one cell, named by its canonical string: the technique's parameters in declared
+order, required ones always shown, optional ones only when they differ from the default
+(`bon:n=4,share_prefix=false`).
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+from .models import DEFAULT_MODEL
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class TechniqueSpec:
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def cell(self) -> str:
+        from .techniques import get_technique
+
+        shown = []
+        for p in get_technique(self.name).params:
+            value = self.param_dict.get(p.name, p.default)
+            if p.required or value != p.default:
+                shown.append(f"{p.name}={p.format(value)}")
+        return self.name + (":" + ",".join(shown) if shown else "")
+
+    def build(self):
+        from .techniques import get_technique
+
+        return get_technique(self.name)(**self.param_dict)
+
+
+def parse_technique_spec(text: str, field: str = "--technique") -> list[TechniqueSpec]:
+    """Expand one spec string into its cells (validated against the technique's parameters)."""
+    from .techniques import REGISTRY, get_technique
+
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(field, text, f"empty technique spec; use one of: {', '.join(REGISTRY)}")
+    name, _, rest = text.strip().partition(":")
+    name = name.strip()
+    try:
+        cls = get_technique(name)
+    except KeyError as exc:
+        raise ConfigError(field, text, exc.args[0]) from None
+    schema = {p.name: p for p in cls.params}
+    lists: dict[str, list[str]] = {}
+    current: str | None = None
+    if rest.strip():
+        for part in rest.split(","):
+            part = part.strip()
+            if not part:
+                raise ConfigError(field, text, "empty value between commas; write name:key=v1,v2")
+            if "=" in part:
+                key, _, value = part.partition("=")
+                key = key.strip()
+                if not _KEY_RE.match(key):
+                    raise ConfigError(field, text, f"bad key {key!r}; write name:key=value")
+                if key not in schema:
+                    valid = ", ".join(schema) or "(none)"
+                    raise ConfigError(field, text, f"unknown key {key!r} for {name}; valid keys: {valid}")
+                if key in lists:
+                    raise ConfigError(field, text, f"key {key!r} given twice; list its values once: {key}=a,b")
+                lists[key] = [value]
+                current = key
+            else:
+                if current is None:
+                    raise ConfigError(field, text, f"value {part!r} has no key; write {name}:key={part}")
+                lists[current].append(part)
+    parsed: dict[str, list[Any]] = {}
+    for key, values in lists.items():
+        out = []
+        for raw in values:
+            try:
+                value = schema[key].parse(raw)
+            except ValueError as exc:
+                raise ConfigError(field, text, f"{name}:{key} {exc}") from None
+            if value not in out:
+                out.append(value)
+        parsed[key] = out
+    missing = [p.name for p in cls.params if p.required and p.name not in parsed and p.default is None]
+    if missing:
+        raise ConfigError(field, text, f"{name} needs {', '.join(missing)}; e.g. {name}:{missing[0]}=4")
+    keys = list(parsed)
+    specs = []
+    for combo in itertools.product(*(parsed[k] for k in keys)):
+        params = {p.name: p.default for p in cls.params}
+        params.update(zip(keys, combo))
+        specs.append(TechniqueSpec(name, tuple((p.name, params[p.name]) for p in cls.params)))
+    return specs
+
+
+def expand_techniques(specs: tuple[str, ...] | list[str], field: str = "--technique") -> tuple[TechniqueSpec, ...]:
+    """All cells, de-duplicated by canonical string, with a `plain` baseline added when absent."""
+    cells: dict[str, TechniqueSpec] = {}
+    for text in specs:
+        for spec in parse_technique_spec(text, field):
+            cells.setdefault(spec.cell, spec)
+    if "plain" not in cells:
+        cells = {"plain": TechniqueSpec("plain"), **cells}
+    else:  # the baseline runs first so its numbers never depend on cell order
+        cells = {"plain": cells.pop("plain"), **cells}
+    return tuple(cells.values())
+
+
+DEFAULT_TECHNIQUES = ("plain", "bon:n=4", "cai:rounds=1")
+ENGINE_NAMES = ("vllm", "hf")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one profile run needs; validated here, touched on disk only by preflight."""
+
+    model: str = DEFAULT_MODEL
+    engine: str = "vllm"
+    techniques: tuple[str, ...] = DEFAULT_TECHNIQUES
+    prompts: tuple[str, ...] = ("helpful",)
+    limit: int | None = 8
+    max_tokens: int = 64
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int = 0
+    repeats: int = 1
+    out: str | None = None
+    reward_model: str = "judge"
+    eval_reward_model: str | None = None
+    constitution: str | None = None
+    prefix_caching: bool = True
+    trust_remote_code: bool = False
+    max_model_len: int = 2048
+    judge_calibration: bool = True
+    cells: tuple[TechniqueSpec, ...] = field(default=(), compare=False)
+
+    def __post_init__(self):
+        if self.engine not in ENGINE_NAMES:
+            raise ConfigError("--engine", self.engine, f"use one of: {', '.join(ENGINE_NAMES)}")
+        if not self.techniques:
+            raise ConfigError("--technique", "", "give at least one technique, e.g. --technique plain")
+        if not self.prompts:
+            raise ConfigError("--prompts", "", "give a prompt set name or a JSONL file")
+        if self.limit is not None and not 1 <= self.limit <= 100_000:
+            raise ConfigError("--limit", self.limit, "use an integer between 1 and 100000")
+        if not 1 <= self.max_tokens <= 32_768:
+            raise ConfigError("--max-tokens", self.max_tokens, "use an integer between 1 and 32768")
+        if not 0 <= self.temperature <= 10:
+            raise ConfigError("--temperature", self.temperature, "use a number between 0 and 10")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError("--top-p", self.top_p, "use a number in (0, 1]")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError("--seed", self.seed, "use an integer between 0 and 2**32-1")
+        if not 1 <= self.repeats <= 100:
+            raise ConfigError("--repeats", self.repeats, "use an integer between 1 and 100")
+        if not 64 <= self.max_model_len <= 1_048_576:
+            raise ConfigError("--max-model-len", self.max_model_len, "use an integer between 64 and 1048576")
+        if self.max_tokens >= self.max_model_len:
+            raise ConfigError("--max-tokens", self.max_tokens, f"must be below --max-model-len ({self.max_model_len})")
+        object.__setattr__(self, "cells", expand_techniques(self.techniques))
+
+    def sampling_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "cells"}
+        d["techniques"] = list(self.techniques)
+        d["prompts"] = list(self.prompts)
+        d["cells"] = [c.cell for c in self.cells]
+        return d

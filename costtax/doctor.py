@@ -1,0 +1,63 @@
+"""`costtax doctor`: what is installed, what each missing piece disables. Never imports vllm
+(that costs seconds and may fail loudly); checks distributions and light imports only."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from . import provenance
+
+
+def _has(mod: str) -> bool:
+    try:
+        return importlib.util.find_spec(mod) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def run_doctor() -> list[str]:
+    v = provenance.versions()
+    lines = [f"python        {sys.version.split()[0]} ({sys.executable})"]
+    checks = [
+        ("torch", v["torch"], "engines, reward models and kernels"),
+        ("transformers", v["transformers"], "the hf engine, reward models and the embedded-model conversion"),
+        ("vllm", v["vllm"], "the vllm engine (use --engine hf)"),
+        ("triton", v["triton"], "Triton kernels (torch reference paths are used instead)"),
+        ("nvidia-ml-py", v["nvidia-ml-py"], "GPU memory/energy sampling"),
+    ]
+    for name, ver, disables in checks:
+        lines.append(f"{name:<13} {ver or 'MISSING':<12}" + ("" if ver else f" -> disables {disables}"))
+    if _has("gguf"):
+        lines.append("gguf          ok")
+    else:
+        lines.append("gguf          MISSING      -> disables converting the embedded GGUF model")
+    from .models import list_models
+
+    for m in list_models():
+        state = "converted" if m["converted"] else ("installed, converts on first use" if m["installed"] else "NOT INSTALLED")
+        lines.append(f"model         {m['alias']}: {state}")
+    gpus = provenance.gpu_names()
+    lines.append("nvml          " + (f"{len(gpus)} GPU(s): {', '.join(gpus)}" if gpus else "unavailable -> GPU memory/energy columns are null"))
+    cuda = None
+    if v["torch"]:
+        try:
+            import torch
+
+            cuda = torch.cuda.is_available()
+            lines.append(f"cuda          {'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available'}")
+        except Exception as exc:  # broken torch install
+            lines.append(f"cuda          torch import failed: {exc}")
+    interp = os.environ.get("TRITON_INTERPRET") == "1"
+    if cuda:
+        path = "triton (compiled)"
+    elif interp and v["triton"]:
+        path = "triton interpreter (TRITON_INTERPRET=1; slow, for tests)"
+    else:
+        path = "torch reference (no CUDA; kernels fall back)"
+    lines.append(f"kernels       {path}")
+    lines.append(f"cpu           {provenance.cpu_name()} x{os.cpu_count()} flags: {' '.join(provenance.cpu_flags())}")
+    if not cuda and "avx512_bf16" not in provenance.cpu_flags() and "amx_bf16" not in provenance.cpu_flags():
+        lines.append("              no bf16 units: engines run float32 on this CPU")
+    lines.append(f"cache         {__import__('costtax.models', fromlist=['cache_root']).cache_root()}")
+    return lines

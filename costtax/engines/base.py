@@ -1,0 +1,116 @@
+"""The engine contract: batched generation with n samples per prompt, and exact records.
+
+Clock: every timestamp an engine returns (t_*_s) is seconds on `time.monotonic()`; the
+profiler subtracts its run epoch. CLOCK_MONOTONIC is system-wide on Linux, so vLLM's engine
+core (another process) stamps tokens on the same clock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+Message = dict  # {"role": "...", "content": "..."}
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Sampling parameters shared by every technique (plain included)."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 64
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One request: a chat conversation, n samples.
+
+    share_prefix=False asks the engine to make the n samples unable to share the prompt's
+    prefill (n separate requests with distinct cache salts on vLLM): the naive best-of-N layout.
+    """
+
+    request_id: str
+    messages: tuple[Message, ...]
+    n: int = 1
+    share_prefix: bool = True
+    max_tokens: int | None = None  # overrides SamplingSpec.max_tokens
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+        if not self.messages:
+            raise ValueError("messages must not be empty")
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str | None  # "stop" | "length" | None
+
+    @property
+    def output_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class GenResult:
+    request_id: str
+    samples: tuple[Sample, ...]
+    prompt_tokens: int  # per sample: the prompt length
+    prompt_tokens_computed: int  # prompt tokens the engine prefilled over all n samples
+    cached_prompt_tokens: int | None  # served from the prefix cache (None: engine cannot say)
+    t_submit_s: float
+    t_first_token_s: float | None
+    t_finish_s: float
+    ttft_source: str | None = None  # "engine" | "batch" | None
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(s.output_tokens for s in self.samples)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """Engine-level counters for one generate() call, where the engine exposes them."""
+
+    prefix_cache_queries: int | None = None
+    prefix_cache_hits: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+
+    def start(self) -> float:
+        """Load the model and warm up; returns the cold-start seconds."""
+
+    def generate(self, requests: Sequence[GenRequest], sampling: SamplingSpec) -> list[GenResult]:
+        """Run a batch of requests; results in request order."""
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The exact prompt string the engine feeds the model (chat template applied)."""
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def max_model_len(self) -> int: ...
+
+    def reset_prefix_cache(self) -> bool:
+        """Drop cached prefixes so one cell cannot warm the next. False if unsupported."""
+
+    def last_batch_stats(self) -> BatchStats: ...
+
+    def provenance(self) -> dict[str, Any]:
+        """Engine name, versions, dtype, device, prefix caching, settings."""
+
+    def close(self) -> None: ...

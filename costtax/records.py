@@ -1,0 +1,158 @@
+"""Run-directory records and the writer. A leaf module: no torch, no pandas.
+
+Contract (later changes add fields, never rename them):
+- run.json      : schema_version, run_id, config, provenance, status, times, cells.
+- calls.jsonl   : one CallRecord per model call, appended + flushed as each call finishes.
+- answers.jsonl : one AnswerRecord per final answer, appended + flushed.
+- cells.jsonl   : one CellRecord per finished (or failed) cell: status, wall time, meter.
+- summary.csv   : one row per cell, rebuilt by costtax.report from the files above.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+RUN_JSON, CALLS, ANSWERS, CELLS, SUMMARY = "run.json", "calls.jsonl", "answers.jsonl", "cells.jsonl", "summary.csv"
+STAGES = ("sample", "critique", "revise", "score", "eval")
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    run_id: str
+    cell: str
+    call_id: str
+    answer_id: str
+    prompt_id: str
+    stage: str
+    n: int
+    prompt_tokens: int  # per sample, as the model saw it (chat template applied)
+    cached_prompt_tokens: int | None  # over all n samples; None if the engine cannot tell
+    output_tokens: int  # over all n samples
+    t_submit_s: float  # seconds since the run's epoch (time.monotonic based)
+    t_first_token_s: float | None
+    t_finish_s: float
+    latency_s: float
+    ttft_s: float | None
+    batch_id: str | None = None
+    answer_ids: tuple[str, ...] | None = None  # every answer a batched call served
+    prompt_tokens_computed: int | None = None  # prefill actually computed over n samples
+    ttft_source: str | None = None  # engine | batch | None
+    repeat: int = 0
+    round: int | None = None  # CAI round (1-based) for critique/revise calls
+    finish_reasons: tuple[str | None, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    run_id: str
+    cell: str
+    answer_id: str
+    technique: str
+    prompt_id: str
+    text: str
+    calls: int  # technique calls (eval scoring excluded)
+    prompt_tokens: int
+    output_tokens: int
+    latency_s: float  # first submit -> last finish of this answer's technique calls
+    cached_prompt_tokens: int | None = None
+    prompt_set: str | None = None
+    repeat: int = 0
+    reward_tokens: int = 0
+    score_latency_s: float = 0.0
+    selection_reward: float | None = None  # BoN: reward of the chosen candidate
+    truncated: bool = False
+    ttft_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # technique-specific fields
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    run_id: str
+    cell: str
+    technique: str
+    params: dict[str, Any]
+    status: str  # ok | failed
+    answers: int
+    cell_wall_s: float
+    engine_start_s: float | None
+    is_baseline: bool = False
+    error: str | None = None
+    meter: dict[str, Any] = field(default_factory=dict)
+    engine_stats: dict[str, Any] = field(default_factory=dict)
+    t_start_s: float | None = None
+    t_end_s: float | None = None
+
+
+def to_json_dict(rec) -> dict[str, Any]:
+    d = asdict(rec)
+    for k, v in list(d.items()):
+        if isinstance(v, tuple):
+            d[k] = list(v)
+    return d
+
+
+class RunWriter:
+    """Appends rows as they finish; every row is flushed so a kill -9 loses no finished row."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._files = {
+            name: open(self.run_dir / name, "a", encoding="utf-8") for name in (CALLS, ANSWERS, CELLS)
+        }
+
+    def _append(self, name: str, rec) -> None:
+        fh = self._files[name]
+        fh.write(json.dumps(to_json_dict(rec), ensure_ascii=False) + "\n")
+        fh.flush()
+
+    def call(self, rec: CallRecord) -> None:
+        self._append(CALLS, rec)
+
+    def answer(self, rec: AnswerRecord) -> None:
+        self._append(ANSWERS, rec)
+
+    def cell(self, rec: CellRecord) -> None:
+        self._append(CELLS, rec)
+        for fh in self._files.values():
+            os.fsync(fh.fileno())
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file; a torn last line (killed mid-write) is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / RUN_JSON).read_text(encoding="utf-8"))

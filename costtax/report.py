@@ -1,0 +1,376 @@
+"""The only module that builds DataFrames. Reads a run directory and nothing else, so a crash, a
+resume or a later `costtax report` all see the same data.
+
+summary.csv columns (contract; new columns are appended, none renamed):
+  run_id, cell, technique, params, answers, latency_p50_s, latency_p95_s, latency_p99_s,
+  cell_wall_s, answers_per_s, output_tokens_per_s, output_tokens_per_answer, engine_start_s,
+  then cost, quality, tax and provenance columns documented in README.md.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import metrics as M
+from .records import ANSWERS, CALLS, CELLS, RUN_JSON, SUMMARY, read_jsonl
+
+CONTRACT_COLUMNS = [
+    "run_id", "cell", "technique", "params", "answers", "latency_p50_s", "latency_p95_s", "latency_p99_s",
+    "cell_wall_s", "answers_per_s", "output_tokens_per_s", "output_tokens_per_answer", "engine_start_s",
+]
+SMALL_N = 30  # below this many answers per cell, deltas are mostly noise: the table says so
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """run.json plus the three row files as DataFrames (answers carry eval_reward from eval calls)."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / RUN_JSON).read_text(encoding="utf-8"))
+    calls = pd.DataFrame(list(read_jsonl(run_dir / CALLS)))
+    answers = pd.DataFrame(list(read_jsonl(run_dir / ANSWERS)))
+    cell_rows = list(read_jsonl(run_dir / CELLS))
+    # The last record of a cell wins (a failed cell later resumed and finished).
+    last: dict[str, dict] = {}
+    for r in cell_rows:
+        last[r["cell"]] = r
+    cells = pd.DataFrame(list(last.values()))
+    if not answers.empty:
+        answers = answers.drop_duplicates("answer_id", keep="last")
+        answers["eval_reward"] = None
+        if not calls.empty and "stage" in calls:
+            ev = calls[calls["stage"] == "eval"]
+            if not ev.empty:
+                rew = {r["answer_id"]: (r.get("extra") or {}).get("rewards", [None])[0] for _, r in ev.iterrows()}
+                answers["eval_reward"] = answers["answer_id"].map(rew)
+    return {"meta": meta, "calls": calls, "answers": answers, "cells": cells}
+
+
+def _extra(answers, key):
+    return [(e or {}).get(key) for e in answers["extra"]] if "extra" in answers else []
+
+
+def _cell_quality(a, prompts_answer: dict[str, str | None]) -> dict[str, Any]:
+    texts = list(a["text"])
+    out: dict[str, Any] = {}
+    sel = [x for x in a.get("selection_reward", []) if x is not None]
+    out["selection_reward_mean"] = M.mean_or_none(sel)
+    ev = [x for x in a["eval_reward"] if x is not None and x == x] if "eval_reward" in a else []
+    out["eval_reward_mean"] = M.mean_or_none(ev)
+    ci = M.bootstrap_ci(ev) if ev else None
+    out["eval_reward_ci95_lo"], out["eval_reward_ci95_hi"] = ci if ci else (None, None)
+    out["eval_reward_n"] = len(ev)
+    # accuracy on prompts with an answer (the arith set)
+    graded = [(t, prompts_answer.get(pid)) for t, pid in zip(texts, a["prompt_id"]) if prompts_answer.get(pid) is not None]
+    correct = [M.is_correct(t, ans) for t, ans in graded]
+    out["accuracy"] = (sum(correct) / len(correct)) if correct else None
+    out["accuracy_n"] = len(correct)
+    ci = M.bootstrap_ci([float(c) for c in correct]) if correct else None
+    out["accuracy_ci95_lo"], out["accuracy_ci95_hi"] = ci if ci else (None, None)
+    # refusal on the harmful set
+    harm = [t for t, s in zip(texts, a.get("prompt_set", [None] * len(texts))) if s == "harmful"]
+    out["refusal_rate_harmful"] = (sum(M.is_refusal(t) for t in harm) / len(harm)) if harm else None
+    out["refusal_n"] = len(harm)
+    # output narrowing across the cell's final answers
+    out["distinct_1"] = M.distinct_n(texts, 1)
+    out["distinct_2"] = M.distinct_n(texts, 2)
+    out["self_bleu"] = M.self_bleu(texts)
+    # over BoN's N candidates (mean over prompts)
+    cands = [c for c in _extra(a, "candidate_texts") if c]
+    if cands:
+        out["candidate_distinct_2"] = M.mean_or_none([M.distinct_n(c, 2) for c in cands])
+        out["candidate_self_bleu"] = M.mean_or_none([M.self_bleu(c) for c in cands])
+    else:
+        out["candidate_distinct_2"] = out["candidate_self_bleu"] = None
+    # over --repeats K final answers per prompt (null when K=1)
+    if "repeat" in a and a["repeat"].nunique() > 1:
+        groups = a.groupby("prompt_id")["text"].apply(list)
+        out["repeats_self_bleu"] = M.mean_or_none([M.self_bleu(g) for g in groups])
+        out["repeats_distinct_2"] = M.mean_or_none([M.distinct_n(g, 2) for g in groups])
+    else:
+        out["repeats_self_bleu"] = out["repeats_distinct_2"] = None
+    out["truncated_rate"] = float(a["truncated"].mean()) if "truncated" in a and len(a) else None
+    return out
+
+
+def _cell_cost(a, c, cell_row) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    n = len(a)
+    lat = list(a["latency_s"]) if n else []
+    p = M.percentiles(lat)
+    out["latency_p50_s"], out["latency_p95_s"], out["latency_p99_s"] = p["p50"], p["p95"], p["p99"]
+    out["latency_mean_s"] = M.mean_or_none(lat)
+    ci = M.bootstrap_ci(lat, stat="median") if lat else None
+    out["latency_p50_ci95_lo_s"], out["latency_p50_ci95_hi_s"] = ci if ci else (None, None)
+    wall = cell_row.get("cell_wall_s") or None
+    out["cell_wall_s"] = wall
+    out["answers_per_s"] = (n / wall) if wall else None
+    tech = c[c["stage"] != "eval"] if len(c) else c
+    gen = tech[tech["stage"].isin(["sample", "critique", "revise"])] if len(tech) else tech
+    score = tech[tech["stage"] == "score"] if len(tech) else tech
+    out_tokens = float(gen["output_tokens"].sum()) if len(gen) else 0.0
+    out["output_tokens_per_s"] = (out_tokens / wall) if wall else None
+    out["output_tokens_per_answer"] = (out_tokens / n) if n else None
+    prompt_served = float((gen["prompt_tokens"] * gen["n"]).sum()) if len(gen) else 0.0
+    cached = gen["cached_prompt_tokens"].dropna() if len(gen) else []
+    cached_sum = float(cached.sum()) if len(cached) else None
+    out["prompt_tokens_per_answer"] = (prompt_served / n) if n else None
+    out["cached_prompt_tokens_per_answer"] = (cached_sum / n) if (n and cached_sum is not None) else None
+    computed = gen["prompt_tokens_computed"].dropna() if len(gen) and "prompt_tokens_computed" in gen else []
+    out["prefill_tokens_computed_per_answer"] = (float(computed.sum()) / n) if (n and len(computed)) else None
+    out["prefix_cache_hit_rate"] = (cached_sum / prompt_served) if (cached_sum is not None and prompt_served) else None
+    out["calls_per_answer"] = (len(tech) / n) if n else None
+    out["reward_tokens_per_answer"] = (float(score["prompt_tokens"].sum()) / n) if n else None
+    score_s = float(score["latency_s"].sum()) if len(score) else 0.0
+    out["score_latency_s_per_answer"] = (score_s / n) if n else None
+    out["score_share_of_latency"] = (score_s / float(sum(lat))) if lat and sum(lat) > 0 else None
+    samp = gen[gen["stage"] == "sample"] if len(gen) else gen
+    ttft = [x for x in samp["ttft_s"] if x is not None and x == x] if len(samp) else []
+    out["ttft_p50_s"] = M.percentiles(ttft)["p50"] if ttft else None
+    out["ttft_source"] = (samp["ttft_source"].dropna().iloc[0] if len(samp) and samp["ttft_source"].notna().any() else None)
+    # time per output token of sample calls: (latency - ttft) / (tokens per sample - 1)
+    tpot = []
+    for _, r in samp.iterrows() if len(samp) else []:
+        per_sample = r["output_tokens"] / max(r["n"], 1)
+        if r["ttft_s"] is not None and r["ttft_s"] == r["ttft_s"] and per_sample > 1:
+            tpot.append((r["latency_s"] - r["ttft_s"]) / (per_sample - 1))
+    out["tpot_p50_s"] = M.percentiles(tpot)["p50"] if tpot else None
+    meter = cell_row.get("meter") or {}
+    out["rss_peak_bytes"] = meter.get("rss_peak_bytes")
+    out["memory_source"] = meter.get("memory_source")
+    out["gpu_mem_peak_bytes"] = meter.get("gpu_mem_peak_bytes")
+    out["torch_peak_allocated_bytes"] = meter.get("torch_peak_allocated_bytes")
+    out["energy_j"] = meter.get("energy_j")
+    out["energy_method"] = meter.get("energy_method")
+    out["energy_j_per_answer"] = (meter["energy_j"] / n) if (n and meter.get("energy_j") is not None) else None
+    out["energy_j_per_output_token"] = (
+        meter["energy_j"] / out_tokens if (out_tokens and meter.get("energy_j") is not None) else None
+    )
+    out["power_mean_w"] = meter.get("power_mean_w")
+    out["cpu_s_per_answer"] = (meter["cpu_s"] / n) if (n and meter.get("cpu_s") is not None) else None
+    out["gpu_s_per_answer"] = (meter["gpu_s"] / n) if (n and meter.get("gpu_s") is not None) else None
+    out["peak_memory_bytes"] = out["gpu_mem_peak_bytes"] if out["gpu_mem_peak_bytes"] is not None else out["rss_peak_bytes"]
+    return out
+
+
+def build_summary(run_dir: str | Path):
+    """One row per cell: contract columns first, then cost, quality, tax and provenance."""
+    import pandas as pd
+
+    data = load_run(run_dir)
+    meta, calls, answers, cells = data["meta"], data["calls"], data["answers"], data["cells"]
+    if cells.empty:
+        return pd.DataFrame(columns=CONTRACT_COLUMNS)
+    prompts_answer = _prompt_answers(meta)
+    rows = []
+    for _, cr in cells.iterrows():
+        cell = cr["cell"]
+        a = answers[answers["cell"] == cell] if not answers.empty else answers
+        c = calls[calls["cell"] == cell] if not calls.empty else calls
+        row: dict[str, Any] = {
+            "run_id": meta["run_id"],
+            "cell": cell,
+            "technique": cr["technique"],
+            "params": json.dumps(cr.get("params") or {}, sort_keys=True),
+            "answers": int(len(a)),
+            "status": cr["status"],
+            "error": cr.get("error"),
+            "is_baseline": bool(cr.get("is_baseline")),
+            "engine_start_s": cr.get("engine_start_s"),
+        }
+        row.update(_cell_cost(a, c, cr) if len(a) else {"cell_wall_s": cr.get("cell_wall_s")})
+        if len(a):
+            row.update(_cell_quality(a, prompts_answer))
+        params = cr.get("params") or {}
+        if cr["technique"] == "bon":
+            n = int(params.get("n", 1))
+            row["bon_kl_bound_nats"] = M.bon_kl_bound_nats(n)
+            row["bon_win_rate_bound"] = M.bon_win_rate_bound(n)
+        if cr["technique"] == "cai" and len(a):
+            row["cai_rounds_mean"] = M.mean_or_none(_extra(a, "rounds"))
+            stopped = [bool(x) for x in _extra(a, "stopped_early") if x is not None]
+            row["cai_stopped_early_rate"] = (sum(stopped) / len(stopped)) if stopped else None
+            row.update(_cai_capability(a, prompts_answer))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df = _add_tax(df, answers, meta)
+    df = _add_provenance(df, meta)
+    cols = CONTRACT_COLUMNS + [c for c in df.columns if c not in CONTRACT_COLUMNS]
+    for c in CONTRACT_COLUMNS:
+        if c not in df:
+            df[c] = None
+    return df[cols]
+
+
+def _prompt_answers(meta) -> dict[str, str | None]:
+    """Reference answers come from the prompt sources named in run.json (loaded again, cheap)."""
+    from .prompts import load_prompts
+
+    cfg = meta.get("config", {})
+    try:
+        prompts = load_prompts(cfg.get("prompts", []), limit=cfg.get("limit"), seed=cfg.get("seed", 0))
+    except Exception:
+        return {}
+    return {p.id: p.answer for p in prompts}
+
+
+def _cai_capability(a, prompts_answer) -> dict[str, Any]:
+    """What revision did to answers that had a reference: correct->wrong and wrong->correct."""
+    init = _extra(a, "initial_text")
+    pairs = [
+        (M.is_correct(i, prompts_answer[pid]), M.is_correct(t, prompts_answer[pid]))
+        for i, t, pid in zip(init, a["text"], a["prompt_id"])
+        if i is not None and prompts_answer.get(pid) is not None
+    ]
+    if not pairs:
+        return {"cai_correct_to_wrong": None, "cai_wrong_to_correct": None}
+    return {
+        "cai_correct_to_wrong": sum(1 for b, f in pairs if b and not f) / len(pairs),
+        "cai_wrong_to_correct": sum(1 for b, f in pairs if not b and f) / len(pairs),
+    }
+
+
+def _add_tax(df, answers, meta):
+    """Multipliers and quality deltas vs the plain baseline on the same prompts; Pareto flag."""
+    base = df[df["cell"] == "plain"]
+    if base.empty or answers.empty:
+        return df
+    b = base.iloc[0]
+    mult_cols = {
+        "latency_p50_x": "latency_p50_s",
+        "latency_p95_x": "latency_p95_s",
+        "cpu_s_per_answer_x": "cpu_s_per_answer",
+        "gpu_s_per_answer_x": "gpu_s_per_answer",
+        "output_tokens_per_answer_x": "output_tokens_per_answer",
+        "energy_j_per_answer_x": "energy_j_per_answer",
+        "peak_memory_x": "peak_memory_bytes",
+    }
+    for new, col in mult_cols.items():
+        df[new] = [M.multiplier(v, b.get(col)) if col in df else None for v in (df[col] if col in df else [None] * len(df))]
+    source = (meta.get("eval_reward") or {}).get("source")
+    base_ans = answers[answers["cell"] == "plain"]
+    key = lambda r: (r["prompt_id"], r.get("repeat", 0))  # noqa: E731
+    base_eval = {key(r): r["eval_reward"] for _, r in base_ans.iterrows()} if "eval_reward" in base_ans else {}
+    win, proxy_win, win_n, deltas, dlo, dhi, acc_d = [], [], [], [], [], [], []
+    for _, row in df.iterrows():
+        a = answers[answers["cell"] == row["cell"]]
+        cand = {key(r): r["eval_reward"] for _, r in a.iterrows()} if "eval_reward" in a else {}
+        rate, n = M.win_rate(cand, base_eval)
+        win.append(rate if source == "eval" else None)
+        proxy_win.append(rate if source == "proxy" else None)
+        win_n.append(n)
+        shared = [k for k in cand if k in base_eval and cand[k] is not None and base_eval[k] is not None]
+        diffs_a = [cand[k] for k in shared]
+        diffs_b = [base_eval[k] for k in shared]
+        deltas.append(M.mean_or_none([x - y for x, y in zip(diffs_a, diffs_b)]))
+        ci = M.paired_bootstrap_delta_ci(diffs_a, diffs_b) if shared else None
+        dlo.append(ci[0] if ci else None)
+        dhi.append(ci[1] if ci else None)
+        acc = row.get("accuracy")
+        acc_d.append(None if acc is None or b.get("accuracy") is None or acc != acc else acc - b.get("accuracy"))
+    df["win_rate_vs_plain"] = win
+    df["proxy_win_rate_vs_plain"] = proxy_win
+    df["win_rate_n"] = win_n
+    df["eval_reward_delta_vs_plain"] = deltas
+    df["eval_reward_delta_ci95_lo"] = dlo
+    df["eval_reward_delta_ci95_hi"] = dhi
+    df["accuracy_delta_vs_plain"] = acc_d
+    df["eval_reward_source"] = source
+    cost_col = "gpu_s_per_answer" if df.get("gpu_s_per_answer") is not None and df["gpu_s_per_answer"].notna().all() else "latency_p50_s"
+    ok = df["status"] == "ok"
+    costs = [c if o else None for c, o in zip(df[cost_col], ok)]
+    quals = [q if o else None for q, o in zip(df.get("eval_reward_mean", [None] * len(df)), ok)]
+    df["pareto"] = M.pareto_front(costs, quals)
+    df["pareto_cost"] = cost_col
+    df["noise_note"] = [
+        f"n={n} < {SMALL_N}: deltas are mostly noise" if n < SMALL_N else "" for n in df["answers"]
+    ]
+    return df
+
+
+def _add_provenance(df, meta):
+    prov = meta.get("provenance", {})
+    eng = meta.get("engine", {})
+    vers = prov.get("versions", {})
+    cfg = meta.get("config", {})
+    df["device"] = prov.get("machine", {}).get("device")
+    df["engine"] = eng.get("engine", cfg.get("engine"))
+    df["model"] = cfg.get("model")
+    df["dtype"] = eng.get("dtype")
+    df["seed"] = cfg.get("seed")
+    df["temperature"] = cfg.get("temperature")
+    df["top_p"] = cfg.get("top_p")
+    df["max_tokens"] = cfg.get("max_tokens")
+    df["prefix_caching"] = eng.get("prefix_caching")
+    df["torch_version"] = vers.get("torch")
+    df["vllm_version"] = vers.get("vllm")
+    df["transformers_version"] = vers.get("transformers")
+    df["triton_version"] = vers.get("triton")
+    df["git_commit"] = prov.get("git_commit")
+    df["reward_model"] = (meta.get("reward_model") or {}).get("spec")
+    return df
+
+
+def write_summary(run_dir: str | Path):
+    """Rebuild summary.csv (atomically) from the run directory; returns the DataFrame."""
+    import os
+
+    run_dir = Path(run_dir)
+    df = build_summary(run_dir)
+    tmp = run_dir / f".{SUMMARY}.tmp"
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, run_dir / SUMMARY)
+    return df
+
+
+def load_summary(run_dir: str | Path):
+    import pandas as pd
+
+    return pd.read_csv(Path(run_dir) / SUMMARY)
+
+
+HEADLINE = [
+    ("cell", "cell", None),
+    ("answers", "n", "{:d}"),
+    ("latency_p50_s", "p50 s", "{:.2f}"),
+    ("latency_p50_x", "p50 ×", "{:.2f}"),
+    ("latency_p95_x", "p95 ×", "{:.2f}"),
+    ("output_tokens_per_answer_x", "tok/ans ×", "{:.2f}"),
+    ("cpu_s_per_answer_x", "CPU-s ×", "{:.2f}"),
+    ("gpu_s_per_answer_x", "GPU-s ×", "{:.2f}"),
+    ("energy_j_per_answer_x", "J/ans ×", "{:.2f}"),
+    ("peak_memory_x", "mem ×", "{:.2f}"),
+    ("answers_per_s", "ans/s", "{:.2f}"),
+    ("prefix_cache_hit_rate", "cache hit", "{:.0%}"),
+    ("eval_reward_mean", "reward", "{:+.2f}"),
+    ("eval_reward_delta_vs_plain", "Δreward", "{:+.2f}"),
+    ("win_rate_vs_plain", "win", "{:.0%}"),
+    ("proxy_win_rate_vs_plain", "win (proxy)", "{:.0%}"),
+    ("accuracy_delta_vs_plain", "Δacc", "{:+.0%}"),
+    ("distinct_2", "dist-2", "{:.2f}"),
+    ("pareto", "pareto", None),
+]
+
+
+def headline_rows(df) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells of the tax table; columns that are null everywhere are dropped."""
+    cols = [(k, h, f) for k, h, f in HEADLINE if k in df and df[k].notna().any()]
+    rows = []
+    for _, r in df.iterrows():
+        cells = []
+        for k, _, f in cols:
+            v = r[k]
+            if v is None or (isinstance(v, float) and v != v):
+                cells.append("—")
+            elif k == "pareto":
+                cells.append("★" if bool(v) else "")
+            elif f:
+                try:
+                    cells.append(f.format(int(v) if f == "{:d}" else float(v)))
+                except (TypeError, ValueError):
+                    cells.append(str(v))
+            else:
+                cells.append(str(v) + ("" if r.get("status", "ok") == "ok" else f" (FAILED: {r.get('error')})"))
+        rows.append(cells)
+    return [h for _, h, _ in cols], rows

@@ -1,0 +1,249 @@
+"""Last-token reward head over a packed (varlen) batch.
+
+A scalar reward model scores sequence ``b`` at one row of the packed hidden states
+``hidden [T, H]``: by default its last token, row ``cu_seqlens[b+1] - 1``. The naive HF-style
+path applies the head to every position and then gathers; this kernel reads only the B
+score rows (B*H elements instead of T*H) and accumulates in fp32.
+
+    reward[b] = hidden[pos[b]] . weight + bias
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _dispatch
+from ._dispatch import choose_path, kernel_dtype_ok, next_pow2, resolve_kernel
+from ._validate import (
+    check_cu_seqlens_values,
+    check_index_range,
+    hidden_matrix,
+    index_vector,
+)
+
+try:  # guarded: importing costtax.kernels must work without triton
+    import triton
+    import triton.language as tl
+except Exception:  # pragma: no cover - exercised only where triton is absent/broken
+    triton = None
+    tl = None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _reward_head_kernel(
+        hidden_ptr,
+        weight_ptr,
+        cu_ptr,
+        pos_ptr,
+        bias_ptr,
+        out_ptr,
+        B,
+        T,
+        H,
+        stride_ht,
+        stride_hh,
+        stride_w,
+        bias_val,
+        HAS_POS: tl.constexpr,
+        BIAS_MODE: tl.constexpr,  # 0: none, 1: scalar bias_val, 2: load bias_ptr[0]
+        BLOCK_B: tl.constexpr,
+        BLOCK_H: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        b = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+        b_mask = b < B
+        if HAS_POS:
+            pos = tl.load(pos_ptr + b, mask=b_mask, other=0).to(tl.int64)
+            valid = b_mask & (pos >= 0) & (pos < T)
+        else:
+            start = tl.load(cu_ptr + b, mask=b_mask, other=0).to(tl.int64)
+            end = tl.load(cu_ptr + b + 1, mask=b_mask, other=0).to(tl.int64)
+            pos = end - 1
+            valid = b_mask & (end > start) & (pos >= 0) & (pos < T)
+        # Invalid rows read row 0 under a false mask: no out-of-bounds address is formed.
+        row_off = tl.where(valid, pos, 0) * stride_ht
+        acc = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+        for h0 in range(0, H, BLOCK_H):
+            offs = h0 + tl.arange(0, BLOCK_H)
+            h_mask = offs < H
+            w = tl.load(weight_ptr + offs * stride_w, mask=h_mask, other=0.0).to(tl.float32)
+            x = tl.load(
+                hidden_ptr + row_off[:, None] + offs[None, :] * stride_hh,
+                mask=valid[:, None] & h_mask[None, :],
+                other=0.0,
+            ).to(tl.float32)
+            acc += x * w[None, :]
+        score = tl.sum(acc, axis=1)
+        if BIAS_MODE == 1:
+            score = score + bias_val
+        if BIAS_MODE == 2:
+            score = score + tl.load(bias_ptr).to(tl.float32)
+        score = tl.where(valid, score, float("nan"))
+        tl.store(out_ptr + b, score, mask=b_mask)
+
+else:  # pragma: no cover
+    _reward_head_kernel = None
+
+
+def _launch_config(B: int, H: int, interpret: bool) -> tuple[int, int, int]:
+    """(BLOCK_B, BLOCK_H, num_warps). The interpreter pays ~2 ms per program, so it gets
+    few, wide programs; the GPU gets one small tile per pair of sequences."""
+    if interpret:
+        return min(next_pow2(B), 8), min(max(next_pow2(H), 16), 64), 1
+    return 2, min(max(next_pow2(H), 16), 2048), 4
+
+
+def _normalize_weight(weight: Any, H: int) -> torch.Tensor:
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() == 2 and weight.shape[0] == 1:  # nn.Linear(H, 1).weight
+        weight = weight[0]
+    if weight.dim() != 1 or weight.shape[0] != H:
+        raise ValueError(f"weight must have shape [H]=[{H}] (or [1, {H}]), got {tuple(weight.shape)}")
+    if not weight.is_floating_point():
+        raise ValueError(f"weight must be a floating tensor, got {weight.dtype}")
+    return weight
+
+
+def _normalize_bias(bias: Any) -> float | torch.Tensor | None:
+    if bias is None:
+        return None
+    if isinstance(bias, torch.Tensor):
+        if bias.numel() != 1:
+            raise ValueError(f"bias must be a scalar (0-dim or 1-element tensor), got shape {tuple(bias.shape)}")
+        return bias.reshape(())
+    if isinstance(bias, (int, float)):
+        return float(bias)
+    raise ValueError(f"bias must be a float, a 0-dim tensor or None, got {type(bias).__name__}")
+
+
+def _score_rows(cu: torch.Tensor, positions: torch.Tensor | None, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pos [B] int64, valid [B] bool) exactly as the kernel computes them."""
+    if positions is None:
+        start = cu[:-1].long()
+        end = cu[1:].long()
+        pos = end - 1
+        valid = (end > start) & (pos >= 0) & (pos < T)
+    else:
+        pos = positions.long()
+        valid = (pos >= 0) & (pos < T)
+    return pos, valid
+
+
+def reward_head_reference(
+    hidden: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    weight: torch.Tensor,
+    bias: float | torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Plain-torch reward head with the kernel's semantics (fp32 result; NaN for a
+    sequence whose score row is invalid). Gathers the B score rows, then one matvec."""
+    T, H = hidden.shape
+    weight = _normalize_weight(weight, H)
+    bias = _normalize_bias(bias)
+    cu = cu_seqlens.to(hidden.device)
+    if positions is not None:
+        positions = positions.to(hidden.device)
+    pos, valid = _score_rows(cu, positions, T)
+    B = pos.shape[0]
+    if T == 0:
+        return torch.full((B,), float("nan"), dtype=torch.float32, device=hidden.device)
+    rows = hidden.index_select(0, torch.where(valid, pos, torch.zeros_like(pos))).float()
+    out = rows @ weight.to(device=hidden.device, dtype=torch.float32)
+    if isinstance(bias, torch.Tensor):
+        out = out + bias.to(device=hidden.device, dtype=torch.float32)
+    elif bias is not None:
+        out = out + bias
+    return torch.where(valid, out, torch.full_like(out, float("nan")))
+
+
+def reward_head(
+    hidden: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    weight: torch.Tensor,
+    bias: float | torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
+    path: str | None = None,
+    *,
+    validate: bool = True,
+) -> torch.Tensor:
+    """Reward of each packed sequence at its score row; returns ``[B]`` float32.
+
+    Args:
+        hidden: ``[T, H]`` fp32/bf16/fp16 packed hidden states (any strides).
+        cu_seqlens: ``[B+1]`` int32/int64 cumulative lengths; ``cu_seqlens[0] == 0`` and
+            ``cu_seqlens[-1] <= T`` (trailing padding rows are allowed).
+        weight: ``[H]`` (or ``[1, H]``, as ``nn.Linear(H, 1).weight``) head weight.
+        bias: ``None``, a float, or a one-element tensor.
+        positions: optional ``[B]`` int tensor of absolute row indices into ``hidden``;
+            default: each sequence's last token ``cu_seqlens[b+1] - 1``.
+        path: ``None`` (auto, see :func:`kernel_path`), ``"triton"``, ``"triton-interpret"``
+            or ``"reference"``.
+        validate: check the *values* of ``cu_seqlens``/``positions`` (one device->host copy
+            on CUDA). Without it an invalid score row gives NaN for that sequence; no
+            out-of-bounds read happens.
+    """
+    hidden = hidden_matrix(hidden)
+    T, H = hidden.shape
+    cu = index_vector(cu_seqlens, "cu_seqlens", device=hidden.device)
+    if cu.shape[0] < 1:
+        raise ValueError("cu_seqlens must have B+1 >= 1 entries")
+    B = cu.shape[0] - 1
+    weight = _normalize_weight(weight, H)
+    if weight.device != hidden.device:
+        raise ValueError(f"weight is on {weight.device} but hidden is on {hidden.device}")
+    bias = _normalize_bias(bias)
+    if isinstance(bias, torch.Tensor) and bias.device != hidden.device:
+        bias = bias.to(hidden.device)
+    if positions is not None:
+        positions = index_vector(positions, "positions", device=hidden.device)
+        if positions.shape[0] != B:
+            raise ValueError(f"positions must have B={B} entries (len(cu_seqlens)-1), got {positions.shape[0]}")
+    if validate:
+        check_cu_seqlens_values(cu, T, nonempty=positions is None)
+        if positions is not None:
+            check_index_range(positions, T, "positions")
+
+    chosen = choose_path(path, hidden, weight, dtype_ok=kernel_dtype_ok(hidden, weight))
+    if chosen == "reference":
+        return reward_head_reference(hidden, cu, weight, bias, positions)
+
+    out = _dispatch.empty_out((B,), torch.float32, hidden.device)
+    if B == 0:
+        return out
+    interpret = chosen == "triton-interpret"
+    block_b, block_h, num_warps = _launch_config(B, H, interpret)
+    kernel = resolve_kernel(_reward_head_kernel, chosen)
+    if bias is None:
+        bias_mode, bias_val, bias_ptr = 0, 0.0, out
+    elif isinstance(bias, torch.Tensor):
+        bias_mode, bias_val, bias_ptr = 2, 0.0, bias
+    else:
+        bias_mode, bias_val, bias_ptr = 1, bias, out
+    grid = (triton.cdiv(B, block_b),)
+    kernel[grid](
+        hidden,
+        weight,
+        cu,
+        positions if positions is not None else cu,
+        bias_ptr,
+        out,
+        B,
+        T,
+        H,
+        hidden.stride(0),
+        hidden.stride(1),
+        weight.stride(0),
+        bias_val,
+        HAS_POS=positions is not None,
+        BIAS_MODE=bias_mode,
+        BLOCK_B=block_b,
+        BLOCK_H=block_h,
+        num_warps=num_warps,
+    )
+    return out

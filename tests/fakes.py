@@ -1,0 +1,128 @@
+"""Deterministic stand-ins for an engine and a reward model (no torch), for fast tests of the
+profiler, techniques, accounting and reliability paths."""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+from costtax.engines.base import BatchStats, GenResult, Sample
+
+
+def _h(*parts) -> int:
+    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+
+
+class FakeEngine:
+    """Words are tokens. Sample k of a request is a deterministic function of the prompt and k.
+
+    Simulated prefix cache: with share_prefix, samples after the first read the whole prompt
+    from the cache. `fail_on` makes generate() raise when a rendered prompt contains it.
+    """
+
+    name = "fake"
+
+    def __init__(self, words_per_sample: int = 6, max_len: int = 2048, fail_on: str | None = None, seed: int = 0):
+        self.words = words_per_sample
+        self.max_len = max_len
+        self.fail_on = fail_on
+        self.seed = seed
+        self.started = False
+        self.calls = 0
+        self.resets = 0
+        self.closed = False
+
+    def start(self) -> float:
+        self.started = True
+        return 0.01
+
+    def render(self, messages) -> str:
+        return " ".join(f"<{m['role']}> {m['content']}" for m in messages) + " <assistant>"
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def max_model_len(self) -> int:
+        return self.max_len
+
+    def reset_prefix_cache(self) -> bool:
+        self.resets += 1
+        return True
+
+    def last_batch_stats(self) -> BatchStats:
+        return BatchStats()
+
+    def generate(self, requests, sampling):
+        assert self.started, "engine not started"
+        self.calls += 1
+        t0 = time.monotonic()
+        out = []
+        for req in requests:
+            text = self.render(req.messages)
+            if self.fail_on and self.fail_on in text:
+                raise RuntimeError(f"fake engine failure on {self.fail_on!r}")
+            plen = self.count_tokens(text)
+            max_tokens = min(req.max_tokens or sampling.max_tokens, self.max_len - plen)
+            samples = []
+            for k in range(req.n):
+                h = _h(self.seed, text, k)
+                n_words = min(1 + h % self.words, max_tokens)
+                words = [f"w{(h >> (i % 24)) % 97}" for i in range(n_words)]
+                samples.append(
+                    Sample(" ".join(words), tuple(range(n_words)), "length" if n_words == max_tokens else "stop")
+                )
+            cached = plen * (req.n - 1) if req.share_prefix else 0
+            out.append(
+                GenResult(
+                    request_id=req.request_id,
+                    samples=tuple(samples),
+                    prompt_tokens=plen,
+                    prompt_tokens_computed=plen * req.n - cached,
+                    cached_prompt_tokens=cached,
+                    t_submit_s=t0,
+                    t_first_token_s=t0 + 0.001,
+                    t_finish_s=t0 + 0.001 * (1 + sum(s.output_tokens for s in samples)),
+                    ttft_source="engine",
+                )
+            )
+        return out
+
+    def provenance(self):
+        return {"engine": "fake", "dtype": "none", "prefix_caching": True}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass(frozen=True)
+class FakeScore:
+    rewards: tuple
+    tokens: tuple
+    padding_fraction: float = 0.0
+    path: str = "fake"
+    latency_s: float = 0.0
+
+
+class FakeReward:
+    """reward = number of distinct words / 10 + a hash jitter; deterministic."""
+
+    def __init__(self, name: str = "fake-reward", fail: bool = False):
+        self.name = name
+        self.fail = fail
+        self.calls = 0
+
+    def load(self) -> float:
+        return 0.0
+
+    def score(self, prompts, responses):
+        if self.fail:
+            raise RuntimeError("fake reward failure")
+        self.calls += 1
+        rewards = tuple(len(set(r.split())) / 10 + (_h(p, r) % 100) / 1000 for p, r in zip(prompts, responses))
+        return FakeScore(rewards, tuple(len(p.split()) + len(r.split()) for p, r in zip(prompts, responses)))
+
+    def provenance(self):
+        return {"reward_model": self.name}
+
+    def close(self):
+        pass

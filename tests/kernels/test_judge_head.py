@@ -1,0 +1,152 @@
+"""judge_head: Triton path (interpreter on CPU) vs reference vs full-vocabulary logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _kernels_testutil import TOL, assert_close, assert_no_poison, make_cu
+
+from costtax.kernels import JudgeHeadOutput, judge_head, judge_head_reference
+
+LENGTHS = {
+    "B1_len1": [1],
+    "ragged": [3, 1, 17, 5, 12],
+    "B9": [13, 2, 9, 1, 6, 3, 11, 4, 7],
+}
+HIDDEN = [33, 96 + 5]
+DTYPES = [torch.float32, torch.bfloat16]
+V = 37
+
+
+def _inputs(lengths, H, dtype):
+    cu = make_cu(lengths)
+    hidden = torch.randn(int(cu[-1]), H).to(dtype)
+    lm_head = (torch.randn(V, H) / H**0.5).to(dtype)
+    return hidden, cu, lm_head
+
+
+def _naive(hidden, cu, lm_head, token_ids, mode, positions=None):
+    """HF style: full-vocabulary logits at every position, then pick rows and columns."""
+    full = hidden.float() @ lm_head.float().T  # [T, V]
+    rows = cu[1:].long() - 1 if positions is None else positions.long()
+    logits = full[rows][:, token_ids.long()]
+    if mode == "diff":
+        reward = logits[:, 0] - logits[:, 1]
+    else:
+        reward = logits[:, 0] - torch.logsumexp(logits, dim=-1)
+    return logits, reward
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
+@pytest.mark.parametrize("H", HIDDEN)
+@pytest.mark.parametrize("lengths", list(LENGTHS.values()), ids=list(LENGTHS))
+@pytest.mark.parametrize("mode,k", [("diff", 2), ("logsoftmax", 2), ("logsoftmax", 3), ("logsoftmax", 1)])
+def test_matches_reference_and_naive(mode, k, lengths, H, dtype, seed, poison, auto_path):
+    hidden, cu, lm_head = _inputs(lengths, H, dtype)
+    token_ids = torch.randperm(V)[:k]
+    out = judge_head(hidden, cu, lm_head, token_ids, mode=mode)
+    assert isinstance(out, JudgeHeadOutput)
+    assert out.logits.shape == (len(lengths), k) and out.reward.shape == (len(lengths),)
+    assert out.logits.dtype == out.reward.dtype == torch.float32
+    assert_no_poison(poison)
+    ref = judge_head_reference(hidden, cu, lm_head, token_ids, mode=mode)
+    assert_close(out.logits, ref.logits, dtype, f"{auto_path} logits vs reference")
+    assert_close(out.reward, ref.reward, dtype, f"{auto_path} reward vs reference")
+    nl, nr = _naive(hidden, cu, lm_head, token_ids, mode)
+    assert_close(ref.logits, nl, dtype, "reference logits vs full-vocab")
+    assert_close(ref.reward, nr, dtype, "reference reward vs full-vocab")
+
+
+@pytest.mark.parametrize("path", ["kernel", "reference"])
+def test_touches_only_chosen_rows(path, seed, auto_path):
+    """Every other vocabulary row is NaN: any read of it would poison the result."""
+    hidden, cu, lm_head = _inputs([4, 1, 6], 33, torch.float32)
+    token_ids = torch.tensor([11, 5])
+    poisoned = torch.full_like(lm_head, float("nan"))
+    poisoned[token_ids] = lm_head[token_ids]
+    out = judge_head(hidden, cu, poisoned, token_ids, path=None if path == "kernel" else "reference")
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.reward).all()
+    nl, nr = _naive(hidden, cu, lm_head, token_ids, "diff")
+    assert_close(out.logits, nl, torch.float32)
+    assert_close(out.reward, nr, torch.float32)
+
+
+def test_explicit_positions_and_repeated_tokens(seed, poison, auto_path):
+    hidden, cu, lm_head = _inputs([5, 2, 9, 1], 101, torch.bfloat16)
+    positions = torch.tensor([0, 16, 16, 3])
+    token_ids = torch.tensor([4, 4, 30], dtype=torch.int32)  # a repeated id is legal
+    out = judge_head(hidden, cu, lm_head, token_ids, positions=positions, mode="logsoftmax")
+    assert_no_poison(poison)
+    nl, nr = _naive(hidden, cu, lm_head, token_ids, "logsoftmax", positions)
+    assert_close(out.logits, nl, torch.bfloat16)
+    assert_close(out.reward, nr, torch.bfloat16)
+
+
+def test_transposed_lm_head(seed, auto_path):
+    """A column-major (non-contiguous) lm_head weight, as from a tied, transposed view."""
+    hidden, cu, _ = _inputs([3, 8], 40, torch.float32)
+    lm_head = torch.randn(40, V).T
+    token_ids = torch.tensor([0, V - 1])
+    out = judge_head(hidden, cu, lm_head, token_ids)
+    nl, nr = _naive(hidden, cu, lm_head, token_ids, "diff")
+    assert_close(out.logits, nl, torch.float32)
+    assert_close(out.reward, nr, torch.float32)
+
+
+@pytest.mark.parametrize("path", ["kernel", "reference"])
+def test_validate_false_gives_nan(path, seed, auto_path):
+    hidden, cu, lm_head = _inputs([3, 0, 4], 33, torch.float32)
+    p = None if path == "kernel" else "reference"
+    out = judge_head(hidden, cu, lm_head, torch.tensor([1, 2]), validate=False, path=p)
+    assert torch.isnan(out.reward[1]) and torch.isnan(out.logits[1]).all()
+    assert torch.isfinite(out.reward[[0, 2]]).all()
+    out = judge_head(hidden, make_cu([3, 4]), lm_head, torch.tensor([1, V]), validate=False, path=p)
+    assert torch.isnan(out.logits[:, 1]).all() and torch.isfinite(out.logits[:, 0]).all()
+    assert torch.isnan(out.reward).all()
+
+
+def _bad_cases():
+    h = torch.randn(10, 33)
+    w = torch.randn(V, 33)
+    cu = make_cu([4, 6])
+    t2 = torch.tensor([1, 2])
+    return {
+        "lm_head_1d": ((h, cu, torch.randn(33), t2), {}, "lm_head_weight must be a 2-D"),
+        "lm_head_H": ((h, cu, torch.randn(V, 32), t2), {}, "with H=33"),
+        "diff_k3": ((h, cu, w, torch.tensor([1, 2, 3])), {}, "mode='diff' needs exactly k=2"),
+        "bad_mode": ((h, cu, w, t2), {"mode": "softmax"}, "mode must be one of"),
+        "k0": ((h, cu, w, torch.tensor([], dtype=torch.long)), {"mode": "logsoftmax"}, "at least one token"),
+        "k_too_big": ((h, cu, w, torch.zeros(300, dtype=torch.long)), {"mode": "logsoftmax"}, "k <= 256"),
+        "token_range": ((h, cu, w, torch.tensor([1, V])), {}, r"token_ids must lie in \[0, 37\)"),
+        "token_negative": ((h, cu, w, torch.tensor([-1, 3])), {}, "token_ids must lie in"),
+        "token_2d": ((h, cu, w, t2[None]), {}, "token_ids must be 1-D"),
+        "token_float": ((h, cu, w, t2.float()), {}, "token_ids must be int32 or int64"),
+        "empty_seq": ((h, torch.tensor([0, 4, 4, 10]), w, t2), {}, "empty"),
+        "positions_len": ((h, cu, w, t2), {"positions": torch.tensor([0, 1, 2])}, "positions must have B=2"),
+        "cu_2d": ((h, cu[None], w, t2), {}, "cu_seqlens must be 1-D"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_cases()))
+def test_errors(case):
+    args, kwargs, match = _bad_cases()[case]
+    with pytest.raises(ValueError, match=match):
+        judge_head(*args, **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("mode,k", [("diff", 2), ("logsoftmax", 5)])
+def test_cuda_matches_reference(mode, k, dtype, seed, poison):
+    H, vocab = 2048 + 3, 32000
+    cu = make_cu([1, 17, 300, 5] * 9).cuda()
+    hidden = torch.randn(int(cu[-1]), H, device="cuda").to(dtype)
+    lm_head = (torch.randn(vocab, H, device="cuda") / H**0.5).to(dtype)
+    token_ids = torch.randperm(vocab, device="cuda")[:k]
+    out = judge_head(hidden, cu, lm_head, token_ids, mode=mode)
+    assert_no_poison(poison)
+    ref = judge_head_reference(hidden, cu, lm_head, token_ids, mode=mode)
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(out.logits, ref.logits, atol=atol * 10, rtol=rtol)
+    torch.testing.assert_close(out.reward, ref.reward, atol=atol * 10, rtol=rtol)
