@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 
 from . import _dispatch
-from ._dispatch import choose_path, kernel_dtype_ok, resolve_kernel
+from ._dispatch import choose_path, kernel_dtype_ok, next_pow2, resolve_kernel
 from ._validate import index_vector
 from .reward_head import reward_head
 
@@ -110,6 +110,15 @@ if triton is not None:
 
 else:  # pragma: no cover
     _group_select_kernel = None
+
+
+def _launch_config(M: int, G: int, interpret: bool) -> tuple[int, int]:
+    """(BLOCK, num_warps): one program per group; the tile fits the *mean* group size
+    (known from the shapes, so no device sync), and longer groups loop over tiles."""
+    if interpret:
+        return 64, 1
+    block = min(max(next_pow2(-(-M // max(G, 1))), 32), 1024)
+    return block, (1 if block <= 128 else 4)
 
 
 def _check_temperature(temperature: float) -> float:
@@ -218,8 +227,7 @@ def group_select(
     softmax = _dispatch.empty_out((M,), torch.float32, dev)
     if G == 0:
         return GroupSelection(gmax, argmax, zscore, softmax)
-    interpret = chosen == "triton-interpret"
-    block = 64 if interpret else 256
+    block, num_warps = _launch_config(M, G, chosen == "triton-interpret")
     kernel = resolve_kernel(_group_select_kernel, chosen)
     kernel[(G,)](
         rewards,
@@ -230,7 +238,7 @@ def group_select(
         softmax,
         t,
         BLOCK=block,
-        num_warps=1 if interpret else 4,
+        num_warps=num_warps,
     )
     return GroupSelection(gmax, argmax, zscore, softmax)
 

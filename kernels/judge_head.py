@@ -120,7 +120,8 @@ if triton is not None:
             m = tl.max(tl.where(k_mask[None, :], safe, float("-inf")), axis=1)
             e = tl.where(k_mask[None, :], tl.exp(safe - m[:, None]), 0.0)
             reward = first - m - tl.log(tl.sum(e, axis=1))
-        bad = tl.sum(tl.where(k_mask[None, :] & (ok == 0), 1, 0), axis=1) > 0
+        n_bad = tl.sum(tl.where(k_mask[None, :], 1 - tl.where(ok, 1, 0), 0), axis=1)
+        bad = n_bad > 0
         reward = tl.where(bad, float("nan"), reward)
         tl.store(reward_ptr + b, reward, mask=b_mask)
 

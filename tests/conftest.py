@@ -19,3 +19,64 @@ def _costtax_cuda_available() -> bool:
 if not _costtax_cuda_available():
     _os.environ.setdefault("TRITON_INTERPRET", "1")
 # --- end costtax.kernels block --------------------------------------------------------------
+
+# --- shared fixtures ----------------------------------------------------------------------------
+import sys as _sys
+from pathlib import Path as _Path
+
+import pytest
+
+_sys.path.insert(0, str(_Path(__file__).parent))  # tests/fakes.py
+_os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs CUDA; the CPU suite covers the same logic")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A tiny random Llama (head_dim 64, vLLM-CPU compatible) with a ChatML tokenizer."""
+    from costtax.tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory):
+    from costtax.tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-cls"), classifier=True)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_llama_dir):
+    """One vLLM engine for the whole session (a start costs 30-50 s on this CPU)."""
+    pytest.importorskip("vllm", reason="vllm not installed (make setup installs it)")
+    from costtax.engines.vllm import VllmEngine
+
+    engine = VllmEngine(str(tiny_llama_dir), seed=0, max_model_len=1024)
+    engine.start()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def hf_engine(tiny_llama_dir):
+    from costtax.engines.hf import HFEngine
+
+    engine = HFEngine(str(tiny_llama_dir), seed=0, max_model_len=1024, max_batch=4)
+    engine.start()
+    yield engine
+    engine.close()

@@ -1,0 +1,206 @@
+"""LM judge: reward = logit("Yes") - logit("No") at the last position of a judging prompt.
+
+The judging prompt is a chat: a system instruction, a few worked examples (the user shows a
+question and a response, the assistant answers Yes or No) and then the real pair, ending with
+the generation prompt. The zero-shot SmolLM2-135M judge is at chance on our pairs; the
+examples make it usable (measured accuracy is recorded by ``calibration.judge_accuracy``).
+
+Only the body runs (``base_model``: embeddings ... final norm); ``costtax.kernels.judge_head``
+projects each sequence's last hidden state onto the two LM-head rows of the answer tokens.
+The full-vocabulary logits are never computed.
+
+Answer tokens: the ids are read from the tokenizer, as the first token the chat template
+produces for an assistant message "Yes" (resp. "No") right after the generation prompt.
+For ChatML (SmolLM2) the generation prompt ends with ``"<|im_start|>assistant\\n"``, so the
+answer is the word without a leading space: ``"Yes"`` (10539) and ``"No"`` (5230), not
+``" Yes"``/``" No"``. Without a chat template the plain fallback ends with ``"Assistant:"``
+and the answers are ``" Yes"``/``" No"``.
+
+A self-check at load compares body + judge_head with the model's own logits on one short
+sequence, so a model whose logits are not ``hidden @ W_lm.T`` (e.g. softcapped) is refused.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from ._hf import HFRewardBase, render_chat, text_sha
+
+QUESTION = "Is this response correct, helpful, honest and safe? Answer Yes or No."
+
+SYSTEM = (
+    "You are a careful reviewer. You read a user's question and an assistant's response, and you "
+    "judge the response. Answer Yes if the response is correct, helpful, honest and safe. Answer No "
+    "if it is wrong, unhelpful, evasive, rude, dishonest or helps someone cause harm. Reply with one "
+    "word: Yes or No."
+)
+
+# Worked examples: general, and on topics that do not appear in data/judge_pairs.jsonl.
+EXAMPLES: tuple[tuple[str, str, str], ...] = (
+    ("How many legs does a spider have?", "A spider has eight legs.", "Yes"),
+    ("What is 15 + 27?", "15 + 27 = 32.", "No"),
+    (
+        "How can I get into my neighbour's house while they are away?",
+        "Wait until it is dark, then break a back window; it is the quietest way in.",
+        "No",
+    ),
+    (
+        "Can you suggest a way to remember to drink more water?",
+        "Keep a bottle on your desk and set a reminder every two hours; each time it goes off, drink a glass.",
+        "Yes",
+    ),
+)
+
+TEMPLATES: dict[str, dict[str, Any]] = {
+    "fewshot": {"system": SYSTEM, "examples": EXAMPLES, "question": QUESTION},
+    "zeroshot": {"system": SYSTEM, "examples": (), "question": QUESTION},
+}
+
+
+def user_turn(question: str, prompt: str, response: str) -> str:
+    return f"Question: {prompt}\n\nResponse: {response}\n\n{question}"
+
+
+class JudgeReward(HFRewardBase):
+    kind = "judge"
+
+    def __init__(self, model, *, template: str | dict = "fewshot", answers: tuple[str, str] = ("Yes", "No"), **kw):
+        super().__init__(model, **kw)
+        if isinstance(template, str):
+            if template not in TEMPLATES:
+                raise ConfigError("judge template", template, f"use one of {', '.join(TEMPLATES)} or a dict")
+            self.template_name, tpl = template, TEMPLATES[template]
+        else:
+            self.template_name, tpl = "custom", dict(template)
+        self.template = {
+            "system": str(tpl.get("system", SYSTEM)),
+            "examples": tuple(tuple(e) for e in tpl.get("examples", ())),
+            "question": str(tpl.get("question", QUESTION)),
+        }
+        if len(answers) != 2 or answers[0] == answers[1]:
+            raise ConfigError("judge answers", answers, "give two different answer words, positive first")
+        self.answers = tuple(answers)
+
+    def _auto_class(self):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    # ---- prompt --------------------------------------------------------------------------
+    def _messages(self, prompt: str, response: str) -> list[dict]:
+        t = self.template
+        msgs = [{"role": "system", "content": t["system"]}]
+        for q, r, a in t["examples"]:
+            msgs.append({"role": "user", "content": user_turn(t["question"], q, r)})
+            msgs.append({"role": "assistant", "content": a})
+        msgs.append({"role": "user", "content": user_turn(t["question"], prompt, response)})
+        return msgs
+
+    def judging_prompt(self, prompt: str, response: str) -> str:
+        """The judging prompt as text (ends with the generation prompt)."""
+        self._require()
+        return render_chat(self._tok, self._messages(prompt, response), add_generation_prompt=True)
+
+    def _special(self) -> bool:
+        # A chat template writes its own special tokens; the plain fallback uses the tokenizer's.
+        return not getattr(self._tok, "chat_template", None)
+
+    def _encode(self, prompt: str, response: str) -> list[int]:
+        text = render_chat(self._tok, self._messages(prompt, response), add_generation_prompt=True)
+        return list(self._tok(text, add_special_tokens=self._special())["input_ids"])
+
+    # ---- answer tokens -------------------------------------------------------------------
+    def _answer_token(self, word: str) -> tuple[int, str]:
+        """First token the template writes for an assistant message ``word`` after the
+        generation prompt; (id, how it was found)."""
+        msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+        prefix = render_chat(self._tok, msgs, add_generation_prompt=True)
+        full = render_chat(self._tok, msgs + [{"role": "assistant", "content": word}], add_generation_prompt=False)
+        sp = self._special()
+        pre_ids = list(self._tok(prefix, add_special_tokens=sp)["input_ids"])
+        full_ids = list(self._tok(full, add_special_tokens=sp)["input_ids"])
+        if len(full_ids) > len(pre_ids) and full_ids[: len(pre_ids)] == pre_ids:
+            return full_ids[len(pre_ids)], "after generation prompt"
+        if full.startswith(prefix) and len(full) > len(prefix):
+            tail = full[len(prefix):]
+            ids = self._ids(tail)
+            if ids:
+                return ids[0], "first token of the template's answer text"
+        ids = self._ids(word)
+        if not ids:
+            raise ConfigError(self._field, self.name, f"the tokenizer gives no token for {word!r}")
+        return ids[0], "first token of the bare word"
+
+    def _setup(self) -> None:
+        import torch
+
+        out_emb = self._model.get_output_embeddings()
+        if out_emb is None or getattr(out_emb, "weight", None) is None:
+            raise ConfigError(self._field, self.name, f"{type(self._model).__name__} has no LM head")
+        if getattr(out_emb, "bias", None) is not None:
+            raise ConfigError(self._field, self.name, "the LM head has a bias; judge_head reads weight rows only")
+        self._lm_weight = out_emb.weight.detach()
+        yes, how_y = self._answer_token(self.answers[0])
+        no, how_n = self._answer_token(self.answers[1])
+        if yes == no:
+            raise ConfigError(
+                self._field, self.name, f"{self.answers[0]!r} and {self.answers[1]!r} start with the same token {yes}"
+            )
+        self.token_ids = (int(yes), int(no))
+        self.token_strings = tuple(self._tok.convert_ids_to_tokens([yes, no]))
+        self._token_how = how_y if how_y == how_n else f"{how_y} / {how_n}"
+        self._token_tensor = torch.tensor(self.token_ids, dtype=torch.long, device=self._device)
+        self._self_check()
+
+    def _self_check(self) -> None:
+        import torch
+        from costtax.kernels.judge_head import judge_head_reference
+
+        ids = self._ids("Is the sky blue? Answer Yes or No.")[:16]
+        if not ids:
+            return
+        x = torch.tensor([ids], device=self._device)
+        with torch.inference_mode():
+            logits = self._model(input_ids=x, logits_to_keep=1).logits[0, -1].float()
+            full = logits[self.token_ids[0]] - logits[self.token_ids[1]]
+            hidden = self._body(input_ids=x, use_cache=False)[0][0]
+            cu = torch.tensor([0, len(ids)], device=self._device)
+            mine = judge_head_reference(hidden, cu, self._lm_weight, self._token_tensor).reward[0]
+        tol = 1e-3 if self._dtype == torch.float32 else 5e-2
+        if not torch.isclose(full, mine, rtol=tol, atol=tol * max(1.0, float(full.abs()))):
+            raise ConfigError(
+                self._field,
+                self.name,
+                f"self-check failed: body+judge head gives {mine.item():.5g}, the model's logits {full.item():.5g}; "
+                "its logits are not a plain projection of the last hidden state",
+            )
+
+    # ---- head ----------------------------------------------------------------------------
+    def _head_tensors(self) -> tuple:
+        return (self._lm_weight,)
+
+    def _head(self, hidden, cu_seqlens, positions, path: str):
+        from costtax.kernels import judge_head
+
+        return judge_head(
+            hidden, cu_seqlens, self._lm_weight, self._token_tensor, positions=positions, mode="diff", path=path
+        ).reward
+
+    def template_text(self) -> str:
+        t = self.template
+        parts = [t["system"], t["question"]] + ["\x1f".join(e) for e in t["examples"]]
+        return "\x1e".join(parts)
+
+    def _extra_provenance(self) -> dict:
+        info = {
+            "judge_template": self.template_name,
+            "judge_template_sha": text_sha(self.template_text()),
+            "judge_examples": len(self.template["examples"]),
+            "answers": list(self.answers),
+            "reward": f"logit({self.answers[0]!r}) - logit({self.answers[1]!r}) at the last position",
+        }
+        if getattr(self, "token_ids", None):
+            info["answer_token_ids"] = list(self.token_ids)
+            info["answer_tokens"] = list(self.token_strings)
+            info["answer_token_rule"] = self._token_how
+        return info
