@@ -31,6 +31,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks")):
 
 @app.command()
 def profile(
+    ctx: typer.Context,
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="local HF causal-LM directory or embedded alias"),
     engine: str = typer.Option("vllm", "--engine", help="vllm | hf"),
     technique: Optional[List[str]] = typer.Option(
@@ -58,10 +59,20 @@ def profile(
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
     from .profile import config_from_run, profile as run_profile
 
+    if resume and not (Path(resume) / "run.json").is_file():
+        raise CosttaxError(f"--resume: bad value {resume!r}: not a costtax run directory (no run.json)")
     if resume:
-        if not (Path(resume) / "run.json").is_file():
-            raise CosttaxError(f"--resume: bad value {resume!r}: not a costtax run directory (no run.json)")
-        config = config_from_run(Path(resume))
+        # Resume with the run's own config; any flag given explicitly must agree with it
+        # (profile() refuses the run and shows the difference otherwise).
+        import dataclasses
+
+        stored = config_from_run(Path(resume))
+        given = {k: v for k, v in ctx.params.items() if k not in ("resume", "ctx") and _from_cli(ctx, k)}
+        if "technique" in given:
+            given["techniques"] = tuple(given.pop("technique"))
+        if "prompts" in given:
+            given["prompts"] = tuple(given["prompts"])
+        config = dataclasses.replace(stored, **given)
     else:
         config = RunConfig(
             model=model,
@@ -101,6 +112,11 @@ def profile(
     if result.cells_failed:
         typer.echo(f"costtax: {len(result.cells_failed)} cell(s) failed: {', '.join(result.cells_failed)} (see run.json)", err=True)
         raise typer.Exit(1)
+
+
+def _from_cli(ctx: typer.Context, name: str) -> bool:
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name == "COMMANDLINE"
 
 
 def _print_table(run_dir: Path) -> None:

@@ -34,6 +34,8 @@ def check_out_dir(out: Path, *, resume: bool) -> None:
     parent = out if out.is_dir() else out.parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError("--out", str(out), f"{parent} is a file, not a directory; choose another path")
     if not os.access(parent, os.W_OK):
         raise ConfigError("--out", str(out), f"{parent} is not writable; choose a writable directory")
 
