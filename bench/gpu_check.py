@@ -338,7 +338,7 @@ def run_timings(torch, K, device, dry: bool, timer: Timer, bw: float, deadline: 
     dtype = torch.float32 if dry else torch.bfloat16
     elt = torch.tensor([], dtype=dtype).element_size()
     heads, groups = timing_shapes(dry)
-    max_logits_bytes = 64 * 2**20 if dry else 8 * 2**30
+    max_logits_bytes = 64 * 2**20 if dry else 16 * 2**30
     loop_max_groups = 64 if dry else 1024
     out: list[dict] = []
 
@@ -474,7 +474,7 @@ def run_hf(torch, K, device, dry: bool, timer: Timer) -> dict:
             num_key_value_heads=4 if dry else 16, vocab_size=1000 if dry else 128256,
             max_position_embeddings=4096, pad_token_id=0,
         )
-        B, lo, hi = (4, 3, 16) if dry else (64, 64, 1024)
+        B, lo, hi = (4, 3, 16) if dry else (32, 64, 512)
         torch.manual_seed(0)
         config = LlamaConfig(**cfg)
         config.num_labels = 1

@@ -70,6 +70,7 @@ class CellContext:
         eval_scorer=None,
         skip_answers: frozenset[str] = frozenset(),
         options: dict[str, Any] | None = None,
+        session: str | None = None,
     ):
         self.run_id, self.cell, self.technique = run_id, cell, technique
         self.engine, self.sampling, self.writer = engine, sampling, writer
@@ -78,6 +79,7 @@ class CellContext:
         self._scorer, self._eval_scorer = scorer, eval_scorer
         self.skip_answers = skip_answers
         self.options = dict(options or {})
+        self.session = session
         self._finished: list[tuple[PromptInstance, str]] = []
         self._totals: dict[str, _AnswerTotals] = {}
         self._ids = itertools.count()
@@ -153,6 +155,7 @@ class CellContext:
                 round=round,
                 finish_reasons=tuple(s.finish_reason for s in res.samples),
                 extra={"share_prefix": req.share_prefix},
+                session=self.session,
             )
             self._record(rec)
         return results
@@ -199,6 +202,7 @@ class CellContext:
                     "kernel_path": res.path,
                     "padding_fraction": res.padding_fraction,
                 },
+                session=self.session,
             )
             if stage == "score":
                 self._record(rec)
@@ -244,6 +248,7 @@ class CellContext:
                 truncated=truncated,
                 ttft_s=t.ttft_s,
                 extra=extra,
+                session=self.session,
             )
         )
         self.answers_written += 1

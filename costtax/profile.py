@@ -83,6 +83,7 @@ def profile(
     engine=None,
     scorer=None,
     eval_scorer=None,
+    restart_dead_engine: bool | None = None,
 ) -> RunResult:
     """Run every cell of `config` and write the run directory. Returns when all cells ran.
 
@@ -127,7 +128,10 @@ def profile(
     # Clock origin of every t_*_s in the rows this process writes (time.monotonic()); a resumed
     # run starts a new origin, recorded as its own event.
     epoch = time.monotonic()
-    meta.setdefault("events", []).append({"t": provenance.now_iso(), "event": "resume" if resume else "start"})
+    session = secrets.token_hex(4)
+    meta.setdefault("events", []).append(
+        {"t": provenance.now_iso(), "event": "resume" if resume else "start", "session": session}
+    )
     write_json_atomic(run_dir / RUN_JSON, meta)
     emit("run_dir", {"run_dir": str(run_dir), "run_id": run_id})
 
@@ -142,6 +146,7 @@ def profile(
     done = _done_cells(run_dir)
     todo = [c for c in config.cells if c.cell not in done]
     owns_engine = engine is None
+    restart = owns_engine if restart_dead_engine is None else restart_dead_engine
     ok, failed = [c.cell for c in config.cells if c.cell in done], []
     try:
         if todo:
@@ -182,6 +187,7 @@ def profile(
                     eval_scorer=eval_scorer,
                     skip_answers=_done_answers(run_dir, cell),
                     options={"seed": config.seed, "constitution": config.constitution},
+                    session=session,
                 )
                 t0 = time.monotonic()
                 with ResourceMeter() as meter:
@@ -204,6 +210,8 @@ def profile(
                         engine_stats={"eval_answers": n_eval, "last_batch_prefix_cache_hits": stats.prefix_cache_hits},
                         t_start_s=t0 - epoch,
                         t_end_s=t1 - epoch,
+                        session=session,
+                        resumed_answers=len(ctx.skip_answers),
                     )
                 )
                 ok.append(cell)
@@ -231,7 +239,7 @@ def profile(
                 meta.setdefault("failures", []).append({"cell": cell, "error": err, "traceback": traceback.format_exc()})
                 failed.append(cell)
                 emit("cell_failed", {"cell": cell, "error": err})
-                if owns_engine and not _engine_alive(engine, sampling):
+                if restart and not _engine_alive(engine, sampling):
                     emit("status", {"msg": "engine died; restarting it for the next cell"})
                     engine = _restart(engine, config, meta, emit)
             write_json_atomic(run_dir / RUN_JSON, meta)

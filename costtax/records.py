@@ -45,6 +45,7 @@ class CallRecord:
     round: int | None = None  # CAI round (1-based) for critique/revise calls
     finish_reasons: tuple[str | None, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    session: str | None = None  # the profile invocation that wrote the row (resume-safe joins)
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -72,6 +73,7 @@ class AnswerRecord:
     truncated: bool = False
     ttft_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # technique-specific fields
+    session: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class CellRecord:
     engine_stats: dict[str, Any] = field(default_factory=dict)
     t_start_s: float | None = None
     t_end_s: float | None = None
+    session: str | None = None
+    resumed_answers: int = 0  # answers of this cell finished by an earlier, interrupted session
 
 
 def to_json_dict(rec) -> dict[str, Any]:

@@ -38,6 +38,12 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     cells = pd.DataFrame(list(last.values()))
     if not answers.empty:
         answers = answers.drop_duplicates("answer_id", keep="last")
+        if not calls.empty and "session" in calls and "session" in answers:
+            # A run killed mid-cell leaves calls of answers it never finished; the resumed
+            # session redoes those answers. Keep only calls from the session that wrote the answer.
+            owner = dict(zip(answers["answer_id"], answers["session"]))
+            keep = [owner.get(a, "\0missing") == s for a, s in zip(calls["answer_id"], calls["session"])]
+            calls = calls[keep]
         answers["eval_reward"] = None
         if not calls.empty and "stage" in calls:
             ev = calls[calls["stage"] == "eval"]

@@ -130,12 +130,13 @@ else:  # pragma: no cover
 
 
 def _launch_config(B: int, K: int, H: int, interpret: bool) -> tuple[int, int, int, int]:
-    """(BLOCK_B, BLOCK_K, BLOCK_H, num_warps); the 3-D tile stays <= 8192 elements on GPU."""
+    """(BLOCK_B, BLOCK_K, BLOCK_H, num_warps); on GPU the 3-D fp32 accumulator stays at
+    <= 4096 elements (32 registers per thread with 4 warps) while k <= 128."""
     block_k = max(next_pow2(K), 2)
     if interpret:
         return min(next_pow2(B), 8), block_k, min(max(next_pow2(H), 16), 64), 1
     block_b = 2
-    block_h = min(max(next_pow2(H), 16), max(16, 8192 // (block_b * block_k)))
+    block_h = min(max(next_pow2(H), 16), max(16, 4096 // (block_b * block_k)))
     return block_b, block_k, block_h, 4
 
 
