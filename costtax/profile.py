@@ -316,10 +316,7 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
         scorer = make_reward_model(config.reward_model, trust_remote_code=config.trust_remote_code)
         meta["reward_model"] = {"spec": config.reward_model, "load_s": scorer.load(), **scorer.provenance()}
         if config.judge_calibration:
-            from .rewards.calibration import judge_accuracy
-
-            emit("status", {"msg": "measuring the reward model on the shipped good/bad pairs"})
-            meta["reward_model"]["pairs_accuracy"] = judge_accuracy(scorer)
+            meta["reward_model"]["pairs_accuracy"] = _pairs_accuracy(scorer, emit)
     if eval_scorer is None:
         if eval_spec is None:
             eval_scorer = scorer
@@ -334,3 +331,32 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
     else:
         meta["eval_reward"] = {"source": "eval" if eval_scorer is not scorer else "proxy", "spec": getattr(eval_scorer, "name", "injected")}
     return scorer, eval_scorer
+
+
+def _pairs_accuracy(scorer, emit: Event) -> dict[str, Any]:
+    """The reward model's accuracy on the shipped good/bad pairs, cached per (model, template,
+    pairs file): it costs minutes of CPU and only changes when one of those changes."""
+    import hashlib
+
+    from .models import cache_root
+    from .rewards.calibration import judge_accuracy
+
+    prov = scorer.provenance()
+    keyed = {k: prov.get(k) for k in ("name", "kind", "model_dir", "model_source", "judge_template_sha", "answer_token_ids", "dtype")}
+    pairs = Path(__file__).parent / "rewards" / "data" / "judge_pairs.jsonl"
+    h = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
+    if pairs.exists():
+        h.update(pairs.read_bytes())
+    path = cache_root() / "calibration" / f"{h.hexdigest()[:16]}.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            data["cached"] = str(path)
+            return data
+        except ValueError:
+            pass
+    emit("status", {"msg": "measuring the reward model on the shipped good/bad pairs (cached afterwards)"})
+    data = judge_accuracy(scorer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, data)
+    return data

@@ -205,7 +205,9 @@ def reward_head(
         if positions.shape[0] != B:
             raise ValueError(f"positions must have B={B} entries (len(cu_seqlens)-1), got {positions.shape[0]}")
     if validate:
-        check_cu_seqlens_values(cu, T, nonempty=positions is None)
+        # Check the caller's tensor when it is on the host: no device round trip.
+        host_cu = cu_seqlens if cu_seqlens.device.type == "cpu" else cu
+        check_cu_seqlens_values(host_cu, T, nonempty=positions is None)
         if positions is not None:
             check_index_range(positions, T, "positions")
 
