@@ -151,8 +151,54 @@ def report(run_dir: str = typer.Argument(..., help="a run directory")):
         raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
     from .report import write_summary
 
-    write_summary(p)
+    from .report import write_plots
+
+    df = write_summary(p)
+    for f in write_plots(p, df):
+        typer.echo(f"plot: {f}", err=True)
     _print_table(p)
+
+
+@app.command()
+def plan(
+    run_dir: str = typer.Argument(..., help="a run directory"),
+    qps: float = typer.Option(..., "--qps", help="target final answers per second"),
+    slo_p95_s: float = typer.Option(..., "--slo-p95-s", help="latency SLO on p95 per final answer (s)"),
+    usd_per_device_hour: Optional[float] = typer.Option(None, "--usd-per-device-hour", help="price of one device (GPU, or this CPU machine) per hour"),
+):
+    """Capacity plan: devices for a target QPS under a p95 SLO, $ and joules per answer, per cell."""
+    p = Path(run_dir)
+    if not (p / "run.json").is_file():
+        raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
+    if qps <= 0:
+        raise CosttaxError(f"--qps: bad value {qps!r}: use a positive number of answers per second")
+    if slo_p95_s <= 0:
+        raise CosttaxError(f"--slo-p95-s: bad value {slo_p95_s!r}: use a positive number of seconds")
+    if usd_per_device_hour is not None and usd_per_device_hour < 0:
+        raise CosttaxError(f"--usd-per-device-hour: bad value {usd_per_device_hour!r}: use a price >= 0")
+    from rich.console import Console
+    from rich.table import Table
+
+    from .report import capacity_plan
+
+    df = capacity_plan(p, qps=qps, slo_p95_s=slo_p95_s, usd_per_device_hour=usd_per_device_hour)
+    out = p / "plan.csv"
+    df.to_csv(out, index=False)
+    t = Table(title=f"capacity plan: {qps:g} answers/s, p95 <= {slo_p95_s:g}s", title_justify="left")
+    for h in ("cell", "p95 s", "ans/s/device", "feasible", "devices", "× plain", "$/1k answers", "J/answer"):
+        t.add_column(h, justify="left" if h == "cell" else "right")
+
+    def f(v, fmt):
+        return "—" if v is None or v != v else fmt.format(v)
+
+    for _, r in df.iterrows():
+        t.add_row(r["cell"], f(r["measured_p95_s"], "{:.2f}"), f(r["answers_per_s_per_device"], "{:.2f}"),
+                  "yes" if r["feasible"] else "NO", f(r["devices_needed"], "{:.0f}"), f(r["devices_x_plain"], "{:.2f}"),
+                  f(r["usd_per_1k_answers"], "{:.3f}"), f(r["energy_j_per_answer"], "{:.1f}"))
+    console = Console(width=160)
+    console.print(t)
+    console.print(f"device: {df['device'].iloc[0] if len(df) else '?'}; model: {df['model'].iloc[0] if len(df) else ''}")
+    console.print(f"plan: {out}")
 
 
 @app.command()

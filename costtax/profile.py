@@ -256,9 +256,11 @@ def profile(
         write_json_atomic(run_dir / RUN_JSON, meta)
         writer.close()
         try:
-            write_summary(run_dir)
-        except Exception:
-            pass
+            from .report import write_plots
+
+            write_plots(run_dir, write_summary(run_dir))
+        except Exception as exc:  # a report failure never loses the rows already written
+            warnings.warn(f"could not rebuild summary/plots: {exc}", RuntimeWarning)
         if owns_engine and engine is not None:
             engine.close()
         for rm in (scorer, eval_scorer):
