@@ -81,6 +81,7 @@ class CellContext:
         self.options = dict(options or {})
         self.session = session
         self._finished: list[tuple[PromptInstance, str]] = []
+        self.engine_stats: dict[str, Any] = {}
         self._totals: dict[str, _AnswerTotals] = {}
         self._ids = itertools.count()
         self._batches = itertools.count()
@@ -127,6 +128,7 @@ class CellContext:
             return []
         batch_id = f"b{next(self._batches)}"
         results = self.engine.generate([req for _, req in items], self.sampling)
+        self._add_engine_stats(self.engine.last_batch_stats())
         for (inst, req), res in zip(items, results):
             t_first = None if res.t_first_token_s is None else res.t_first_token_s - self.epoch
             t_submit = res.t_submit_s - self.epoch
@@ -210,6 +212,17 @@ class CellContext:
                 self.writer.call(rec)
             out.append([float(r) for r in res.rewards])
         return out
+
+    def _add_engine_stats(self, stats) -> None:
+        """Engine counters over the cell: prefix-cache queries/hits summed, gauges' peaks."""
+        agg = self.engine_stats
+        for key in ("prefix_cache_queries", "prefix_cache_hits"):
+            v = getattr(stats, key, None)
+            if v is not None:
+                agg[key] = agg.get(key, 0) + v
+        for key, v in (getattr(stats, "extra", None) or {}).items():
+            if isinstance(v, (int, float)):
+                agg[key] = max(agg.get(key, v), v)
 
     def _record(self, rec: CallRecord) -> None:
         self.writer.call(rec)

@@ -193,7 +193,6 @@ def profile(
                 with ResourceMeter() as meter:
                     technique.run(list(pre.prompts), ctx)
                 t1 = time.monotonic()
-                stats = engine.last_batch_stats()
                 n_eval = ctx.run_eval()
                 writer.cell(
                     CellRecord(
@@ -207,7 +206,7 @@ def profile(
                         engine_start_s=meta.get("engine_start", {}).get("engine_start_s"),
                         is_baseline=cell == "plain",
                         meter=_reading(meter),
-                        engine_stats={"eval_answers": n_eval, "last_batch_prefix_cache_hits": stats.prefix_cache_hits},
+                        engine_stats={**ctx.engine_stats, "eval_answers": n_eval},
                         t_start_s=t0 - epoch,
                         t_end_s=t1 - epoch,
                         session=session,

@@ -154,6 +154,9 @@ def _cell_cost(a, c, cell_row) -> dict[str, Any]:
         meter["energy_j"] / out_tokens if (out_tokens and meter.get("energy_j") is not None) else None
     )
     out["power_mean_w"] = meter.get("power_mean_w")
+    es = cell_row.get("engine_stats") or {}
+    out["kv_cache_usage_peak"] = es.get("kv_cache_usage_peak")  # vLLM gauge, fraction of the KV pool
+    out["engine_prefix_cache_hits"] = es.get("prefix_cache_hits")  # engine counter, cross-checks the rows
     out["cpu_s_per_answer"] = (meter["cpu_s"] / n) if (n and meter.get("cpu_s") is not None) else None
     out["gpu_s_per_answer"] = (meter["gpu_s"] / n) if (n and meter.get("gpu_s") is not None) else None
     out["peak_memory_bytes"] = out["gpu_mem_peak_bytes"] if out["gpu_mem_peak_bytes"] is not None else out["rss_peak_bytes"]

@@ -14,6 +14,7 @@ Measurement choices recorded here:
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from typing import Any, Sequence
@@ -161,6 +162,16 @@ class VllmEngine:
     def last_batch_stats(self) -> BatchStats:
         return self._last_stats
 
+    def _gauges(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        try:
+            for m in self._require().get_metrics():
+                if m.name in ("vllm:kv_cache_usage_perc", "vllm:num_requests_running", "vllm:num_requests_waiting"):
+                    out[m.name] = float(getattr(m, "value", 0.0))
+        except Exception:
+            pass
+        return out
+
     def _prefix_counters(self) -> tuple[int | None, int | None]:
         try:
             metrics = self._require().get_metrics()
@@ -208,13 +219,33 @@ class VllmEngine:
                 params.append(sp)
                 owners.append(i)
         q0, h0 = self._prefix_counters()
+        # KV-cache usage is a gauge that falls back to ~0 when the batch ends: sample it from a
+        # side thread while generate() runs (the Prometheus registry is thread-safe).
+        peaks: dict[str, float] = {}
+        stop = threading.Event()
+
+        def sample_gauges():
+            while not stop.wait(0.05):
+                for k, v in self._gauges().items():
+                    peaks[k] = max(peaks.get(k, 0.0), v)
+
+        sampler = threading.Thread(target=sample_gauges, daemon=True)
+        sampler.start()
         t_submit = time.monotonic()
-        outputs = llm.generate(prompts, params, use_tqdm=False)
-        t_end = time.monotonic()
+        try:
+            outputs = llm.generate(prompts, params, use_tqdm=False)
+        finally:
+            t_end = time.monotonic()
+            stop.set()
+            sampler.join(timeout=1.0)
         q1, h1 = self._prefix_counters()
         self._last_stats = BatchStats(
             prefix_cache_queries=None if q0 is None or q1 is None else q1 - q0,
             prefix_cache_hits=None if h0 is None or h1 is None else h1 - h0,
+            extra={
+                "kv_cache_usage_peak": peaks.get("vllm:kv_cache_usage_perc"),
+                "requests_running_peak": peaks.get("vllm:num_requests_running"),
+            },
         )
 
         grouped: dict[int, list] = {}
