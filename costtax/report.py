@@ -261,7 +261,7 @@ def _add_tax(df, answers, meta):
     base_ans = answers[answers["cell"] == "plain"]
     key = lambda r: (r["prompt_id"], r.get("repeat", 0))  # noqa: E731
     base_eval = {key(r): r["eval_reward"] for _, r in base_ans.iterrows()} if "eval_reward" in base_ans else {}
-    win, proxy_win, win_n, deltas, dlo, dhi, acc_d = [], [], [], [], [], [], []
+    win, proxy_win, win_n, deltas, dlo, dhi, acc_d, wlo, whi = [], [], [], [], [], [], [], [], []
     for _, row in df.iterrows():
         a = answers[answers["cell"] == row["cell"]]
         cand = {key(r): r["eval_reward"] for _, r in a.iterrows()} if "eval_reward" in a else {}
@@ -273,6 +273,11 @@ def _add_tax(df, answers, meta):
         diffs_a = [cand[k] for k in shared]
         diffs_b = [base_eval[k] for k in shared]
         deltas.append(M.mean_or_none([x - y for x, y in zip(diffs_a, diffs_b)]))
+        # win-rate CI: bootstrap over prompts of the per-pair outcome (1 win, 0.5 tie, 0 loss)
+        outcomes = [1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(diffs_a, diffs_b)]
+        wci = M.bootstrap_ci(outcomes) if outcomes else None
+        wlo.append(wci[0] if wci else None)
+        whi.append(wci[1] if wci else None)
         ci = M.paired_bootstrap_delta_ci(diffs_a, diffs_b) if shared else None
         dlo.append(ci[0] if ci else None)
         dhi.append(ci[1] if ci else None)
@@ -281,6 +286,8 @@ def _add_tax(df, answers, meta):
     df["win_rate_vs_plain"] = win
     df["proxy_win_rate_vs_plain"] = proxy_win
     df["win_rate_n"] = win_n
+    df["win_rate_ci95_lo"] = wlo
+    df["win_rate_ci95_hi"] = whi
     df["eval_reward_delta_vs_plain"] = deltas
     df["eval_reward_delta_ci95_lo"] = dlo
     df["eval_reward_delta_ci95_hi"] = dhi

@@ -72,6 +72,10 @@ def test_run_directory_contract(demo_run):
             assert a["cached_prompt_tokens"] > 0  # the 4 samples share the prompt prefill
         if a["technique"] == "cai":
             assert a["calls"] == 3
+    bon = [a for a in answers if a["technique"] == "bon"]
+    mean_selected = sum(a["selection_reward"] for a in bon) / len(bon)
+    mean_first = sum(a["extra"]["candidate_rewards"][0] for a in bon) / len(bon)
+    assert mean_selected >= mean_first - 1e-6
     with open(out / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["cell"] for r in rows] == ["plain", "bon:n=4", "cai:rounds=1"]
@@ -79,6 +83,11 @@ def test_run_directory_contract(demo_run):
         "run_id", "cell", "technique", "params", "answers", "latency_p50_s", "latency_p95_s", "latency_p99_s",
         "cell_wall_s", "answers_per_s", "output_tokens_per_s", "output_tokens_per_answer", "engine_start_s",
     ]
+    import math
+
+    bon_row = rows[1]
+    assert float(bon_row["bon_kl_bound_nats"]) == pytest.approx(math.log(4) - 3 / 4)
+    assert float(bon_row["bon_win_rate_bound"]) == pytest.approx(4 / 5)
     for r in rows:
         assert r["status"] == "ok" and float(r["answers_per_s"]) > 0 and float(r["latency_p50_s"]) > 0
         assert r["memory_source"] == "process_tree_rss" and int(float(r["rss_peak_bytes"])) > 500e6
