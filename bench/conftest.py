@@ -49,6 +49,7 @@ def bench_env(bench_device):
         "device": str(bench_device),
         "device_name": _device_name(),
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "triton_interpret_env": os.environ.get("TRITON_INTERPRET"),
     }
     try:

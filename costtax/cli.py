@@ -220,8 +220,23 @@ def doctor():
         typer.echo(line)
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (a job scheduler, `kill`) takes the Ctrl-C path: rows flushed, run.json marked
+    interrupted, vLLM's spawned engine processes shut down instead of being orphaned."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (embedded use)
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    _sigterm_as_interrupt()
     debug = "--debug" in args
     try:
         app(args=args, standalone_mode=False)

@@ -443,7 +443,7 @@ def write_plots(run_dir: str | Path, df=None) -> list[Path]:
     plt.close(fig)
     written.append(p)
 
-    fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.45 * len(df)))
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.5 * len(df)))
     ypos = list(range(len(df)))[::-1]
     ax.barh([y + 0.2 for y in ypos], df["latency_p50_s"].fillna(0), height=0.4, label="p50", color="tab:blue")
     ax.barh([y - 0.2 for y in ypos], df["latency_p95_s"].fillna(0), height=0.4, label="p95", color="tab:orange")
@@ -453,7 +453,7 @@ def write_plots(run_dir: str | Path, df=None) -> list[Path]:
     ax.set_yticks(ypos, df["cell"])
     ax.set_xlabel("end-to-end latency per final answer (s), offline batch")
     ax.set_title(f"Latency per answer — {title}", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     p = run_dir / "latency.png"

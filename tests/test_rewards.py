@@ -1,0 +1,297 @@
+"""costtax.rewards: scalar and judge rewards through the kernels vs naive HF computations,
+length bucketing, packing, spec parsing and config-only validation.
+
+Tiny random models (costtax.tiny) only; on machines without CUDA tests/conftest.py sets
+TRITON_INTERPRET=1, so the kernels run in the Triton interpreter: batches stay small.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from costtax.errors import ConfigError
+from costtax.rewards import ScoreBatch, make_reward_model, validate_reward_spec
+from costtax.rewards._hf import padding_fraction, plan_buckets, plan_packs
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+PROMPTS = [
+    "What is 12 + 7?",
+    "Please write a short, polite email to a colleague asking for the report.",
+    "hi",
+    "Critique the response: is it helpful, honest and harmless?",
+    "The quick brown fox",
+]
+RESPONSES = [
+    "19",
+    "Hello, could you send me the report? Thanks.",
+    "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog.",
+    "NO CHANGES NEEDED.",
+    "",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from 2 threads, and on a busy 2-core machine OpenMP's
+    barrier spinning made each forward 10-20x slower; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from costtax.tiny import build_tiny_llama
+
+    root = tmp_path_factory.mktemp("rewards_tiny")
+    return {"lm": build_tiny_llama(root / "lm"), "cls": build_tiny_llama(root / "cls", classifier=True), "root": root}
+
+
+@pytest.fixture(scope="module")
+def scalar_rm(tiny):
+    rm = make_reward_model(f"scalar:{tiny['cls']}", device="cpu", max_batch=2)
+    rm.load()
+    yield rm
+    rm.close()
+
+
+@pytest.fixture(scope="module")
+def judge_rm(tiny):
+    rm = make_reward_model(f"judge:{tiny['lm']}", device="cpu", max_batch=2)
+    rm.load()
+    yield rm
+    rm.close()
+
+
+def _expected_path() -> str:
+    from costtax.kernels import kernel_path
+
+    return kernel_path(torch.zeros(1))
+
+
+# ---- numerics vs naive --------------------------------------------------------------------
+
+
+def test_scalar_matches_naive_head_on_all_positions(tiny, scalar_rm):
+    from transformers import AutoModelForSequenceClassification
+
+    res = scalar_rm.score(PROMPTS, RESPONSES)
+    assert isinstance(res, ScoreBatch)
+    assert res.path == _expected_path()
+    ref_model = AutoModelForSequenceClassification.from_pretrained(str(tiny["cls"]), dtype=torch.float32).eval()
+    seqs = scalar_rm.encode_pairs(PROMPTS, RESPONSES)
+    assert res.tokens == tuple(len(s) for s in seqs)
+    naive = []
+    with torch.no_grad():
+        for ids in seqs:  # one unpadded sequence at a time: the head on every position, take the last
+            hidden = ref_model.model(input_ids=torch.tensor([ids])).last_hidden_state
+            per_pos = ref_model.score(hidden)[0, :, 0]
+            naive.append(float(per_pos[len(ids) - 1]))
+    assert res.rewards == pytest.approx(naive, abs=1e-4, rel=1e-4)
+    # the pairs are chat-formatted: the sequence ends with the template's "<|im_end|>\n"
+    tok = scalar_rm._tok
+    assert tok.decode(seqs[0][-2:]) == "<|im_end|>\n"
+
+
+def test_judge_matches_naive_full_vocab_logits(tiny, judge_rm):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    res = judge_rm.score(PROMPTS, RESPONSES)
+    assert res.path == _expected_path()
+    tok = AutoTokenizer.from_pretrained(str(tiny["lm"]))
+    # ChatML generation prompt ends with "\n": the answers are "Yes"/"No" without a space
+    assert judge_rm.token_ids == (tok.encode("Yes", add_special_tokens=False)[0], tok.encode("No", add_special_tokens=False)[0])
+    lm = AutoModelForCausalLM.from_pretrained(str(tiny["lm"]), dtype=torch.float32).eval()
+    yes, no = judge_rm.token_ids
+    naive = []
+    with torch.no_grad():
+        for p, r in zip(PROMPTS, RESPONSES):
+            text = judge_rm.judging_prompt(p, r)
+            assert text.endswith("<|im_start|>assistant\n")
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            logits = lm(input_ids=torch.tensor([ids])).logits[0, -1]  # full vocabulary
+            naive.append(float(logits[yes] - logits[no]))
+    assert res.rewards == pytest.approx(naive, abs=1e-4, rel=1e-4)
+    prov = judge_rm.provenance()
+    assert prov["answer_token_ids"] == [yes, no] and prov["judge_examples"] >= 4
+    assert prov["kernel_path"] == res.path and prov["batching_mode"] == "padded"
+
+
+# ---- batching -----------------------------------------------------------------------------
+
+
+def test_order_preserved_after_length_bucketing(scalar_rm):
+    prompts, responses = PROMPTS[::-1], RESPONSES[::-1]
+    lengths = [len(s) for s in scalar_rm.encode_pairs(prompts, responses)]
+    order = [i for b in plan_buckets(lengths, 2) for i in b]
+    assert order != list(range(len(lengths)))  # bucketing really reorders here
+    batched = scalar_rm.score(prompts, responses).rewards
+    one_by_one = [scalar_rm.score([p], [r]).rewards[0] for p, r in zip(prompts, responses)]
+    assert batched == pytest.approx(one_by_one, abs=1e-5)
+    assert len(set(round(x, 6) for x in batched)) == len(batched)  # distinct, so order is tested
+
+
+def test_plan_buckets_and_padding_fraction_by_hand():
+    lengths = [3, 5, 2, 8]
+    buckets = plan_buckets(lengths, 2)
+    assert buckets == [[2, 0], [1, 3]]  # sorted 2,3 | 5,8
+    # computed: 2*3 + 2*8 = 22 positions, real 18 -> 4 padded
+    assert padding_fraction(lengths, buckets) == pytest.approx(4 / 22)
+    assert padding_fraction(lengths, plan_buckets(lengths, 1)) == 0.0
+    # token budget 15: 2,3,5 pad to 3*5 = 15 (fits), adding 8 would need 4*8 = 32
+    assert plan_buckets(lengths, 4, max_tokens=15) == [[2, 0, 1], [3]]
+    assert plan_buckets(lengths, 4, max_tokens=12) == [[2, 0], [1], [3]]
+    assert plan_packs([3, 5, 2, 8], 8) == [[0, 1], [2], [3]]
+
+
+def test_padding_fraction_of_a_real_call(scalar_rm):
+    res = scalar_rm.score(["hi", "hi"], ["", "The quick brown fox jumps over the lazy dog."])
+    short, long = sorted(res.tokens)
+    assert long > short
+    # one bucket of two, padded to the longer: (long - short) pad positions out of 2 * long
+    assert res.padding_fraction == pytest.approx((long - short) / (2 * long))
+    assert scalar_rm.score(["hi"], ["x"]).padding_fraction == 0.0
+
+
+def test_packed_matches_padded(tiny, scalar_rm, judge_rm):
+    for spec, ref in ((f"scalar:{tiny['cls']}", scalar_rm), (f"judge:{tiny['lm']}", judge_rm)):
+        packed = make_reward_model(spec, device="cpu", batching="packed", max_tokens=4096)
+        packed.load()
+        try:
+            a = packed.score(PROMPTS[:4], RESPONSES[:4])
+        finally:
+            packed.close()
+        b = ref.score(PROMPTS[:4], RESPONSES[:4])
+        assert a.padding_fraction == 0.0 and a.tokens == b.tokens
+        assert a.rewards == pytest.approx(b.rewards, abs=1e-4)
+
+
+def test_empty_and_mismatched_calls(scalar_rm):
+    res = scalar_rm.score([], [])
+    assert res.rewards == () and res.tokens == () and res.padding_fraction == 0.0
+    with pytest.raises(ValueError):
+        scalar_rm.score(["a", "b"], ["only one"])
+
+
+def test_truncation_keeps_the_template(tiny):
+    rm = make_reward_model(f"scalar:{tiny['cls']}", device="cpu", max_length=48, kernel_path="reference")
+    rm.load()
+    try:
+        res = rm.score(["hi"], ["word " * 200])
+        assert res.tokens[0] <= 48 and res.path == "reference"
+        assert rm.stats["truncated_pairs"] == 1
+        ids = rm.encode_pairs(["hi"], ["word " * 200])[0]
+        assert rm._tok.decode(ids[-2:]) == "<|im_end|>\n"
+    finally:
+        rm.close()
+
+
+def test_load_is_idempotent_and_provenance(scalar_rm):
+    model = scalar_rm._model
+    first = scalar_rm.load()
+    assert scalar_rm.load() == first and scalar_rm._model is model
+    prov = scalar_rm.provenance()
+    assert prov["kind"] == "scalar" and prov["architecture"] == "LlamaForSequenceClassification"
+    assert prov["name"].startswith("scalar:") and prov["device"] == "cpu"
+
+
+# ---- specs --------------------------------------------------------------------------------
+
+
+def test_spec_parsing(tiny):
+    from costtax.rewards.judge import JudgeReward
+    from costtax.rewards.scalar_head import ScalarHeadReward
+
+    s = validate_reward_spec(f"scalar:{tiny['cls']}")
+    assert (s.kind, s.model_dir) == ("scalar", tiny["cls"].resolve())
+    assert validate_reward_spec(str(tiny["cls"])).kind == "scalar"  # bare dir: by its config
+    assert validate_reward_spec(str(tiny["lm"])).kind == "judge"
+    assert validate_reward_spec(f"judge:{tiny['lm']}").kind == "judge"
+    rm = make_reward_model(str(tiny["cls"]))
+    assert isinstance(rm, ScalarHeadReward) and rm.name == f"scalar:{tiny['cls']}" and not rm.loaded
+    rm = make_reward_model(f"judge:{tiny['lm']}")
+    assert isinstance(rm, JudgeReward) and rm.name == f"judge:{tiny['lm']}"
+
+
+def test_default_judge_spec():
+    from costtax.models import EMBEDDED, converted_dir, is_hf_model_dir
+    from costtax.rewards import DEFAULT_JUDGE
+
+    available = EMBEDDED[DEFAULT_JUDGE].source_path() is not None or is_hf_model_dir(converted_dir(DEFAULT_JUDGE))
+    if not available:
+        with pytest.raises(ConfigError, match="not installed"):
+            validate_reward_spec("judge")
+        return
+    for spec in ("judge", f"judge:{DEFAULT_JUDGE}", DEFAULT_JUDGE):
+        s = validate_reward_spec(spec)
+        assert (s.kind, s.alias, s.name) == ("judge", DEFAULT_JUDGE, f"judge:{DEFAULT_JUDGE}")
+    assert make_reward_model("judge").name == f"judge:{DEFAULT_JUDGE}"
+    with pytest.raises(ConfigError, match="wrong head type"):
+        validate_reward_spec(f"scalar:{DEFAULT_JUDGE}")
+
+
+def _config_only_dir(root, name, src_dir, **edits):
+    d = root / name
+    d.mkdir(exist_ok=True)
+    cfg = json.loads((src_dir / "config.json").read_text())
+    cfg.update(edits)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_spec_errors(tiny, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        validate_reward_spec("bogus:whatever")
+    assert e.value.field == "--reward-model" and "judge" in str(e.value) and "scalar" in str(e.value)
+    with pytest.raises(ConfigError, match="no such directory"):
+        validate_reward_spec(f"scalar:{tmp_path / 'missing'}")
+    with pytest.raises(ConfigError, match="no such directory"):
+        make_reward_model(str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="wrong head type"):
+        validate_reward_spec(f"judge:{tiny['cls']}")  # classifier given as a judge
+    with pytest.raises(ConfigError, match="wrong head type"):
+        validate_reward_spec(f"scalar:{tiny['lm']}")  # causal LM given as scalar
+    bert = _config_only_dir(tmp_path, "bert", tiny["cls"], architectures=["BertModel"])
+    with pytest.raises(ConfigError, match="wrong head type"):
+        validate_reward_spec(str(bert))
+    two = _config_only_dir(tmp_path, "two", tiny["cls"], id2label={"0": "A", "1": "B"}, label2id={"A": 0, "B": 1})
+    with pytest.raises(ConfigError, match="num_labels=1"):
+        validate_reward_spec(f"scalar:{two}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no config.json"):
+        validate_reward_spec(str(tmp_path / "empty"))
+    with pytest.raises(ConfigError) as e:
+        validate_reward_spec("bogus:x", field="--eval-reward-model")
+    assert e.value.field == "--eval-reward-model"
+    with pytest.raises(ConfigError):
+        validate_reward_spec("")
+
+
+def test_validation_reads_config_only(tiny, tmp_path):
+    # a directory with config.json and no weights passes validation: nothing is loaded
+    d = _config_only_dir(tmp_path, "cfg_only", tiny["cls"])
+    shutil.copy(tiny["cls"] / "config.json", d / "config.json")
+    t0 = time.perf_counter()
+    assert validate_reward_spec(str(d)).kind == "scalar"
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_import_and_validation_do_not_import_torch(tiny):
+    code = (
+        "import sys\n"
+        "import costtax.rewards as R\n"
+        f"R.validate_reward_spec({str(tiny['cls'])!r})\n"
+        f"R.make_reward_model({'judge:' + str(tiny['lm'])!r})\n"
+        "import costtax.rewards.calibration\n"
+        "bad = [m for m in ('torch', 'transformers', 'triton') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
