@@ -166,6 +166,19 @@ def profile(
             cell = spec.cell
             emit("cell_start", {"cell": cell})
             ctx = None
+
+            def cell_record(**fields) -> CellRecord:
+                return CellRecord(
+                    run_id=run_id,
+                    cell=cell,
+                    technique=spec.name,
+                    params=spec.param_dict,
+                    engine_start_s=meta.get("engine_start", {}).get("engine_start_s"),
+                    is_baseline=cell == "plain",
+                    session=session,
+                    **fields,
+                )
+
             try:
                 from .context import CellContext
 
@@ -195,21 +208,14 @@ def profile(
                 t1 = time.monotonic()
                 n_eval = ctx.run_eval()
                 writer.cell(
-                    CellRecord(
-                        run_id=run_id,
-                        cell=cell,
-                        technique=spec.name,
-                        params=spec.param_dict,
+                    cell_record(
                         status="ok",
                         answers=ctx.answers_written,
                         cell_wall_s=t1 - t0,
-                        engine_start_s=meta.get("engine_start", {}).get("engine_start_s"),
-                        is_baseline=cell == "plain",
                         meter=_reading(meter),
                         engine_stats={**ctx.engine_stats, "eval_answers": n_eval},
                         t_start_s=t0 - epoch,
                         t_end_s=t1 - epoch,
-                        session=session,
                         resumed_answers=len(ctx.skip_answers),
                     )
                 )
@@ -221,20 +227,7 @@ def profile(
                 raise
             except Exception as exc:  # one cell's failure never loses the others
                 err = f"{type(exc).__name__}: {exc}"
-                writer.cell(
-                    CellRecord(
-                        run_id=run_id,
-                        cell=cell,
-                        technique=spec.name,
-                        params=spec.param_dict,
-                        status="failed",
-                        answers=ctx.answers_written if ctx else 0,
-                        cell_wall_s=0.0,
-                        engine_start_s=meta.get("engine_start", {}).get("engine_start_s"),
-                        is_baseline=cell == "plain",
-                        error=err,
-                    )
-                )
+                writer.cell(cell_record(status="failed", answers=ctx.answers_written if ctx else 0, cell_wall_s=0.0, error=err))
                 meta.setdefault("failures", []).append({"cell": cell, "error": err, "traceback": traceback.format_exc()})
                 failed.append(cell)
                 emit("cell_failed", {"cell": cell, "error": err})

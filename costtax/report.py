@@ -111,12 +111,19 @@ def _cell_cost(a, c, cell_row) -> dict[str, Any]:
     out["latency_p50_ci95_lo_s"], out["latency_p50_ci95_hi_s"] = ci if ci else (None, None)
     wall = cell_row.get("cell_wall_s") or None
     out["cell_wall_s"] = wall
-    out["answers_per_s"] = (n / wall) if wall else None
     tech = c[c["stage"] != "eval"] if len(c) else c
     gen = tech[tech["stage"].isin(["sample", "critique", "revise"])] if len(tech) else tech
     score = tech[tech["stage"] == "score"] if len(tech) else tech
     out_tokens = float(gen["output_tokens"].sum()) if len(gen) else 0.0
-    out["output_tokens_per_s"] = (out_tokens / wall) if wall else None
+    # Throughput counts only the work inside the cell's timed window: after a resume, answers
+    # finished by an earlier session are not in it.
+    resumed = int(cell_row.get("resumed_answers") or 0)
+    out["resumed_answers"] = resumed
+    n_window = n - resumed
+    sess = cell_row.get("session")
+    win_tokens = float(gen[gen["session"] == sess]["output_tokens"].sum()) if (resumed and len(gen) and "session" in gen) else out_tokens
+    out["answers_per_s"] = (n_window / wall) if wall else None
+    out["output_tokens_per_s"] = (win_tokens / wall) if wall else None
     out["output_tokens_per_answer"] = (out_tokens / n) if n else None
     prompt_served = float((gen["prompt_tokens"] * gen["n"]).sum()) if len(gen) else 0.0
     cached = gen["cached_prompt_tokens"].dropna() if len(gen) else []

@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from .base import BatchStats, GenRequest, GenResult, Message, Sample, SamplingSpec
+from ._chat import ChatTemplateMixin
+from .base import BatchStats, GenRequest, GenResult, Sample, SamplingSpec
 
 
-class HFEngine:
+class HFEngine(ChatTemplateMixin):
     name = "hf"
 
     def __init__(
@@ -73,21 +74,8 @@ class HFEngine:
 
         gc.collect()
 
-    def _require(self):
-        if self._model is None:
-            raise RuntimeError("engine not started: call start() first")
-        return self._model
-
-    def render(self, messages: Sequence[Message]) -> str:
-        self._require()
-        return self._tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-
-    def count_tokens(self, text: str) -> int:
-        self._require()
-        return len(self._tok.encode(text, add_special_tokens=False))
-
-    def max_model_len(self) -> int:
-        return self._max_model_len
+    def _started(self) -> bool:
+        return self._model is not None
 
     def reset_prefix_cache(self) -> bool:
         return False  # nothing to reset: HF generate keeps no cache across calls
@@ -99,19 +87,14 @@ class HFEngine:
         import torch
         from transformers import LogitsProcessor, LogitsProcessorList
 
-        model = self._require()
-        tok = self._tok
+        self._require_started()
+        model, tok = self._model, self._tok
         flat: list[tuple[int, list[int], int]] = []  # (request index, prompt ids, max_tokens)
         plens = []
         for i, req in enumerate(requests):
-            ids = tok.encode(self.render(req.messages), add_special_tokens=False)
-            room = self._max_model_len - len(ids)
-            if room < 1:
-                raise ValueError(
-                    f"prompt of request {req.request_id} has {len(ids)} tokens, over max_model_len {self._max_model_len}"
-                )
+            ids, max_tokens = self._prompt_ids(req, sampling.max_tokens)
             plens.append(len(ids))
-            flat.extend((i, ids, min(req.max_tokens or sampling.max_tokens, room)) for _ in range(req.n))
+            flat.extend((i, ids, max_tokens) for _ in range(req.n))
         order = sorted(range(len(flat)), key=lambda k: (flat[k][2], len(flat[k][1])))
 
         class _FirstStep(LogitsProcessor):

@@ -20,7 +20,8 @@ import uuid
 from typing import Any, Sequence
 
 from ..errors import EngineUnavailable
-from .base import BatchStats, GenRequest, GenResult, Message, Sample, SamplingSpec
+from ._chat import ChatTemplateMixin
+from .base import BatchStats, GenRequest, GenResult, Sample, SamplingSpec
 
 _CPU_ENV_DEFAULTS = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -39,7 +40,7 @@ def _cuda_available() -> bool:
         return False
 
 
-class VllmEngine:
+class VllmEngine(ChatTemplateMixin):
     name = "vllm"
 
     def __init__(
@@ -132,25 +133,12 @@ class VllmEngine:
         gc.collect()
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _started(self) -> bool:
+        return self._llm is not None
+
     def _require(self):
-        if self._llm is None:
-            raise RuntimeError("engine not started: call start() first")
+        self._require_started()
         return self._llm
-
-    def render(self, messages: Sequence[Message]) -> str:
-        self._require()
-        return self._tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-
-    def _prompt_ids(self, messages: Sequence[Message]) -> list[int]:
-        # The rendered template already holds any BOS the model wants.
-        return list(self._tok.encode(self.render(messages), add_special_tokens=False))
-
-    def count_tokens(self, text: str) -> int:
-        self._require()
-        return len(self._tok.encode(text, add_special_tokens=False))
-
-    def max_model_len(self) -> int:
-        return self._max_model_len
 
     def reset_prefix_cache(self) -> bool:
         llm = self._require()
@@ -195,15 +183,8 @@ class VllmEngine:
         owners: list[int] = []  # which GenRequest each vLLM request belongs to
         prompt_lens: list[int] = []
         for i, req in enumerate(requests):
-            ids = self._prompt_ids(req.messages)
+            ids, max_tokens = self._prompt_ids(req, sampling.max_tokens)
             prompt_lens.append(len(ids))
-            max_tokens = req.max_tokens or sampling.max_tokens
-            room = self._max_model_len - len(ids)
-            if room < 1:
-                raise ValueError(
-                    f"prompt of request {req.request_id} has {len(ids)} tokens, over max_model_len {self._max_model_len}"
-                )
-            max_tokens = min(max_tokens, room)
             # Every sample is its own vLLM request (n=1). vLLM V1 implements SamplingParams(n=N) as
             # N child requests anyway, but then reports one num_cached_tokens for the parent;
             # fanning out here gives exact per-sample prefix-cache accounting at the same cost.
