@@ -25,11 +25,13 @@ with thousands separators.
 
 Difficulty
 ----------
-The default mix (``difficulty="medium"``) is pitched at a ~135M-parameter chat
-model, which should get roughly 20-80% of it right: mostly one- and two-digit
-additions and subtractions, some single-digit multiplications and a few
-two-step problems, with about a quarter phrased as short word problems.
-``"easy"`` and ``"hard"`` shift the number ranges and the mix for smaller or
+The shipped set uses ``difficulty="easy"``: numbers up to 20, mostly additions
+and subtractions, some small multiplications, a few two-step problems, a quarter
+phrased as word problems. Measured on the embedded SmolLM2-135M-Instruct through
+vLLM (CPU, temperature 0.7, max_tokens 64, all 120 prompts, 2026-11-27): plain
+accuracy 25.8% (bootstrap 95% CI 18-34%); by category add 31%, sub 14%, mul 39%,
+two-step 17%. ``"medium"`` (numbers up to 60) measured 11.7% at max_tokens 32, below
+the 20-80% band we aim for, which is why it is not the default; ``"hard"`` is for
 larger models.
 
 The output is fully determined by ``(count, seed, difficulty)``: all
@@ -191,7 +193,7 @@ def generate_arith(
     count: int = ARITH_DEFAULT_COUNT,
     seed: int = ARITH_DEFAULT_SEED,
     *,
-    difficulty: str = "medium",
+    difficulty: str = "easy",
 ) -> list[dict]:
     """Return ``count`` arithmetic prompts with exact integer reference answers.
 
