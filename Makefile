@@ -22,7 +22,7 @@ demo: setup
 # Unit + integration tests (one vLLM engine session, one end-to-end CLI run), then the
 # benchmark suite as a smoke test (--benchmark-disable: each benchmark body runs once).
 test: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=10
 	$(PY) -m pytest bench -q --benchmark-disable
 
 # Skip the tests that start vLLM or load the embedded model.
