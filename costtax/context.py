@@ -188,7 +188,8 @@ class CellContext:
                 stage=stage,
                 n=len(responses),
                 prompt_tokens=int(sum(res.tokens)),
-                cached_prompt_tokens=None,
+                # tokens the reward model read from its own prefix cache (the judge's few-shot block)
+                cached_prompt_tokens=int(sum(res.cached_tokens)) if getattr(res, "cached_tokens", ()) else None,
                 output_tokens=0,
                 t_submit_s=t0 - self.epoch,
                 t_first_token_s=None,

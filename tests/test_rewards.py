@@ -80,49 +80,147 @@ def _expected_path() -> str:
 # ---- numerics vs naive --------------------------------------------------------------------
 
 
-def test_scalar_matches_naive_head_on_all_positions(tiny, scalar_rm):
+def _naive_scalar(model_dir, seqs):
+    """Score head on EVERY position of each unpadded sequence, then the last real token
+    (HF's own pooling looks for pad_token_id; ChatML ends with <|im_end|> = pad, so we
+    gather ourselves)."""
     from transformers import AutoModelForSequenceClassification
 
+    ref_model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    out = []
+    with torch.no_grad():
+        for ids in seqs:
+            hidden = ref_model.model(input_ids=torch.tensor([ids])).last_hidden_state
+            per_pos = ref_model.score(hidden)[0, :, 0]
+            out.append(float(per_pos[len(ids) - 1]))
+    return out
+
+
+def _naive_judge(model_dir, seqs, yes, no):
+    """Full-vocabulary logits at the last position: logits[yes] - logits[no]."""
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    out = []
+    with torch.no_grad():
+        for ids in seqs:
+            logits = lm(input_ids=torch.tensor([ids])).logits[0, -1]
+            assert logits.shape[0] == lm.config.vocab_size
+            out.append(float(logits[yes] - logits[no]))
+    return out
+
+
+def test_scalar_matches_naive_head_on_all_positions(tiny, scalar_rm):
     res = scalar_rm.score(PROMPTS, RESPONSES)
     assert isinstance(res, ScoreBatch)
     assert res.path == _expected_path()
-    ref_model = AutoModelForSequenceClassification.from_pretrained(str(tiny["cls"]), dtype=torch.float32).eval()
     seqs = scalar_rm.encode_pairs(PROMPTS, RESPONSES)
     assert res.tokens == tuple(len(s) for s in seqs)
-    naive = []
-    with torch.no_grad():
-        for ids in seqs:  # one unpadded sequence at a time: the head on every position, take the last
-            hidden = ref_model.model(input_ids=torch.tensor([ids])).last_hidden_state
-            per_pos = ref_model.score(hidden)[0, :, 0]
-            naive.append(float(per_pos[len(ids) - 1]))
-    assert res.rewards == pytest.approx(naive, abs=1e-4, rel=1e-4)
+    assert res.rewards == pytest.approx(_naive_scalar(tiny["cls"], seqs), abs=1e-4, rel=1e-4)
     # the pairs are chat-formatted: the sequence ends with the template's "<|im_end|>\n"
-    tok = scalar_rm._tok
-    assert tok.decode(seqs[0][-2:]) == "<|im_end|>\n"
+    assert scalar_rm._tok.decode(seqs[0][-2:]) == "<|im_end|>\n"
 
 
 def test_judge_matches_naive_full_vocab_logits(tiny, judge_rm):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     res = judge_rm.score(PROMPTS, RESPONSES)
     assert res.path == _expected_path()
     tok = AutoTokenizer.from_pretrained(str(tiny["lm"]))
     # ChatML generation prompt ends with "\n": the answers are "Yes"/"No" without a space
-    assert judge_rm.token_ids == (tok.encode("Yes", add_special_tokens=False)[0], tok.encode("No", add_special_tokens=False)[0])
-    lm = AutoModelForCausalLM.from_pretrained(str(tiny["lm"]), dtype=torch.float32).eval()
-    yes, no = judge_rm.token_ids
-    naive = []
-    with torch.no_grad():
-        for p, r in zip(PROMPTS, RESPONSES):
-            text = judge_rm.judging_prompt(p, r)
-            assert text.endswith("<|im_start|>assistant\n")
-            ids = tok(text, add_special_tokens=False)["input_ids"]
-            logits = lm(input_ids=torch.tensor([ids])).logits[0, -1]  # full vocabulary
-            naive.append(float(logits[yes] - logits[no]))
-    assert res.rewards == pytest.approx(naive, abs=1e-4, rel=1e-4)
+    first = lambda w: tok.encode(w, add_special_tokens=False)[0]  # noqa: E731
+    assert judge_rm.token_ids == (first("Yes"), first("No"))
+    seqs = []
+    for p, r in zip(PROMPTS, RESPONSES):
+        text = judge_rm.judging_prompt(p, r)
+        assert text.endswith("<|im_start|>assistant\n") and text.count("<|im_start|>user") == 5
+        seqs.append(tok(text, add_special_tokens=False)["input_ids"])
+    assert res.tokens == tuple(len(s) for s in seqs)
+    assert res.rewards == pytest.approx(_naive_judge(tiny["lm"], seqs, *judge_rm.token_ids), abs=1e-4, rel=1e-4)
     prov = judge_rm.provenance()
-    assert prov["answer_token_ids"] == [yes, no] and prov["judge_examples"] >= 4
+    assert prov["answer_token_ids"] == list(judge_rm.token_ids) and prov["judge_examples"] == 4
     assert prov["kernel_path"] == res.path and prov["batching_mode"] == "padded"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_kernel_path_matches_naive(tiny, dtype):
+    from costtax.kernels import kernel_path
+
+    tol = 1e-3 if dtype == "float32" else 0.1
+    for kind in ("scalar", "judge"):
+        spec = f"{kind}:{tiny['cls' if kind == 'scalar' else 'lm']}"
+        rm = make_reward_model(spec, device="cuda", dtype=dtype, max_batch=2)
+        rm.load()
+        packed = make_reward_model(spec, device="cuda", dtype=dtype, batching="packed")
+        packed.load()
+        try:
+            res = rm.score(PROMPTS, RESPONSES)
+            assert res.path == kernel_path(torch.zeros(1, device="cuda"))
+            seqs = rm.encode_pairs(PROMPTS, RESPONSES)
+            if kind == "scalar":
+                naive = _naive_scalar(tiny["cls"], seqs)
+            else:
+                naive = _naive_judge(tiny["lm"], seqs, *rm.token_ids)
+            assert res.rewards == pytest.approx(naive, abs=tol, rel=tol)
+            if kind == "judge":  # padded on CUDA without flash-attn: the prefix cache is used
+                assert rm.provenance()["batching_mode"] != "padded" or min(res.cached_tokens) > 0
+            pk = packed.score(PROMPTS, RESPONSES)
+            assert pk.padding_fraction == 0.0 and pk.path == res.path
+            assert pk.rewards == pytest.approx(res.rewards, abs=tol, rel=tol)
+            assert rm.provenance()["device"].startswith("cuda")
+        finally:
+            rm.close()
+            packed.close()
+
+
+def _without_chat_template(src, dst):
+    shutil.copytree(src, dst)
+    (dst / "chat_template.jinja").unlink()
+    return dst
+
+
+def test_plain_format_without_chat_template(tiny, tmp_path):
+    """No chat template: judge renders 'System: ...\n\nUser: ...\n\nAssistant:' and scores the
+    first token of ' Yes' / ' No'; scalar reads 'prompt\n\nresponse'. Both still equal naive."""
+    lm_dir = _without_chat_template(tiny["lm"], tmp_path / "lm_plain")
+    cls_dir = _without_chat_template(tiny["cls"], tmp_path / "cls_plain")
+    judge = make_reward_model(f"judge:{lm_dir}", device="cpu", template="zeroshot")
+    scalar = make_reward_model(f"scalar:{cls_dir}", device="cpu")
+    judge.load()
+    scalar.load()
+    try:
+        assert judge.judging_prompt("q", "r").endswith("Assistant:")
+        tok = judge._tok
+        assert judge.token_ids == (tok.encode(" Yes")[0], tok.encode(" No")[0])
+        res = judge.score(PROMPTS[:3], RESPONSES[:3])
+        seqs = judge.encode_pairs(PROMPTS[:3], RESPONSES[:3])
+        assert res.rewards == pytest.approx(_naive_judge(lm_dir, seqs, *judge.token_ids), abs=1e-4, rel=1e-4)
+        assert scalar.format_text("p", "r") == ("p\n\nr", True)
+        res = scalar.score(PROMPTS[:3], RESPONSES[:3])
+        seqs = scalar.encode_pairs(PROMPTS[:3], RESPONSES[:3])
+        assert res.rewards == pytest.approx(_naive_scalar(cls_dir, seqs), abs=1e-4, rel=1e-4)
+    finally:
+        judge.close()
+        scalar.close()
+
+
+def test_self_check_refuses_a_head_that_is_not_body_times_weights(tiny, monkeypatch):
+    import importlib
+
+    jh = importlib.import_module("costtax.kernels.judge_head")  # the module, not the function
+    real = jh.judge_head_reference
+
+    def shifted(*a, **k):  # stands in for a model whose logits are not hidden @ W.T
+        out = real(*a, **k)
+        return jh.JudgeHeadOutput(out.logits, out.reward + 1.0)
+
+    monkeypatch.setattr(jh, "judge_head_reference", shifted)
+    rm = make_reward_model(f"judge:{tiny['lm']}", device="cpu")
+    with pytest.raises(ConfigError, match="self-check failed"):
+        rm.load()
+    assert not rm.loaded
 
 
 # ---- batching -----------------------------------------------------------------------------
@@ -172,6 +270,26 @@ def test_packed_matches_padded(tiny, scalar_rm, judge_rm):
         b = ref.score(PROMPTS[:4], RESPONSES[:4])
         assert a.padding_fraction == 0.0 and a.tokens == b.tokens
         assert a.rewards == pytest.approx(b.rewards, abs=1e-4)
+
+
+def test_judge_prefix_cache_matches_full_forward(tiny, judge_rm):
+    """The judge's shared instructions + examples run once at load; each pair runs only its
+    suffix on a copy of that KV cache. Same rewards as running every token."""
+    full = make_reward_model(f"judge:{tiny['lm']}", device="cpu", max_batch=2, prefix_cache=False)
+    full.load()
+    try:
+        a = judge_rm.score(PROMPTS, RESPONSES)
+        b = full.score(PROMPTS, RESPONSES)
+    finally:
+        full.close()
+    assert judge_rm.provenance()["prefix_cache"].startswith("on:")
+    P = len(judge_rm._prefix_ids)
+    assert a.cached_tokens == (P,) * len(PROMPTS) and b.cached_tokens == (0,) * len(PROMPTS)
+    assert a.tokens == b.tokens  # tokens read are counted in full either way
+    assert a.rewards == pytest.approx(b.rewards, abs=1e-4, rel=1e-4)
+    # padding is counted over the positions computed in the call (the suffixes)
+    suffix = [n - P for n in a.tokens]
+    assert a.padding_fraction == pytest.approx(padding_fraction(suffix, plan_buckets(suffix, 2)))
 
 
 def test_empty_and_mismatched_calls(scalar_rm):

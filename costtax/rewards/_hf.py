@@ -21,6 +21,15 @@ Batching (``batching=``):
   ``cu_seqlens`` are the real boundaries and the score row is each sequence's last token;
   ``padding_fraction`` is 0.0.
 
+Shared prefix (``prefix_cache=True``, padded batching): when every scored sequence starts
+with the same tokens (a judge's instructions and worked examples), their KV cache is computed
+once at load and each bucket runs only the suffixes on a copy of it, with position ids and
+the attention mask continuing after the prefix. A load-time check compares one probe pair
+with and without the cache; any failure switches the cache off (provenance says why).
+Sequences that do not start with exactly the prefix ids run in full. ``ScoreBatch.tokens``
+counts every token read; ``cached_tokens`` how many came from the cache; ``padding_fraction``
+is over the positions computed in the call.
+
 Results are returned in the caller's order whatever the batching.
 """
 from __future__ import annotations
@@ -84,7 +93,15 @@ def plan_packs(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
 def render_chat(tok: Any, messages: list[dict], *, add_generation_prompt: bool) -> str:
     """The tokenizer's chat template as text, or a plain fallback without one."""
     if getattr(tok, "chat_template", None):
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        try:
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        except Exception:
+            # Some templates refuse a system role: fold it into the first user turn.
+            if not messages or messages[0]["role"] != "system" or len(messages) < 2:
+                raise
+            system, first, rest = messages[0], messages[1], messages[2:]
+            merged = {"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}
+            return tok.apply_chat_template([merged, *rest], tokenize=False, add_generation_prompt=add_generation_prompt)
     parts = []
     for m in messages:
         role = {"system": "System", "user": "User", "assistant": "Assistant"}.get(m["role"], m["role"].title())
@@ -114,6 +131,7 @@ class HFRewardBase:
         kernel_path: str | None = None,
         max_length: int | None = None,
         field: str = "--reward-model",
+        prefix_cache: bool = True,
     ):
         if batching not in BATCHING:
             raise ConfigError("batching", batching, f"use one of {', '.join(BATCHING)}")
@@ -137,7 +155,18 @@ class HFRewardBase:
         self._tok = None
         self._load_s: float | None = None
         self._last_path: str | None = None
-        self.stats = {"calls": 0, "pairs": 0, "tokens": 0, "positions_computed": 0, "truncated_pairs": 0}
+        self.prefix_cache = bool(prefix_cache)
+        self._prefix_ids: list[int] | None = None
+        self._prefix_kv = None
+        self._prefix_note = "off" if not prefix_cache else "not built"
+        self.stats = {
+            "calls": 0,
+            "pairs": 0,
+            "tokens": 0,
+            "prefix_cached_tokens": 0,
+            "positions_computed": 0,
+            "truncated_pairs": 0,
+        }
 
     # ---- subclass hooks -------------------------------------------------------------------
     def _auto_class(self):  # pragma: no cover - abstract
@@ -155,6 +184,11 @@ class HFRewardBase:
     def _head(self, hidden, cu_seqlens, positions, path: str):  # pragma: no cover
         """``[T, H]`` hidden -> ``[B]`` fp32 rewards through a costtax.kernels op."""
         raise NotImplementedError
+
+    def _shared_prefix_ids(self) -> list[int] | None:
+        """Token ids every scored sequence starts with (e.g. a judge's instructions and
+        examples), whose KV cache is computed once and reused; None for no shared prefix."""
+        return None
 
     def _head_tensors(self) -> tuple:  # tensors the kernel reads besides hidden (for the path)
         return ()
@@ -231,6 +265,7 @@ class HFRewardBase:
         self.max_length = int(limit)
         try:
             self._setup()
+            self._build_prefix_cache()
         except Exception:
             self.close()
             raise
@@ -240,6 +275,7 @@ class HFRewardBase:
     def close(self) -> None:
         had_cuda = getattr(self, "_device", "cpu").startswith("cuda")
         self._model = self._body = None
+        self._prefix_kv = None
         gc.collect()
         if had_cuda:
             try:
@@ -248,6 +284,48 @@ class HFRewardBase:
                 torch.cuda.empty_cache()
             except Exception:
                 pass
+
+    def _build_prefix_cache(self) -> None:
+        """KV cache of the shared prefix (padded batching only), checked once against a full
+        forward; any failure leaves it off and says why in provenance."""
+        self._prefix_kv, self._prefix_ids = None, None
+        if not self.prefix_cache:
+            self._prefix_note = "off"
+            return
+        if self._mode != "padded":
+            self._prefix_note = "off: packed batching"
+            return
+        prefix = self._shared_prefix_ids()
+        if not prefix or len(prefix) < 16:
+            self._prefix_note = "off: no shared prefix"
+            return
+        import torch
+
+        try:
+            with torch.inference_mode():
+                x = torch.tensor([prefix], device=self._device)
+                out = self._body(input_ids=x, use_cache=True)
+                kv = out.past_key_values
+                if kv is None or not hasattr(kv, "batch_repeat_interleave"):
+                    self._prefix_note = "off: the model returns no reusable cache"
+                    return
+                self._prefix_kv, self._prefix_ids = kv, list(prefix)
+                # check: one probe pair, with and without the cache
+                probe = self._encode("What is 2 + 2?", "4")
+                if probe[: len(prefix)] != prefix:
+                    raise RuntimeError("the probe pair does not start with the shared prefix")
+                with_cache, _ = self._run_bucket([probe[len(prefix):]], len(prefix))
+                without, _ = self._run_bucket([probe], 0)
+        except Exception as e:  # never fatal: score without the cache
+            self._prefix_kv, self._prefix_ids = None, None
+            self._prefix_note = f"off: {type(e).__name__}: {e}"[:200]
+            return
+        tol = 1e-3 if self._dtype == torch.float32 else 5e-2
+        if abs(with_cache[0] - without[0]) > tol * max(1.0, abs(without[0])):
+            self._prefix_kv, self._prefix_ids = None, None
+            self._prefix_note = f"off: cached {with_cache[0]:.5g} != uncached {without[0]:.5g}"
+            return
+        self._prefix_note = f"on: {len(prefix)} tokens"
 
     # ---- tokenising ----------------------------------------------------------------------
     def _ids(self, text: str) -> list[int]:
@@ -286,35 +364,71 @@ class HFRewardBase:
         ts = (hidden, *self._head_tensors())
         return choose_path(self._kernel_pref, *ts, dtype_ok=kernel_dtype_ok(*ts))
 
-    def _run_padded(self, seqs: list[list[int]], rewards: list[float]) -> float:
+    def _run_padded(self, seqs: list[list[int]], rewards: list[float]) -> tuple[float, list[int]]:
+        """Right-padded length buckets. Sequences that start with the shared prefix (when its
+        KV cache is on) run only their suffix on top of a copy of the prefix cache.
+        Returns (padding fraction over computed positions, cached tokens per sequence)."""
+        prefix = self._prefix_ids if self._prefix_kv is not None else None
+        P = len(prefix) if prefix else 0
+        cached = [0] * len(seqs)
+        groups: list[tuple[list[int], int]] = []
+        if P:
+            hit = [i for i, s in enumerate(seqs) if len(s) > P and s[:P] == prefix]
+            hit_set = set(hit)
+            groups.append((hit, P))
+            groups.append(([i for i in range(len(seqs)) if i not in hit_set], 0))
+            for i in hit:
+                cached[i] = P
+        else:
+            groups.append((list(range(len(seqs))), 0))
+        computed = real = 0
+        for indices, offset in groups:
+            if not indices:
+                continue
+            sub = [seqs[i][offset:] for i in indices]
+            lengths = [len(x) for x in sub]
+            for bucket in plan_buckets(lengths, self.max_batch, self.max_tokens):
+                vals, width = self._run_bucket([sub[j] for j in bucket], offset)
+                for j, v in zip(bucket, vals):
+                    rewards[indices[j]] = v
+                computed += width * len(bucket)
+                real += sum(lengths[j] for j in bucket)
+        self.stats["positions_computed"] += computed
+        return ((computed - real) / computed if computed else 0.0), cached
+
+    def _run_bucket(self, seqs: list[list[int]], offset: int) -> tuple[list[float], int]:
+        import copy
+
         import torch
 
         lengths = [len(s) for s in seqs]
-        buckets = plan_buckets(lengths, self.max_batch, self.max_tokens)
+        width, b = max(lengths), len(seqs)
         pad = self._tok.pad_token_id
-        for bucket in buckets:
-            width = max(lengths[i] for i in bucket)
-            b = len(bucket)
-            ids = torch.full((b, width), pad, dtype=torch.long)
-            mask = torch.zeros((b, width), dtype=torch.long)
-            for r, i in enumerate(bucket):
-                ids[r, : lengths[i]] = torch.tensor(seqs[i], dtype=torch.long)
-                mask[r, : lengths[i]] = 1
-            ids, mask = ids.to(self._device), mask.to(self._device)
+        pad = 0 if pad is None else pad  # masked out: any id will do
+        ids = torch.full((b, width), pad, dtype=torch.long)
+        mask = torch.zeros((b, offset + width), dtype=torch.long)
+        mask[:, :offset] = 1
+        for r, s in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[r, offset : offset + len(s)] = 1
+        ids, mask = ids.to(self._device), mask.to(self._device)
+        if offset:
+            cache = copy.deepcopy(self._prefix_kv)
+            cache.batch_repeat_interleave(b)
+            pos = (torch.arange(width, device=self._device) + offset).unsqueeze(0).expand(b, -1)
+            out = self._body(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+        else:
             out = self._body(input_ids=ids, attention_mask=mask, use_cache=False)
-            hidden = out[0].reshape(b * width, -1)
-            cu = torch.arange(b + 1, device=self._device, dtype=torch.int32) * width
-            last = torch.tensor([lengths[i] - 1 for i in bucket], device=self._device, dtype=torch.long)
-            positions = torch.arange(b, device=self._device, dtype=torch.long) * width + last
-            path = self._path_for(hidden)
-            vals = self._head(hidden, cu, positions, path).float().cpu().tolist()
-            self._last_path = path
-            for i, v in zip(bucket, vals):
-                rewards[i] = v
-            self.stats["positions_computed"] += b * width
-        return padding_fraction(lengths, buckets)
+        hidden = out[0].reshape(b * width, -1)
+        cu = torch.arange(b + 1, device=self._device, dtype=torch.int32) * width
+        last = torch.tensor([n - 1 for n in lengths], device=self._device, dtype=torch.long)
+        positions = torch.arange(b, device=self._device, dtype=torch.long) * width + last
+        path = self._path_for(hidden)
+        vals = self._head(hidden, cu, positions, path).float().cpu().tolist()
+        self._last_path = path
+        return vals, width
 
-    def _run_packed(self, seqs: list[list[int]], rewards: list[float]) -> float:
+    def _run_packed(self, seqs: list[list[int]], rewards: list[float]) -> tuple[float, list[int]]:
         import torch
 
         lengths = [len(s) for s in seqs]
@@ -335,7 +449,7 @@ class HFRewardBase:
             for i, v in zip(pack, vals):
                 rewards[i] = v
             self.stats["positions_computed"] += len(flat)
-        return 0.0
+        return 0.0, [0] * len(seqs)
 
     def encode_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
         """Token ids the model reads for each pair (after truncation to max_length)."""
@@ -362,13 +476,13 @@ class HFRewardBase:
         t0 = time.perf_counter()
         seqs = self.encode_pairs(prompts, responses)
         rewards: list[float] = [float("nan")] * len(seqs)
-        pad_frac = 0.0
+        pad_frac, cached = 0.0, [0] * len(seqs)
         if seqs:
             with torch.inference_mode():
                 if self._mode == "packed":
-                    pad_frac = self._run_packed(seqs, rewards)
+                    pad_frac, cached = self._run_packed(seqs, rewards)
                 else:
-                    pad_frac = self._run_padded(seqs, rewards)
+                    pad_frac, cached = self._run_padded(seqs, rewards)
             if self._device.startswith("cuda"):
                 torch.cuda.synchronize()
         path = self._last_path or self._default_path()
@@ -376,12 +490,14 @@ class HFRewardBase:
         self.stats["calls"] += 1
         self.stats["pairs"] += len(seqs)
         self.stats["tokens"] += sum(len(s) for s in seqs)
+        self.stats["prefix_cached_tokens"] += sum(cached)
         return ScoreBatch(
             rewards=tuple(float(x) for x in rewards),
             tokens=tuple(len(s) for s in seqs),
             padding_fraction=float(pad_frac),
             path=path,
             latency_s=latency,
+            cached_tokens=tuple(cached),
         )
 
     def _default_path(self) -> str:
@@ -412,6 +528,7 @@ class HFRewardBase:
                     "dtype": str(self._dtype).replace("torch.", ""),
                     "attn_implementation": self._attn,
                     "batching_mode": self._mode,
+                    "prefix_cache": self._prefix_note,
                     "max_length": self.max_length,
                     "hidden_size": getattr(cfg, "hidden_size", None),
                     "kernel_path": self._last_path or self._default_path(),

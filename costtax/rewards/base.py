@@ -36,6 +36,9 @@ class ScoreBatch:
     padding_fraction: float  # padded positions / all positions computed (0.0 for packed)
     path: str  # kernel path used: triton | triton-interpret | reference
     latency_s: float
+    # per pair, how many of `tokens` came from a reused KV cache (a judge's shared
+    # instructions and examples) instead of being computed in this call; () when unknown
+    cached_tokens: tuple[int, ...] = ()
 
 
 @runtime_checkable
@@ -214,14 +217,16 @@ def make_reward_model(
 ) -> RewardModel:
     """Build (not load) the reward model a spec names; call ``.load()`` before scoring.
 
-    ``options`` go to the model class (``max_batch``, ``max_tokens``, ``batching``, ``dtype``,
-    ``kernel_path``...)."""
+    ``options`` go to the model class: ``max_batch`` (16), ``max_tokens`` (16384 padded
+    positions per bucket / tokens per pack), ``batching`` ("auto" | "padded" | "packed"),
+    ``dtype`` (fp32 on CPU, bf16 on CUDA), ``kernel_path`` (None = auto), ``max_length``,
+    ``prefix_cache`` (True), and for judges ``template`` ("fewshot" | "zeroshot" | dict)."""
     rs = validate_reward_spec(spec, field=field)
     if rs.kind == "scalar":
         from .scalar_head import ScalarHeadReward
 
         return ScalarHeadReward(
-            rs.model_dir, name=rs.name, device=device, trust_remote_code=trust_remote_code, **options
+            rs.model_dir, name=rs.name, device=device, trust_remote_code=trust_remote_code, field=field, **options
         )
     from .judge import JudgeReward
 
@@ -230,5 +235,6 @@ def make_reward_model(
         name=rs.name,
         device=device,
         trust_remote_code=trust_remote_code,
+        field=field,
         **options,
     )

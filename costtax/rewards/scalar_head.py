@@ -61,7 +61,7 @@ class ScalarHeadReward(HFRewardBase):
             cu = torch.tensor([0, len(ids)], device=self._device)
             mine = reward_head_reference(hidden, cu, self._weight, self._bias)[0]
         tol = 1e-3 if self._dtype == torch.float32 else 5e-2
-        if not torch.isclose(full, mine, rtol=tol, atol=tol):
+        if not torch.isclose(full, mine, rtol=0.0, atol=tol * max(1.0, float(full.abs()))):
             raise ConfigError(
                 self._field,
                 self.name,
