@@ -235,7 +235,10 @@ def profile(
                     emit("status", {"msg": "engine died; restarting it for the next cell"})
                     engine = _restart(engine, config, meta, emit)
             write_json_atomic(run_dir / RUN_JSON, meta)
-            write_summary(run_dir)
+            try:
+                write_summary(run_dir)
+            except Exception as exc:  # the rows are safe; the table is rebuilt at the end or by `report`
+                warnings.warn(f"could not rebuild summary.csv after {cell}: {exc}", RuntimeWarning)
         meta["status"] = "finished"
         return RunResult(run_dir, run_id, "finished", tuple(ok), tuple(failed))
     except KeyboardInterrupt:

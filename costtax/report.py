@@ -81,23 +81,34 @@ def _cell_quality(a, prompts_answer: dict[str, str | None]) -> dict[str, Any]:
     # output narrowing across the cell's final answers
     out["distinct_1"] = M.distinct_n(texts, 1)
     out["distinct_2"] = M.distinct_n(texts, 2)
-    out["self_bleu"] = M.self_bleu(texts)
+    out["self_bleu"] = _bleu(texts)
     # over BoN's N candidates (mean over prompts)
     cands = [c for c in _extra(a, "candidate_texts") if c]
     if cands:
         out["candidate_distinct_2"] = M.mean_or_none([M.distinct_n(c, 2) for c in cands])
-        out["candidate_self_bleu"] = M.mean_or_none([M.self_bleu(c) for c in cands])
+        out["candidate_self_bleu"] = M.mean_or_none([_bleu(c) for c in cands])
     else:
         out["candidate_distinct_2"] = out["candidate_self_bleu"] = None
     # over --repeats K final answers per prompt (null when K=1)
     if "repeat" in a and a["repeat"].nunique() > 1:
         groups = a.groupby("prompt_id")["text"].apply(list)
-        out["repeats_self_bleu"] = M.mean_or_none([M.self_bleu(g) for g in groups])
+        out["repeats_self_bleu"] = M.mean_or_none([_bleu(g) for g in groups])
         out["repeats_distinct_2"] = M.mean_or_none([M.distinct_n(g, 2) for g in groups])
     else:
         out["repeats_self_bleu"] = out["repeats_distinct_2"] = None
     out["truncated_rate"] = float(a["truncated"].mean()) if "truncated" in a and len(a) else None
     return out
+
+
+def _bleu(texts):
+    """self-BLEU, or None with a warning where sacrebleu is not installed (a bare GPU image)."""
+    try:
+        return M.self_bleu(texts)
+    except ImportError as exc:
+        import warnings
+
+        warnings.warn(f"self_bleu columns are null: {exc}", RuntimeWarning)
+        return None
 
 
 def _cell_cost(a, c, cell_row) -> dict[str, Any]:
