@@ -14,12 +14,12 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 } > "$OUT/env.txt" 2>&1
 pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 || echo "install failed" >> "$OUT/install.log"
 # 1. kernels vs references, kernel vs naive timings, byte floors
-timeout 260 python bench/gpu_check.py --out "$OUT" --budget-s 170 > "$OUT/gpu_check.log" 2>&1
+timeout 210 python bench/gpu_check.py --out "$OUT" --budget-s 130 > "$OUT/gpu_check.log" 2>&1
 # 2. the GPU-marked tests and the kernel/reward suites on compiled Triton
-timeout 120 python -m pytest -q -p no:cacheprovider tests/kernels tests/test_rewards.py tests/test_metering.py -x > "$OUT/pytest_gpu.log" 2>&1
+timeout 100 python -m pytest -q -p no:cacheprovider tests/kernels tests/test_rewards.py tests/test_metering.py -x > "$OUT/pytest_gpu.log" 2>&1
 # 3. the HF engine end to end on CUDA: tiny random models, plain + bon, NVML energy/memory
 python -c "from costtax.tiny import build_tiny_llama as b; b('/tmp/ct-lm'); b('/tmp/ct-rm', classifier=True)" > "$OUT/hf_profile.log" 2>&1
-timeout 150 python -m costtax profile --engine hf --model /tmp/ct-lm -t plain -t bon:n=4,16 \
+timeout 120 python -m costtax profile --engine hf --model /tmp/ct-lm -t plain -t bon:n=4,16 \
   --reward-model scalar:/tmp/ct-rm --limit 16 --max-tokens 32 --no-judge-calibration --out /tmp/ct-run >> "$OUT/hf_profile.log" 2>&1
 cp /tmp/ct-run/summary.csv "$OUT/hf_summary.csv" 2>/dev/null
 cp /tmp/ct-run/run.json "$OUT/hf_run.json" 2>/dev/null
