@@ -274,9 +274,14 @@ def _reading(meter) -> dict[str, Any]:
 def _warm(engine, sampling) -> None:
     from .engines.base import GenRequest, SamplingSpec
 
+    # Two requests, a few tokens: exercises the batched prefill/decode/sampling paths, so a fresh
+    # CUDA context's one-off costs (kernel loading, allocator growth) land outside the cell.
     engine.generate(
-        [GenRequest("warmup", ({"role": "user", "content": "Say hello."},), n=1)],
-        SamplingSpec(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=2, seed=sampling.seed),
+        [
+            GenRequest("warmup", ({"role": "user", "content": "Say hello."},), n=2),
+            GenRequest("warmup", ({"role": "user", "content": "Name three colours, please."},), n=1),
+        ],
+        SamplingSpec(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=8, seed=sampling.seed),
     )
 
 

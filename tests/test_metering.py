@@ -348,10 +348,19 @@ def test_process_tree_counts_reaped_child_cpu(interval_s):
 # --------------------------------------------------------------------------------------
 # torch + ResourceMeter with the real pynvml
 # --------------------------------------------------------------------------------------
-def test_torch_peak_memory_without_cuda():
+def test_torch_peak_memory():
+    """None without an initialised CUDA context (this CPU machine); the real peak with one."""
+    import torch
+
+    live = torch.cuda.is_available() and torch.cuda.is_initialized()
     with torch_peak_memory() as t:
-        pass
-    assert t.reading == TorchMemReading(None, None)
+        if live:
+            x = torch.empty(1 << 20, dtype=torch.float32, device="cuda")
+            del x
+    if live:
+        assert t.reading.peak_allocated_bytes >= 4 << 20
+    else:
+        assert t.reading == TorchMemReading(None, None)
 
 
 def test_resource_meter_real_pynvml_no_gpu():
