@@ -148,7 +148,9 @@ def _cell_cost(a, c, cell_row) -> dict[str, Any]:
     out["reward_tokens_per_answer"] = (float(score["prompt_tokens"].sum()) / n) if n else None
     score_s = float(score["latency_s"].sum()) if len(score) else 0.0
     out["score_latency_s_per_answer"] = (score_s / n) if n else None
-    out["score_share_of_latency"] = (score_s / float(sum(lat))) if lat and sum(lat) > 0 else None
+    # Share of the cell's wall time spent in selection scoring (score calls run one prompt
+    # group at a time, so this is the fraction of the batch's time the reward model held).
+    out["score_share_of_wall"] = (score_s / wall) if wall else None
     samp = gen[gen["stage"] == "sample"] if len(gen) else gen
     ttft = [x for x in samp["ttft_s"] if x is not None and x == x] if len(samp) else []
     out["ttft_p50_s"] = M.percentiles(ttft)["p50"] if ttft else None

@@ -76,7 +76,7 @@ def test_summary_arithmetic(run_dir):
     assert b["prefill_tokens_computed_per_answer"] == pytest.approx(10.0)
     assert b["reward_tokens_per_answer"] == pytest.approx(100.0)
     assert b["score_latency_s_per_answer"] == pytest.approx(0.5)
-    assert b["score_share_of_latency"] == pytest.approx(1.0 / 8.0)
+    assert b["score_share_of_wall"] == pytest.approx(1.0 / 8.0)  # 2 x 0.5 s of scoring in an 8 s cell
     assert b["calls_per_answer"] == pytest.approx(2.0)  # eval excluded
     # eval rewards: plain 0.0, 1.0; bon 2.0, 0.5 -> one win, one loss
     assert b["eval_reward_mean"] == pytest.approx(1.25) and b["win_rate_vs_plain"] == pytest.approx(0.5)
