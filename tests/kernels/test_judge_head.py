@@ -1,4 +1,6 @@
-"""judge_head: Triton path (interpreter on CPU) vs reference vs full-vocabulary logits."""
+"""judge_head: Triton path (compiled on CUDA, interpreter on CPU) vs reference vs
+full-vocabulary logits. The parametrized tests take the `device` fixture: inputs are drawn on
+the CPU and moved there, and results are compared on the CPU."""
 
 from __future__ import annotations
 
@@ -18,18 +20,20 @@ DTYPES = [torch.float32, torch.bfloat16]
 V = 37
 
 
-def _inputs(lengths, H, dtype):
+def _inputs(lengths, H, dtype, device="cpu"):
+    """Drawn on the CPU from the seeded generator, then moved: same values on any device."""
     cu = make_cu(lengths)
     hidden = torch.randn(int(cu[-1]), H).to(dtype)
     lm_head = (torch.randn(V, H) / H**0.5).to(dtype)
-    return hidden, cu, lm_head
+    return hidden.to(device), cu.to(device), lm_head.to(device)
 
 
 def _naive(hidden, cu, lm_head, token_ids, mode, positions=None):
-    """HF style: full-vocabulary logits at every position, then pick rows and columns."""
-    full = hidden.float() @ lm_head.float().T  # [T, V]
-    rows = cu[1:].long() - 1 if positions is None else positions.long()
-    logits = full[rows][:, token_ids.long()]
+    """HF style: full-vocabulary logits at every position, then pick rows and columns (on
+    the CPU)."""
+    full = hidden.cpu().float() @ lm_head.cpu().float().T  # [T, V]
+    rows = cu.cpu()[1:].long() - 1 if positions is None else positions.cpu().long()
+    logits = full[rows][:, token_ids.cpu().long()]
     if mode == "diff":
         reward = logits[:, 0] - logits[:, 1]
     else:
@@ -41,14 +45,14 @@ def _naive(hidden, cu, lm_head, token_ids, mode, positions=None):
 @pytest.mark.parametrize("H", HIDDEN)
 @pytest.mark.parametrize("lengths", list(LENGTHS.values()), ids=list(LENGTHS))
 @pytest.mark.parametrize("mode,k", [("diff", 2), ("logsoftmax", 2), ("logsoftmax", 3), ("logsoftmax", 1)])
-def test_matches_reference_and_naive(mode, k, lengths, H, dtype, seed, poison, auto_path):
-    hidden, cu, lm_head = _inputs(lengths, H, dtype)
-    token_ids = torch.randperm(V)[:k]
+def test_matches_reference_and_naive(mode, k, lengths, H, dtype, seed, poison, auto_path, device):
+    hidden, cu, lm_head = _inputs(lengths, H, dtype, device)
+    token_ids = torch.randperm(V)[:k].to(device)
     out = judge_head(hidden, cu, lm_head, token_ids, mode=mode)
     assert isinstance(out, JudgeHeadOutput)
     assert out.logits.shape == (len(lengths), k) and out.reward.shape == (len(lengths),)
     assert out.logits.dtype == out.reward.dtype == torch.float32
-    assert_no_poison(poison)
+    assert_no_poison(poison, device)
     ref = judge_head_reference(hidden, cu, lm_head, token_ids, mode=mode)
     assert_close(out.logits, ref.logits, dtype, f"{auto_path} logits vs reference")
     assert_close(out.reward, ref.reward, dtype, f"{auto_path} reward vs reference")
@@ -58,10 +62,10 @@ def test_matches_reference_and_naive(mode, k, lengths, H, dtype, seed, poison, a
 
 
 @pytest.mark.parametrize("path", ["kernel", "reference"])
-def test_touches_only_chosen_rows(path, seed, auto_path):
+def test_touches_only_chosen_rows(path, seed, auto_path, device):
     """Every other vocabulary row is NaN: any read of it would poison the result."""
-    hidden, cu, lm_head = _inputs([4, 1, 6], 33, torch.float32)
-    token_ids = torch.tensor([11, 5])
+    hidden, cu, lm_head = _inputs([4, 1, 6], 33, torch.float32, device)
+    token_ids = torch.tensor([11, 5], device=device)
     poisoned = torch.full_like(lm_head, float("nan"))
     poisoned[token_ids] = lm_head[token_ids]
     out = judge_head(hidden, cu, poisoned, token_ids, path=None if path == "kernel" else "reference")
@@ -71,22 +75,22 @@ def test_touches_only_chosen_rows(path, seed, auto_path):
     assert_close(out.reward, nr, torch.float32)
 
 
-def test_explicit_positions_and_repeated_tokens(seed, poison, auto_path):
-    hidden, cu, lm_head = _inputs([5, 2, 9, 1], 101, torch.bfloat16)
-    positions = torch.tensor([0, 16, 16, 3])
-    token_ids = torch.tensor([4, 4, 30], dtype=torch.int32)  # a repeated id is legal
+def test_explicit_positions_and_repeated_tokens(seed, poison, auto_path, device):
+    hidden, cu, lm_head = _inputs([5, 2, 9, 1], 101, torch.bfloat16, device)
+    positions = torch.tensor([0, 16, 16, 3], device=device)
+    token_ids = torch.tensor([4, 4, 30], dtype=torch.int32, device=device)  # a repeated id is legal
     out = judge_head(hidden, cu, lm_head, token_ids, positions=positions, mode="logsoftmax")
-    assert_no_poison(poison)
+    assert_no_poison(poison, device)
     nl, nr = _naive(hidden, cu, lm_head, token_ids, "logsoftmax", positions)
     assert_close(out.logits, nl, torch.bfloat16)
     assert_close(out.reward, nr, torch.bfloat16)
 
 
-def test_transposed_lm_head(seed, auto_path):
+def test_transposed_lm_head(seed, auto_path, device):
     """A column-major (non-contiguous) lm_head weight, as from a tied, transposed view."""
-    hidden, cu, _ = _inputs([3, 8], 40, torch.float32)
-    lm_head = torch.randn(40, V).T
-    token_ids = torch.tensor([0, V - 1])
+    hidden, cu, _ = _inputs([3, 8], 40, torch.float32, device)
+    lm_head = torch.randn(40, V).to(device).T
+    token_ids = torch.tensor([0, V - 1], device=device)
     out = judge_head(hidden, cu, lm_head, token_ids)
     nl, nr = _naive(hidden, cu, lm_head, token_ids, "diff")
     assert_close(out.logits, nl, torch.float32)
@@ -94,13 +98,15 @@ def test_transposed_lm_head(seed, auto_path):
 
 
 @pytest.mark.parametrize("path", ["kernel", "reference"])
-def test_validate_false_gives_nan(path, seed, auto_path):
-    hidden, cu, lm_head = _inputs([3, 0, 4], 33, torch.float32)
+def test_validate_false_gives_nan(path, seed, auto_path, device):
+    hidden, cu, lm_head = _inputs([3, 0, 4], 33, torch.float32, device)
     p = None if path == "kernel" else "reference"
-    out = judge_head(hidden, cu, lm_head, torch.tensor([1, 2]), validate=False, path=p)
+    out = judge_head(hidden, cu, lm_head, torch.tensor([1, 2], device=device), validate=False, path=p)
     assert torch.isnan(out.reward[1]) and torch.isnan(out.logits[1]).all()
     assert torch.isfinite(out.reward[[0, 2]]).all()
-    out = judge_head(hidden, make_cu([3, 4]), lm_head, torch.tensor([1, V]), validate=False, path=p)
+    out = judge_head(
+        hidden, make_cu([3, 4], device=device), lm_head, torch.tensor([1, V], device=device), validate=False, path=p
+    )
     assert torch.isnan(out.logits[:, 1]).all() and torch.isfinite(out.logits[:, 0]).all()
     assert torch.isnan(out.reward).all()
 

@@ -1,4 +1,6 @@
-"""reward_head: Triton path (interpreter on CPU) vs reference vs an independent naive head."""
+"""reward_head: Triton path (compiled on CUDA, interpreter on CPU) vs reference vs an
+independent naive head. The parametrized tests take the `device` fixture: inputs are drawn on
+the CPU and moved there, and results are compared on the CPU."""
 
 from __future__ import annotations
 
@@ -22,30 +24,31 @@ HIDDEN = [33, 101, 300]  # not multiples of the H tile (16..64 in the interprete
 DTYPES = [torch.float32, torch.bfloat16]
 
 
-def _inputs(lengths, H, dtype, cu_dtype=torch.int32):
+def _inputs(lengths, H, dtype, cu_dtype=torch.int32, device="cpu"):
+    """Drawn on the CPU from the seeded generator, then moved: same values on any device."""
     cu = make_cu(lengths, cu_dtype)
     T = int(cu[-1])
     hidden = torch.randn(T, H).to(dtype)
     weight = (torch.randn(H) / H**0.5).to(dtype)
-    return hidden, cu, weight
+    return hidden.to(device), cu.to(device), weight.to(device)
 
 
 def _naive(hidden, cu, weight, bias=0.0, positions=None):
-    """HF style: head on every position, then gather the score rows."""
-    every = hidden.float() @ weight.float() + float(bias)
-    rows = cu[1:].long() - 1 if positions is None else positions.long()
+    """HF style: head on every position, then gather the score rows (on the CPU)."""
+    every = hidden.cpu().float() @ weight.cpu().float() + float(bias)
+    rows = cu.cpu()[1:].long() - 1 if positions is None else positions.cpu().long()
     return every[rows]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16"])
 @pytest.mark.parametrize("H", HIDDEN)
 @pytest.mark.parametrize("lengths", list(LENGTHS.values()), ids=list(LENGTHS))
-def test_matches_reference_and_naive(lengths, H, dtype, seed, poison, auto_path):
-    hidden, cu, weight = _inputs(lengths, H, dtype, torch.int32 if seed % 2 else torch.int64)
-    bias = [None, 0.375, torch.tensor(-1.25)][seed % 3]
+def test_matches_reference_and_naive(lengths, H, dtype, seed, poison, auto_path, device):
+    hidden, cu, weight = _inputs(lengths, H, dtype, torch.int32 if seed % 2 else torch.int64, device)
+    bias = [None, 0.375, torch.tensor(-1.25, device=device)][seed % 3]
     out = reward_head(hidden, cu, weight, bias)
     assert out.shape == (len(lengths),) and out.dtype == torch.float32
-    assert_no_poison(poison)
+    assert_no_poison(poison, device)
     ref = reward_head_reference(hidden, cu, weight, bias)
     assert_close(out, ref, dtype, f"{auto_path} vs reference")
     b = 0.0 if bias is None else float(bias)
@@ -53,64 +56,69 @@ def test_matches_reference_and_naive(lengths, H, dtype, seed, poison, auto_path)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
-def test_explicit_positions(dtype, seed, poison, auto_path):
+def test_explicit_positions(dtype, seed, poison, auto_path, device):
     lengths = [5, 1, 9, 4, 3, 7, 2, 6, 8, 1]
-    hidden, cu, weight = _inputs(lengths, 96 + 5, dtype)
+    hidden, cu, weight = _inputs(lengths, 96 + 5, dtype, device=device)
     T = hidden.shape[0]
     # Any rows, including rows of other sequences, repeats, the first and the last row.
     positions = torch.randint(0, T, (len(lengths),))
     positions[0], positions[-1] = 0, T - 1
     positions[3] = positions[2]
+    positions = positions.to(device)
     out = reward_head(hidden, cu, weight, 0.5, positions=positions)
-    assert_no_poison(poison)
+    assert_no_poison(poison, device)
     ref = reward_head_reference(hidden, cu, weight, 0.5, positions=positions)
     assert_close(out, ref, dtype, "kernel vs reference")
     assert_close(ref, _naive(hidden, cu, weight, 0.5, positions), dtype, "reference vs naive")
 
 
-def test_positions_allow_empty_sequences(seed, auto_path):
+def test_positions_allow_empty_sequences(seed, auto_path, device):
     """With explicit positions an empty sequence is fine: the row is given."""
-    hidden, cu, weight = _inputs([3, 0, 4], 33, torch.float32)
-    positions = torch.tensor([0, 2, 6])
+    hidden, cu, weight = _inputs([3, 0, 4], 33, torch.float32, device=device)
+    positions = torch.tensor([0, 2, 6], device=device)
     out = reward_head(hidden, cu, weight, positions=positions)
     assert_close(out, _naive(hidden, cu, weight, 0.0, positions), torch.float32)
 
 
-def test_strided_hidden_and_linear_weight(seed, auto_path):
+def test_strided_hidden_and_linear_weight(seed, auto_path, device):
     """Non-contiguous hidden (a column slice) and nn.Linear(H, 1) weight/bias shapes."""
     big = torch.randn(21, 80)
-    hidden = big[:, 7:7 + 65]  # stride (80, 1), not contiguous
     cu = make_cu([4, 9, 1, 7])
     lin = torch.nn.Linear(65, 1)
     with torch.no_grad():
-        out = reward_head(hidden, cu, lin.weight, lin.bias)
-        expect = lin(hidden)[cu[1:].long() - 1, 0]
+        expect = lin(big[:, 7:7 + 65])[cu[1:].long() - 1, 0]  # on the CPU
+        lin.to(device)  # parameters (still nn.Parameter) move in place
+        hidden = big.to(device)[:, 7:7 + 65]  # stride (80, 1), not contiguous
+        out = reward_head(hidden, cu.to(device), lin.weight, lin.bias)
     assert_close(out, expect, torch.float32)
+    cu = cu.to(device)
     # Column-strided hidden (transposed storage).
-    ht = torch.randn(65, 21).T
+    ht = torch.randn(65, 21).to(device).T
     assert_close(reward_head(ht, cu, lin.weight.detach()[0]), reward_head_reference(ht, cu, lin.weight.detach()[0]), torch.float32)
 
 
-def test_empty_batch(auto_path):
-    out = reward_head(torch.randn(0, 33), torch.zeros(1, dtype=torch.int32), torch.randn(33))
-    assert out.shape == (0,)
+def test_empty_batch(auto_path, device):
+    out = reward_head(
+        torch.randn(0, 33).to(device), torch.zeros(1, dtype=torch.int32).to(device), torch.randn(33).to(device)
+    )
+    assert out.shape == (0,) and out.device.type == torch.device(device).type
 
 
-def test_trailing_padding_rows_allowed(seed, auto_path):
-    hidden, cu, weight = _inputs([3, 5], 40, torch.float32)
-    padded = torch.cat([hidden, torch.full((4, 40), float("nan"))])
+def test_trailing_padding_rows_allowed(seed, auto_path, device):
+    hidden, cu, weight = _inputs([3, 5], 40, torch.float32, device=device)
+    padded = torch.cat([hidden, torch.full((4, 40), float("nan"), device=device)])
     assert_close(reward_head(padded, cu, weight), _naive(hidden, cu, weight), torch.float32)
 
 
 @pytest.mark.parametrize("path", ["kernel", "reference"])
-def test_validate_false_gives_nan_not_oob(path, seed, auto_path):
+def test_validate_false_gives_nan_not_oob(path, seed, auto_path, device):
     """validate=False skips the value checks; bad score rows become NaN on both paths."""
-    hidden, cu, weight = _inputs([3, 0, 4], 33, torch.float32)  # sequence 1 is empty
+    hidden, cu, weight = _inputs([3, 0, 4], 33, torch.float32, device=device)  # sequence 1 is empty
     p = None if path == "kernel" else "reference"
     out = reward_head(hidden, cu, weight, validate=False, path=p)
     assert torch.isnan(out[1]) and not torch.isnan(out[[0, 2]]).any()
     assert_close(out[[0, 2]], _naive(hidden, cu, weight)[[0, 2]], torch.float32)
-    positions = torch.tensor([-1, 2, 7])  # -1 and 7 (= T) are out of range
+    positions = torch.tensor([-1, 2, 7], device=device)  # -1 and 7 (= T) are out of range
     out = reward_head(hidden, cu, weight, positions=positions, validate=False, path=p)
     assert torch.isnan(out[[0, 2]]).all() and not torch.isnan(out[1])
 
