@@ -23,6 +23,7 @@ from ..errors import EngineUnavailable
 from ._chat import ChatTemplateMixin
 from .base import BatchStats, GenRequest, GenResult, Sample, SamplingSpec
 
+GAUGE_INTERVAL_S = 0.5
 _CPU_ENV_DEFAULTS = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
@@ -201,12 +202,14 @@ class VllmEngine(ChatTemplateMixin):
                 owners.append(i)
         q0, h0 = self._prefix_counters()
         # KV-cache usage is a gauge that falls back to ~0 when the batch ends: sample it from a
-        # side thread while generate() runs (the Prometheus registry is thread-safe).
+        # side thread while generate() runs (the Prometheus registry is thread-safe). Every
+        # 0.5 s: get_metrics() snapshots every metric in Python and, at 20 Hz, competed with
+        # vLLM's own output loop for the GIL (bench/results/FIDELITY.md).
         peaks: dict[str, float] = {}
         stop = threading.Event()
 
         def sample_gauges():
-            while not stop.wait(0.05):
+            while not stop.wait(GAUGE_INTERVAL_S):
                 for k, v in self._gauges().items():
                     peaks[k] = max(peaks.get(k, 0.0), v)
 

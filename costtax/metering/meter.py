@@ -61,12 +61,20 @@ class MeterReading:
         return asdict(self)
 
 
+DEFAULT_PROCESS_INTERVAL_S = 0.25
+
+
 class ResourceMeter:
     """Measure a block of code; result in ``.reading`` (also returned by :meth:`result`)."""
 
     def __init__(self, interval_s: float = DEFAULT_INTERVAL_S,
-                 devices: Optional[Sequence[int]] = None):
+                 devices: Optional[Sequence[int]] = None,
+                 process_interval_s: float = DEFAULT_PROCESS_INTERVAL_S):
         self.interval_s = clamp_interval(interval_s)
+        # The process-tree walk (psutil over the main process, vLLM's engine core and workers)
+        # holds the GIL for milliseconds; at 50 ms it measurably slowed vLLM's output loop on a
+        # 2-core machine (bench/results/FIDELITY.md). NVML reads stay at `interval_s`.
+        self.process_interval_s = clamp_interval(process_interval_s)
         self.devices = devices
         self.reading: Optional[MeterReading] = None
         self.nvml_reading: Optional[NvmlReading] = None
@@ -81,7 +89,7 @@ class ResourceMeter:
         self.reading = None
         self._torch = TorchPeakMemory()
         self._nvml = NvmlSampler(devices=self.devices, interval_s=self.interval_s)
-        self._proc = ProcessTreeSampler(interval_s=self.interval_s)
+        self._proc = ProcessTreeSampler(interval_s=self.process_interval_s)
         self._torch.__enter__()
         self._nvml.__enter__()
         self._proc.__enter__()
