@@ -132,34 +132,26 @@ class CellContext:
         for (inst, req), res in zip(items, results):
             t_first = None if res.t_first_token_s is None else res.t_first_token_s - self.epoch
             t_submit = res.t_submit_s - self.epoch
-            t_finish = res.t_finish_s - self.epoch
-            rec = CallRecord(
-                run_id=self.run_id,
-                cell=self.cell,
-                call_id=f"{self.cell}|c{next(self._ids)}",
-                answer_id=inst.answer_id,
-                prompt_id=inst.prompt.id,
-                stage=stage,
-                n=req.n,
-                prompt_tokens=res.prompt_tokens,
-                cached_prompt_tokens=res.cached_prompt_tokens,
-                output_tokens=res.output_tokens,
-                t_submit_s=t_submit,
-                t_first_token_s=t_first,
-                t_finish_s=t_finish,
-                latency_s=t_finish - t_submit,
-                ttft_s=None if t_first is None else t_first - t_submit,
-                batch_id=batch_id,
-                answer_ids=(inst.answer_id,),
-                prompt_tokens_computed=res.prompt_tokens_computed,
-                ttft_source=res.ttft_source,
-                repeat=inst.repeat,
-                round=round,
-                finish_reasons=tuple(s.finish_reason for s in res.samples),
-                extra={"share_prefix": req.share_prefix},
-                session=self.session,
+            self._record(
+                self._call(
+                    inst,
+                    stage,
+                    batch_id,
+                    n=req.n,
+                    prompt_tokens=res.prompt_tokens,
+                    cached_prompt_tokens=res.cached_prompt_tokens,
+                    output_tokens=res.output_tokens,
+                    t_submit_s=t_submit,
+                    t_first_token_s=t_first,
+                    t_finish_s=res.t_finish_s - self.epoch,
+                    ttft_s=None if t_first is None else t_first - t_submit,
+                    prompt_tokens_computed=res.prompt_tokens_computed,
+                    ttft_source=res.ttft_source,
+                    round=round,
+                    finish_reasons=tuple(s.finish_reason for s in res.samples),
+                    extra={"share_prefix": req.share_prefix},
+                )
             )
-            self._record(rec)
         return results
 
     def score(
@@ -179,13 +171,10 @@ class CellContext:
             t0 = time.monotonic()
             res = scorer.score([inst.prompt.text] * len(responses), list(responses))
             t1 = time.monotonic()
-            rec = CallRecord(
-                run_id=self.run_id,
-                cell=self.cell,
-                call_id=f"{self.cell}|c{next(self._ids)}",
-                answer_id=inst.answer_id,
-                prompt_id=inst.prompt.id,
-                stage=stage,
+            rec = self._call(
+                inst,
+                stage,
+                batch_id,
                 n=len(responses),
                 prompt_tokens=int(sum(res.tokens)),
                 # tokens the reward model read from its own prefix cache (the judge's few-shot block)
@@ -194,18 +183,13 @@ class CellContext:
                 t_submit_s=t0 - self.epoch,
                 t_first_token_s=None,
                 t_finish_s=t1 - self.epoch,
-                latency_s=t1 - t0,
                 ttft_s=None,
-                batch_id=batch_id,
-                answer_ids=(inst.answer_id,),
-                repeat=inst.repeat,
                 extra={
                     "rewards": [float(r) for r in res.rewards],
                     "reward_model": scorer.name,
                     "kernel_path": res.path,
                     "padding_fraction": res.padding_fraction,
                 },
-                session=self.session,
             )
             if stage == "score":
                 self._record(rec)
@@ -213,6 +197,23 @@ class CellContext:
                 self.writer.call(rec)
             out.append([float(r) for r in res.rewards])
         return out
+
+    def _call(self, inst: PromptInstance, stage: str, batch_id: str, **fields) -> CallRecord:
+        """A CallRecord for one answer's call; latency_s = t_finish_s - t_submit_s."""
+        return CallRecord(
+            run_id=self.run_id,
+            cell=self.cell,
+            call_id=f"{self.cell}|c{next(self._ids)}",
+            answer_id=inst.answer_id,
+            prompt_id=inst.prompt.id,
+            stage=stage,
+            latency_s=fields["t_finish_s"] - fields["t_submit_s"],
+            batch_id=batch_id,
+            answer_ids=(inst.answer_id,),
+            repeat=inst.repeat,
+            session=self.session,
+            **fields,
+        )
 
     def _add_engine_stats(self, stats) -> None:
         """Engine counters over the cell: prefix-cache queries/hits summed, gauges' peaks."""
