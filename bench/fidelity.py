@@ -23,7 +23,8 @@ Part 1, overhead (one VllmEngine session, started once). Per round, in rotating 
   the fixed cost of the instrumentation on a zero-cost fake engine (tests/fakes.py).
   --diagnose adds two arms that attribute the overhead: the same instrumented path without the
   ResourceMeter, and with ResourceMeter(interval_s=1.0) instead of the default 50 ms sampling; and
-  the per-tick CPU cost of the two 50 ms background samplers is measured in the live session.
+  the per-tick CPU cost of the two 50 ms background samplers is measured in the live session;
+  part 2 gets a third arm, costtax_meter_1s (the same CLI run with the meter sampling every 1 s).
 
 Noise (a shared 2-core machine): every timed call also records the CPU seconds of our process
 tree and the share of the machine other tenants used meanwhile (/proc/stat minus our CPU).
@@ -425,6 +426,16 @@ def render_markdown(res: dict[str, Any]) -> str:
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
+
+
+KEEP_BEGIN, KEEP_END = "<!-- keep: hand-written, carried over when FIDELITY.md is regenerated -->", "<!-- /keep -->"
+
+
+def kept_block(text: str) -> str:
+    """The hand-written block of an existing FIDELITY.md (markers included), or ''."""
+    i = text.find(KEEP_BEGIN)
+    j = text.find(KEEP_END, i + 1) if i >= 0 else -1
+    return text[i : j + len(KEEP_END)] if i >= 0 and j >= 0 else ""
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -973,7 +984,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", default="overhead,throughput", help="comma list: overhead, throughput")
     ap.add_argument("--no-bare", action="store_true", help="skip the informational bare vllm.LLM arm")
     ap.add_argument("--diagnose", action="store_true",
-                    help="two more part-1 arms that attribute the overhead: no ResourceMeter, and ResourceMeter(interval_s=1.0)")
+                    help="attribution arms: part 1 without ResourceMeter and with ResourceMeter(interval_s=1.0); "
+                         "part 2 the costtax CLI with the meter sampling every 1 s (costtax_meter_1s)")
     ap.add_argument("--write-md", action="store_true", help="write FIDELITY.md in --quick mode too")
     ap.add_argument("--settle", type=float, default=None,
                     help="before each round wait up to this many seconds for other tenants to use <= 10 %% of the machine (default 30; --quick 0)")
@@ -1001,6 +1013,8 @@ def main(argv: list[str] | None = None) -> int:
     date = time.strftime("%Y-%m-%d")
     out = Path(args.out)
     json_name = f"fidelity-{date}{'-quick' if args.quick else ''}.json"
+    if (out / json_name).exists():  # never overwrite an earlier run of the same day
+        json_name = json_name.replace(".json", time.strftime("-%H%M%S.json"))
     machine = provenance.machine()
     res: dict[str, Any] = {
         "schema": SCHEMA,
@@ -1040,7 +1054,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"wrote {out / json_name}")
     md = render_markdown(res)
     if not args.quick or args.write_md:
-        (out / "FIDELITY.md").write_text(md + "\n", encoding="utf-8")
+        md_path = out / "FIDELITY.md"
+        kept = kept_block(md_path.read_text(encoding="utf-8")) if md_path.exists() else ""
+        md_path.write_text(md + ("\n" + kept if kept else "") + "\n", encoding="utf-8")
         log(f"wrote {out / 'FIDELITY.md'}")
     print(md)
     return 0

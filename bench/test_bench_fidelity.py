@@ -150,3 +150,10 @@ def test_foreign_share_and_quiet_pairs():
     assert q == [0]
     busy = fid._machine_busy_s()
     assert busy is None or busy >= 0
+
+
+def test_kept_block_survives_regeneration():
+    text = f"# old table\n\n{fid.KEEP_BEGIN}\n## Findings\nhand-written\n{fid.KEEP_END}\ntrailing"
+    kept = fid.kept_block(text)
+    assert kept.startswith(fid.KEEP_BEGIN) and kept.endswith(fid.KEEP_END) and "hand-written" in kept
+    assert fid.kept_block("# no markers") == ""
