@@ -19,6 +19,10 @@ CONTRACT_COLUMNS = [
     "run_id", "cell", "technique", "params", "answers", "latency_p50_s", "latency_p95_s", "latency_p99_s",
     "cell_wall_s", "answers_per_s", "output_tokens_per_s", "output_tokens_per_answer", "engine_start_s",
 ]
+METER_COLUMNS = (  # copied from the cell's ResourceMeter reading as they are
+    "rss_peak_bytes", "memory_source", "gpu_mem_peak_bytes", "torch_peak_allocated_bytes",
+    "energy_j", "energy_method", "power_mean_w",
+)
 SMALL_N = 30  # below this many answers per cell, deltas are mostly noise: the table says so
 
 
@@ -163,17 +167,12 @@ def _cell_cost(a, c, cell_row) -> dict[str, Any]:
             tpot.append((r["latency_s"] - r["ttft_s"]) / (per_sample - 1))
     out["tpot_p50_s"] = M.percentiles(tpot)["p50"] if tpot else None
     meter = cell_row.get("meter") or {}
-    out["rss_peak_bytes"] = meter.get("rss_peak_bytes")
-    out["memory_source"] = meter.get("memory_source")
-    out["gpu_mem_peak_bytes"] = meter.get("gpu_mem_peak_bytes")
-    out["torch_peak_allocated_bytes"] = meter.get("torch_peak_allocated_bytes")
-    out["energy_j"] = meter.get("energy_j")
-    out["energy_method"] = meter.get("energy_method")
+    for key in METER_COLUMNS:
+        out[key] = meter.get(key)
     out["energy_j_per_answer"] = (meter["energy_j"] / n) if (n and meter.get("energy_j") is not None) else None
     out["energy_j_per_output_token"] = (
         meter["energy_j"] / out_tokens if (out_tokens and meter.get("energy_j") is not None) else None
     )
-    out["power_mean_w"] = meter.get("power_mean_w")
     es = cell_row.get("engine_stats") or {}
     out["kv_cache_usage_peak"] = es.get("kv_cache_usage_peak")  # vLLM gauge, fraction of the KV pool
     out["engine_prefix_cache_hits"] = es.get("prefix_cache_hits")  # engine counter, cross-checks the rows
@@ -325,24 +324,31 @@ def _add_tax(df, answers, meta):
     return df
 
 
+PROVENANCE_COLUMNS = {  # summary column -> (run.json section, key)
+    "model": ("cfg", "model"),
+    "dtype": ("eng", "dtype"),
+    "seed": ("cfg", "seed"),
+    "temperature": ("cfg", "temperature"),
+    "top_p": ("cfg", "top_p"),
+    "max_tokens": ("cfg", "max_tokens"),
+    "prefix_caching": ("eng", "prefix_caching"),
+    "torch_version": ("vers", "torch"),
+    "vllm_version": ("vers", "vllm"),
+    "transformers_version": ("vers", "transformers"),
+    "triton_version": ("vers", "triton"),
+}
+
+
 def _add_provenance(df, meta):
     prov = meta.get("provenance", {})
     eng = meta.get("engine", {})
     vers = prov.get("versions", {})
     cfg = meta.get("config", {})
+    sources = {"cfg": cfg, "eng": eng, "vers": vers}
     df["device"] = prov.get("machine", {}).get("device")
     df["engine"] = eng.get("engine", cfg.get("engine"))
-    df["model"] = cfg.get("model")
-    df["dtype"] = eng.get("dtype")
-    df["seed"] = cfg.get("seed")
-    df["temperature"] = cfg.get("temperature")
-    df["top_p"] = cfg.get("top_p")
-    df["max_tokens"] = cfg.get("max_tokens")
-    df["prefix_caching"] = eng.get("prefix_caching")
-    df["torch_version"] = vers.get("torch")
-    df["vllm_version"] = vers.get("vllm")
-    df["transformers_version"] = vers.get("transformers")
-    df["triton_version"] = vers.get("triton")
+    for col, (src, key) in PROVENANCE_COLUMNS.items():
+        df[col] = sources[src].get(key)
     df["git_commit"] = prov.get("git_commit")
     df["reward_model"] = (meta.get("reward_model") or {}).get("spec")
     return df
