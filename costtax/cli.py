@@ -119,13 +119,16 @@ def _from_cli(ctx: typer.Context, name: str) -> bool:
     return src is not None and src.name == "COMMANDLINE"
 
 
-def _print_table(run_dir: Path) -> None:
+def _print_table(run_dir: Path, df=None) -> None:
+    """Print the tax table from `df`, or from the summary.csv the run already wrote (rebuilding
+    it here would recompute every metric, self-BLEU included, a second time)."""
     from rich.console import Console
     from rich.table import Table
 
-    from .report import build_summary, headline_rows
+    from .report import headline_rows, load_summary
 
-    df = build_summary(run_dir)
+    if df is None:
+        df = load_summary(run_dir)
     header, rows = headline_rows(df)
     table = Table(title=f"alignment tax vs plain — {run_dir}", title_justify="left")
     for h in header:
@@ -156,7 +159,7 @@ def report(run_dir: str = typer.Argument(..., help="a run directory")):
     df = write_summary(p)
     for f in write_plots(p, df):
         typer.echo(f"plot: {f}", err=True)
-    _print_table(p)
+    _print_table(p, df)
 
 
 @app.command()
