@@ -20,6 +20,9 @@ class SamplingSpec:
     top_p: float = 1.0
     max_tokens: int = 64
     seed: int = 0
+    # Fixed-length generation (vLLM's ignore_eos): every sample runs to max_tokens, so two
+    # measurements of throughput do identical work (cross-checks against vLLM's own benchmark).
+    ignore_eos: bool = False
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -73,6 +76,9 @@ class GenResult:
     t_first_token_s: float | None
     t_finish_s: float
     ttft_source: str | None = None  # "engine" | "batch" | None
+    # Seconds the request waited in the engine's queue before it was scheduled, where the engine
+    # reports it (vLLM's request stats: queued -> scheduled); None where it cannot say.
+    queue_s: float | None = None
 
     @property
     def output_tokens(self) -> int:
@@ -114,3 +120,29 @@ class Engine(Protocol):
         """Engine name, versions, dtype, device, prefix caching, settings."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncEngine(Protocol):
+    """The engine contract under load: one request at a time, awaited, many in flight.
+
+    Techniques are per-answer programs (`async def answer(inst, ctx)`); every answer of a load
+    level runs concurrently on one asyncio event loop, so an engine must accept overlapping
+    `agenerate` calls and batch them itself (vLLM's scheduler, an HTTP server, or a batching
+    worker thread for HF). `agenerate` may be awaited from any event loop: engines that need a
+    loop of their own (vLLM's AsyncLLM) run it in a private thread and bridge with
+    `asyncio.run_coroutine_threadsafe` / `asyncio.wrap_future`.
+
+    Everything else (start, render, count_tokens, max_model_len, reset_prefix_cache,
+    provenance, close) is the synchronous `Engine` API, called outside the event loop.
+    """
+
+    name: str
+
+    async def agenerate(self, request: GenRequest, sampling: SamplingSpec) -> GenResult:
+        """One request of `request.n` samples; timestamps on time.monotonic()."""
+
+    def counters(self) -> dict[str, Any]:
+        """Engine-side cumulative counters and gauges, read before and after a load level:
+        prefix_cache_queries, prefix_cache_hits (cumulative tokens), kv_cache_usage (0..1),
+        num_requests_waiting, num_requests_running, where the engine exposes them; {} otherwise."""
