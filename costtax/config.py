@@ -144,6 +144,22 @@ class RunConfig:
     trust_remote_code: bool = False
     max_model_len: int = 2048
     judge_calibration: bool = True
+    # Steady state (see README "Measurement choices"): whole cells run `cell_repeats` times,
+    # interleaved (plain, bon, cai, plain, bon, cai, ...); before the first repeat of each
+    # (cell, load level) up to `warmup_answers` answers of the cell's own prompts run through the
+    # same technique and load pattern, rows discarded (recorded as warm-up in cells.jsonl).
+    cell_repeats: int = 1
+    warmup_answers: int = 4
+    # Load levels (costtax.load): batch | concurrency=C,... | rate=R,...; each (cell x level) is
+    # one summary row. `level_timeout_s` caps one unit (cell x level x repeat).
+    load: tuple[str, ...] = ("batch",)
+    level_timeout_s: float | None = None
+    slo_p95_s: float | None = None
+    ignore_eos: bool = False
+    # Reward micro-batcher under load: max prompt/response pairs per reward-model pass, and how
+    # long the first score call of a batch waits for others.
+    score_max_pairs: int = 64
+    score_max_wait_ms: float = 5.0
     cells: tuple[TechniqueSpec, ...] = field(default=(), compare=False)
 
     def __post_init__(self):
@@ -169,14 +185,37 @@ class RunConfig:
             raise ConfigError("--max-model-len", self.max_model_len, "use an integer between 64 and 1048576")
         if self.max_tokens >= self.max_model_len:
             raise ConfigError("--max-tokens", self.max_tokens, f"must be below --max-model-len ({self.max_model_len})")
+        if not 1 <= self.cell_repeats <= 50:
+            raise ConfigError("--cell-repeats", self.cell_repeats, "use an integer between 1 and 50")
+        if not 0 <= self.warmup_answers <= 10_000:
+            raise ConfigError("--warmup-answers", self.warmup_answers, "use an integer >= 0 (0 disables warm-up)")
+        if self.level_timeout_s is not None and not self.level_timeout_s > 0:
+            raise ConfigError("--level-timeout-s", self.level_timeout_s, "use a number of seconds > 0")
+        if self.slo_p95_s is not None and not self.slo_p95_s > 0:
+            raise ConfigError("--slo-p95-s", self.slo_p95_s, "use a number of seconds > 0")
+        if not 1 <= self.score_max_pairs <= 100_000:
+            raise ConfigError("--score-max-pairs", self.score_max_pairs, "use an integer >= 1")
+        if not 0 <= self.score_max_wait_ms <= 60_000:
+            raise ConfigError("--score-max-wait-ms", self.score_max_wait_ms, "use milliseconds between 0 and 60000")
+        from .load import parse_load
+
+        object.__setattr__(self, "load", tuple(self.load))
+        parse_load(self.load)
         object.__setattr__(self, "cells", expand_techniques(self.techniques))
 
+    @property
+    def load_levels(self):
+        from .load import parse_load
+
+        return parse_load(self.load)
+
     def sampling_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed}
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed, "ignore_eos": self.ignore_eos}
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "cells"}
         d["techniques"] = list(self.techniques)
         d["prompts"] = list(self.prompts)
+        d["load"] = list(self.load)
         d["cells"] = [c.cell for c in self.cells]
         return d

@@ -1,7 +1,12 @@
 """CellContext: what a technique sees. Every model call goes through it and becomes a CallRecord;
-per-answer totals are accumulated here, so no technique does its own accounting."""
+per-answer totals are accumulated here, so no technique does its own accounting.
+
+One context serves one unit: a cell at one load level, one cell repeat. Techniques are async
+per-answer programs; many answers share the context concurrently on one event loop (asyncio
+is single-threaded, so the bookkeeping below needs no locks)."""
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -71,6 +76,9 @@ class CellContext:
         skip_answers: frozenset[str] = frozenset(),
         options: dict[str, Any] | None = None,
         session: str | None = None,
+        load: str = "batch",
+        cell_repeat: int = 0,
+        batcher=None,
     ):
         self.run_id, self.cell, self.technique = run_id, cell, technique
         self.engine, self.sampling, self.writer = engine, sampling, writer
@@ -80,20 +88,29 @@ class CellContext:
         self.skip_answers = skip_answers
         self.options = dict(options or {})
         self.session = session
+        self.load = load
+        self.cell_repeat = cell_repeat
+        self.batcher = batcher
         self._finished: list[tuple[PromptInstance, str]] = []
         self.engine_stats: dict[str, Any] = {}
         self._totals: dict[str, _AnswerTotals] = {}
+        self._arrivals: dict[str, float] = {}
         self._ids = itertools.count()
-        self._batches = itertools.count()
         self.answers_written = 0
 
     # -- ids ---------------------------------------------------------------------------------------
+    @property
+    def unit_tag(self) -> str:
+        """'' for the default unit (offline batch, first cell repeat), so answer ids of a plain
+        run read as before; '@LOAD#K' otherwise."""
+        return "" if (self.load == "batch" and self.cell_repeat == 0) else f"@{self.load}#{self.cell_repeat}"
+
     def expand(self, prompts: Sequence["Prompt"]) -> list[PromptInstance]:
         """Prompt x repeat instances still to answer (finished ones are skipped on resume)."""
         out = []
         for r in range(self.repeats):
             for p in prompts:
-                aid = f"{self.cell}|{p.id}|{r}"
+                aid = f"{self.cell}{self.unit_tag}|{p.id}|{r}"
                 if aid not in self.skip_answers:
                     out.append(PromptInstance(p, r, aid))
         return out
@@ -119,91 +136,86 @@ class CellContext:
     def has_eval_scorer(self) -> bool:
         return self._eval_scorer is not None
 
+    def arrived(self, inst: PromptInstance, t: float) -> None:
+        """The load generator released this answer at monotonic time t."""
+        self._arrivals[inst.answer_id] = t
+
     # -- calls ---------------------------------------------------------------------------------------
-    def generate(
-        self, items: Sequence[tuple[PromptInstance, "GenRequest"]], *, stage: str, round: int | None = None
-    ) -> list["GenResult"]:
-        """One batched engine call; one CallRecord per request, all sharing a batch_id."""
-        if not items:
-            return []
-        batch_id = f"b{next(self._batches)}"
-        results = self.engine.generate([req for _, req in items], self.sampling)
-        self._add_engine_stats(self.engine.last_batch_stats())
-        for (inst, req), res in zip(items, results):
-            t_first = None if res.t_first_token_s is None else res.t_first_token_s - self.epoch
-            t_submit = res.t_submit_s - self.epoch
-            self._record(
-                self._call(
-                    inst,
-                    stage,
-                    batch_id,
-                    n=req.n,
-                    prompt_tokens=res.prompt_tokens,
-                    cached_prompt_tokens=res.cached_prompt_tokens,
-                    output_tokens=res.output_tokens,
-                    t_submit_s=t_submit,
-                    t_first_token_s=t_first,
-                    t_finish_s=res.t_finish_s - self.epoch,
-                    ttft_s=None if t_first is None else t_first - t_submit,
-                    prompt_tokens_computed=res.prompt_tokens_computed,
-                    ttft_source=res.ttft_source,
-                    round=round,
-                    finish_reasons=tuple(s.finish_reason for s in res.samples),
-                    extra={"share_prefix": req.share_prefix},
-                )
-            )
-        return results
-
-    def score(
-        self, items: Sequence[tuple[PromptInstance, Sequence[str]]], *, stage: str = "score"
-    ) -> list[list[float]]:
-        """Reward of every response; the candidates of one prompt are scored together.
-
-        stage="score" is selection scoring (part of the technique's cost); stage="eval" scores
-        final answers afterwards and is excluded from the technique's calls and cost.
-        """
-        scorer = self.scorer if stage == "score" else self._eval_scorer
-        if scorer is None:
-            raise RuntimeError("no evaluation reward model configured")
-        batch_id = f"b{next(self._batches)}"
-        out = []
-        for inst, responses in items:
-            t0 = time.monotonic()
-            res = scorer.score([inst.prompt.text] * len(responses), list(responses))
-            t1 = time.monotonic()
-            rec = self._call(
+    async def generate(self, inst: PromptInstance, req: "GenRequest", *, stage: str, round: int | None = None) -> "GenResult":
+        """One engine request (n samples) for one answer; one CallRecord."""
+        res = await self.engine.agenerate(req, self.sampling)
+        t_first = None if res.t_first_token_s is None else res.t_first_token_s - self.epoch
+        t_submit = res.t_submit_s - self.epoch
+        self._record(
+            self._call(
                 inst,
                 stage,
-                batch_id,
-                n=len(responses),
-                prompt_tokens=int(sum(res.tokens)),
-                # tokens the reward model read from its own prefix cache (the judge's few-shot block)
-                cached_prompt_tokens=int(sum(res.cached_tokens)) if getattr(res, "cached_tokens", ()) else None,
-                output_tokens=0,
-                t_submit_s=t0 - self.epoch,
-                t_first_token_s=None,
-                t_finish_s=t1 - self.epoch,
-                ttft_s=None,
-                extra={
-                    "rewards": [float(r) for r in res.rewards],
-                    "reward_model": scorer.name,
-                    "kernel_path": res.path,
-                    "padding_fraction": res.padding_fraction,
-                },
+                getattr(res, "batch_id", None),
+                n=req.n,
+                prompt_tokens=res.prompt_tokens,
+                cached_prompt_tokens=res.cached_prompt_tokens,
+                output_tokens=res.output_tokens,
+                t_submit_s=t_submit,
+                t_first_token_s=t_first,
+                t_finish_s=res.t_finish_s - self.epoch,
+                ttft_s=None if t_first is None else t_first - t_submit,
+                prompt_tokens_computed=res.prompt_tokens_computed,
+                ttft_source=res.ttft_source,
+                round=round,
+                finish_reasons=tuple(s.finish_reason for s in res.samples),
+                extra={"share_prefix": req.share_prefix, "queue_s": res.queue_s},
             )
-            if stage == "score":
-                self._record(rec)
-            else:
-                self.writer.call(rec)
-            out.append([float(r) for r in res.rewards])
-        return out
+        )
+        return res
 
-    def _call(self, inst: PromptInstance, stage: str, batch_id: str, **fields) -> CallRecord:
+    async def fits(self, messages) -> bool:
+        """Whether the conversation leaves room for one output token in the engine's context.
+        Tokenising may be remote (openai engine): off the event loop."""
+        def _fits() -> bool:
+            return self.engine.count_tokens(self.engine.render(messages)) < self.engine.max_model_len()
+
+        return await asyncio.to_thread(_fits)
+
+    async def score(self, inst: PromptInstance, responses: Sequence[str], *, stage: str = "score") -> list[float]:
+        """Selection scoring of one answer's candidates through the reward micro-batcher."""
+        if self.batcher is None:
+            from .scoring import RewardBatcher
+
+            self.batcher = RewardBatcher(self.scorer)
+        out = await self.batcher.score(inst.prompt.text, list(responses))
+        rec = self._call(
+            inst,
+            stage,
+            f"s{out.batch_index}",
+            n=len(responses),
+            prompt_tokens=out.tokens,
+            # tokens the reward model read from its own prefix cache (the judge's few-shot block)
+            cached_prompt_tokens=out.cached_tokens,
+            output_tokens=0,
+            t_submit_s=out.t_submit_s - self.epoch,
+            t_first_token_s=None,
+            t_finish_s=out.t_finish_s - self.epoch,
+            ttft_s=None,
+            extra={
+                "rewards": list(out.rewards),
+                "reward_model": self.batcher.name,
+                "kernel_path": out.path,
+                "padding_fraction": out.padding_fraction,
+                "score_wait_s": out.wait_s,
+                "score_batch_pairs": out.batch_pairs,
+                "score_batch_calls": out.batch_calls,
+                "reward_tokens_computed": out.computed_tokens,
+            },
+        )
+        self._record(rec)
+        return list(out.rewards)
+
+    def _call(self, inst: PromptInstance, stage: str, batch_id: str | None, **fields) -> CallRecord:
         """A CallRecord for one answer's call; latency_s = t_finish_s - t_submit_s."""
         return CallRecord(
             run_id=self.run_id,
             cell=self.cell,
-            call_id=f"{self.cell}|c{next(self._ids)}",
+            call_id=f"{self.cell}{self.unit_tag}|c{next(self._ids)}",
             answer_id=inst.answer_id,
             prompt_id=inst.prompt.id,
             stage=stage,
@@ -212,19 +224,13 @@ class CellContext:
             answer_ids=(inst.answer_id,),
             repeat=inst.repeat,
             session=self.session,
+            load=self.load,
+            cell_repeat=self.cell_repeat,
             **fields,
         )
 
-    def _add_engine_stats(self, stats) -> None:
-        """Engine counters over the cell: prefix-cache queries/hits summed, gauges' peaks."""
-        agg = self.engine_stats
-        for key in ("prefix_cache_queries", "prefix_cache_hits"):
-            v = getattr(stats, key, None)
-            if v is not None:
-                agg[key] = agg.get(key, 0) + v
-        for key, v in (getattr(stats, "extra", None) or {}).items():
-            if isinstance(v, (int, float)):
-                agg[key] = max(agg.get(key, v), v)
+    def add_engine_stats(self, stats: dict[str, Any]) -> None:
+        self.engine_stats.update(stats)
 
     def _record(self, rec: CallRecord) -> None:
         self.writer.call(rec)
@@ -242,6 +248,7 @@ class CellContext:
     ) -> None:
         t = self._totals.get(inst.answer_id, _AnswerTotals())
         latency = (t.t_last_finish - t.t_first_submit) if t.t_first_submit is not None else 0.0
+        arrival = self._arrivals.get(inst.answer_id)
         self.writer.answer(
             AnswerRecord(
                 run_id=self.run_id,
@@ -264,19 +271,44 @@ class CellContext:
                 ttft_s=t.ttft_s,
                 extra=extra,
                 session=self.session,
+                load=self.load,
+                cell_repeat=self.cell_repeat,
+                t_arrival_s=None if arrival is None else arrival - self.epoch,
+                t_finish_s=t.t_last_finish,
             )
         )
         self.answers_written += 1
         self._finished.append((inst, text))
 
-    def run_eval(self) -> int:
-        """Score this cell's final answers with the evaluation reward model (stage=eval).
+    def run_eval(self, chunk: int = 64) -> int:
+        """Score this unit's final answers with the evaluation reward model (stage=eval).
 
-        Called by the profiler after the cell's metered window: evaluation is not part of the
-        technique's cost. Returns the number of answers scored."""
+        Called by the runner after the unit's metered window: evaluation is not part of the
+        technique's cost. Synchronous, in chunks of `chunk` answers. Returns the count scored."""
         if self._eval_scorer is None or not self._finished:
             return 0
-        self.score([(inst, [text]) for inst, text in self._finished], stage="eval")
-        n = len(self._finished)
-        self._finished = []
-        return n
+        items, self._finished = self._finished, []
+        for lo in range(0, len(items), chunk):
+            part = items[lo : lo + chunk]
+            t0 = time.monotonic()
+            res = self._eval_scorer.score([i.prompt.text for i, _ in part], [t for _, t in part])
+            t1 = time.monotonic()
+            cached = list(getattr(res, "cached_tokens", ()) or ())
+            for k, (inst, _) in enumerate(part):
+                self.writer.call(
+                    self._call(
+                        inst,
+                        "eval",
+                        f"e{lo // chunk}",
+                        n=1,
+                        prompt_tokens=int(res.tokens[k]),
+                        cached_prompt_tokens=int(cached[k]) if cached else None,
+                        output_tokens=0,
+                        t_submit_s=t0 - self.epoch,
+                        t_first_token_s=None,
+                        t_finish_s=t1 - self.epoch,
+                        ttft_s=None,
+                        extra={"rewards": [float(res.rewards[k])], "reward_model": getattr(self._eval_scorer, "name", "eval"), "kernel_path": getattr(res, "path", None)},
+                    )
+                )
+        return len(items)

@@ -45,14 +45,6 @@ def _new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def _done_cells(run_dir: Path) -> set[str]:
-    return {r["cell"] for r in read_jsonl(run_dir / CELLS) if r.get("status") == "ok"}
-
-
-def _done_answers(run_dir: Path, cell: str) -> frozenset[str]:
-    return frozenset(r["answer_id"] for r in read_jsonl(run_dir / "answers.jsonl") if r.get("cell") == cell)
-
-
 def config_from_run(run_dir: Path) -> RunConfig:
     data = read_run_json(run_dir)["config"]
     fields = RunConfig.__dataclass_fields__
@@ -75,25 +67,36 @@ def _make_engine(config: RunConfig, model_dir: Path):
     return make_engine(config.engine, str(model_dir), **kwargs)
 
 
-def profile(
-    config: RunConfig,
-    *,
-    resume: str | Path | None = None,
-    on_event: Event | None = None,
-    engine=None,
-    scorer=None,
-    eval_scorer=None,
-    restart_dead_engine: bool | None = None,
-) -> RunResult:
-    """Run every cell of `config` and write the run directory. Returns when all cells ran.
+@dataclass
+class RunState:
+    """An open run directory: what every step writes into."""
 
-    `engine`, `scorer`, `eval_scorer` may be injected (tests, library users who share one engine);
-    otherwise they are built from the config. With `resume`, the run directory's config must
-    match (apart from --out) and finished cells/answers are skipped.
-    """
+    config: RunConfig
+    run_dir: Path
+    run_id: str
+    meta: dict[str, Any]
+    session: str
+    epoch: float  # clock origin (time.monotonic()) of every t_*_s this process writes
+    writer: Any
+    prompts: tuple
+    resumed: bool = False
+
+
+@dataclass
+class Models:
+    engine: Any
+    scorer: Any = None
+    eval_scorer: Any = None
+    owns_engine: bool = True
+    restart: bool = True
+
+
+def open_run(config: RunConfig, *, resume: str | Path | None = None, check_rewards: bool = True, emit: Event | None = None) -> RunState:
+    """Step 1: validate, create or reopen the run directory, write run.json."""
     from .preflight import run_preflight
+    from .records import RunWriter
 
-    emit = on_event or (lambda kind, data: None)
+    emit = emit or (lambda kind, data: None)
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / RUN_JSON).is_file():
@@ -108,162 +111,383 @@ def profile(
         run_id = _new_run_id()
         run_dir = Path(config.out) if config.out else Path("runs") / run_id
         meta = None
-    pre = run_preflight(config, run_dir=run_dir, resume=resume is not None, check_rewards=scorer is None)
+    pre = run_preflight(config, run_dir=run_dir, resume=resume is not None, check_rewards=check_rewards)
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    sampling_d = config.sampling_dict()
     meta = meta or {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "config": config.to_dict(),
-        "sampling": sampling_d,
+        "sampling": config.sampling_dict(),
         "started_at": provenance.now_iso(),
         "provenance": {"machine": provenance.machine(), "versions": provenance.versions(), "git_commit": provenance.git_commit()},
         "prompts": {"count": len(pre.prompts), "sets": sorted({p.prompt_set for p in pre.prompts})},
         "cells": [c.cell for c in config.cells],
+        "load_levels": [lvl.label for lvl in config.load_levels],
+        "cell_repeats": config.cell_repeats,
         "baseline_cell": "plain",
         "events": [],
     }
     meta["status"] = "running"
-    # Clock origin of every t_*_s in the rows this process writes (time.monotonic()); a resumed
-    # run starts a new origin, recorded as its own event.
+    # A resumed run starts a new clock origin, recorded as its own event.
     epoch = time.monotonic()
     session = secrets.token_hex(4)
-    meta.setdefault("events", []).append(
-        {"t": provenance.now_iso(), "event": "resume" if resume else "start", "session": session}
-    )
+    meta.setdefault("events", []).append({"t": provenance.now_iso(), "event": "resume" if resume else "start", "session": session})
     write_json_atomic(run_dir / RUN_JSON, meta)
     emit("run_dir", {"run_dir": str(run_dir), "run_id": run_id})
+    return RunState(config, run_dir, run_id, meta, session, epoch, RunWriter(run_dir), tuple(pre.prompts), resume is not None)
 
-    from .engines.base import SamplingSpec
+
+def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None, restart_dead_engine: bool | None = None, emit: Event | None = None) -> Models:
+    """Step 2: build and start the engine (cold start measured apart), load reward models,
+    measure idle power where NVML is there."""
     from .metering import ResourceMeter
     from .models import resolve_model
-    from .report import write_summary
 
+    emit = emit or (lambda kind, data: None)
+    config, meta = state.config, state.meta
+    owns = engine is None
+    if engine is None:
+        emit("status", {"msg": f"resolving model {config.model}"})
+        engine = _make_engine(config, resolve_model(config.model))
+        emit("status", {"msg": f"starting {config.engine} engine (cold start is measured apart)"})
+    with ResourceMeter() as start_meter:
+        engine_start_s = engine.start()
+    meta["engine"] = engine.provenance()
+    meta["engine_start"] = {"engine_start_s": engine_start_s, "meter": _reading(start_meter)}
+    scorer, eval_scorer = _reward_models(config, meta, scorer, eval_scorer, emit)
+    idle = _idle_power()
+    if idle is not None:
+        meta["idle_power_w"] = idle
+    write_json_atomic(state.run_dir / RUN_JSON, meta)
+    restart = owns if restart_dead_engine is None else restart_dead_engine
+    return Models(engine, scorer, eval_scorer, owns, restart)
+
+
+def _idle_power(seconds: float = 3.0) -> dict[str, Any] | None:
+    """Mean board power over a few seconds with nothing running, for the energy sanity check.
+    NVML only: without it (CPU machines) there is nothing to measure and nothing is waited."""
+    from .metering.nvml import NvmlSampler
+
+    probe = NvmlSampler()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with probe:
+            time.sleep(0.05)
+    if probe.reading is None or not probe.reading.available:
+        return None
+    from .metering import ResourceMeter
+
+    with ResourceMeter() as m:
+        time.sleep(seconds)
+    r = m.result()
+    w = getattr(r, "power_mean_w", None) if r is not None else None
+    return {"power_w": w, "seconds": seconds} if w is not None else None
+
+
+class _NullWriter:
+    """Warm-up rows go nowhere: they are never part of the statistics."""
+
+    def call(self, rec) -> None:
+        pass
+
+    def answer(self, rec) -> None:
+        pass
+
+
+def _as_async(engine):
+    """Engines without `agenerate` (a sync batched engine) get the batching worker."""
+    if hasattr(engine, "agenerate"):
+        return engine
+    from .engines.batching import BatchingEngine
+
+    return BatchingEngine(engine)
+
+
+def done_units(run_dir: Path) -> set[tuple[str, str, int]]:
+    return {(r["cell"], r.get("load", "batch"), int(r.get("cell_repeat", 0))) for r in read_jsonl(run_dir / CELLS) if r.get("status") == "ok"}
+
+
+def _done_answers(run_dir: Path, cell: str, load: str = "batch", cell_repeat: int = 0) -> frozenset[str]:
+    return frozenset(
+        r["answer_id"]
+        for r in read_jsonl(run_dir / "answers.jsonl")
+        if r.get("cell") == cell and r.get("load", "batch") == load and int(r.get("cell_repeat", 0)) == cell_repeat
+    )
+
+
+def run_unit(state: RunState, models: Models, spec, level, cell_repeat: int = 0, *, warmup: bool = True, emit: Event | None = None) -> CellRecord:
+    """Step 3, the cell runner: one cell at one load level, one cell repeat. Writes its calls,
+    answers and one cells.jsonl record; returns that record. Raises only for ConfigError and
+    KeyboardInterrupt: any other failure is recorded as a failed unit (finished rows kept)."""
+    import asyncio
+
+    from .context import CellContext
+    from .engines.base import SamplingSpec
+    from .metering import ResourceMeter
+    from .scoring import RewardBatcher
+
+    emit = emit or (lambda kind, data: None)
+    config, meta = state.config, state.meta
+    cell = spec.cell
+    engine = _as_async(models.engine)
+    sampling = SamplingSpec(**config.sampling_dict())
+    technique = spec.build()
+
+    def record(**fields) -> CellRecord:
+        return CellRecord(
+            run_id=state.run_id,
+            cell=cell,
+            technique=spec.name,
+            params=spec.param_dict,
+            engine_start_s=meta.get("engine_start", {}).get("engine_start_s"),
+            is_baseline=cell == "plain",
+            session=state.session,
+            load=level.label,
+            cell_repeat=cell_repeat,
+            **fields,
+        )
+
+    def context(writer, skip=frozenset(), tag_cell=cell) -> CellContext:
+        return CellContext(
+            run_id=state.run_id,
+            cell=tag_cell,
+            technique=spec.name,
+            engine=engine,
+            sampling=sampling,
+            writer=writer,
+            epoch=state.epoch,
+            repeats=config.repeats,
+            scorer=models.scorer,
+            eval_scorer=models.eval_scorer,
+            skip_answers=skip,
+            options={"seed": config.seed, "constitution": config.constitution},
+            session=state.session,
+            load=level.label,
+            cell_repeat=cell_repeat,
+            batcher=RewardBatcher(models.scorer, max_pairs=config.score_max_pairs, max_wait_s=config.score_max_wait_ms / 1000)
+            if models.scorer is not None
+            else None,
+        )
+
+    ctx = None
+    warm: dict[str, Any] = {}
+    try:
+        if warmup and config.warmup_answers > 0:
+            # Warm-up at the cell's real shapes: its own first prompts, same technique, same
+            # load pattern, reward model included; rows discarded. A fresh CUDA context's
+            # one-off costs (kernel loading, allocator growth, autotuning) land here.
+            wctx = context(_NullWriter(), tag_cell=f"warmup:{cell}")
+            winsts = wctx.expand(state.prompts)[: config.warmup_answers]
+            t0 = time.monotonic()
+            asyncio.run(_drive_unit(level, winsts, technique, wctx, config, None))
+            warm = {"answers": len(winsts), "wall_s": time.monotonic() - t0}
+        # Same starting state for every unit: drop the prefix cache, so order never changes
+        # another unit's numbers (the warm-up above filled it with this cell's prompts).
+        engine.reset_prefix_cache()
+        ctx = context(state.writer, skip=_done_answers(state.run_dir, cell, level.label, cell_repeat))
+        insts = ctx.expand(state.prompts)
+        total = len(insts) + len(ctx.skip_answers)
+        emit("unit_start", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "total": total, "done": len(ctx.skip_answers)})
+        before = _counters(engine)
+        t0 = time.monotonic()
+        with ResourceMeter() as meter:
+            drive_res, peaks = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total))
+        t1 = time.monotonic()
+        after = _counters(engine)
+        n_eval = ctx.run_eval()
+        stats = drive_res.stats(level)
+        if drive_res.timed_out:
+            stats["error"] = f"level time cap {config.level_timeout_s:g} s reached: {drive_res.finished} of {len(insts)} answers finished"
+        rec = record(
+            status="ok",
+            answers=ctx.answers_written,
+            cell_wall_s=t1 - t0,
+            meter=_reading(meter),
+            engine_stats={**_counter_delta(before, after), **peaks, "eval_answers": n_eval},
+            t_start_s=t0 - state.epoch,
+            t_end_s=t1 - state.epoch,
+            resumed_answers=len(ctx.skip_answers),
+            warmup=warm,
+            load_stats=stats,
+            engine_counters={"before": before, "after": after},
+            score_batches=list(ctx.batcher.batches) if ctx.batcher is not None else [],
+        )
+        state.writer.cell(rec)
+        emit("cell_done", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "wall_s": t1 - t0, "answers": ctx.answers_written})
+        return rec
+    except (KeyboardInterrupt, ConfigError):
+        raise
+    except Exception as exc:  # one unit's failure never loses the others
+        err = f"{type(exc).__name__}: {exc}"
+        rec = record(status="failed", answers=ctx.answers_written if ctx else 0, cell_wall_s=0.0, error=err, warmup=warm)
+        state.writer.cell(rec)
+        meta.setdefault("failures", []).append({"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "error": err, "traceback": traceback.format_exc()})
+        emit("cell_failed", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "error": err})
+        return rec
+
+
+async def _drive_unit(level, insts, technique, ctx, config: RunConfig, emit, total: int | None = None):
+    """Release the unit's answers by the load level; sample engine gauges every 0.5 s."""
+    import asyncio
+
+    from .load import drive
+
+    done = [total - len(insts)] if total is not None else [0]
+
+    def on_done(inst) -> None:
+        done[0] += 1
+        if emit:
+            emit("answer_done", {"cell": ctx.cell, "load": ctx.load, "cell_repeat": ctx.cell_repeat, "done": done[0], "total": total})
+
+    peaks: dict[str, float] = {}
+    stop = asyncio.Event()
+
+    async def sample_gauges() -> None:
+        # Engine gauges (KV-cache usage, waiting requests) peak during a level: sampled at 2 Hz,
+        # cheap next to the engine's own work (the fidelity bench measured the meter's cost).
+        while not stop.is_set():
+            for k, v in _counters(ctx.engine).items():
+                if k in GAUGES and isinstance(v, (int, float)):
+                    peaks[k + "_peak"] = max(peaks.get(k + "_peak", v), v)
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+
+    sampler = asyncio.ensure_future(sample_gauges()) if emit is not None else None
+    try:
+        res = await drive(
+            level,
+            insts,
+            lambda inst: technique.answer(inst, ctx),
+            seed=config.seed,
+            timeout_s=config.level_timeout_s,
+            on_release=ctx.arrived,
+            on_done=on_done,
+        )
+    finally:
+        stop.set()
+        if sampler is not None:
+            await sampler
+        if ctx.batcher is not None:
+            await ctx.batcher.aclose()
+    return res, peaks
+
+
+GAUGES = ("kv_cache_usage", "num_requests_waiting", "num_requests_running")
+CUMULATIVE = ("prefix_cache_queries", "prefix_cache_hits")
+
+
+def _counters(engine) -> dict[str, Any]:
+    fn = getattr(engine, "counters", None)
+    if fn is None:
+        return {}
+    try:
+        return dict(fn() or {})
+    except Exception:  # counters are diagnostics; never fail a unit over them
+        return {}
+
+
+def _counter_delta(before: dict, after: dict) -> dict[str, Any]:
+    out = {}
+    for k in CUMULATIVE:
+        if isinstance(before.get(k), (int, float)) and isinstance(after.get(k), (int, float)):
+            out[k] = after[k] - before[k]
+    return out
+
+
+def close_run(state: RunState, models: Models | None, status: str) -> None:
+    """Step 4: final run.json, summary and plots rebuilt, engine and reward models closed."""
+    meta = state.meta
+    meta["status"] = status
+    meta["finished_at"] = provenance.now_iso()
+    write_json_atomic(state.run_dir / RUN_JSON, meta)
+    state.writer.close()
+    try:
+        from .report import write_plots, write_summary
+
+        write_plots(state.run_dir, write_summary(state.run_dir))
+    except Exception as exc:  # a report failure never loses the rows already written
+        warnings.warn(f"could not rebuild summary/plots: {exc}", RuntimeWarning)
+    if models is None:
+        return
+    if models.owns_engine and models.engine is not None:
+        models.engine.close()
+    for rm in (models.scorer, models.eval_scorer):
+        if rm is not None and hasattr(rm, "close"):
+            try:
+                rm.close()
+            except Exception:
+                pass
+
+
+def profile(
+    config: RunConfig,
+    *,
+    resume: str | Path | None = None,
+    on_event: Event | None = None,
+    engine=None,
+    scorer=None,
+    eval_scorer=None,
+    restart_dead_engine: bool | None = None,
+) -> RunResult:
+    """Run every unit of `config` (cell x load level x cell repeat) and write the run directory.
+
+    `engine`, `scorer`, `eval_scorer` may be injected (tests, library users who share one engine);
+    otherwise they are built from the config. With `resume`, the run directory's config must
+    match (apart from --out) and finished units/answers are skipped. Order: for each load level,
+    for each cell repeat, every cell in turn (plain first), so drift shows up as spread across
+    repeats rather than as a tax.
+    """
+    emit = on_event or (lambda kind, data: None)
+    state = open_run(config, resume=resume, check_rewards=scorer is None, emit=emit)
     # NVML missing (any CPU machine): say so once per run, not once per cell.
     warnings.filterwarnings("once", message="NVML unavailable")
-    writer = RunWriter(run_dir)
-    done = _done_cells(run_dir)
-    todo = [c for c in config.cells if c.cell not in done]
-    owns_engine = engine is None
-    restart = owns_engine if restart_dead_engine is None else restart_dead_engine
-    ok, failed = [c.cell for c in config.cells if c.cell in done], []
+    done = done_units(state.run_dir)
+    plan = [
+        (spec, level, k)
+        for level in config.load_levels
+        for k in range(config.cell_repeats)
+        for spec in config.cells
+    ]
+    todo = [u for u in plan if (u[0].cell, u[1].label, u[2]) not in done]
+    ok: list[str] = []
+    failed: list[str] = []
+    models = None
+    status = "crashed"
     try:
         if todo:
-            if engine is None:
-                emit("status", {"msg": f"resolving model {config.model}"})
-                model_dir = resolve_model(config.model)
-                engine = _make_engine(config, model_dir)
-                emit("status", {"msg": f"starting {config.engine} engine (cold start is measured apart)"})
-            with ResourceMeter() as start_meter:
-                engine_start_s = engine.start()
-            meta["engine"] = engine.provenance()
-            meta["engine_start"] = {"engine_start_s": engine_start_s, "meter": _reading(start_meter)}
-            scorer, eval_scorer = _reward_models(config, meta, scorer, eval_scorer, emit)
-            write_json_atomic(run_dir / RUN_JSON, meta)
-        sampling = SamplingSpec(**sampling_d)
-        for spec in todo:
-            cell = spec.cell
-            emit("cell_start", {"cell": cell})
-            ctx = None
-
-            def cell_record(**fields) -> CellRecord:
-                return CellRecord(
-                    run_id=run_id,
-                    cell=cell,
-                    technique=spec.name,
-                    params=spec.param_dict,
-                    engine_start_s=meta.get("engine_start", {}).get("engine_start_s"),
-                    is_baseline=cell == "plain",
-                    session=session,
-                    **fields,
-                )
-
-            try:
-                from .context import CellContext
-
-                technique = spec.build()
-                # Same starting state for every cell: warm the engine, then drop the prefix
-                # cache, so cell order never changes another cell's numbers.
-                _warm(engine, sampling)
-                engine.reset_prefix_cache()
-                ctx = CellContext(
-                    run_id=run_id,
-                    cell=cell,
-                    technique=spec.name,
-                    engine=engine,
-                    sampling=sampling,
-                    writer=writer,
-                    epoch=epoch,
-                    repeats=config.repeats,
-                    scorer=scorer,
-                    eval_scorer=eval_scorer,
-                    skip_answers=_done_answers(run_dir, cell),
-                    options={"seed": config.seed, "constitution": config.constitution},
-                    session=session,
-                )
-                t0 = time.monotonic()
-                with ResourceMeter() as meter:
-                    technique.run(list(pre.prompts), ctx)
-                t1 = time.monotonic()
-                n_eval = ctx.run_eval()
-                writer.cell(
-                    cell_record(
-                        status="ok",
-                        answers=ctx.answers_written,
-                        cell_wall_s=t1 - t0,
-                        meter=_reading(meter),
-                        engine_stats={**ctx.engine_stats, "eval_answers": n_eval},
-                        t_start_s=t0 - epoch,
-                        t_end_s=t1 - epoch,
-                        resumed_answers=len(ctx.skip_answers),
-                    )
-                )
-                ok.append(cell)
-                emit("cell_done", {"cell": cell, "wall_s": t1 - t0, "answers": ctx.answers_written})
-            except KeyboardInterrupt:
-                raise
-            except ConfigError:
-                raise
-            except Exception as exc:  # one cell's failure never loses the others
-                err = f"{type(exc).__name__}: {exc}"
-                writer.cell(cell_record(status="failed", answers=ctx.answers_written if ctx else 0, cell_wall_s=0.0, error=err))
-                meta.setdefault("failures", []).append({"cell": cell, "error": err, "traceback": traceback.format_exc()})
-                failed.append(cell)
-                emit("cell_failed", {"cell": cell, "error": err})
-                if restart and not _engine_alive(engine, sampling):
+            models = start_models(state, engine=engine, scorer=scorer, eval_scorer=eval_scorer, restart_dead_engine=restart_dead_engine, emit=emit)
+        warmed: set[tuple[str, str]] = {(c, lv) for c, lv, _ in done}
+        for spec, level, k in todo:
+            emit("cell_start", {"cell": spec.cell, "load": level.label, "cell_repeat": k})
+            first = (spec.cell, level.label) not in warmed
+            rec = run_unit(state, models, spec, level, k, warmup=first, emit=emit)
+            warmed.add((spec.cell, level.label))
+            if rec.status != "ok":
+                failed.append(spec.cell)
+                if models.restart and not _engine_alive(models.engine, config):
                     emit("status", {"msg": "engine died; restarting it for the next cell"})
-                    engine = _restart(engine, config, meta, emit)
-            write_json_atomic(run_dir / RUN_JSON, meta)
+                    models.engine = _restart(models.engine, config, state.meta, emit)
+            write_json_atomic(state.run_dir / RUN_JSON, state.meta)
             try:
-                write_summary(run_dir)
-            except Exception as exc:  # the rows are safe; the table is rebuilt at the end or by `report`
-                warnings.warn(f"could not rebuild summary.csv after {cell}: {exc}", RuntimeWarning)
-        meta["status"] = "finished"
-        return RunResult(run_dir, run_id, "finished", tuple(ok), tuple(failed))
-    except KeyboardInterrupt:
-        meta["status"] = "interrupted"
-        raise RunInterrupted(run_dir) from None
-    finally:
-        meta["finished_at"] = provenance.now_iso()
-        if meta.get("status") == "running":
-            meta["status"] = "crashed"
-        write_json_atomic(run_dir / RUN_JSON, meta)
-        writer.close()
-        try:
-            from .report import write_plots
+                from .report import write_summary
 
-            write_plots(run_dir, write_summary(run_dir))
-        except Exception as exc:  # a report failure never loses the rows already written
-            warnings.warn(f"could not rebuild summary/plots: {exc}", RuntimeWarning)
-        if owns_engine and engine is not None:
-            engine.close()
-        for rm in (scorer, eval_scorer):
-            if rm is not None and hasattr(rm, "close"):
-                try:
-                    rm.close()
-                except Exception:
-                    pass
+                write_summary(state.run_dir)
+            except Exception as exc:  # the rows are safe; the table is rebuilt at the end or by `report`
+                warnings.warn(f"could not rebuild summary.csv after {spec.cell}: {exc}", RuntimeWarning)
+        done = done_units(state.run_dir)
+        for spec in config.cells:
+            units = [(spec.cell, lv.label, k) for lv in config.load_levels for k in range(config.cell_repeats)]
+            (ok if all(u in done for u in units) else failed).append(spec.cell)
+        failed = list(dict.fromkeys(c for c in failed if c not in ok))
+        status = "finished"
+        return RunResult(state.run_dir, state.run_id, "finished", tuple(ok), tuple(failed))
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise RunInterrupted(state.run_dir) from None
+    finally:
+        close_run(state, models, status)
 
 
 def _reading(meter) -> dict[str, Any]:
@@ -272,6 +496,7 @@ def _reading(meter) -> dict[str, Any]:
 
 
 def _warm(engine, sampling) -> None:
+    """A liveness probe (after a failed unit): two tiny requests through the sync API."""
     from .engines.base import GenRequest, SamplingSpec
 
     # Two requests, a few tokens: exercises the batched prefill/decode/sampling paths, so a fresh
@@ -285,9 +510,11 @@ def _warm(engine, sampling) -> None:
     )
 
 
-def _engine_alive(engine, sampling) -> bool:
+def _engine_alive(engine, config: RunConfig) -> bool:
+    from .engines.base import SamplingSpec
+
     try:
-        _warm(engine, sampling)
+        _warm(engine, SamplingSpec(**config.sampling_dict()))
         return True
     except Exception:
         return False
@@ -309,7 +536,7 @@ def _restart(engine, config: RunConfig, meta: dict, emit: Event):
 def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Event):
     """Selection scorer when a cell needs one; evaluation scorer: --eval-reward-model, or the
     selection reward model as a proxy (labelled so), or none with --eval-reward-model none."""
-    needs_selection = any(c.name == "bon" for c in config.cells)
+    needs_selection = any(getattr(c.build(), "needs_reward_model", False) for c in config.cells)
     eval_spec = config.eval_reward_model
     if scorer is None and (needs_selection or eval_spec is None):
         from .rewards import make_reward_model

@@ -46,6 +46,8 @@ class CallRecord:
     finish_reasons: tuple[str | None, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     session: str | None = None  # the profile invocation that wrote the row (resume-safe joins)
+    load: str = "batch"  # load level of the unit: batch | concurrency=C | rate=R
+    cell_repeat: int = 0  # which whole-cell repeat (--cell-repeats) wrote the row
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -74,6 +76,10 @@ class AnswerRecord:
     ttft_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # technique-specific fields
     session: str | None = None
+    load: str = "batch"
+    cell_repeat: int = 0
+    t_arrival_s: float | None = None  # the load generator released the answer (seconds since epoch)
+    t_finish_s: float | None = None  # its last call finished (seconds since epoch)
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,12 @@ class CellRecord:
     t_end_s: float | None = None
     session: str | None = None
     resumed_answers: int = 0  # answers of this cell finished by an earlier, interrupted session
+    load: str = "batch"
+    cell_repeat: int = 0
+    warmup: dict[str, Any] = field(default_factory=dict)  # warm-up before the unit: answers, wall_s (never in statistics)
+    load_stats: dict[str, Any] = field(default_factory=dict)  # offered/achieved answers/s, timed_out, saturated
+    engine_counters: dict[str, Any] = field(default_factory=dict)  # engine counters before/after the unit
+    score_batches: list[dict[str, Any]] = field(default_factory=list)  # reward micro-batcher: pairs, calls, wait_s
 
 
 def to_json_dict(rec) -> dict[str, Any]:

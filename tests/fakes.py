@@ -2,6 +2,7 @@
 profiler, techniques, accounting and reliability paths."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
@@ -52,10 +53,32 @@ class FakeEngine:
     def last_batch_stats(self) -> BatchStats:
         return BatchStats()
 
+    async def agenerate(self, request, sampling):
+        """The async contract: one request, awaited; `delay_s` per output token of simulated
+        decode time (0 by default: tests stay fast), slowed by `slow_first` on the first call."""
+        assert self.started, "engine not started"
+        self.calls += 1
+        self.async_calls = getattr(self, "async_calls", 0) + 1
+        t0 = time.monotonic()
+        res = self._results([request], sampling, t0)[0]
+        delay = getattr(self, "delay_s", 0.0) * max(1, res.output_tokens)
+        if delay:
+            await asyncio.sleep(delay)
+        else:
+            await asyncio.sleep(0)
+        if delay:
+            import dataclasses
+
+            t1 = time.monotonic()
+            res = dataclasses.replace(res, t_first_token_s=min(t0 + 0.001, t1), t_finish_s=t1)
+        return res
+
     def generate(self, requests, sampling):
         assert self.started, "engine not started"
         self.calls += 1
-        t0 = time.monotonic()
+        return self._results(requests, sampling, time.monotonic())
+
+    def _results(self, requests, sampling, t0):
         out = []
         for req in requests:
             text = self.render(req.messages)

@@ -17,10 +17,10 @@ class SlowEngine(FakeEngine):
         super().__init__(**kw)
         self.delay = delay
 
-    def generate(self, requests, sampling):
-        if requests and requests[0].request_id != "warmup":
+    def _results(self, requests, sampling, t0):
+        if requests and "warmup" not in requests[0].request_id:
             time.sleep(self.delay)
-        return super().generate(requests, sampling)
+        return super()._results(requests, sampling, t0)
 
 
 def config(out: str) -> RunConfig:

@@ -116,8 +116,8 @@ def test_contract_and_invariants(tmp_path):
 
 def test_cai_early_stop_and_truncation(tmp_path):
     class Sentinel(FakeEngine):
-        def generate(self, requests, sampling):
-            out = super().generate(requests, sampling)
+        def _results(self, requests, sampling, t0):
+            out = super()._results(requests, sampling, t0)
             res = []
             from costtax.engines.base import GenResult, Sample
 

@@ -81,11 +81,14 @@ def test_resume_refuses_changed_config(tmp_path):
 
 def test_resume_finishes_answers_of_unfinished_cell(tmp_path):
     """Answers already written for an unfinished cell are kept and not redone."""
-    cfg = RunConfig(techniques=("bon:n=2",), prompts=("helpful",), limit=3, out=str(tmp_path / "r"), judge_calibration=False)
+    # One score call per reward-model pass (max 2 pairs = one bon:n=2 answer) and no warm-up,
+    # so the interrupt lands between bon answers.
+    cfg = RunConfig(techniques=("bon:n=2",), prompts=("helpful",), limit=3, out=str(tmp_path / "r"), judge_calibration=False,
+                    score_max_pairs=2, warmup_answers=0)
 
     class DieInScore(FakeReward):
         def score(self, prompts, responses):
-            if self.calls == 4:  # plain's 3 evals done, first bon score done
+            if self.calls == 3:  # plain's eval pass done, two bon answers scored
                 raise KeyboardInterrupt
             return super().score(prompts, responses)
 
@@ -103,6 +106,8 @@ def test_resume_finishes_answers_of_unfinished_cell(tmp_path):
     answers = list(read_jsonl(tmp_path / "r" / "answers.jsonl"))
     assert sorted(a["answer_id"] for a in answers) == sorted({a["answer_id"] for a in answers})
     assert len(answers) == 6
+    first = [a for a in answers if a["cell"] == "bon:n=2"]
+    assert len({a["session"] for a in first}) == 2  # some bon answers came from the interrupted session
 
 
 def test_engine_restart_after_death(tmp_path):
@@ -112,11 +117,11 @@ def test_engine_restart_after_death(tmp_path):
     prof_mod = importlib.import_module("costtax.profile")
 
     class Dying(FakeEngine):
-        def generate(self, requests, sampling):
+        def _results(self, requests, sampling, t0):
             if any("cai" in r.request_id or "Read your last" in str(r.messages) for r in requests):
                 self.started = False  # dead: every later call fails
                 raise RuntimeError("engine died")
-            return super().generate(requests, sampling)
+            return super()._results(requests, sampling, t0)
 
     started = []
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..context import CellContext
-    from ..prompts import Prompt
+    from ..context import CellContext, PromptInstance
 
 
 @dataclass(frozen=True)
@@ -63,9 +62,46 @@ class Param:
 
 
 class Technique(Protocol):
+    """How ONE final answer is produced, as an async program over the cell context.
+
+    A load level starts many answers at once (offline batch: all of them; closed loop: C in
+    flight; open loop: Poisson arrivals); each awaits its own generation and scoring calls, and
+    the engine and the reward micro-batcher batch whatever is in flight. No stage barriers: a
+    best-of-N answer is scored as soon as its own N samples are back.
+
+    Everything a technique knows about itself lives on its class:
+    - `needs_reward_model`: preflight loads a selection reward model only when a cell needs one;
+    - `summary(answers)`: its own summary.csv columns from its answers' rows (plain dicts);
+    - `check(answer, calls)`: accounting invariants of one answer, as readable violations.
+    """
+
     name: ClassVar[str]
     params: ClassVar[tuple[Param, ...]]
     description: ClassVar[str]
+    needs_reward_model: ClassVar[bool]
 
-    def run(self, prompts: Sequence["Prompt"], ctx: "CellContext") -> None:
-        """Produce one final answer per prompt (and repeat) through ctx.finish_answer()."""
+    async def answer(self, inst: "PromptInstance", ctx: "CellContext") -> None:
+        """Produce the final answer of `inst` and hand it to ctx.finish_answer()."""
+
+    def summary(self, answers: Sequence[dict[str, Any]], prompts_answer: dict[str, Any]) -> dict[str, Any]:
+        """Technique-specific summary columns (may be empty)."""
+
+    def check(self, answer: dict[str, Any], calls: Sequence[dict[str, Any]]) -> list[str]:
+        """Accounting checks of one answer against its calls; [] when they hold."""
+
+
+class TechniqueBase:
+    """Defaults for the optional parts of the protocol."""
+
+    needs_reward_model: ClassVar[bool] = False
+    # Extra summary.csv columns this technique writes: (name, unit, meaning).
+    summary_columns: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+
+    def summary(self, answers, prompts_answer) -> dict[str, Any]:
+        return {}
+
+    def check(self, answer, calls) -> list[str]:
+        return []
+
+    def warmup_limit(self) -> int | None:
+        return None

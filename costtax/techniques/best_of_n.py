@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import Param
+from .base import Param, TechniqueBase
 
 
 def select_groups(rewards: list[list[float]]) -> list[dict]:
@@ -39,37 +39,56 @@ def select_groups(rewards: list[list[float]]) -> list[dict]:
     return out
 
 
-class BestOfN:
+class BestOfN(TechniqueBase):
     name: ClassVar[str] = "bon"
     description: ClassVar[str] = "N samples per prompt, reward-model argmax"
     params: ClassVar[tuple[Param, ...]] = (
         Param("n", int, default=4, required=True, min=1, max=1024, help="samples per prompt"),
         Param("share_prefix", bool, default=True, help="let the N samples share the prompt prefill"),
     )
+    needs_reward_model: ClassVar[bool] = True
+    summary_columns: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("bon_kl_bound_nats", "nats", "upper bound on KL(best-of-N || base) = log N - (N-1)/N (Beirami et al. 2024)"),
+        ("bon_win_rate_bound", "fraction", "upper bound on best-of-N's win-rate vs the base policy, N/(N+1)"),
+    )
 
     def __init__(self, n: int = 4, share_prefix: bool = True):
         self.n = n
         self.share_prefix = share_prefix
 
-    def run(self, prompts, ctx) -> None:
-        insts = ctx.expand(prompts)
-        if not insts:
-            return
-        reqs = [(i, ctx.request(i, i.prompt.messages(), n=self.n, share_prefix=self.share_prefix)) for i in insts]
-        results = ctx.generate(reqs, stage="sample")
-        candidates = [[s.text for s in r.samples] for r in results]
-        rewards = ctx.score(list(zip(insts, candidates)), stage="score")
-        for inst, res, group, sel in zip(insts, results, rewards, select_groups(rewards)):
-            k = sel["argmax"]
-            chosen = res.samples[k]
-            ctx.finish_answer(
-                inst,
-                chosen.text,
-                selection_reward=sel["max"],
-                truncated=chosen.finish_reason == "length",
-                selected_index=k,
-                candidate_rewards=group,
-                candidate_zscores=sel["zscore"],
-                candidate_output_tokens=[s.output_tokens for s in res.samples],
-                candidate_texts=[s.text for s in res.samples],
-            )
+    async def answer(self, inst, ctx) -> None:
+        # One request of N samples (prefix caching shares the prompt prefill when share_prefix),
+        # then one score call for the N candidates, as soon as this answer's samples are back.
+        res = await ctx.generate(inst, ctx.request(inst, inst.prompt.messages(), n=self.n, share_prefix=self.share_prefix), stage="sample")
+        candidates = [s.text for s in res.samples]
+        group = await ctx.score(inst, candidates, stage="score")
+        sel = select_groups([group])[0]
+        k = sel["argmax"]
+        chosen = res.samples[k]
+        ctx.finish_answer(
+            inst,
+            chosen.text,
+            selection_reward=sel["max"],
+            truncated=chosen.finish_reason == "length",
+            selected_index=k,
+            candidate_rewards=group,
+            candidate_zscores=sel["zscore"],
+            candidate_output_tokens=[s.output_tokens for s in res.samples],
+            candidate_texts=candidates,
+        )
+
+    def summary(self, answers, prompts_answer) -> dict:
+        from .. import metrics as M
+
+        return {"bon_kl_bound_nats": M.bon_kl_bound_nats(self.n), "bon_win_rate_bound": M.bon_win_rate_bound(self.n)}
+
+    def check(self, answer, calls) -> list[str]:
+        tech = [c for c in calls if c["stage"] != "eval"]
+        samples = [c for c in tech if c["stage"] == "sample"]
+        scores = [c for c in tech if c["stage"] == "score"]
+        out = []
+        if len(samples) != 1 or samples[0]["n"] != self.n:
+            out.append(f"bon answer {answer['answer_id']}: expected one sample call of n={self.n}")
+        if len(scores) != 1 or scores[0]["n"] != self.n:
+            out.append(f"bon answer {answer['answer_id']}: expected one score call over {self.n} candidates")
+        return out

@@ -15,106 +15,104 @@ from __future__ import annotations
 import random
 from typing import ClassVar
 
-from .base import Param
+from .base import Param, TechniqueBase
 
 
-class ConstitutionalAI:
+class ConstitutionalAI(TechniqueBase):
     name: ClassVar[str] = "cai"
     description: ClassVar[str] = "answer, then critique/revise rounds under constitution principles"
     params: ClassVar[tuple[Param, ...]] = (
         Param("rounds", int, default=1, required=True, min=0, max=16, help="critique/revise rounds"),
         Param("early_stop", bool, default=False, help="stop when the critique says NO CHANGES NEEDED"),
     )
+    summary_columns: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("cai_rounds_mean", "rounds", "critique/revise rounds completed per answer, mean"),
+        ("cai_stopped_early_rate", "fraction", "answers whose critique said NO CHANGES NEEDED (early_stop=true)"),
+        ("cai_correct_to_wrong", "fraction", "answers with a reference: initial answer correct, revised answer wrong"),
+        ("cai_wrong_to_correct", "fraction", "answers with a reference: initial answer wrong, revised answer correct"),
+    )
 
     def __init__(self, rounds: int = 1, early_stop: bool = False):
         self.rounds = rounds
         self.early_stop = early_stop
 
-    def run(self, prompts, ctx) -> None:
+    async def answer(self, inst, ctx) -> None:
         from ..constitution import NO_CHANGES, load_constitution
 
         constitution = load_constitution(ctx.options.get("constitution"))
         seed = ctx.options.get("seed", 0)
-        insts = ctx.expand(prompts)
-        if not insts:
-            return
-        state = {
-            i.answer_id: {
-                "conv": list(i.prompt.messages()),
-                "answer": None,
-                "principles": [],
-                "critiques": [],
-                "rounds": 0,
-                "stopped_early": False,
-                "truncated": False,
-                "changed": [],
-                "active": True,
-            }
-            for i in insts
-        }
-        limit = ctx.engine.max_model_len()
+        conv = list(inst.prompt.messages())
+        principles, critiques, changed = [], [], []
+        rounds_done, stopped_early, truncated = 0, False, False
 
-        def fits(messages) -> bool:
-            return ctx.engine.count_tokens(ctx.engine.render(messages)) < limit
-
-        results = ctx.generate([(i, ctx.request(i, i.prompt.messages())) for i in insts], stage="sample")
-        for i, res in zip(insts, results):
-            s = state[i.answer_id]
-            s["answer"] = s["initial"] = res.samples[0].text
-            s["conv"].append({"role": "assistant", "content": s["answer"]})
-
+        res = await ctx.generate(inst, ctx.request(inst, conv), stage="sample")
+        answer = initial = res.samples[0].text
+        conv.append({"role": "assistant", "content": answer})
         for rnd in range(1, self.rounds + 1):
-            crit_items = []
-            for i in insts:
-                s = state[i.answer_id]
-                if not s["active"]:
-                    continue
-                rng = random.Random(f"{seed}|{i.prompt.id}|{i.repeat}|{rnd}")
-                principle = rng.choice(constitution.principles)
-                msgs = s["conv"] + [{"role": "user", "content": principle.critique}]
-                if not fits(msgs):
-                    s["active"], s["truncated"] = False, True
-                    continue
-                s["principles"].append(principle.id)
-                s["_principle"] = principle
-                crit_items.append((i, ctx.request(i, msgs)))
-            for (i, req), res in zip(crit_items, ctx.generate(crit_items, stage="critique", round=rnd)):
-                s = state[i.answer_id]
-                critique = res.samples[0].text
-                s["critiques"].append(critique)
-                s["conv"] = list(req.messages) + [{"role": "assistant", "content": critique}]
-                if self.early_stop and NO_CHANGES.lower() in critique.lower():
-                    s["active"], s["stopped_early"] = False, True
-                    s["rounds"] = rnd
-            rev_items = []
-            for i, _ in crit_items:
-                s = state[i.answer_id]
-                if not s["active"]:
-                    continue
-                msgs = s["conv"] + [{"role": "user", "content": s["_principle"].revision}]
-                if not fits(msgs):
-                    s["active"], s["truncated"] = False, True
-                    continue
-                rev_items.append((i, ctx.request(i, msgs)))
-            for (i, req), res in zip(rev_items, ctx.generate(rev_items, stage="revise", round=rnd)):
-                s = state[i.answer_id]
-                revised = res.samples[0].text
-                s["changed"].append(revised.strip() != (s["answer"] or "").strip())
-                s["answer"] = revised
-                s["conv"] = list(req.messages) + [{"role": "assistant", "content": revised}]
-                s["rounds"] = rnd
+            rng = random.Random(f"{seed}|{inst.prompt.id}|{inst.repeat}|{rnd}")
+            principle = rng.choice(constitution.principles)
+            msgs = conv + [{"role": "user", "content": principle.critique}]
+            if not await ctx.fits(msgs):
+                truncated = True
+                break
+            principles.append(principle.id)
+            res = await ctx.generate(inst, ctx.request(inst, msgs), stage="critique", round=rnd)
+            critique = res.samples[0].text
+            critiques.append(critique)
+            conv = msgs + [{"role": "assistant", "content": critique}]
+            if self.early_stop and NO_CHANGES.lower() in critique.lower():
+                stopped_early, rounds_done = True, rnd
+                break
+            msgs = conv + [{"role": "user", "content": principle.revision}]
+            if not await ctx.fits(msgs):
+                truncated = True
+                break
+            res = await ctx.generate(inst, ctx.request(inst, msgs), stage="revise", round=rnd)
+            revised = res.samples[0].text
+            changed.append(revised.strip() != (answer or "").strip())
+            answer = revised
+            conv = msgs + [{"role": "assistant", "content": revised}]
+            rounds_done = rnd
 
-        for i in insts:
-            s = state[i.answer_id]
-            ctx.finish_answer(
-                i,
-                s["answer"] or "",
-                truncated=s["truncated"],
-                rounds=s["rounds"],
-                principles=s["principles"],
-                stopped_early=s["stopped_early"],
-                revisions_changed=s["changed"],
-                critiques=s["critiques"],
-                initial_text=s.get("initial"),
-                conversation_turns=len(s["conv"]),
-            )
+        ctx.finish_answer(
+            inst,
+            answer or "",
+            truncated=truncated,
+            rounds=rounds_done,
+            principles=principles,
+            stopped_early=stopped_early,
+            revisions_changed=changed,
+            critiques=critiques,
+            initial_text=initial,
+            conversation_turns=len(conv),
+        )
+
+    def summary(self, answers, prompts_answer) -> dict:
+        from .. import metrics as M
+
+        ex = [a.get("extra") or {} for a in answers]
+        stopped = [bool(e["stopped_early"]) for e in ex if e.get("stopped_early") is not None]
+        pairs = [
+            (M.is_correct(e.get("initial_text"), prompts_answer[a["prompt_id"]]), M.is_correct(a["text"], prompts_answer[a["prompt_id"]]))
+            for a, e in zip(answers, ex)
+            if e.get("initial_text") is not None and prompts_answer.get(a["prompt_id"]) is not None
+        ]
+        return {
+            "cai_rounds_mean": M.mean_or_none(e.get("rounds") for e in ex),
+            "cai_stopped_early_rate": (sum(stopped) / len(stopped)) if stopped else None,
+            "cai_correct_to_wrong": (sum(1 for b, f in pairs if b and not f) / len(pairs)) if pairs else None,
+            "cai_wrong_to_correct": (sum(1 for b, f in pairs if not b and f) / len(pairs)) if pairs else None,
+        }
+
+    def check(self, answer, calls) -> list[str]:
+        ex = answer.get("extra") or {}
+        tech = [c for c in calls if c["stage"] != "eval"]
+        crit = sum(1 for c in tech if c["stage"] == "critique")
+        rev = sum(1 for c in tech if c["stage"] == "revise")
+        out = []
+        if sum(1 for c in tech if c["stage"] == "sample") != 1:
+            out.append(f"cai answer {answer['answer_id']}: expected one initial sample call")
+        expected_rev = int(ex.get("rounds", rev)) - (1 if ex.get("stopped_early") else 0)
+        if rev != expected_rev or crit < rev or crit > rev + 1:
+            out.append(f"cai answer {answer['answer_id']}: {crit} critiques / {rev} revisions for {ex.get('rounds')} rounds")
+        return out

@@ -1,0 +1,238 @@
+"""Load levels: how answers are released to the engine within one unit.
+
+- `batch`: every answer starts at once (the offline mode: the engine drains a full queue).
+- `concurrency=C`: closed loop, C answers in flight; a new one starts when one finishes.
+- `rate=R`: open loop, Poisson arrivals at R answers/s (exponential gaps from a seeded RNG);
+  each answer starts at its arrival time whatever is still in flight.
+
+Measurement choices:
+- achieved answers/s is finished answers over the span from the first release to the last
+  finish. For rate levels, the offered rate is the realised one (arrivals-1 over the arrival
+  span), and saturation compares completion spacing with arrival spacing:
+  (finished-1)/(last finish - first finish) against the offered rate, so a short level is not
+  called saturated merely because its last answer still had to run after the last arrival.
+- A level is `saturated` when that completion rate falls more than 10% short of the offered
+  rate, or when it hit the level's time cap (unfinished answers are cancelled, never left
+  running; finished rows are kept).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Sequence
+
+from .errors import ConfigError
+
+MODES = ("batch", "concurrency", "rate")
+SATURATION_SHORTFALL = 0.10
+
+
+@dataclass(frozen=True)
+class LoadLevel:
+    mode: str
+    value: float | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"load mode must be one of {MODES}")
+        if self.mode == "batch" and self.value is not None:
+            raise ValueError("batch takes no value")
+        if self.mode == "concurrency" and (self.value is None or self.value < 1 or int(self.value) != self.value):
+            raise ValueError("concurrency must be an integer >= 1")
+        if self.mode == "rate" and (self.value is None or not self.value > 0):
+            raise ValueError("rate must be > 0 answers/s")
+
+    @property
+    def label(self) -> str:
+        if self.mode == "batch":
+            return "batch"
+        v = int(self.value) if self.mode == "concurrency" else self.value
+        return f"{self.mode}={v:g}" if isinstance(v, float) else f"{self.mode}={v}"
+
+    @classmethod
+    def from_label(cls, label: str) -> "LoadLevel":
+        return parse_load((label,))[0]
+
+
+def parse_load(specs: Sequence[str], field: str = "--load") -> tuple[LoadLevel, ...]:
+    """`batch`, `concurrency=1,2,4`, `rate=0.5,1`; several specs may be given. Errors name the flag."""
+    levels: list[LoadLevel] = []
+    for text in specs:
+        raw = str(text).strip()
+        if raw == "batch":
+            levels.append(LoadLevel("batch"))
+            continue
+        mode, sep, values = raw.partition("=")
+        mode = mode.strip()
+        if not sep or mode not in ("concurrency", "rate"):
+            raise ConfigError(field, text, "use batch, concurrency=1,2,4 (answers in flight) or rate=0.5,1 (answers/s)")
+        parts = [v.strip() for v in values.split(",")]
+        if not parts or any(not v for v in parts):
+            raise ConfigError(field, text, f"give values after {mode}=, e.g. {mode}=1,2,4")
+        for v in parts:
+            try:
+                num = float(v)
+            except ValueError:
+                raise ConfigError(field, text, f"{v!r} is not a number; e.g. {mode}=1,2,4") from None
+            try:
+                lvl = LoadLevel(mode, num)
+            except ValueError as exc:
+                raise ConfigError(field, text, str(exc)) from None
+            levels.append(lvl)
+    out: list[LoadLevel] = []
+    for lvl in levels:
+        if lvl not in out:
+            out.append(lvl)
+    if not out:
+        raise ConfigError(field, "", "give at least one load level, e.g. --load batch")
+    return tuple(out)
+
+
+def poisson_arrivals(n: int, rate: float, seed: int) -> list[float]:
+    """Arrival offsets (s) of n answers: the first at 0, then exponential gaps of mean 1/rate."""
+    rng = random.Random(f"arrivals|{seed}|{rate!r}")
+    t, out = 0.0, []
+    for i in range(n):
+        if i:
+            t += rng.expovariate(rate)
+        out.append(t)
+    return out
+
+
+@dataclass
+class DriveResult:
+    started: int
+    finished: int
+    failed: int
+    timed_out: bool
+    t_first_release: float | None  # monotonic
+    t_last_release: float | None
+    t_first_finish: float | None
+    t_last_finish: float | None
+    errors: list[str]
+
+    def stats(self, level: LoadLevel) -> dict[str, Any]:
+        span = None
+        if self.t_first_release is not None and self.t_last_finish is not None:
+            span = self.t_last_finish - self.t_first_release
+        achieved = (self.finished / span) if span and span > 0 and self.finished else None
+        offered = completion = None
+        if level.mode == "rate":
+            offered = level.value
+            if self.started > 1 and self.t_last_release is not None and self.t_last_release > self.t_first_release:
+                offered = (self.started - 1) / (self.t_last_release - self.t_first_release)
+            if self.finished > 1 and self.t_last_finish > self.t_first_finish:
+                completion = (self.finished - 1) / (self.t_last_finish - self.t_first_finish)
+        saturated = self.timed_out or (
+            offered is not None and completion is not None and completion < (1 - SATURATION_SHORTFALL) * offered
+        )
+        return {
+            "load_mode": level.mode,
+            "load_level": level.value,
+            "offered_answers_per_s": offered,
+            "offered_rate_nominal": level.value if level.mode == "rate" else None,
+            "achieved_answers_per_s": achieved,
+            "completion_answers_per_s": completion,
+            "load_span_s": span,
+            "started": self.started,
+            "finished": self.finished,
+            "failed": self.failed,
+            "timed_out": self.timed_out,
+            "saturated": bool(saturated),
+        }
+
+
+async def drive(
+    level: LoadLevel,
+    items: Sequence[Any],
+    run_one: Callable[[Any], Awaitable[None]],
+    *,
+    seed: int = 0,
+    timeout_s: float | None = None,
+    on_release: Callable[[Any, float], None] | None = None,
+    on_done: Callable[[Any], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> DriveResult:
+    """Release `items` to `run_one` according to `level`. The first exception of an answer is
+    re-raised after the others are cancelled (the unit is then marked failed by the runner; rows
+    already written stay). A timeout cancels what is still running and returns timed_out=True."""
+    res = DriveResult(0, 0, 0, False, None, None, None, None, [])
+    in_flight: set[asyncio.Task] = set()
+    first_error: list[BaseException] = []
+
+    async def one(item) -> None:
+        t = clock()
+        res.started += 1
+        res.t_first_release = t if res.t_first_release is None else res.t_first_release
+        res.t_last_release = t
+        if on_release:
+            on_release(item, t)
+        try:
+            await run_one(item)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            res.failed += 1
+            res.errors.append(f"{type(exc).__name__}: {exc}")
+            if not first_error:
+                first_error.append(exc)
+            raise
+        t = clock()
+        res.finished += 1
+        res.t_first_finish = t if res.t_first_finish is None else res.t_first_finish
+        res.t_last_finish = t
+        if on_done:
+            on_done(item)
+
+    async def release_all() -> None:
+        if level.mode == "batch":
+            tasks = [asyncio.ensure_future(one(i)) for i in items]
+            in_flight.update(tasks)
+            await asyncio.gather(*tasks)
+        elif level.mode == "concurrency":
+            sem = asyncio.Semaphore(int(level.value))
+
+            async def gated(item):
+                async with sem:
+                    await one(item)
+
+            tasks = [asyncio.ensure_future(gated(i)) for i in items]
+            in_flight.update(tasks)
+            await asyncio.gather(*tasks)
+        else:
+            offsets = poisson_arrivals(len(items), float(level.value), seed)
+            t0 = clock()
+            tasks = []
+            for item, off in zip(items, offsets):
+                delay = t0 + off - clock()
+                if delay > 0:
+                    await sleep(delay)
+                if first_error:
+                    break
+                task = asyncio.ensure_future(one(item))
+                in_flight.add(task)
+                tasks.append(task)
+            await asyncio.gather(*tasks)
+
+    try:
+        if timeout_s is None:
+            await release_all()
+        else:
+            await asyncio.wait_for(release_all(), timeout_s)
+    except asyncio.TimeoutError:
+        res.timed_out = True
+    except BaseException:
+        if not first_error:
+            raise
+    finally:
+        for t in in_flight:
+            if not t.done():
+                t.cancel()
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+    if first_error:
+        raise first_error[0]
+    return res
