@@ -11,6 +11,8 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
+# Quiet install: no "running pip as root" notice (containers, CI), no pip self-update nag.
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 PIP="$VENV/bin/python -m pip"
 
 stack=${COSTTAX_STACK:-}

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from costtax.records import AnswerRecord, CallRecord, CellRecord, RunWriter, write_json_atomic
-from costtax.report import build_summary, capacity_plan, headline_rows, write_plots
+from costtax.report import build_summary, capacity_plan, headline_rows, write_plots, write_summary
+from costtax.report.columns import CONTRACT_COLUMNS, all_columns, markdown, readme_section
 
 
 def _call(cell, aid, pid, stage, *, n=1, pt=10, cached=0, out=5, t0=0.0, t1=1.0, ttft=0.1, rewards=None, session="s"):
@@ -117,3 +118,40 @@ def test_capacity_plan(run_dir):
     assert not b["feasible"] and pd_isnull(b["devices_needed"])  # p95 5.8 s > 5 s
     plan2 = capacity_plan(run_dir, qps=3.0, slo_p95_s=10.0).set_index("cell")
     assert plan2.loc["bon:n=4", "devices_needed"] == 12 and plan2.loc["bon:n=4", "devices_x_plain"] == pytest.approx(2.0)
+
+
+def test_every_summary_column_is_in_the_column_table(run_dir):
+    df = build_summary(run_dir)
+    names = [c.name for c in all_columns()]
+    assert len(names) == len(set(names)), "a column is defined twice"
+    assert list(df.columns[: len(CONTRACT_COLUMNS)]) == CONTRACT_COLUMNS
+    undocumented = [c for c in df.columns if c not in names]
+    assert undocumented == [], f"add these to costtax/report/columns.py: {undocumented}"
+    # Only the CAI-with-answers columns are absent from this fixture (its cai cell failed); any
+    # other table entry the summary never emits is a stale or misspelt name.
+    assert set(names) - set(df.columns) == {"cai_rounds_mean", "cai_stopped_early_rate", "cai_correct_to_wrong", "cai_wrong_to_correct"}
+    assert all(c.unit and c.meaning for c in all_columns())
+
+
+def test_param_columns_are_plain_values(run_dir):
+    df = build_summary(run_dir).set_index("cell")
+    assert df.loc["bon:n=4", "param_n"] == 4 and bool(df.loc["bon:n=4", "param_share_prefix"]) is True
+    assert pd_isnull(df.loc["bon:n=4", "param_rounds"]) and pd_isnull(df.loc["plain", "param_n"])
+    # the failed cai cell recorded rounds only: early_stop falls back to the declared default
+    assert df.loc["cai:rounds=1", "param_rounds"] == 1 and bool(df.loc["cai:rounds=1", "param_early_stop"]) is False
+    assert df.loc["bon:n=4", "seed"] == 0  # provenance column untouched by the prefixed params
+
+
+def test_readme_column_reference_matches_the_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert readme_section(readme) == markdown(), "README.md is out of date: run python scripts/columns_doc.py"
+
+
+def test_capacity_plan_reads_the_written_summary(run_dir):
+    df = write_summary(run_dir)
+    df.loc[df["cell"] == "plain", "answers_per_s"] = 1.0  # edit the table the run wrote
+    df.to_csv(run_dir / "summary.csv", index=False)
+    plan = capacity_plan(run_dir, qps=3.0, slo_p95_s=5.0).set_index("cell")
+    assert plan.loc["plain", "devices_needed"] == 3  # 3 qps / 1.0 from the file, not 0.5 recomputed

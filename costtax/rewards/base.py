@@ -10,7 +10,9 @@ A reward spec names what scores (prompt, response) pairs:
   a causal LM -> judge).
 
 Validation reads ``config.json`` only: no torch, no weights, so preflight is fast. This module
-imports neither torch nor transformers; the model classes import them when they load.
+imports neither torch nor transformers; the model classes import them when they load. The factory
+that builds a model from a spec, ``make_reward_model``, is in the package ``__init__`` (as
+``make_engine`` is for engines), so the model modules never import a module that imports them.
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 from ..errors import ConfigError
+from ..models import DEFAULT_MODEL
 
 KINDS = ("judge", "scalar")
-DEFAULT_JUDGE = "smollm2-135m-instruct"
+DEFAULT_JUDGE = DEFAULT_MODEL  # the default judge runs on the default generation model
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _SCALAR_SUFFIXES = ("ForSequenceClassification",)
 
@@ -205,36 +208,3 @@ def validate_reward_spec(spec: str, field: str = "--reward-model") -> RewardSpec
 
 def _spec_help() -> str:
     return "judge | judge:<alias-or-dir> | scalar:<dir> | <dir>"
-
-
-def make_reward_model(
-    spec: str,
-    *,
-    device: str | None = None,
-    trust_remote_code: bool = False,
-    field: str = "--reward-model",
-    **options,
-) -> RewardModel:
-    """Build (not load) the reward model a spec names; call ``.load()`` before scoring.
-
-    ``options`` go to the model class: ``max_batch`` (16), ``max_tokens`` (16384 padded
-    positions per bucket / tokens per pack), ``batching`` ("auto" | "padded" | "packed"),
-    ``dtype`` (fp32 on CPU, bf16 on CUDA), ``kernel_path`` (None = auto), ``max_length``,
-    ``prefix_cache`` (True), and for judges ``template`` ("fewshot" | "zeroshot" | dict)."""
-    rs = validate_reward_spec(spec, field=field)
-    if rs.kind == "scalar":
-        from .scalar_head import ScalarHeadReward
-
-        return ScalarHeadReward(
-            rs.model_dir, name=rs.name, device=device, trust_remote_code=trust_remote_code, field=field, **options
-        )
-    from .judge import JudgeReward
-
-    return JudgeReward(
-        rs.model_dir if rs.alias is None else rs.alias,
-        name=rs.name,
-        device=device,
-        trust_remote_code=trust_remote_code,
-        field=field,
-        **options,
-    )

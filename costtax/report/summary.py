@@ -1,10 +1,10 @@
-"""The only module that builds DataFrames. Reads a run directory and nothing else, so a crash, a
-resume or a later `costtax report` all see the same data.
+"""summary.csv: one row per cell, built from the run directory alone, so a crash, a resume or a
+later `costtax report` all see the same data. The only code that builds DataFrames is this
+package (costtax.report).
 
-summary.csv columns (contract; new columns are appended, none renamed):
-  run_id, cell, technique, params, answers, latency_p50_s, latency_p95_s, latency_p99_s,
-  cell_wall_s, answers_per_s, output_tokens_per_s, output_tokens_per_answer, engine_start_s,
-  then cost, quality, tax and provenance columns documented in README.md.
+Every column is listed, with its unit and meaning, in costtax/report/columns.py (README's column
+reference is generated from it). Contract columns come first, in a fixed order; new columns are
+appended, none renamed.
 """
 from __future__ import annotations
 
@@ -12,13 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import metrics as M
-from .records import ANSWERS, CALLS, CELLS, RUN_JSON, SUMMARY, read_jsonl
+from .. import metrics as M
+from ..records import ANSWERS, CALLS, CELLS, RUN_JSON, SUMMARY, read_jsonl
+from .columns import CONTRACT_COLUMNS, PARAM_PREFIX, param_columns
 
-CONTRACT_COLUMNS = [
-    "run_id", "cell", "technique", "params", "answers", "latency_p50_s", "latency_p95_s", "latency_p99_s",
-    "cell_wall_s", "answers_per_s", "output_tokens_per_s", "output_tokens_per_answer", "engine_start_s",
-]
 METER_COLUMNS = (  # copied from the cell's ResourceMeter reading as they are
     "rss_peak_bytes", "memory_source", "gpu_mem_peak_bytes", "torch_peak_allocated_bytes",
     "energy_j", "energy_method", "power_mean_w",
@@ -224,6 +221,7 @@ def build_summary(run_dir: str | Path):
     df = pd.DataFrame(rows)
     df = _add_tax(df, answers, meta)
     df = _add_provenance(df, meta)
+    df = _add_params(df, cells)
     cols = CONTRACT_COLUMNS + [c for c in df.columns if c not in CONTRACT_COLUMNS]
     for c in CONTRACT_COLUMNS:
         if c not in df:
@@ -233,7 +231,7 @@ def build_summary(run_dir: str | Path):
 
 def _prompt_answers(meta) -> dict[str, str | None]:
     """Reference answers come from the prompt sources named in run.json (loaded again, cheap)."""
-    from .prompts import load_prompts
+    from ..prompts import load_prompts
 
     cfg = meta.get("config", {})
     try:
@@ -354,6 +352,25 @@ def _add_provenance(df, meta):
     return df
 
 
+def _add_params(df, cells):
+    """`param_<name>` per declared technique parameter: the cell's value (its declared default when
+    the record lacks it), empty for cells whose technique does not take that parameter."""
+    from ..techniques import REGISTRY
+
+    recorded = {r["cell"]: (r.get("params") or {}) for _, r in cells.iterrows()}
+    for col in param_columns():
+        name = col.name[len(PARAM_PREFIX):]
+        values = []
+        for cell, tech in zip(df["cell"], df["technique"]):
+            declared = {p.name: p for p in getattr(REGISTRY.get(tech), "params", ())}
+            if name not in declared:
+                values.append(None)
+            else:
+                values.append(recorded.get(cell, {}).get(name, declared[name].default))
+        df[col.name] = values
+    return df
+
+
 def write_summary(run_dir: str | Path):
     """Rebuild summary.csv (atomically) from the run directory; returns the DataFrame."""
     import os
@@ -372,164 +389,9 @@ def load_summary(run_dir: str | Path):
     return pd.read_csv(Path(run_dir) / SUMMARY)
 
 
-HEADLINE = [
-    ("cell", "cell", None),
-    ("answers", "n", "{:d}"),
-    ("latency_p50_s", "p50 s", "{:.2f}"),
-    ("latency_p50_x", "p50 ×", "{:.2f}"),
-    ("latency_p95_x", "p95 ×", "{:.2f}"),
-    ("output_tokens_per_answer_x", "tok/ans ×", "{:.2f}"),
-    ("cpu_s_per_answer_x", "CPU-s ×", "{:.2f}"),
-    ("gpu_s_per_answer_x", "GPU-s ×", "{:.2f}"),
-    ("energy_j_per_answer_x", "J/ans ×", "{:.2f}"),
-    ("peak_memory_x", "mem ×", "{:.2f}"),
-    ("answers_per_s", "ans/s", "{:.2f}"),
-    ("prefix_cache_hit_rate", "cache hit", "{:.0%}"),
-    ("eval_reward_mean", "reward", "{:+.2f}"),
-    ("eval_reward_delta_vs_plain", "Δreward", "{:+.2f}"),
-    ("win_rate_vs_plain", "win", "{:.0%}"),
-    ("proxy_win_rate_vs_plain", "win (proxy)", "{:.0%}"),
-    ("accuracy_delta_vs_plain", "Δacc", "{:+.0%}"),
-    ("distinct_2", "dist-2", "{:.2f}"),
-    ("pareto", "pareto", None),
-]
-
-
-def headline_rows(df) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted cells of the tax table; columns that are null everywhere are dropped."""
-    cols = [(k, h, f) for k, h, f in HEADLINE if k in df and df[k].notna().any()]
-    rows = []
-    for _, r in df.iterrows():
-        cells = []
-        for k, _, f in cols:
-            v = r[k]
-            if v is None or (isinstance(v, float) and v != v):
-                cells.append("—")
-            elif k == "pareto":
-                cells.append("★" if bool(v) else "")
-            elif f:
-                try:
-                    cells.append(f.format(int(v) if f == "{:d}" else float(v)))
-                except (TypeError, ValueError):
-                    cells.append(str(v))
-            else:
-                cells.append(str(v) + ("" if r.get("status", "ok") == "ok" else f" (FAILED: {r.get('error')})"))
-        rows.append(cells)
-    return [h for _, h, _ in cols], rows
-
-
-# -- plots ---------------------------------------------------------------------------------------
-def write_plots(run_dir: str | Path, df=None) -> list[Path]:
-    """cost_quality.png (cost multiplier vs reward, Pareto front marked, 95% CIs) and
-    latency.png (p50/p95 per cell). Returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    run_dir = Path(run_dir)
-    df = build_summary(run_dir) if df is None else df
-    df = df[df["status"] == "ok"] if "status" in df else df
-    written = []
-    if df.empty:
-        return written
-    title = f"{df['model'].iloc[0] if 'model' in df else ''} on {df['device'].iloc[0] if 'device' in df else ''}"
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    xcol = "latency_p50_x" if "latency_p50_x" in df and df["latency_p50_x"].notna().any() else "latency_p50_s"
-    ycol = "eval_reward_mean"
-    if ycol in df and df[ycol].notna().any():
-        for _, r in df.iterrows():
-            x, y = r.get(xcol), r.get(ycol)
-            if x is None or y is None or x != x or y != y:
-                continue
-            lo, hi = r.get("eval_reward_ci95_lo"), r.get("eval_reward_ci95_hi")
-            yerr = None
-            if lo is not None and hi is not None and lo == lo and hi == hi:
-                yerr = [[max(y - lo, 0)], [max(hi - y, 0)]]
-            star = bool(r.get("pareto"))
-            ax.errorbar([x], [y], yerr=yerr, fmt="*" if star else "o", ms=12 if star else 7, capsize=3,
-                        color="tab:red" if star else "tab:blue")
-            ax.annotate(r["cell"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        front = df[df.get("pareto", False) == True].sort_values(xcol)  # noqa: E712
-        if len(front) > 1:
-            ax.plot(front[xcol], front[ycol], "--", color="tab:red", lw=1, label="Pareto front")
-            ax.legend(loc="lower right", fontsize=8)
-        src = df["eval_reward_source"].iloc[0] if "eval_reward_source" in df else None
-        ax.set_ylabel(f"mean reward of final answers ({'proxy: selection model' if src == 'proxy' else 'evaluation model'})")
-    else:
-        ax.text(0.5, 0.5, "no reward recorded (--eval-reward-model none)", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("latency p50 × plain" if xcol == "latency_p50_x" else "latency p50 (s)")
-    n = int(df["answers"].min()) if "answers" in df else 0
-    ax.set_title(f"Cost vs quality — {title}\nerror bars: bootstrap 95% CI, n={n} answers per cell", fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    p = run_dir / "cost_quality.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    written.append(p)
-
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.5 * len(df)))
-    ypos = list(range(len(df)))[::-1]
-    ax.barh([y + 0.2 for y in ypos], df["latency_p50_s"].fillna(0), height=0.4, label="p50", color="tab:blue")
-    ax.barh([y - 0.2 for y in ypos], df["latency_p95_s"].fillna(0), height=0.4, label="p95", color="tab:orange")
-    if "score_latency_s_per_answer" in df:
-        ax.barh([y + 0.2 for y in ypos], df["score_latency_s_per_answer"].fillna(0), height=0.4, label="of which reward scoring (mean)",
-                color="tab:green", alpha=0.8)
-    ax.set_yticks(ypos, df["cell"])
-    ax.set_xlabel("end-to-end latency per final answer (s), offline batch")
-    ax.set_title(f"Latency per answer — {title}", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    p = run_dir / "latency.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    written.append(p)
-    return written
-
-
-# -- capacity plan -------------------------------------------------------------------------------
-def capacity_plan(run_dir: str | Path, *, qps: float, slo_p95_s: float, usd_per_device_hour: float | None = None):
-    """Devices needed per cell to serve `qps` final answers/s within a p95 latency SLO.
-
-    Model (stated in every row): one device sustains the cell's measured offline-batch
-    throughput (answers_per_s) at the measured per-answer p95 latency; devices = ceil(qps /
-    answers_per_s) when p95 <= SLO, else the cell is infeasible at the measured batch size
-    (smaller batches would lower latency and throughput: measure them with a smaller --limit).
-    A "device" is what ran the profile: one GPU, or this whole CPU machine.
-    """
-    import math
-
-    import pandas as pd
-
-    df = build_summary(run_dir)
-    rows = []
-    for _, r in df.iterrows():
-        aps, p95 = r.get("answers_per_s"), r.get("latency_p95_s")
-        ok = r.get("status") == "ok" and aps and aps == aps and p95 == p95
-        feasible = bool(ok and p95 <= slo_p95_s)
-        devices = math.ceil(qps / aps) if feasible else None
-        row = {
-            "cell": r["cell"],
-            "target_qps": qps,
-            "slo_p95_s": slo_p95_s,
-            "measured_p95_s": p95,
-            "answers_per_s_per_device": aps,
-            "feasible": feasible,
-            "devices_needed": devices,
-            "device": r.get("device"),
-            "energy_j_per_answer": r.get("energy_j_per_answer"),
-            "usd_per_device_hour": usd_per_device_hour,
-            "usd_per_1k_answers": (1000 * usd_per_device_hour / 3600 / aps) if (usd_per_device_hour and ok) else None,
-            "usd_per_hour_at_target": (devices * usd_per_device_hour) if (devices and usd_per_device_hour) else None,
-            "devices_x_plain": None,
-            "model": "offline-batch throughput per device; p95 at the measured batch size",
-        }
-        rows.append(row)
-    plan = pd.DataFrame(rows)
-    base = plan[plan["cell"] == "plain"]
-    if not base.empty and base.iloc[0]["devices_needed"]:
-        b = base.iloc[0]["devices_needed"]
-        plan["devices_x_plain"] = [d / b if d else None for d in plan["devices_needed"]]
-    return plan
+def ensure_summary(run_dir: str | Path):
+    """summary.csv as the run wrote it; built (and written) only when the run never wrote one
+    (it crashed before its first cell ended)."""
+    if (Path(run_dir) / SUMMARY).is_file():
+        return load_summary(run_dir)
+    return write_summary(run_dir)

@@ -1,0 +1,20 @@
+"""Reports built from a run directory; the only package that builds DataFrames.
+
+One module per job: summary (load the run, per-cell maths, summary.csv), columns (every
+summary.csv column: name, unit, meaning), table (the printed tax table), plots, plan (capacity plan).
+"""
+from __future__ import annotations
+
+from .columns import COLUMNS, CONTRACT_COLUMNS, Column, add_column, all_columns, param_columns
+from .plan import capacity_plan
+from .plots import write_plots
+from .summary import (
+    METER_COLUMNS, PROVENANCE_COLUMNS, SMALL_N, build_summary, ensure_summary, load_run, load_summary, write_summary,
+)
+from .table import HEADLINE, headline_rows
+
+__all__ = [
+    "COLUMNS", "CONTRACT_COLUMNS", "Column", "add_column", "all_columns", "param_columns",
+    "capacity_plan", "write_plots", "METER_COLUMNS", "PROVENANCE_COLUMNS", "SMALL_N",
+    "build_summary", "ensure_summary", "load_run", "load_summary", "write_summary", "HEADLINE", "headline_rows",
+]

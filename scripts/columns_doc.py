@@ -1,0 +1,43 @@
+"""Regenerate README.md's summary.csv column reference from costtax/report/columns.py.
+
+    python scripts/columns_doc.py          # rewrite the section between the markers
+    python scripts/columns_doc.py --check  # exit 1 when README.md is out of date
+
+tests/test_report.py runs the same comparison, so a column added without this step fails CI.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from costtax.report.columns import README_BEGIN, README_END, markdown  # noqa: E402
+
+
+def render(readme: str) -> str:
+    head, sep, rest = readme.partition(README_BEGIN)
+    _, sep2, tail = rest.partition(README_END)
+    if not sep or not sep2:
+        raise SystemExit(f"README.md lacks the markers {README_BEGIN} ... {README_END}")
+    return head + README_BEGIN + "\n" + markdown() + README_END + tail
+
+
+def main(argv: list[str]) -> int:
+    path = ROOT / "README.md"
+    old = path.read_text(encoding="utf-8")
+    new = render(old)
+    if "--check" in argv:
+        if new != old:
+            print("README.md column reference is out of date: run python scripts/columns_doc.py", file=sys.stderr)
+            return 1
+        return 0
+    if new != old:
+        path.write_text(new, encoding="utf-8")
+        print("README.md: column reference updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
