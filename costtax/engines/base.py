@@ -79,6 +79,9 @@ class GenResult:
     # Seconds the request waited in the engine's queue before it was scheduled, where the engine
     # reports it (vLLM's request stats: queued -> scheduled); None where it cannot say.
     queue_s: float | None = None
+    # The engine batch that served the request where the engine forms batches itself (HF's
+    # batching worker); None where batching is continuous (vLLM). Feeds the cold-start detector.
+    batch_id: str | None = None
 
     @property
     def output_tokens(self) -> int:

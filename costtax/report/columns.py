@@ -99,13 +99,42 @@ _QUALITY = [
     Column("truncated_rate", "fraction", "share of final answers cut by --max-tokens"),
 ]
 
-_TECHNIQUE = [
-    Column("bon_kl_bound_nats", "nats", "analytic KL bound of best-of-N vs the base policy: log N - (N-1)/N"),
-    Column("bon_win_rate_bound", "fraction", "win rate of best-of-N over one sample under a perfect reward: N/(N+1)"),
-    Column("cai_rounds_mean", "count", "critique/revise rounds run per answer (below `rounds` with early stop)"),
-    Column("cai_stopped_early_rate", "fraction", "share of answers whose loop stopped early"),
-    Column("cai_correct_to_wrong", "fraction", "share of graded answers right before revision and wrong after"),
-    Column("cai_wrong_to_correct", "fraction", "share of graded answers wrong before revision and right after"),
+_LOAD = [
+    Column("load", "text", "load level of the row: `batch` (every answer at once), `concurrency=C` (closed loop) or `rate=R` (Poisson arrivals, answers/s)"),
+    Column("load_mode", "text", "`batch`, `concurrency` or `rate`"),
+    Column("load_level", "—", "C answers in flight, or R offered answers/s; empty for batch"),
+    Column("offered_answers_per_s", "1/s", "rate levels: the realised arrival rate ((arrivals-1) / arrival span)"),
+    Column("achieved_answers_per_s", "1/s", "finished answers / (last finish - first release) of the level"),
+    Column("saturated", "bool", "completion rate more than 10% below the offered rate, or the level hit --level-timeout-s"),
+    Column("level_timed_out", "bool", "the level hit --level-timeout-s; unfinished answers were cancelled"),
+    Column("queue_p50_s", "s", "median time generation requests waited in the engine's queue (engine-reported; empty where the engine cannot say)"),
+    Column("queue_p95_s", "s", "95th percentile of the engine queueing delay"),
+    Column("first_call_ttft_p50_s", "s", "median TTFT of each answer's first sample call"),
+    Column("goodput_answers_per_s", "1/s", "achieved answers/s x share of answers within --slo-p95-s (empty without an SLO)"),
+    Column("score_wait_p50_s", "s", "median time a score call waited in the reward micro-batcher before its batch started"),
+    Column("score_batch_pairs_mean", "count", "mean prompt/response pairs per reward-model pass the score calls rode in"),
+]
+
+_STEADY = [
+    Column("cell_repeats", "count", "whole-cell repeats behind the row (--cell-repeats); timing columns are their median"),
+    *[
+        Column(f"repeat_{e}_{m}", u, f"{w} of {m} across cell repeats")
+        for m, u in (("latency_p50_s", "s"), ("latency_p95_s", "s"), ("answers_per_s", "1/s"), ("achieved_answers_per_s", "1/s"), ("energy_j_per_answer", "J"))
+        for e, w in (("min", "lowest"), ("max", "highest"))
+    ],
+    Column("cold_outlier", "bool", "repeat 1, or the first engine batch of repeat 1, took > 3x the median of the others: one-off start-up cost in the numbers"),
+    Column("cold_outlier_reason", "text", "what the cold-start detector saw"),
+    Column("flag_cheaper_than_plain", "bool", "generated >= 2x plain's tokens per answer at the same load yet reports lower latency or energy per answer: suspect"),
+    Column("flag_nonpositive_duration", "bool", "a zero or negative answer latency, call latency or cell wall time"),
+    Column("flag_cached_exceeds_prompt", "bool", "a call reports more cached prompt tokens than prompt tokens served"),
+    Column("flag_energy_below_idle", "bool", "energy per answer below the idle power (measured before the first cell) x wall time / answers"),
+    Column("accounting_violations", "count", "answers whose calls break the technique's own accounting checks (declared in its file)"),
+    Column("accounting_example", "text", "the first accounting violation, if any"),
+    Column("sanity_flags", "text", "the raised flags, `;`-separated (empty when every check holds)"),
+    Column("aa_pairs", "count", "plain rows: consecutive plain repeats compared in the A/A check"),
+    Column("aa_max_rel_diff", "fraction", "plain rows: largest relative difference of median latency between consecutive plain repeats"),
+    Column("aa_noise_band_rel", "fraction", "plain rows: the run's own noise band for that pair (1.96 x combined bootstrap standard error of the two medians, relative)"),
+    Column("aa_ok", "bool", "plain rows: every consecutive pair of plain repeats agrees within the noise band"),
 ]
 
 _TAX = [
@@ -149,7 +178,7 @@ _PROVENANCE = [
     Column("reward_model", "text", "the selection reward-model spec (--reward-model)"),
 ]
 
-COLUMNS: list[Column] = [*_CONTRACT, *_CELL, *_COST, *_QUALITY, *_TECHNIQUE, *_TAX, *_PROVENANCE]
+COLUMNS: list[Column] = [*_CONTRACT, *_CELL, *_COST, *_LOAD, *_QUALITY, *_STEADY, *_TAX, *_PROVENANCE]
 CONTRACT_COLUMNS = [c.name for c in _CONTRACT]
 PARAM_PREFIX = "param_"  # plain parameter columns, prefixed so they never collide with provenance (seed, max_tokens)
 
@@ -177,8 +206,20 @@ def param_columns() -> list[Column]:
     return [Column(name, unit, "; ".join(parts)) for name, (unit, parts) in seen.items()]
 
 
+def technique_columns() -> list[Column]:
+    """Columns each registered technique declares in its own file (`summary_columns`)."""
+    from ..techniques import REGISTRY
+
+    out: list[Column] = []
+    for tech in REGISTRY.values():
+        for name, unit, meaning in getattr(tech, "summary_columns", ()):
+            if not any(c.name == name for c in out):
+                out.append(Column(name, unit, f"{tech.name}: {meaning}"))
+    return out
+
+
 def all_columns() -> list[Column]:
-    return [*COLUMNS, *param_columns()]
+    return [*COLUMNS, *technique_columns(), *param_columns()]
 
 
 def markdown() -> str:

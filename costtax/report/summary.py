@@ -32,11 +32,22 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     calls = pd.DataFrame(list(read_jsonl(run_dir / CALLS)))
     answers = pd.DataFrame(list(read_jsonl(run_dir / ANSWERS)))
     cell_rows = list(read_jsonl(run_dir / CELLS))
-    # The last record of a cell wins (a failed cell later resumed and finished).
-    last: dict[str, dict] = {}
+    # The last record of a unit (cell x load level x cell repeat) wins: a failed unit later
+    # resumed and finished.
+    last: dict[tuple, dict] = {}
     for r in cell_rows:
-        last[r["cell"]] = r
+        r.setdefault("load", "batch")
+        r.setdefault("cell_repeat", 0)
+        last[(r["cell"], r["load"], int(r["cell_repeat"]))] = r
     cells = pd.DataFrame(list(last.values()))
+    for frame in (calls, answers):
+        if not frame.empty:
+            if "load" not in frame:
+                frame["load"] = "batch"
+            if "cell_repeat" not in frame:
+                frame["cell_repeat"] = 0
+            frame["load"] = frame["load"].fillna("batch")
+            frame["cell_repeat"] = frame["cell_repeat"].fillna(0).astype(int)
     if not answers.empty:
         answers = answers.drop_duplicates("answer_id", keep="last")
         if not calls.empty and "session" in calls and "session" in answers:
@@ -179,8 +190,25 @@ def _cell_cost(a, c, cell_row) -> dict[str, Any]:
     return out
 
 
+# Timing metrics that vary run to run: with --cell-repeats R the row reports the median of the
+# R per-repeat values and their spread (repeat_min_*, repeat_max_*), so drift and order effects
+# show up as spread instead of as a tax. Token counts and quality pool every repeat's answers.
+REPEAT_METRICS = (
+    "latency_p50_s", "latency_p95_s", "latency_p99_s", "cell_wall_s", "answers_per_s", "output_tokens_per_s",
+    "ttft_p50_s", "tpot_p50_s", "cpu_s_per_answer", "gpu_s_per_answer", "energy_j", "energy_j_per_answer",
+    "energy_j_per_output_token", "score_share_of_wall", "achieved_answers_per_s", "goodput_answers_per_s",
+)
+SPREAD_METRICS = ("latency_p50_s", "latency_p95_s", "answers_per_s", "achieved_answers_per_s", "energy_j_per_answer")
+COLD_FACTOR = 3.0  # a first repeat / first engine batch slower than 3x the median of the others is cold
+
+
+def _unit_key(r) -> tuple[str, str]:
+    return (r["cell"], r.get("load", "batch") or "batch")
+
+
 def build_summary(run_dir: str | Path):
-    """One row per cell: contract columns first, then cost, quality, tax and provenance."""
+    """One row per (cell x load level): contract columns first, then cost, load, quality,
+    technique, steady-state checks, tax and provenance."""
     import pandas as pd
 
     data = load_run(run_dir)
@@ -188,38 +216,56 @@ def build_summary(run_dir: str | Path):
     if cells.empty:
         return pd.DataFrame(columns=CONTRACT_COLUMNS)
     prompts_answer = _prompt_answers(meta)
-    rows = []
+    slo = (meta.get("config") or {}).get("slo_p95_s")
+    groups: dict[tuple[str, str], list[dict]] = {}
     for _, cr in cells.iterrows():
-        cell = cr["cell"]
-        a = answers[answers["cell"] == cell] if not answers.empty else answers
-        c = calls[calls["cell"] == cell] if not calls.empty else calls
+        groups.setdefault(_unit_key(cr), []).append(cr.to_dict())
+    rows = []
+    for (cell, load), units in groups.items():
+        units.sort(key=lambda u: int(u.get("cell_repeat", 0)))
+        cr = units[-1]
+        ok_units = [u for u in units if u.get("status") == "ok"]
+        in_group = lambda f: (f["cell"] == cell) & (f["load"] == load)  # noqa: E731
+        a = answers[in_group(answers)] if not answers.empty else answers
+        c = calls[in_group(calls)] if not calls.empty else calls
+        failed = [u for u in units if u.get("status") != "ok"]
         row: dict[str, Any] = {
             "run_id": meta["run_id"],
             "cell": cell,
             "technique": cr["technique"],
             "params": json.dumps(cr.get("params") or {}, sort_keys=True),
             "answers": int(len(a)),
-            "status": cr["status"],
-            "error": cr.get("error"),
+            "status": "ok" if not failed else "failed",
+            "error": failed[-1].get("error") if failed else None,
             "is_baseline": bool(cr.get("is_baseline")),
             "engine_start_s": cr.get("engine_start_s"),
+            "load": load,
         }
-        row.update(_cell_cost(a, c, cr) if len(a) else {"cell_wall_s": cr.get("cell_wall_s")})
+        per_unit = []
+        for u in ok_units or units:
+            k = int(u.get("cell_repeat", 0))
+            ua = a[a["cell_repeat"] == k] if len(a) else a
+            uc = c[c["cell_repeat"] == k] if len(c) else c
+            m = _cell_cost(ua, uc, u) if len(ua) else {"cell_wall_s": u.get("cell_wall_s")}
+            m.update(_load_metrics(ua, uc, u, slo))
+            m["_latencies"] = list(ua["latency_s"]) if len(ua) else []
+            m["_unit"] = u
+            m["_calls"] = uc
+            per_unit.append(m)
         if len(a):
+            pooled = _cell_cost(a, c, {**cr, "cell_wall_s": sum(u.get("cell_wall_s") or 0 for u in ok_units) or cr.get("cell_wall_s"), "resumed_answers": sum(int(u.get("resumed_answers") or 0) for u in ok_units)})
+            pooled.update(_load_metrics(a, c, cr, slo))
+            row.update(pooled)
             row.update(_cell_quality(a, prompts_answer))
-        params = cr.get("params") or {}
-        if cr["technique"] == "bon":
-            n = int(params.get("n", 1))
-            row["bon_kl_bound_nats"] = M.bon_kl_bound_nats(n)
-            row["bon_win_rate_bound"] = M.bon_win_rate_bound(n)
-        if cr["technique"] == "cai" and len(a):
-            row["cai_rounds_mean"] = M.mean_or_none(_extra(a, "rounds"))
-            stopped = [bool(x) for x in _extra(a, "stopped_early") if x is not None]
-            row["cai_stopped_early_rate"] = (sum(stopped) / len(stopped)) if stopped else None
-            row.update(_cai_capability(a, prompts_answer))
+        else:
+            row["cell_wall_s"] = cr.get("cell_wall_s")
+        row.update(_repeat_aggregate(per_unit))
+        row.update(_cold_start(per_unit))
+        row.update(_technique_summary(cr, a, prompts_answer))
         rows.append(row)
     df = pd.DataFrame(rows)
     df = _add_tax(df, answers, meta)
+    df = _add_checks(df, answers, calls, meta)
     df = _add_provenance(df, meta)
     df = _add_params(df, cells)
     cols = CONTRACT_COLUMNS + [c for c in df.columns if c not in CONTRACT_COLUMNS]
@@ -227,6 +273,109 @@ def build_summary(run_dir: str | Path):
         if c not in df:
             df[c] = None
     return df[cols]
+
+
+def _load_metrics(a, c, unit: dict, slo: float | None) -> dict[str, Any]:
+    """Load-level columns of one unit (or pooled): achieved vs offered answers/s, saturation,
+    queueing delay, TTFT of each answer's first call, goodput under the SLO."""
+    ls = unit.get("load_stats") or {}
+    if not isinstance(ls, dict):
+        ls = {}
+    label = unit.get("load", "batch") or "batch"
+    mode, _, value = label.partition("=")
+    out: dict[str, Any] = {
+        "load_mode": mode,
+        "load_level": float(value) if value else None,
+        "offered_answers_per_s": ls.get("offered_answers_per_s"),
+        "achieved_answers_per_s": ls.get("achieved_answers_per_s"),
+        "saturated": bool(ls.get("saturated")) if ls else None,
+        "level_timed_out": bool(ls.get("timed_out")) if ls else None,
+    }
+    q = []
+    if len(c) and "extra" in c:
+        q = [(e or {}).get("queue_s") for e in c["extra"]]
+        q = [x for x in q if isinstance(x, (int, float)) and x == x]
+    out["queue_p50_s"] = M.percentiles(q)["p50"] if q else None
+    out["queue_p95_s"] = M.percentiles(q)["p95"] if q else None
+    ttft = [x for x in (a["ttft_s"] if len(a) and "ttft_s" in a else []) if x is not None and x == x]
+    out["first_call_ttft_p50_s"] = M.percentiles(ttft)["p50"] if ttft else None
+    if slo and len(a) and out["achieved_answers_per_s"]:
+        good = sum(1 for x in a["latency_s"] if x <= slo) / len(a)
+        out["goodput_answers_per_s"] = out["achieved_answers_per_s"] * good
+    else:
+        out["goodput_answers_per_s"] = None
+    if len(c) and "extra" in c:
+        waits = [(e or {}).get("score_wait_s") for e, st in zip(c["extra"], c["stage"]) if st == "score"]
+        sizes = [(e or {}).get("score_batch_pairs") for e, st in zip(c["extra"], c["stage"]) if st == "score"]
+        waits = [x for x in waits if isinstance(x, (int, float))]
+        sizes = [x for x in sizes if isinstance(x, (int, float))]
+        out["score_wait_p50_s"] = M.percentiles(waits)["p50"] if waits else None
+        out["score_batch_pairs_mean"] = M.mean_or_none(sizes)
+    return out
+
+
+def _repeat_aggregate(per_unit: list[dict]) -> dict[str, Any]:
+    """Median across cell repeats of the timing metrics, and their spread."""
+    out: dict[str, Any] = {"cell_repeats": len(per_unit)}
+    if len(per_unit) < 2:
+        for m in SPREAD_METRICS:
+            v = per_unit[0].get(m) if per_unit else None
+            out[f"repeat_min_{m}"] = out[f"repeat_max_{m}"] = v
+        return out
+    import statistics
+
+    for m in REPEAT_METRICS:
+        vals = [u.get(m) for u in per_unit if isinstance(u.get(m), (int, float)) and u.get(m) == u.get(m)]
+        if vals:
+            out[m] = statistics.median(vals)
+            if m in SPREAD_METRICS:
+                out[f"repeat_min_{m}"], out[f"repeat_max_{m}"] = min(vals), max(vals)
+    return out
+
+
+def _batch_latencies(calls) -> list[float]:
+    """Engine batches of a unit in order of submission: span of each batch's generation calls."""
+    if not len(calls) or "batch_id" not in calls:
+        return []
+    gen = calls[calls["stage"].isin(["sample", "critique", "revise"]) & calls["batch_id"].notna()]
+    spans = []
+    for _, g in gen.groupby("batch_id", sort=False):
+        spans.append((float(g["t_submit_s"].min()), float(g["t_finish_s"].max()) - float(g["t_submit_s"].min())))
+    return [s for _, s in sorted(spans)]
+
+
+def _cold_start(per_unit: list[dict]) -> dict[str, Any]:
+    """cold_outlier: the first cell repeat, or the first engine batch of the first repeat, took
+    more than COLD_FACTOR x the median of the others (one-off start-up cost left in the numbers)."""
+    import statistics
+
+    reasons = []
+    p50s = [u.get("latency_p50_s") for u in per_unit]
+    if len(p50s) >= 2 and all(isinstance(x, (int, float)) for x in p50s):
+        rest = statistics.median(p50s[1:])
+        if rest > 0 and p50s[0] > COLD_FACTOR * rest:
+            reasons.append(f"repeat 1 p50 {p50s[0]:.3g}s vs {rest:.3g}s for later repeats")
+    if per_unit:
+        spans = _batch_latencies(per_unit[0]["_calls"])
+        if len(spans) >= 3:
+            rest = statistics.median(spans[1:])
+            if rest > 0 and spans[0] > COLD_FACTOR * rest:
+                reasons.append(f"first engine batch {spans[0]:.3g}s vs median {rest:.3g}s of the others")
+    return {"cold_outlier": bool(reasons), "cold_outlier_reason": "; ".join(reasons) or None}
+
+
+def _technique_summary(cr: dict, a, prompts_answer) -> dict[str, Any]:
+    """The technique's own summary columns, declared in its file."""
+    from ..config import TechniqueSpec
+
+    if not len(a):
+        return {}
+    try:
+        params = cr.get("params") or {}
+        tech = TechniqueSpec(cr["technique"], tuple(params.items())).build()
+    except Exception:  # a technique no longer registered: its own columns are left out
+        return {}
+    return tech.summary(a.to_dict("records"), prompts_answer)
 
 
 def _prompt_answers(meta) -> dict[str, str | None]:
@@ -241,24 +390,18 @@ def _prompt_answers(meta) -> dict[str, str | None]:
     return {p.id: p.answer for p in prompts}
 
 
-def _cai_capability(a, prompts_answer) -> dict[str, Any]:
-    """What revision did to answers that had a reference: correct->wrong and wrong->correct."""
-    init = _extra(a, "initial_text")
-    pairs = [
-        (M.is_correct(i, prompts_answer[pid]), M.is_correct(t, prompts_answer[pid]))
-        for i, t, pid in zip(init, a["text"], a["prompt_id"])
-        if i is not None and prompts_answer.get(pid) is not None
-    ]
-    if not pairs:
-        return {"cai_correct_to_wrong": None, "cai_wrong_to_correct": None}
-    return {
-        "cai_correct_to_wrong": sum(1 for b, f in pairs if b and not f) / len(pairs),
-        "cai_wrong_to_correct": sum(1 for b, f in pairs if not b and f) / len(pairs),
-    }
-
-
 def _add_tax(df, answers, meta):
-    """Multipliers and quality deltas vs the plain baseline on the same prompts; Pareto flag."""
+    """Multipliers and quality deltas vs the plain baseline at the same load level on the same
+    prompts; Pareto flag."""
+    import pandas as pd
+
+    if answers.empty or "plain" not in set(df["cell"]):
+        return df
+    parts = [_add_tax_level(g.copy(), answers[answers["load"] == load], meta) for load, g in df.groupby("load", sort=False)]
+    return pd.concat(parts).loc[df.index]
+
+
+def _add_tax_level(df, answers, meta):
     base = df[df["cell"] == "plain"]
     if base.empty or answers.empty:
         return df
@@ -276,7 +419,7 @@ def _add_tax(df, answers, meta):
         df[new] = [M.multiplier(v, b.get(col)) if col in df else None for v in (df[col] if col in df else [None] * len(df))]
     source = (meta.get("eval_reward") or {}).get("source")
     base_ans = answers[answers["cell"] == "plain"]
-    key = lambda r: (r["prompt_id"], r.get("repeat", 0))  # noqa: E731
+    key = lambda r: (r["prompt_id"], r.get("repeat", 0), r.get("cell_repeat", 0))  # noqa: E731
     base_eval = {key(r): r["eval_reward"] for _, r in base_ans.iterrows()} if "eval_reward" in base_ans else {}
     win, proxy_win, win_n, deltas, dlo, dhi, acc_d, wlo, whi = [], [], [], [], [], [], [], [], []
     for _, row in df.iterrows():
@@ -320,6 +463,115 @@ def _add_tax(df, answers, meta):
         f"n={n} < {SMALL_N}: deltas are mostly noise" if n < SMALL_N else "" for n in df["answers"]
     ]
     return df
+
+
+SANITY_FLAGS = {
+    "flag_cheaper_than_plain": "generated >= 2x plain's tokens per answer at the same load, yet lower latency or energy per answer than plain",
+    "flag_nonpositive_duration": "a zero or negative duration (answer latency, call latency or cell wall time)",
+    "flag_cached_exceeds_prompt": "a call reports more cached prompt tokens than prompt tokens served",
+    "flag_energy_below_idle": "energy per answer below idle power x wall time / answers",
+}
+AA_Z = 1.96  # consecutive plain repeats agree when their medians differ by less than the 95% band
+
+
+def _add_checks(df, answers, calls, meta):
+    """Sanity flags on every row, and the plain-vs-plain A/A check on the plain rows."""
+    flags = {k: [] for k in SANITY_FLAGS}
+    idle = ((meta.get("idle_power_w") or {}).get("power_w")) if isinstance(meta.get("idle_power_w"), dict) else None
+    for _, row in df.iterrows():
+        in_group = lambda f: (f["cell"] == row["cell"]) & (f["load"] == row["load"])  # noqa: E731
+        a = answers[in_group(answers)] if not answers.empty else answers
+        c = calls[in_group(calls)] if not calls.empty else calls
+        base = df[(df["cell"] == "plain") & (df["load"] == row["load"])]
+        b = base.iloc[0] if len(base) else None
+        cheaper = False
+        if b is not None and row["cell"] != "plain" and _num(row.get("output_tokens_per_answer")) and _num(b.get("output_tokens_per_answer")):
+            if row["output_tokens_per_answer"] >= 2 * b["output_tokens_per_answer"]:
+                for col in ("latency_p50_s", "energy_j_per_answer"):
+                    if _num(row.get(col)) and _num(b.get(col)) and row[col] < b[col]:
+                        cheaper = True
+        flags["flag_cheaper_than_plain"].append(cheaper)
+        nonpos = bool(len(a) and (a["latency_s"] <= 0).any())
+        if len(c):
+            tech = c[c["stage"] != "eval"]
+            nonpos = nonpos or bool((tech["latency_s"] < 0).any())
+        wall = row.get("cell_wall_s")
+        nonpos = nonpos or (_num(wall) and wall <= 0) or (row.get("status") == "ok" and wall is not None and wall == wall and wall <= 0)
+        flags["flag_nonpositive_duration"].append(bool(nonpos))
+        over = False
+        if len(c) and "cached_prompt_tokens" in c:
+            gen = c[c["stage"].isin(["sample", "critique", "revise"])]
+            cp = gen["cached_prompt_tokens"]
+            served = gen["prompt_tokens"] * gen["n"]
+            over = bool(((cp.notna()) & (cp > served)).any())
+        flags["flag_cached_exceeds_prompt"].append(over)
+        below = False
+        if idle and _num(row.get("energy_j_per_answer")) and _num(wall) and row.get("answers"):
+            below = row["energy_j_per_answer"] < idle * wall / row["answers"] * 0.999
+        flags["flag_energy_below_idle"].append(bool(below))
+    for k, v in flags.items():
+        df[k] = v
+    df["sanity_flags"] = [";".join(k[len("flag_"):] for k in SANITY_FLAGS if df.loc[i, k]) or None for i in df.index]
+    acc = [_accounting(row, answers, calls) for _, row in df.iterrows()]
+    df["accounting_violations"] = [n for n, _ in acc]
+    df["accounting_example"] = [ex for _, ex in acc]
+    aa = {i: _aa_check(answers, row["load"]) if row["cell"] == "plain" else {} for i, row in df.iterrows()}
+    for col in ("aa_pairs", "aa_max_rel_diff", "aa_noise_band_rel", "aa_ok"):
+        df[col] = [aa[i].get(col) for i in df.index]
+    return df
+
+
+def _accounting(row, answers, calls) -> tuple[int | None, str | None]:
+    """The technique's own accounting checks (declared in its file) over the row's answers."""
+    from ..config import TechniqueSpec
+
+    if answers.empty:
+        return None, None
+    try:
+        tech = TechniqueSpec(row["technique"], tuple(json.loads(row["params"]).items())).build()
+    except Exception:
+        return None, None
+    a = answers[(answers["cell"] == row["cell"]) & (answers["load"] == row["load"])]
+    c = calls[(calls["cell"] == row["cell"]) & (calls["load"] == row["load"])] if not calls.empty else calls
+    by_answer: dict[str, list] = {}
+    for rec in c.to_dict("records") if len(c) else []:
+        by_answer.setdefault(rec["answer_id"], []).append(rec)
+    problems = []
+    for rec in a.to_dict("records"):
+        problems.extend(tech.check(rec, by_answer.get(rec["answer_id"], [])))
+    return len(problems), (problems[0] if problems else None)
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+def _aa_check(answers, load: str) -> dict[str, Any]:
+    """Plain repeat k vs k+1: their median latencies must differ by less than the noise band the
+    run itself measures, AA_Z x the combined standard error of the two medians (bootstrap CIs of
+    each repeat's median, half-width / 1.96 as the standard error)."""
+    if answers.empty:
+        return {}
+    plain = answers[(answers["cell"] == "plain") & (answers["load"] == load)]
+    reps = sorted(plain["cell_repeat"].unique()) if len(plain) else []
+    if len(reps) < 2:
+        return {}
+    stats = []
+    for k in reps:
+        lat = list(plain[plain["cell_repeat"] == k]["latency_s"])
+        med = M.percentiles(lat)["p50"]
+        ci = M.bootstrap_ci(lat, stat="median") if len(lat) >= 2 else None
+        se = ((ci[1] - ci[0]) / 2 / 1.96) if ci else 0.0
+        stats.append((med, se))
+    worst_rel, worst_band, ok = 0.0, 0.0, True
+    for (m1, s1), (m2, s2) in zip(stats, stats[1:]):
+        ref = (m1 + m2) / 2 or 1e-12
+        diff = abs(m1 - m2)
+        band = AA_Z * (s1 * s1 + s2 * s2) ** 0.5
+        if diff / ref >= worst_rel:
+            worst_rel, worst_band = diff / ref, band / ref
+        ok = ok and diff <= band
+    return {"aa_pairs": len(stats) - 1, "aa_max_rel_diff": worst_rel, "aa_noise_band_rel": worst_band, "aa_ok": ok}
 
 
 PROVENANCE_COLUMNS = {  # summary column -> (run.json section, key)

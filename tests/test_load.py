@@ -1,0 +1,205 @@
+"""Load levels and the reward micro-batcher, without a model: closed-loop concurrency, seeded
+Poisson arrivals, saturation and the time cap, on the fake engine and on bare coroutines."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import time
+
+import pytest
+
+from costtax.config import RunConfig
+from costtax.errors import ConfigError
+from costtax.load import LoadLevel, drive, parse_load, poisson_arrivals
+from costtax.profile import profile
+from costtax.records import read_jsonl
+from costtax.scoring import RewardBatcher
+from fakes import FakeEngine, FakeReward
+
+
+def test_parse_load_levels_and_errors():
+    levels = parse_load(["batch", "concurrency=1,2,4", "rate=0.5,1"])
+    assert [lv.label for lv in levels] == ["batch", "concurrency=1", "concurrency=2", "concurrency=4", "rate=0.5", "rate=1"]
+    for bad in ["concurrency=0", "concurrency=1.5", "rate=-1", "rate=", "qps=3", "concurrency=a", "rate=1,,2"]:
+        with pytest.raises(ConfigError) as exc:
+            parse_load([bad])
+        assert "--load" in str(exc.value)
+    with pytest.raises(ConfigError, match="--load"):
+        RunConfig(load=("burst",))
+
+
+def test_poisson_arrivals_are_seeded_and_have_the_right_rate():
+    a = poisson_arrivals(2000, 4.0, seed=1)
+    assert a == poisson_arrivals(2000, 4.0, seed=1) and a != poisson_arrivals(2000, 4.0, seed=2)
+    assert a[0] == 0 and all(x < y for x, y in zip(a, a[1:]))
+    assert (len(a) - 1) / a[-1] == pytest.approx(4.0, rel=0.1)
+
+
+def _work(delay_s: float, log: list):
+    state = {"in_flight": 0, "peak": 0}
+
+    async def run_one(item):
+        state["in_flight"] += 1
+        state["peak"] = max(state["peak"], state["in_flight"])
+        log.append((item, time.monotonic()))
+        await asyncio.sleep(delay_s)
+        state["in_flight"] -= 1
+
+    return run_one, state
+
+
+def test_closed_loop_keeps_c_in_flight():
+    log: list = []
+    run_one, state = _work(0.02, log)
+    res = asyncio.run(drive(LoadLevel("concurrency", 3), list(range(10)), run_one))
+    assert state["peak"] == 3 and res.finished == 10 and not res.timed_out
+    log2: list = []
+    run_one, state = _work(0.02, log2)
+    asyncio.run(drive(LoadLevel("batch"), list(range(10)), run_one))
+    assert state["peak"] == 10
+
+
+def test_open_loop_follows_arrivals_and_detects_saturation():
+    # A fast server at a low rate keeps up ...
+    log: list = []
+    run_one, _ = _work(0.005, log)
+    res = asyncio.run(drive(LoadLevel("rate", 50.0), list(range(20)), run_one, seed=3))
+    st = res.stats(LoadLevel("rate", 50.0))
+    assert not st["saturated"] and st["offered_answers_per_s"] == pytest.approx(50, rel=0.5)
+    offsets = poisson_arrivals(20, 50.0, 3)
+    t0 = log[0][1]
+    for (_, t), off in zip(log, offsets):
+        assert t - t0 == pytest.approx(off, abs=0.03)
+    # ... a server that serves one answer at a time, 20 ms each, cannot follow 200 answers/s.
+    lock = asyncio.Lock
+
+    async def serial_factory():
+        gate = lock()
+
+        async def run_one(item):
+            async with gate:
+                await asyncio.sleep(0.02)
+
+        return await drive(LoadLevel("rate", 200.0), list(range(20)), run_one, seed=3)
+
+    st = asyncio.run(serial_factory()).stats(LoadLevel("rate", 200.0))
+    assert st["saturated"] and st["completion_answers_per_s"] < 0.9 * st["offered_answers_per_s"]
+
+
+def test_time_cap_cancels_and_marks_saturated():
+    log: list = []
+    run_one, _ = _work(0.5, log)
+    res = asyncio.run(drive(LoadLevel("concurrency", 1), list(range(5)), run_one, timeout_s=0.2))
+    assert res.timed_out and res.finished == 0
+    assert res.stats(LoadLevel("concurrency", 1))["saturated"]
+
+
+def test_an_answer_failure_fails_the_level_and_cancels_the_rest():
+    async def run_one(item):
+        if item == 2:
+            raise RuntimeError("boom")
+        await asyncio.sleep(1.0)
+
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(drive(LoadLevel("batch"), list(range(5)), run_one))
+    assert time.monotonic() - t0 < 0.9
+
+
+class CountingReward(FakeReward):
+    def __init__(self):
+        super().__init__()
+        self.batch_sizes = []
+
+    def score(self, prompts, responses):
+        self.batch_sizes.append(len(responses))
+        time.sleep(0.01)
+        return super().score(prompts, responses)
+
+
+def test_reward_batcher_merges_concurrent_calls_and_splits_results():
+    scorer = CountingReward()
+
+    async def main():
+        b = RewardBatcher(scorer, max_pairs=8, max_wait_s=0.01)
+        outs = await asyncio.gather(*(b.score(f"p{i}", [f"r{i} a", f"r{i} b c"]) for i in range(6)))
+        await b.aclose()
+        return b, outs
+
+    b, outs = asyncio.run(main())
+    assert sum(scorer.batch_sizes) == 12 and max(scorer.batch_sizes) <= 8 and len(scorer.batch_sizes) < 6
+    direct = FakeReward().score(["p3", "p3"], ["r3 a", "r3 b c"])
+    assert outs[3].rewards == pytest.approx(direct.rewards)
+    assert outs[3].tokens == sum(direct.tokens)
+    assert all(o.wait_s >= 0 and o.batch_calls >= 1 for o in outs)
+    assert sum(x["pairs"] for x in b.batches) == 12
+
+
+def test_reward_batcher_failure_reaches_every_waiting_call():
+    async def main():
+        b = RewardBatcher(FakeReward(fail=True), max_pairs=8, max_wait_s=0.01)
+        res = await asyncio.gather(*(b.score("p", ["x"]) for _ in range(3)), return_exceptions=True)
+        await b.aclose()
+        return res
+
+    assert all(isinstance(r, RuntimeError) for r in asyncio.run(main()))
+
+
+class InFlightEngine(FakeEngine):
+    def __init__(self, delay_s=0.01, **kw):
+        super().__init__(**kw)
+        self.delay, self.now, self.peak = delay_s, 0, 0
+
+    async def agenerate(self, request, sampling):
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            import dataclasses
+
+            t0 = time.monotonic()
+            res = self._results([request], sampling, t0)[0]
+            await asyncio.sleep(self.delay)
+            return dataclasses.replace(res, t_finish_s=time.monotonic(), queue_s=0.001)
+        finally:
+            self.now -= 1
+
+
+def test_profile_load_levels_write_one_row_per_cell_and_level(tmp_path):
+    engine = InFlightEngine()
+    cfg = RunConfig(techniques=("bon:n=2",), prompts=("helpful",), limit=6, max_tokens=8, out=str(tmp_path / "r"),
+                    judge_calibration=False, load=("concurrency=1,3", "rate=40"), warmup_answers=0, slo_p95_s=10.0)
+    scorer = FakeReward()
+    profile(cfg, engine=engine, scorer=scorer, eval_scorer=scorer)
+    with open(tmp_path / "r" / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["cell"], r["load"]) for r in rows] == [
+        ("plain", "concurrency=1"), ("bon:n=2", "concurrency=1"), ("plain", "concurrency=3"), ("bon:n=2", "concurrency=3"),
+        ("plain", "rate=40"), ("bon:n=2", "rate=40"),
+    ]
+    for r in rows:
+        assert int(r["answers"]) == 6 and float(r["achieved_answers_per_s"]) > 0
+        assert float(r["queue_p50_s"]) == pytest.approx(0.001)
+        assert float(r["goodput_answers_per_s"]) == pytest.approx(float(r["achieved_answers_per_s"]))
+        assert r["latency_p50_x"] != ""  # every level has its own plain baseline
+    c1 = {r["cell"]: r for r in rows if r["load"] == "concurrency=1"}
+    c3 = {r["cell"]: r for r in rows if r["load"] == "concurrency=3"}
+    assert float(c3["plain"]["achieved_answers_per_s"]) > 1.5 * float(c1["plain"]["achieved_answers_per_s"])
+    answers = list(read_jsonl(tmp_path / "r" / "answers.jsonl"))
+    rate = sorted((a for a in answers if a["load"] == "rate=40" and a["cell"] == "plain"), key=lambda a: a["t_arrival_s"])
+    assert all(a["t_arrival_s"] is not None for a in rate) and rate[-1]["t_arrival_s"] > rate[0]["t_arrival_s"]
+    # bon's score calls under concurrency=3 can share reward-model passes
+    calls = [c for c in read_jsonl(tmp_path / "r" / "calls.jsonl") if c["stage"] == "score"]
+    assert all("score_wait_s" in c["extra"] and c["extra"]["score_batch_pairs"] >= 2 for c in calls)
+
+
+def test_level_time_cap_keeps_finished_rows(tmp_path):
+    engine = InFlightEngine(delay_s=0.3)
+    cfg = RunConfig(techniques=("plain",), prompts=("helpful",), limit=6, max_tokens=8, out=str(tmp_path / "r"),
+                    judge_calibration=False, load=("concurrency=1",), warmup_answers=0, level_timeout_s=1.0)
+    profile(cfg, engine=engine, scorer=FakeReward(), eval_scorer=None)
+    with open(tmp_path / "r" / "summary.csv") as fh:
+        row = list(csv.DictReader(fh))[0]
+    assert row["saturated"] == "True" and row["level_timed_out"] == "True"
+    assert 1 <= int(row["answers"]) < 6
+    cell = list(read_jsonl(tmp_path / "r" / "cells.jsonl"))[0]
+    assert "time cap" in cell["load_stats"]["error"]

@@ -1,0 +1,203 @@
+"""Steady-state measurement on the fake engine: cell repeats, warm-up, the cold-start detector,
+sanity flags, the plain-vs-plain A/A check and the technique accounting checks."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import time
+
+import pytest
+
+from costtax.config import RunConfig
+from costtax.profile import profile
+from costtax.records import read_jsonl
+from fakes import FakeEngine, FakeReward
+
+
+def _run(tmp_path, techniques, engine, **kw):
+    cfg = RunConfig(
+        techniques=tuple(techniques),
+        prompts=kw.pop("prompts", ("helpful",)),
+        limit=kw.pop("limit", 6),
+        max_tokens=kw.pop("max_tokens", 8),
+        out=str(tmp_path / "run"),
+        judge_calibration=False,
+        **kw,
+    )
+    scorer = FakeReward()
+    res = profile(cfg, engine=engine, scorer=scorer, eval_scorer=scorer)
+    with open(res.run_dir / "summary.csv") as fh:
+        summary = {r["cell"] + "@" + r["load"]: r for r in csv.DictReader(fh)}
+    return res, summary
+
+
+class TimedEngine(FakeEngine):
+    """Every request takes `base_s`; requests matching `slow(request_id)` take `slow_s` instead."""
+
+    def __init__(self, base_s=0.01, slow_s=0.0, slow=lambda rid: False, **kw):
+        super().__init__(**kw)
+        self.base_s, self.slow_s, self.slow = base_s, slow_s, slow
+
+    async def agenerate(self, request, sampling):
+        t0 = time.monotonic()
+        res = self._results([request], sampling, t0)[0]
+        await asyncio.sleep(self.slow_s if self.slow(request.request_id) else self.base_s)
+        import dataclasses
+
+        t1 = time.monotonic()
+        return dataclasses.replace(res, t_first_token_s=t0 + (t1 - t0) / 2, t_finish_s=t1)
+
+
+def _is_real(rid: str) -> bool:
+    return not rid.startswith("warmup:")
+
+
+def test_cell_repeats_interleave_and_aggregate(tmp_path):
+    res, summary = _run(tmp_path, ["bon:n=2"], TimedEngine(), cell_repeats=3, warmup_answers=2)
+    units = [(c["cell"], c["cell_repeat"]) for c in read_jsonl(res.run_dir / "cells.jsonl")]
+    assert units == [("plain", 0), ("bon:n=2", 0), ("plain", 1), ("bon:n=2", 1), ("plain", 2), ("bon:n=2", 2)]
+    cells = list(read_jsonl(res.run_dir / "cells.jsonl"))
+    # warm-up only before the first repeat of each cell, recorded, never in the rows
+    assert [bool(c["warmup"]) for c in cells] == [True, True, False, False, False, False]
+    assert cells[0]["warmup"]["answers"] == 2
+    answers = list(read_jsonl(res.run_dir / "answers.jsonl"))
+    ids = [a["answer_id"] for a in answers]
+    assert len(ids) == len(set(ids)) == 2 * 3 * 6
+    assert not any(a["answer_id"].startswith("warmup") for a in answers)
+    row = summary["bon:n=2@batch"]
+    assert int(row["cell_repeats"]) == 3 and int(row["answers"]) == 18
+    lo, hi, mid = (float(row[k]) for k in ("repeat_min_latency_p50_s", "repeat_max_latency_p50_s", "latency_p50_s"))
+    assert lo <= mid <= hi
+    assert row["accounting_violations"] == "0"
+
+
+def test_cold_first_repeat_is_flagged_and_warm_run_is_not(tmp_path):
+    # The first real plain repeat (no '@' unit tag) is 20x slower than everything after it.
+    slow = lambda rid: _is_real(rid) and rid.startswith("plain|")  # noqa: E731
+    _, summary = _run(tmp_path / "cold", ["bon:n=2"], TimedEngine(slow_s=0.3, slow=slow), cell_repeats=3, warmup_answers=0)
+    assert summary["plain@batch"]["cold_outlier"] == "True"
+    assert "repeat 1" in summary["plain@batch"]["cold_outlier_reason"]
+    assert summary["bon:n=2@batch"]["cold_outlier"] == "False"
+    _, summary = _run(tmp_path / "warm", ["bon:n=2"], TimedEngine(), cell_repeats=3, warmup_answers=0)
+    assert summary["plain@batch"]["cold_outlier"] == "False"
+
+
+class BatchedEngine(TimedEngine):
+    """Forms engine batches of `size` requests in arrival order; the first batch is slow."""
+
+    def __init__(self, size=2, first_s=0.3, **kw):
+        super().__init__(**kw)
+        self.size, self.first_s, self.seen = size, first_s, 0
+
+    async def agenerate(self, request, sampling):
+        import dataclasses
+
+        k = self.seen // self.size
+        self.seen += 1
+        t0 = time.monotonic()
+        res = self._results([request], sampling, t0)[0]
+        await asyncio.sleep(self.first_s if k == 0 else self.base_s)
+        return dataclasses.replace(res, t_finish_s=time.monotonic(), batch_id=f"b{k}")
+
+
+def test_cold_first_engine_batch_is_flagged(tmp_path):
+    _, summary = _run(tmp_path / "a", ["plain"], BatchedEngine(first_s=0.3), warmup_answers=0, limit=8)
+    assert summary["plain@batch"]["cold_outlier"] == "True"
+    assert "first engine batch" in summary["plain@batch"]["cold_outlier_reason"]
+    _, summary = _run(tmp_path / "b", ["plain"], BatchedEngine(first_s=0.01), warmup_answers=0, limit=8)
+    assert summary["plain@batch"]["cold_outlier"] == "False"
+
+
+def test_aa_check_catches_a_drifting_plain_repeat(tmp_path):
+    steady = TimedEngine(base_s=0.02)
+    _, summary = _run(tmp_path / "ok", ["plain"], steady, cell_repeats=3, warmup_answers=0, limit=8)
+    row = summary["plain@batch"]
+    assert row["aa_ok"] == "True" and int(float(row["aa_pairs"])) == 2
+    # plain's second repeat ('#1' in its unit tag) runs 10x slower: the A/A check must fail
+    drift = TimedEngine(base_s=0.02, slow_s=0.2, slow=lambda rid: "@batch#1|" in rid)
+    _, summary = _run(tmp_path / "bad", ["plain"], drift, cell_repeats=3, warmup_answers=0, limit=8)
+    row = summary["plain@batch"]
+    assert row["aa_ok"] == "False" and float(row["aa_max_rel_diff"]) > float(row["aa_noise_band_rel"])
+
+
+def test_sanity_flag_cheaper_than_plain(tmp_path):
+    # plain is slow, bon (2x the tokens) is fast: impossible on one engine, must be flagged
+    slow_plain = TimedEngine(base_s=0.001, slow_s=0.2, slow=lambda rid: rid.startswith("plain|"))
+    _, summary = _run(tmp_path / "a", ["bon:n=4"], slow_plain, warmup_answers=0)
+    assert summary["bon:n=4@batch"]["flag_cheaper_than_plain"] == "True"
+    assert "cheaper_than_plain" in summary["bon:n=4@batch"]["sanity_flags"]
+    _, summary = _run(tmp_path / "b", ["bon:n=4"], TimedEngine(base_s=0.01), warmup_answers=0)
+    assert summary["bon:n=4@batch"]["flag_cheaper_than_plain"] == "False"
+
+
+def test_sanity_flag_cached_exceeds_prompt(tmp_path):
+    import dataclasses
+
+    class Overcounting(TimedEngine):
+        async def agenerate(self, request, sampling):
+            res = await super().agenerate(request, sampling)
+            return dataclasses.replace(res, cached_prompt_tokens=res.prompt_tokens * request.n + 5)
+
+    _, summary = _run(tmp_path, ["plain"], Overcounting(), warmup_answers=0)
+    assert summary["plain@batch"]["flag_cached_exceeds_prompt"] == "True"
+
+
+def test_sanity_flag_nonpositive_duration(tmp_path):
+    import dataclasses
+
+    class Backwards(TimedEngine):
+        async def agenerate(self, request, sampling):
+            res = await super().agenerate(request, sampling)
+            return dataclasses.replace(res, t_finish_s=res.t_submit_s - 0.5)
+
+    _, summary = _run(tmp_path, ["plain"], Backwards(), warmup_answers=0)
+    assert summary["plain@batch"]["flag_nonpositive_duration"] == "True"
+
+
+def test_warmup_runs_the_cells_own_prompts_and_scoring(tmp_path):
+    engine, scorer = TimedEngine(), FakeReward()
+    seen = []
+    orig = engine.agenerate
+
+    async def spy(request, sampling):
+        seen.append(request.request_id)
+        return await orig(request, sampling)
+
+    engine.agenerate = spy
+    cfg = RunConfig(techniques=("bon:n=3",), prompts=("helpful",), limit=4, max_tokens=8, out=str(tmp_path / "r"),
+                    judge_calibration=False, warmup_answers=2)
+    profile(cfg, engine=engine, scorer=scorer, eval_scorer=None)
+    warm = [r for r in seen if r.startswith("warmup:bon")]
+    assert len(warm) == 2 and all("helpful-00" in r for r in warm)
+    # the reward model saw the warm-up's score batch too (3 candidates x 2 answers)
+    assert scorer.calls >= 2
+
+
+def test_resume_with_cell_repeats_writes_no_duplicates(tmp_path):
+    from costtax.profile import RunInterrupted
+
+    cfg = RunConfig(techniques=("bon:n=2",), prompts=("helpful",), limit=3, max_tokens=8, out=str(tmp_path / "r"),
+                    judge_calibration=False, cell_repeats=2, warmup_answers=0, score_max_pairs=2)
+
+    class DieLate(FakeReward):
+        def score(self, prompts, responses):
+            # plain#0 eval, bon#0 (3 scores + eval), plain#1 eval, then die inside bon#1
+            if self.calls == 8:
+                raise KeyboardInterrupt
+            return super().score(prompts, responses)
+
+    with pytest.raises(RunInterrupted):
+        s = DieLate()
+        profile(cfg, engine=TimedEngine(), scorer=s, eval_scorer=s)
+    done = [(c["cell"], c["cell_repeat"]) for c in read_jsonl(tmp_path / "r" / "cells.jsonl")]
+    assert ("bon:n=2", 1) not in done and ("plain", 1) in done
+    s = FakeReward()
+    profile(cfg, resume=tmp_path / "r", engine=TimedEngine(), scorer=s, eval_scorer=s)
+    answers = list(read_jsonl(tmp_path / "r" / "answers.jsonl"))
+    ids = [a["answer_id"] for a in answers]
+    assert len(ids) == len(set(ids)) == 2 * 2 * 3
+    cells = [(c["cell"], c["cell_repeat"], c["status"]) for c in read_jsonl(tmp_path / "r" / "cells.jsonl")]
+    assert sorted(set(cells)) == sorted({("plain", 0, "ok"), ("bon:n=2", 0, "ok"), ("plain", 1, "ok"), ("bon:n=2", 1, "ok")})
+    meta = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert meta["status"] == "finished"
