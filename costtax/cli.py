@@ -55,6 +55,14 @@ def profile(
     max_model_len: int = typer.Option(2048, "--max-model-len"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow model repos' own code (off by default)"),
     judge_calibration: bool = typer.Option(True, "--judge-calibration/--no-judge-calibration"),
+    cell_repeats: int = typer.Option(1, "--cell-repeats", help="run every cell R times, interleaved; rows report the median and spread"),
+    warmup_answers: int = typer.Option(4, "--warmup-answers", help="answers of the cell's own prompts run (and discarded) before its first repeat; 0: none"),
+    load: Optional[List[str]] = typer.Option(None, "--load", help="repeatable: batch | concurrency=1,2,4 | rate=0.5,1 (answers/s, Poisson)"),
+    level_timeout_s: Optional[float] = typer.Option(None, "--level-timeout-s", help="time cap per cell x load level; hitting it marks the level saturated"),
+    slo_p95_s: Optional[float] = typer.Option(None, "--slo-p95-s", help="latency SLO for the goodput column"),
+    ignore_eos: bool = typer.Option(False, "--ignore-eos", help="fixed-length generation: every sample runs to --max-tokens"),
+    score_max_pairs: int = typer.Option(64, "--score-max-pairs", help="reward micro-batcher: max prompt/response pairs per pass"),
+    score_max_wait_ms: float = typer.Option(5.0, "--score-max-wait-ms", help="reward micro-batcher: max wait for more score calls"),
 ):
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
     from .profile import config_from_run, profile as run_profile
@@ -72,6 +80,8 @@ def profile(
             given["techniques"] = tuple(given.pop("technique"))
         if "prompts" in given:
             given["prompts"] = tuple(given["prompts"])
+        if "load" in given:
+            given["load"] = tuple(given["load"])
         config = dataclasses.replace(stored, **given)
     else:
         config = RunConfig(
@@ -93,6 +103,14 @@ def profile(
             trust_remote_code=trust_remote_code,
             max_model_len=max_model_len,
             judge_calibration=judge_calibration,
+            cell_repeats=cell_repeats,
+            warmup_answers=warmup_answers,
+            load=tuple(load or ("batch",)),
+            level_timeout_s=level_timeout_s,
+            slo_p95_s=slo_p95_s,
+            ignore_eos=ignore_eos,
+            score_max_pairs=score_max_pairs,
+            score_max_wait_ms=score_max_wait_ms,
         )
 
     def on_event(kind: str, data: dict) -> None:
@@ -101,7 +119,8 @@ def profile(
         elif kind == "status":
             typer.echo(f"costtax: {data['msg']}", err=True)
         elif kind == "cell_start":
-            typer.echo(f"costtax: cell {data['cell']} ...", err=True)
+            where = "" if data.get("load", "batch") == "batch" and not data.get("cell_repeat") else f" [{data.get('load')} repeat {data.get('cell_repeat', 0) + 1}]"
+            typer.echo(f"costtax: cell {data['cell']}{where} ...", err=True)
         elif kind == "cell_done":
             typer.echo(f"costtax: cell {data['cell']} done: {data['answers']} answers in {data['wall_s']:.1f}s", err=True)
         elif kind == "cell_failed":
@@ -125,7 +144,7 @@ def _print_table(run_dir: Path, df=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .report import headline_rows, load_summary
+    from .report import headline_rows, load_summary, row_warnings
 
     if df is None:
         df = load_summary(run_dir)
@@ -137,6 +156,8 @@ def _print_table(run_dir: Path, df=None) -> None:
         table.add_row(*r)
     console = Console(width=200)
     console.print(table)
+    for w in row_warnings(df):
+        console.print(w)
     notes = sorted({n for n in df.get("noise_note", []) if isinstance(n, str) and n})
     for n in notes:
         console.print(f"note: {n} (see *_ci95_* columns in summary.csv)")
@@ -167,9 +188,13 @@ def plan(
     run_dir: str = typer.Argument(..., help="a run directory"),
     qps: float = typer.Option(..., "--qps", help="target final answers per second"),
     slo_p95_s: float = typer.Option(..., "--slo-p95-s", help="latency SLO on p95 per final answer (s)"),
-    usd_per_device_hour: Optional[float] = typer.Option(None, "--usd-per-device-hour", help="price of one device (GPU, or this CPU machine) per hour"),
+    usd_per_device_hour: Optional[float] = typer.Option(None, "--usd-per-device-hour", help="price of one replica (GPU, server, or this CPU machine) per hour"),
+    min_reward: Optional[float] = typer.Option(None, "--min-reward", help="quality floor: lower 95% CI end of the mean reward"),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="quality floor: lower 95% CI end of accuracy (0..1)"),
+    min_win_rate: Optional[float] = typer.Option(None, "--min-win-rate", help="quality floor: lower 95% CI end of the win rate vs plain (0..1)"),
 ):
-    """Capacity plan: devices for a target QPS under a p95 SLO, $ and joules per answer, per cell."""
+    """Capacity plan from the measured latency-vs-throughput curve: replicas for a target QPS
+    under a p95 SLO, $ and kWh per 1M answers, quality floors, the cheapest cell that holds them."""
     p = Path(run_dir)
     if not (p / "run.json").is_file():
         raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
@@ -179,28 +204,44 @@ def plan(
         raise CosttaxError(f"--slo-p95-s: bad value {slo_p95_s!r}: use a positive number of seconds")
     if usd_per_device_hour is not None and usd_per_device_hour < 0:
         raise CosttaxError(f"--usd-per-device-hour: bad value {usd_per_device_hour!r}: use a price >= 0")
+    for flag, v in (("--min-accuracy", min_accuracy), ("--min-win-rate", min_win_rate)):
+        if v is not None and not 0 <= v <= 1:
+            raise CosttaxError(f"{flag}: bad value {v!r}: use a fraction between 0 and 1")
     from rich.console import Console
     from rich.table import Table
 
     from .report import capacity_plan
 
-    df = capacity_plan(p, qps=qps, slo_p95_s=slo_p95_s, usd_per_device_hour=usd_per_device_hour)
+    df = capacity_plan(p, qps=qps, slo_p95_s=slo_p95_s, usd_per_device_hour=usd_per_device_hour,
+                       min_reward=min_reward, min_accuracy=min_accuracy, min_win_rate=min_win_rate)
     out = p / "plan.csv"
     df.to_csv(out, index=False)
+    floors = any(v is not None for v in (min_reward, min_accuracy, min_win_rate))
     t = Table(title=f"capacity plan: {qps:g} answers/s, p95 <= {slo_p95_s:g}s", title_justify="left")
-    for h in ("cell", "p95 s", "ans/s/device", "feasible", "devices", "× plain", "$/1k answers", "J/answer"):
-        t.add_column(h, justify="left" if h == "cell" else "right")
+    heads = ["cell", "ans/s per replica", "basis", "replicas", "× plain", "$/1M answers", "kWh/1M answers"]
+    if floors:
+        heads.append("quality floor")
+    heads.append("cheapest")
+    for h in heads:
+        t.add_column(h, justify="left" if h in ("cell", "basis") else "right")
 
     def f(v, fmt):
         return "—" if v is None or v != v else fmt.format(v)
 
     for _, r in df.iterrows():
-        t.add_row(r["cell"], f(r["measured_p95_s"], "{:.2f}"), f(r["answers_per_s_per_device"], "{:.2f}"),
-                  "yes" if r["feasible"] else "NO", f(r["devices_needed"], "{:.0f}"), f(r["devices_x_plain"], "{:.2f}"),
-                  f(r["usd_per_1k_answers"], "{:.3f}"), f(r["energy_j_per_answer"], "{:.1f}"))
-    console = Console(width=160)
+        cells = [r["cell"], f(r.get("capacity_answers_per_s"), "{:.3g}"), str(r.get("basis")), f(r.get("replicas_needed"), "{:.0f}"),
+                 f(r.get("replicas_x_plain"), "{:.2f}"), f(r.get("usd_per_1m_answers"), "{:,.0f}"), f(r.get("kwh_per_1m_answers"), "{:,.1f}")]
+        if floors:
+            holds = r.get("quality_floor_holds")
+            cells.append("holds" if holds is True else "NOT MET" if holds is False else "—")
+        cells.append("★" if r.get("cheapest") else "")
+        t.add_row(*cells)
+    console = Console(width=180)
     console.print(t)
-    console.print(f"device: {df['device'].iloc[0] if len(df) else '?'}; model: {df['model'].iloc[0] if len(df) else ''}")
+    src = df["quality_source"].dropna().iloc[0] if "quality_source" in df and df["quality_source"].notna().any() else None
+    if floors and src == "proxy":
+        console.print("note: quality floors use the selection reward model as a proxy (no --eval-reward-model in this run)")
+    console.print(f"replica: what ran the profile ({df['device'].dropna().iloc[0] if 'device' in df and df['device'].notna().any() else '?'}); model: {df['model'].dropna().iloc[0] if 'model' in df and df['model'].notna().any() else ''}")
     console.print(f"plan: {out}")
 
 

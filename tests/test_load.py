@@ -203,3 +203,33 @@ def test_level_time_cap_keeps_finished_rows(tmp_path):
     assert 1 <= int(row["answers"]) < 6
     cell = list(read_jsonl(tmp_path / "r" / "cells.jsonl"))[0]
     assert "time cap" in cell["load_stats"]["error"]
+
+
+def test_sustainable_rate_interpolates_and_never_extrapolates():
+    from costtax.report.plan import sustainable_rate
+
+    pts = [(1.0, 1.0), (2.0, 2.0), (3.0, 6.0)]
+    cap, basis = sustainable_rate(pts, 4.0)
+    assert basis == "interpolated" and cap == pytest.approx(2.5)  # p95 4 s halfway between 2 s and 6 s
+    cap, basis = sustainable_rate(pts, 10.0)
+    assert cap == 3.0 and basis.startswith("at least")
+    cap, basis = sustainable_rate(pts, 0.5)
+    assert cap is None and basis.startswith("infeasible")
+
+
+def test_capacity_plan_from_a_measured_curve(tmp_path):
+    from costtax.report import capacity_plan
+
+    engine = InFlightEngine(delay_s=0.02)
+    cfg = RunConfig(techniques=("bon:n=2",), prompts=("helpful",), limit=6, max_tokens=8, out=str(tmp_path / "r"),
+                    judge_calibration=False, load=("concurrency=1,2,6",), warmup_answers=0)
+    scorer = FakeReward()
+    profile(cfg, engine=engine, scorer=scorer, eval_scorer=scorer)
+    plan = capacity_plan(tmp_path / "r", qps=50.0, slo_p95_s=30.0, usd_per_device_hour=3.6, min_reward=-100.0, min_accuracy=0.99).set_index("cell")
+    for cell in ("plain", "bon:n=2"):
+        r = plan.loc[cell]
+        assert r["feasible"] and r["basis"].startswith("at least")  # a 30 s SLO is met at every level
+        assert r["replicas_needed"] == pytest.approx(-(-50 // r["capacity_answers_per_s"]))
+        assert r["usd_per_1m_answers"] == pytest.approx(1e6 * 3.6 / 3600 / r["capacity_answers_per_s"])
+        assert r["quality_floor_holds"] is False or r["quality_floor_holds"] == False  # noqa: E712  (no accuracy on helpful)
+    assert (tmp_path / "r" / "load.png").is_file()

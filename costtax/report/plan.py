@@ -1,51 +1,144 @@
-"""Capacity plan: devices, dollars and joules per cell for a target load, from summary.csv."""
+"""Capacity plan from the measured latency-vs-throughput curve (summary.csv only).
+
+Per cell: the highest sustainable answers/s per replica whose p95 latency meets the SLO, read off
+the load levels the run measured (concurrency or rate levels, unsaturated ones), interpolated
+linearly between the last level that meets the SLO and the first that does not, never
+extrapolated past the highest level measured (then the capacity reads "at least X, beyond the
+measured range"). Replicas = ceil(QPS / capacity); $ and kWh per 1M answers at that capacity.
+A run with only the offline batch level falls back to the batch throughput at the batch's p95,
+labelled so: it cannot see queueing.
+
+Quality floors hold when the lower end of the metric's 95% CI is at or above the floor (the
+evaluation reward model's numbers where the run had one, else the proxy, labelled).
+"""
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 from .summary import ensure_summary
 
+FLOOR_COLUMNS = {  # floor name -> (summary column of the CI low end, point estimate)
+    "min_reward": ("eval_reward_ci95_lo", "eval_reward_mean"),
+    "min_accuracy": ("accuracy_ci95_lo", "accuracy"),
+    "min_win_rate": ("win_rate_ci95_lo", "win_rate_vs_plain"),
+}
 
-def capacity_plan(run_dir: str | Path, *, qps: float, slo_p95_s: float, usd_per_device_hour: float | None = None):
-    """Devices needed per cell to serve `qps` final answers/s within a p95 latency SLO.
 
-    Model (stated in every row): one device sustains the cell's measured offline-batch
-    throughput (answers_per_s) at the measured per-answer p95 latency; devices = ceil(qps /
-    answers_per_s) when p95 <= SLO, else the cell is infeasible at the measured batch size
-    (smaller batches would lower latency and throughput: measure them with a smaller --limit).
-    A "device" is what ran the profile: one GPU, or this whole CPU machine.
-    """
-    import math
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
 
+
+def _truthy(v) -> bool:
+    return v is True or (isinstance(v, str) and v.lower() == "true")
+
+
+def sustainable_rate(points: list[tuple[float, float]], slo_p95_s: float) -> tuple[float | None, str]:
+    """Points are (achieved answers/s, p95 s) of unsaturated levels. Returns (capacity, basis):
+    basis is 'interpolated', 'measured', 'at least (beyond the measured range)' or 'infeasible'."""
+    pts = sorted((a, p) for a, p in points if _num(a) and _num(p) and a > 0)
+    if not pts:
+        return None, "no measured level"
+    ok = [i for i, (_, p) in enumerate(pts) if p <= slo_p95_s]
+    if not ok:
+        return None, "infeasible: p95 above the SLO at every measured level"
+    i = max(ok)
+    if i == len(pts) - 1:
+        return pts[i][0], "at least (beyond the measured range)"
+    (a0, p0), (a1, p1) = pts[i], pts[i + 1]
+    if p1 > p0 and a1 > a0:
+        return a0 + (slo_p95_s - p0) / (p1 - p0) * (a1 - a0), "interpolated"
+    return a0, "measured"
+
+
+def capacity_plan(
+    run_dir: str | Path,
+    *,
+    qps: float,
+    slo_p95_s: float,
+    usd_per_device_hour: float | None = None,
+    min_reward: float | None = None,
+    min_accuracy: float | None = None,
+    min_win_rate: float | None = None,
+):
+    """Replicas, $ and kWh per 1M answers per cell for `qps` answers/s under a p95 SLO.
+
+    A replica ("device") is what ran the profile: one GPU, one server costtax drove (however many
+    GPUs it spans), or this whole CPU machine."""
     import pandas as pd
 
     df = ensure_summary(run_dir)  # the table the run wrote: no metric is recomputed
+    floors = {k: v for k, v in (("min_reward", min_reward), ("min_accuracy", min_accuracy), ("min_win_rate", min_win_rate)) if v is not None}
     rows = []
-    for _, r in df.iterrows():
-        aps, p95 = r.get("answers_per_s"), r.get("latency_p95_s")
-        ok = r.get("status") == "ok" and aps and aps == aps and p95 == p95
-        feasible = bool(ok and p95 <= slo_p95_s)
-        devices = math.ceil(qps / aps) if feasible else None
-        row = {
-            "cell": r["cell"],
+    order = list(dict.fromkeys(df["cell"]))
+    for cell in order:
+        g = df[(df["cell"] == cell) & (df.get("status", "ok") == "ok")]
+        if g.empty:
+            rows.append({"cell": cell, "feasible": False, "basis": "cell failed"})
+            continue
+        loaded = g[g["load_mode"].isin(["concurrency", "rate"])] if "load_mode" in g else g.iloc[0:0]
+        if len(loaded):
+            usable = loaded[[not _truthy(s) for s in loaded.get("saturated", [False] * len(loaded))]]
+            cap, basis = sustainable_rate(list(zip(usable["achieved_answers_per_s"], usable["latency_p95_s"])), slo_p95_s)
+            if cap is None and len(usable) < len(loaded) and "infeasible" not in basis:
+                basis = "infeasible: every measured level saturated"
+            curve = "load levels: " + ", ".join(str(x) for x in loaded["load"])
+        else:
+            b = g.iloc[0]
+            aps, p95 = b.get("answers_per_s"), b.get("latency_p95_s")
+            cap = aps if (_num(aps) and _num(p95) and p95 <= slo_p95_s) else None
+            basis = "offline batch estimate (no load levels: queueing not measured)" if cap else "infeasible at the measured batch size (offline batch)"
+            curve = "batch"
+        # energy per answer: from the row closest to the chosen operating point, else any row
+        ref = g.iloc[0]
+        if cap is not None and len(loaded):
+            ref = loaded.iloc[(loaded["achieved_answers_per_s"] - cap).abs().argsort().iloc[0]]
+        e = ref.get("energy_j_per_answer")
+        if not _num(e):
+            e = next((x for x in g.get("energy_j_per_answer", []) if _num(x)), None)
+        replicas = math.ceil(qps / cap - 1e-9) if cap else None
+        quality_row = g[g["load_mode"] == "batch"].iloc[0] if ("load_mode" in g and (g["load_mode"] == "batch").any()) else g.iloc[0]
+        row: dict[str, Any] = {
+            "cell": cell,
             "target_qps": qps,
             "slo_p95_s": slo_p95_s,
-            "measured_p95_s": p95,
-            "answers_per_s_per_device": aps,
-            "feasible": feasible,
-            "devices_needed": devices,
-            "device": r.get("device"),
-            "energy_j_per_answer": r.get("energy_j_per_answer"),
+            "capacity_answers_per_s": cap,
+            "basis": basis,
+            "curve": curve,
+            "feasible": cap is not None,
+            "replicas_needed": replicas,
+            "devices_needed": replicas,  # kept for earlier plan.csv readers
             "usd_per_device_hour": usd_per_device_hour,
-            "usd_per_1k_answers": (1000 * usd_per_device_hour / 3600 / aps) if (usd_per_device_hour and ok) else None,
-            "usd_per_hour_at_target": (devices * usd_per_device_hour) if (devices and usd_per_device_hour) else None,
-            "devices_x_plain": None,
-            "model": "offline-batch throughput per device; p95 at the measured batch size",
+            "usd_per_1m_answers": (1e6 * usd_per_device_hour / 3600 / cap) if (usd_per_device_hour is not None and cap) else None,
+            "usd_per_1k_answers": (1e3 * usd_per_device_hour / 3600 / cap) if (usd_per_device_hour is not None and cap) else None,
+            "usd_per_hour_at_target": (replicas * usd_per_device_hour) if (replicas and usd_per_device_hour is not None) else None,
+            "energy_j_per_answer": e if _num(e) else None,
+            "kwh_per_1m_answers": (e * 1e6 / 3.6e6) if _num(e) else None,
+            "device": ref.get("device"),
+            "model": ref.get("model"),
+            "quality_source": quality_row.get("eval_reward_source"),
         }
+        holds = True
+        for name, floor in floors.items():
+            lo_col, est_col = FLOOR_COLUMNS[name]
+            if name == "min_win_rate" and not _num(quality_row.get(lo_col)) and quality_row.get("eval_reward_source") == "proxy":
+                est_col = "proxy_win_rate_vs_plain"
+            lo = quality_row.get(lo_col)
+            row[f"{name}_ci95_lo"] = lo if _num(lo) else None
+            row[f"{name}_estimate"] = quality_row.get(est_col) if _num(quality_row.get(est_col)) else None
+            ok = _num(lo) and lo >= floor
+            row[f"{name}_holds"] = bool(ok)
+            holds = holds and bool(ok)
+        row["quality_floor_holds"] = holds if floors else None
         rows.append(row)
     plan = pd.DataFrame(rows)
     base = plan[plan["cell"] == "plain"]
-    if not base.empty and base.iloc[0]["devices_needed"]:
-        b = base.iloc[0]["devices_needed"]
-        plan["devices_x_plain"] = [d / b if d else None for d in plan["devices_needed"]]
+    b = base.iloc[0]["replicas_needed"] if len(base) else None
+    plan["replicas_x_plain"] = [r / b if (_num(r) and _num(b) and b) else None for r in plan.get("replicas_needed", [])]
+    plan["devices_x_plain"] = plan["replicas_x_plain"]
+    eligible = plan[(plan["feasible"] == True) & ((plan["quality_floor_holds"] != False) if floors else True)]  # noqa: E712
+    cost_col = "usd_per_1m_answers" if plan.get("usd_per_1m_answers") is not None and eligible.get("usd_per_1m_answers", pd.Series(dtype=float)).notna().any() else "replicas_needed"
+    cheapest = eligible.sort_values([cost_col, "capacity_answers_per_s"], ascending=[True, False]).iloc[0]["cell"] if len(eligible) else None
+    plan["cheapest"] = [c == cheapest for c in plan["cell"]]
     return plan

@@ -21,6 +21,12 @@ def write_plots(run_dir: str | Path, df=None) -> list[Path]:
     if df.empty:
         return written
     title = f"{df['model'].iloc[0] if 'model' in df else ''} on {df['device'].iloc[0] if 'device' in df else ''}"
+    full = df
+    if "load" in df and df["load"].nunique() > 1:
+        # cost/quality and latency bars: one point per cell, at the offline batch level when the
+        # run has one (else the first level); the load curve gets its own plot below.
+        first = "batch" if (df["load"] == "batch").any() else df["load"].iloc[0]
+        df = df[df["load"] == first]
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     xcol = "latency_p50_x" if "latency_p50_x" in df and df["latency_p50_x"].notna().any() else "latency_p50_s"
@@ -73,4 +79,54 @@ def write_plots(run_dir: str | Path, df=None) -> list[Path]:
     fig.savefig(p, dpi=110)
     plt.close(fig)
     written.append(p)
+    if "load_mode" in full and full["load_mode"].isin(["concurrency", "rate"]).any():
+        written.append(_load_plot(run_dir, full, title, plt))
     return written
+
+
+def _load_plot(run_dir: Path, df, title: str, plt) -> Path:
+    """load.png: p95 latency vs achieved answers/s per cell (SLO line when the run had one), and
+    goodput vs offered load for rate levels."""
+    import json
+
+    slo = None
+    try:
+        slo = json.loads((run_dir / "run.json").read_text()).get("config", {}).get("slo_p95_s")
+    except (OSError, ValueError):
+        pass
+    loaded = df[df["load_mode"].isin(["concurrency", "rate"])]
+    rate = loaded[loaded["load_mode"] == "rate"]
+    fig, axes = plt.subplots(1, 2 if len(rate) else 1, figsize=(11 if len(rate) else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    for cell, g in loaded.groupby("cell", sort=False):
+        for mode, m in g.groupby("load_mode"):
+            m = m.sort_values("achieved_answers_per_s")
+            sat = [str(s).lower() == "true" for s in m.get("saturated", [False] * len(m))]
+            line = ax.plot(m["achieved_answers_per_s"], m["latency_p95_s"], "-o" if mode == "concurrency" else "--s", ms=5, label=f"{cell} ({mode})")[0]
+            for x, y, s, lv in zip(m["achieved_answers_per_s"], m["latency_p95_s"], sat, m["load_level"]):
+                ax.annotate(f"{lv:g}" + (" sat" if s else ""), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color=line.get_color())
+    if slo:
+        ax.axhline(slo, color="tab:red", lw=1, ls=":", label=f"SLO p95 {slo:g}s")
+    ax.set_xlabel("achieved answers/s (one replica)")
+    ax.set_ylabel("p95 latency per final answer (s)")
+    ax.set_title(f"Latency vs throughput — {title}\nlabels: concurrency C or rate R (answers/s)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if len(rate):
+        ax2 = axes[0][1]
+        for cell, g in rate.groupby("cell", sort=False):
+            g = g.sort_values("load_level")
+            y = g["goodput_answers_per_s"] if g["goodput_answers_per_s"].notna().any() else g["achieved_answers_per_s"]
+            ax2.plot(g["load_level"], y, "-o", ms=5, label=cell)
+        lim = float(rate["load_level"].max()) * 1.05
+        ax2.plot([0, lim], [0, lim], ":", color="grey", lw=1, label="offered = served")
+        ax2.set_xlabel("offered answers/s (Poisson)")
+        ax2.set_ylabel("goodput answers/s (within SLO)" if rate["goodput_answers_per_s"].notna().any() else "achieved answers/s")
+        ax2.set_title("Goodput vs offered load", fontsize=9)
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    p = run_dir / "load.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p

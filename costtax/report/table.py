@@ -24,9 +24,17 @@ HEADLINE = [
 ]
 
 
+def _label(r, several_loads: bool) -> str:
+    return f"{r['cell']} @ {r['load']}" if several_loads and "load" in r else str(r["cell"])
+
+
 def headline_rows(df) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells of the tax table; columns that are null everywhere are dropped."""
     cols = [(k, h, f) for k, h, f in HEADLINE if k in df and df[k].notna().any()]
+    several = "load" in df and df["load"].nunique() > 1
+    if several:
+        df = df.assign(cell=[_label(r, True) for _, r in df.iterrows()])
+        cols = cols[:2] + [("achieved_answers_per_s", "ans/s achieved", "{:.2f}"), ("saturated", "sat", None)] + cols[2:]
     rows = []
     for _, r in df.iterrows():
         cells = []
@@ -35,7 +43,9 @@ def headline_rows(df) -> tuple[list[str], list[list[str]]]:
             if v is None or (isinstance(v, float) and v != v):
                 cells.append("—")
             elif k == "pareto":
-                cells.append("★" if bool(v) else "")
+                cells.append("★" if _truthy(v) else "")
+            elif k == "saturated":
+                cells.append("yes" if _truthy(v) else "")
             elif f:
                 try:
                     cells.append(f.format(int(v) if f == "{:d}" else float(v)))
@@ -45,3 +55,29 @@ def headline_rows(df) -> tuple[list[str], list[list[str]]]:
                 cells.append(str(v) + ("" if r.get("status", "ok") == "ok" else f" (FAILED: {r.get('error')})"))
         rows.append(cells)
     return [h for _, h, _ in cols], rows
+
+
+def _truthy(v) -> bool:
+    return v is True or (isinstance(v, str) and v.strip().lower() == "true") or (isinstance(v, (int, float)) and not isinstance(v, bool) and v == 1)
+
+
+def row_warnings(df) -> list[str]:
+    """One line per steady-state or sanity problem the summary flags, naming the row."""
+    out = []
+    several = "load" in df and df["load"].nunique() > 1
+    for _, r in df.iterrows():
+        name = _label(r, several)
+        if "cold_outlier" in r and _truthy(r["cold_outlier"]):
+            out.append(f"warning: {name}: cold start in the numbers ({r.get('cold_outlier_reason')}); rerun with --cell-repeats 3 or more --warmup-answers")
+        flags = r.get("sanity_flags")
+        if isinstance(flags, str) and flags:
+            out.append(f"warning: {name}: sanity check failed: {flags.replace(';', ', ')} (see the flag_* columns)")
+        if "aa_ok" in r and r["aa_ok"] is not None and r["aa_ok"] == r["aa_ok"] and not _truthy(r["aa_ok"]):
+            out.append(
+                f"warning: {name}: plain repeats disagree beyond the run's noise band "
+                f"({float(r['aa_max_rel_diff']):.0%} vs {float(r['aa_noise_band_rel']):.0%}): the machine drifted; treat multipliers with care"
+            )
+        acc = r.get("accounting_violations")
+        if isinstance(acc, (int, float)) and acc == acc and acc > 0:
+            out.append(f"warning: {name}: {int(acc)} accounting violation(s), e.g. {r.get('accounting_example')}")
+    return out
