@@ -87,3 +87,146 @@ def test_make_engine_unknown():
 
     with pytest.raises(ValueError, match="valid: vllm, hf"):
         make_engine("tgi", "/x")
+
+
+# --- under load: agenerate, counters, ignore_eos ------------------------------------------------
+import asyncio  # noqa: E402
+import threading  # noqa: E402
+
+from costtax.engines.base import AsyncEngine  # noqa: E402
+
+
+def _check_async_result(engine, res, req, max_tokens):
+    _check_result(engine, res, req, max_tokens)
+    assert res.queue_s is not None and 0.0 <= res.queue_s <= res.t_finish_s - res.t_submit_s + 1e-6
+
+
+def _load_requests():
+    """Distinct prompts, mixed n and max_tokens, submitted concurrently."""
+    reqs = [GenRequest("bon", MSGS, n=4)]
+    reqs += [GenRequest(f"p{i}", ({"role": "user", "content": f"question {i}: what is {i} + {i}?"},), n=1, max_tokens=4 + i) for i in range(5)]
+    return reqs
+
+
+@pytest.mark.slow
+def test_vllm_concurrent_agenerate_one_loop(vllm_engine):
+    eng = vllm_engine
+    assert isinstance(eng, AsyncEngine)
+    sampling = SamplingSpec(temperature=0.8, max_tokens=10, ignore_eos=True)
+    reqs = _load_requests()
+    assert eng.reset_prefix_cache()
+    c0 = eng.counters()
+
+    async def run():
+        return await asyncio.gather(*(eng.agenerate(r, sampling) for r in reqs))
+
+    results = asyncio.run(run())
+    c1 = eng.counters()
+    for req, res in zip(reqs, results):
+        mt = req.max_tokens or 10
+        _check_async_result(eng, res, req, mt)
+        assert res.ttft_source == "engine" and res.t_first_token_s is not None
+        # ignore_eos: fixed-length generation, every sample exactly max_tokens
+        assert [s.output_tokens for s in res.samples] == [mt] * req.n
+        assert {s.finish_reason for s in res.samples} == {"length"}
+    # They ran concurrently on vLLM's scheduler, not one after another: every request had its
+    # first token before any request finished.
+    assert max(r.t_first_token_s for r in results) < min(r.t_finish_s for r in results)
+    # Per-sample prefix-cache hits are exact and add up to the engine's own counter.
+    bon = results[0]
+    block = eng.provenance()["kv_block_size"]
+    assert bon.cached_prompt_tokens >= (4 - 1) * (bon.prompt_tokens // block) * block - block
+    assert c1["prefix_cache_hits"] - c0["prefix_cache_hits"] == sum(r.cached_prompt_tokens for r in results)
+    assert c1["prefix_cache_queries"] - c0["prefix_cache_queries"] == sum(r.prompt_tokens * len(r.samples) for r in results)
+    assert c1["num_requests_running_peak"] >= 2 and 0 < c1["kv_cache_usage_peak"] <= 1
+    assert {"kv_cache_usage", "num_requests_running", "num_requests_waiting", "scheduler_steps"} <= set(c1)
+
+
+@pytest.mark.slow
+def test_vllm_agenerate_other_loops_threads_and_cancel(vllm_engine):
+    eng = vllm_engine
+    sampling = SamplingSpec(temperature=0.0, max_tokens=6)
+    req = GenRequest("t", ({"role": "user", "content": "hello there"},), n=2)
+    box: dict = {}
+    th = threading.Thread(target=lambda: box.setdefault("res", asyncio.run(eng.agenerate(req, sampling))))
+    th.start()
+    th.join(120)
+    _check_async_result(eng, box["res"], req, 6)
+    # A cancelled request is aborted in vLLM: the engine keeps serving, and a later request does
+    # not wait behind the long one.
+    long = GenRequest("long", MSGS, n=1, max_tokens=900)
+
+    async def cancel_then_short():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(eng.agenerate(long, SamplingSpec(max_tokens=900, ignore_eos=True)), timeout=0.5)
+        t0 = asyncio.get_running_loop().time()
+        res = await eng.agenerate(GenRequest("after", MSGS, n=1, max_tokens=2), sampling)
+        return res, asyncio.get_running_loop().time() - t0
+
+    res, took = asyncio.run(cancel_then_short())
+    assert res.request_id == "after" and took < 30
+    assert eng.counters()["num_requests_running"] <= 1
+
+
+@pytest.mark.slow
+def test_vllm_sampling_params_mapping():
+    pytest.importorskip("vllm")
+    from costtax.engines.vllm import VllmEngine
+
+    sp = VllmEngine._sampling_params(SamplingSpec(temperature=0.3, top_p=0.9, max_tokens=7, ignore_eos=True), 5)
+    assert sp.ignore_eos is True and sp.max_tokens == 5 and sp.n == 1 and sp.temperature == pytest.approx(0.3)
+    assert VllmEngine._sampling_params(SamplingSpec(), 5).ignore_eos is False
+
+
+def test_hf_concurrent_agenerate_batches(hf_engine):
+    eng = hf_engine  # max_batch=4 sequences per batch
+    assert isinstance(eng, AsyncEngine)
+    sampling = SamplingSpec(temperature=0.8, max_tokens=6)
+    reqs = _load_requests()  # 4 + 5 sequences
+    c0 = eng.counters()
+
+    async def run():
+        return await asyncio.gather(*(eng.agenerate(r, sampling) for r in reqs))
+
+    results = asyncio.run(run())
+    c1 = eng.counters()
+    for req, res in zip(reqs, results):
+        _check_async_result(eng, res, req, req.max_tokens or 6)
+        assert res.cached_prompt_tokens == 0 and res.prompt_tokens_computed == req.n * res.prompt_tokens
+    batches = c1["batches"] - c0.get("batches", 0)
+    assert batches >= 3  # 9 sequences, at most 4 per batch
+    assert c1["batched_requests"] - c0.get("batched_requests", 0) == len(reqs)
+    assert c1["batch_seqs_max"] <= 4
+    # Batches run one at a time: later batches queued behind earlier ones.
+    assert max(r.queue_s for r in results) > min(r.queue_s for r in results)
+    # An over-long prompt fails alone, before it joins a batch.
+    huge = GenRequest("huge", ({"role": "user", "content": "word " * 5000},))
+
+    async def mixed():
+        return await asyncio.gather(eng.agenerate(huge, sampling), eng.agenerate(reqs[1], sampling), return_exceptions=True)
+
+    bad, good = asyncio.run(mixed())
+    assert isinstance(bad, ValueError) and "max_model_len" in str(bad)
+    assert good.request_id == reqs[1].request_id
+
+
+def test_hf_ignore_eos_fixed_length(hf_engine, monkeypatch):
+    eng = hf_engine
+    greedy = SamplingSpec(temperature=0.0, max_tokens=8)
+    req = GenRequest("g", MSGS, n=1)
+    first = eng.generate([req], greedy)[0].samples[0].token_ids[0]
+    # Make the model's first greedy token an EOS: without ignore_eos the sample is cut there.
+    monkeypatch.setattr(eng._model.generation_config, "eos_token_id", first)
+    stopped = eng.generate([req], greedy)[0].samples[0]
+    assert stopped.output_tokens == 0 and stopped.finish_reason == "stop"
+    fixed = SamplingSpec(temperature=0.0, max_tokens=8, ignore_eos=True)
+    reqs = [GenRequest("a", MSGS, n=2), GenRequest("b", MSGS, n=1, max_tokens=5)]
+    for res, mt in zip(eng.generate(reqs, fixed), (8, 5)):
+        assert [s.output_tokens for s in res.samples] == [mt] * len(res.samples)
+        assert all(s.finish_reason == "length" for s in res.samples)
+
+    async def run():
+        return await eng.agenerate(GenRequest("c", MSGS, n=3, max_tokens=7), SamplingSpec(temperature=0.9, max_tokens=8, ignore_eos=True))
+
+    res = asyncio.run(run())
+    assert [s.output_tokens for s in res.samples] == [7, 7, 7]

@@ -7,14 +7,24 @@ Measurement choices:
   chunk; every request in the chunk gets that time (`ttft_source="batch"`).
 - Samples of all requests are flattened and run in chunks of `max_batch` sequences, sorted by
   prompt length to limit padding.
+- Under load (`agenerate`), a batching worker (engines/batching.py) gathers concurrent requests
+  into batches of at most `max_batch` sequences, waiting at most `max_wait_ms` for company when
+  it is idle; `queue_s` is the time a request waited in that queue (including behind a running
+  batch) and `t_submit_s` is when it entered it. Batches run one at a time, never overlapping
+  a sync `generate`.
+- EOS is every id in the model's generation_config `eos_token_id` plus the tokenizer's; the
+  sample is cut before the first one. `ignore_eos` sets `min_new_tokens` to the chunk's
+  max_new_tokens, which masks EOS logits, so every sample is exactly its max_tokens long.
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Sequence
 
 from ._chat import ChatTemplateMixin
 from .base import BatchStats, GenRequest, GenResult, Sample, SamplingSpec
+from .batching import DEFAULT_MAX_WAIT_MS, BatchingWorker
 
 
 class HFEngine(ChatTemplateMixin):
@@ -30,6 +40,7 @@ class HFEngine(ChatTemplateMixin):
         max_batch: int = 16,
         max_model_len: int = 2048,
         trust_remote_code: bool = False,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     ):
         self.model_dir = str(model_dir)
         self.seed = seed
@@ -38,9 +49,15 @@ class HFEngine(ChatTemplateMixin):
         self.max_batch = max_batch
         self._max_model_len = max_model_len
         self.trust_remote_code = trust_remote_code
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self.max_wait_ms = float(max_wait_ms)
         self._model = None
         self._tok = None
         self._start_s: float | None = None
+        self._gen_lock = threading.RLock()  # one generate at a time: sync callers and the batcher
+        self._batcher: BatchingWorker | None = None
+        self._batcher_lock = threading.Lock()
 
     def start(self) -> float:
         if self._model is not None:
@@ -69,6 +86,10 @@ class HFEngine(ChatTemplateMixin):
         return self._start_s
 
     def close(self) -> None:
+        # The batcher first: queued requests fail with EngineClosed, a running batch finishes.
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.close()
         self._model = None
         import gc
 
@@ -83,7 +104,32 @@ class HFEngine(ChatTemplateMixin):
     def last_batch_stats(self) -> BatchStats:
         return BatchStats()
 
+    # -- under load ----------------------------------------------------------------------------
+    def _worker(self) -> BatchingWorker:
+        self._require_started()
+        with self._batcher_lock:
+            if self._batcher is None:
+                self._batcher = BatchingWorker(self.generate, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, name="hf-batcher")
+            return self._batcher
+
+    async def agenerate(self, request: GenRequest, sampling: SamplingSpec) -> GenResult:
+        """One request through the batching worker; awaitable from any event loop."""
+        # Validate here so a prompt over the context fails alone, not the batch it would join.
+        self._prompt_ids(request, sampling.max_tokens)
+        return await self._worker().agenerate(request, sampling)
+
+    def counters(self) -> dict[str, Any]:
+        """The batcher's counts (batches, batched_requests, batched_seqs, failed_batches,
+        batch_seqs_max) and queue (num_requests_waiting, num_requests_running); no prefix
+        cache or KV gauges on this engine. {} before the first agenerate."""
+        batcher = self._batcher
+        return batcher.counters() if batcher is not None else {}
+
     def generate(self, requests: Sequence[GenRequest], sampling: SamplingSpec) -> list[GenResult]:
+        with self._gen_lock:
+            return self._generate(requests, sampling)
+
+    def _generate(self, requests: Sequence[GenRequest], sampling: SamplingSpec) -> list[GenResult]:
         import torch
         from transformers import LogitsProcessor, LogitsProcessorList
 
@@ -110,7 +156,7 @@ class HFEngine(ChatTemplateMixin):
         first: dict[int, float] = {}
         finish: dict[int, float] = {}
         t_submit = time.monotonic()
-        eos = tok.eos_token_id
+        eos_ids = self._eos_ids()
         for c in range(0, len(order), self.max_batch):
             chunk = [flat[k] for k in order[c : c + self.max_batch]]
             max_new = max(m for _, _, m in chunk)
@@ -130,17 +176,19 @@ class HFEngine(ChatTemplateMixin):
             )
             if do_sample:
                 gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+            if sampling.ignore_eos:
+                # EOS logits masked until max_new tokens: no row stops early.
+                gen_kwargs["min_new_tokens"] = max_new
             with torch.inference_mode():
                 out = model.generate(**gen_kwargs)
             t_done = time.monotonic()
             for row, (i, ids, m) in enumerate(chunk):
                 new = out[row, width:].tolist()[:m]
                 reason = "length"
-                if eos is not None and eos in new:
-                    new = new[: new.index(eos)]
-                    reason = "stop"
-                elif eos is not None and pad == eos:
-                    pass
+                if not sampling.ignore_eos:
+                    cut = next((k for k, t in enumerate(new) if t in eos_ids), None)
+                    if cut is not None:
+                        new, reason = new[:cut], "stop"
                 samples[i].append(
                     Sample(text=tok.decode(new, skip_special_tokens=True), token_ids=tuple(new), finish_reason=reason)
                 )
@@ -162,6 +210,13 @@ class HFEngine(ChatTemplateMixin):
             for i, req in enumerate(requests)
         ]
 
+    def _eos_ids(self) -> set[int]:
+        ids = self._model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, (list, tuple)) else [] if ids is None else [ids])
+        if self._tok.eos_token_id is not None:
+            ids.add(self._tok.eos_token_id)
+        return ids
+
     def provenance(self) -> dict[str, Any]:
         import importlib.metadata as md
 
@@ -173,6 +228,7 @@ class HFEngine(ChatTemplateMixin):
             "device": getattr(self, "_device", self._device_name),
             "prefix_caching": False,
             "max_batch": self.max_batch,
+            "batcher_max_wait_ms": self.max_wait_ms,
             "max_model_len": self._max_model_len,
             "engine_seed": self.seed,
             "engine_start_s": self._start_s,
