@@ -179,12 +179,15 @@ class BatchingWorker:
                 it.future.set_exception(exc)
             return
         with self._cv:
+            batch_id = f"w{self._stats['batches']}"
             self._stats["batches"] += 1
             self._stats["batched_requests"] += len(batch)
             self._stats["batched_seqs"] += seqs
             self._stats["batch_seqs_max"] = max(self._stats["batch_seqs_max"], seqs)
         for it, res in zip(batch, results):
-            it.future.set_result(replace(res, t_submit_s=it.t_enqueue, queue_s=t_dispatch - it.t_enqueue))
+            # batch_id: the engine batch that served the request (the cold-start detector compares
+            # the first batch of a unit with the others).
+            it.future.set_result(replace(res, t_submit_s=it.t_enqueue, queue_s=t_dispatch - it.t_enqueue, batch_id=batch_id))
 
 
 class BatchingEngine:
