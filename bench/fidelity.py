@@ -9,9 +9,10 @@
 Part 1, overhead (one VllmEngine session, started once). Per round, in rotating order:
   raw           ``engine.generate(requests, sampling)``: the GenRequests Plain would build, no
                 CellContext, no RunWriter, no ResourceMeter;
-  instrumented  what ``costtax.profile`` does for a cell: a RunWriter in a temp dir, a
-                CellContext, ``Plain().run(prompts, ctx)`` inside ``ResourceMeter()``, then the
-                fsync'ed CellRecord and the writer's close (all inside the timer: conservative);
+  instrumented  costtax's own cell runner, ``costtax.profile.run_unit`` (what profile() runs for
+                every cell): prefix-cache reset, CellContext, the plain per-answer programs at
+                the offline batch level inside ``ResourceMeter()``, the fsync'ed CellRecord and
+                the writer's close (all inside the timer: conservative);
   vllm_llm      (informational) bare ``vllm.LLM.generate`` on the same token ids: shows what
                 VllmEngine.generate's own bookkeeping (KV-gauge sampler thread, prefix-cache
                 counters, result conversion) costs.
@@ -23,7 +24,7 @@ Part 1, overhead (one VllmEngine session, started once). Per round, in rotating 
   the fixed cost of the instrumentation on a zero-cost fake engine (tests/fakes.py).
   --diagnose adds two arms that attribute the overhead: the same instrumented path without the
   ResourceMeter, and with ResourceMeter(interval_s=1.0) instead of the default 50 ms sampling; and
-  the per-tick CPU cost of the two 50 ms background samplers is measured in the live session;
+  the per-tick CPU cost of the background samplers (NVML 50 ms, process tree 250 ms) is measured in the live session;
   part 2 gets a third arm, costtax_meter_1s (the same CLI run with the meter sampling every 1 s).
 
 Noise (a shared 2-core machine): every timed call also records the CPU seconds of our process
@@ -184,58 +185,51 @@ def run_raw(engine, prompts, sampling) -> dict[str, Any]:
 
 
 def run_instrumented(engine, prompts, sampling, run_dir: Path, *, meter: bool | float = True) -> dict[str, Any]:
-    """Instrumented: what costtax.profile does for one plain cell, timed with perf_counter.
+    """Instrumented: costtax's own cell runner (costtax.profile.run_unit, the step profile()
+    runs for every cell) on one plain cell at the offline batch level, no warm-up, timed with
+    perf_counter. The prefix-cache reset the runner does first is inside the timer (conservative).
 
     meter=True: ``ResourceMeter()`` as profile() uses it; a float: ``ResourceMeter(interval_s=x)``;
     False: no meter at all (diagnostic arms that attribute the overhead)."""
-    import contextlib
     import secrets
 
-    from costtax.context import CellContext
+    from costtax.config import RunConfig
+    from costtax.load import LoadLevel
     from costtax.metering import ResourceMeter
-    from costtax.records import ANSWERS, CALLS, CellRecord, RunWriter, read_jsonl
-    from costtax.techniques.plain import Plain
+    from costtax.profile import Models, RunState, run_unit
+    from costtax.records import ANSWERS, CALLS, RunWriter, read_jsonl
 
     run_dir = Path(run_dir)
-    t0 = time.perf_counter()
-    epoch = time.monotonic()
-    session = secrets.token_hex(4)
-    writer = RunWriter(run_dir)
-    ctx = CellContext(
-        run_id="fidelity", cell="plain", technique="plain", engine=engine, sampling=sampling,
-        writer=writer, epoch=epoch, session=session, options={"seed": sampling.seed},
+    cfg = RunConfig(
+        techniques=("plain",), max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+        seed=sampling.seed, ignore_eos=getattr(sampling, "ignore_eos", False), warmup_answers=0, judge_calibration=False,
+        eval_reward_model="none",
     )
-    c0 = time.monotonic()
     if meter is True:
-        m = ResourceMeter()
+        factory = None
     elif meter is False:
-        m = None
+        factory = lambda: None  # noqa: E731
     else:
-        m = ResourceMeter(interval_s=float(meter))
-    with m if m is not None else contextlib.nullcontext():
-        Plain().run(list(prompts), ctx)
-    c1 = time.monotonic()
-    reading = m.result() if m is not None else None
-    writer.cell(
-        CellRecord(
-            run_id="fidelity", cell="plain", technique="plain", params={}, status="ok",
-            answers=ctx.answers_written, cell_wall_s=c1 - c0, engine_start_s=None, is_baseline=True,
-            meter=reading.as_dict() if reading else {}, engine_stats=dict(ctx.engine_stats),
-            t_start_s=c0 - epoch, t_end_s=c1 - epoch, session=session,
-        )
-    )
-    writer.close()
+        factory = lambda: ResourceMeter(interval_s=float(meter))  # noqa: E731
+    t0 = time.perf_counter()
+    state = RunState(cfg, run_dir, "fidelity", {"engine_start": {}}, secrets.token_hex(4), time.monotonic(), RunWriter(run_dir), tuple(prompts))
+    models = Models(engine, owns_engine=False, restart=False)
+    rec = run_unit(state, models, cfg.cells[0], LoadLevel("batch"), 0, warmup=False, meter_factory=factory)
+    models.close_async()
+    state.writer.close()
     elapsed = time.perf_counter() - t0
+    if rec.status != "ok":
+        raise RuntimeError(f"instrumented cell failed: {rec.error}")
     calls = [r for r in read_jsonl(run_dir / CALLS) if r.get("stage") == "sample"]
     answers = {r["prompt_id"]: r for r in read_jsonl(run_dir / ANSWERS)}
     by_prompt = {r["prompt_id"]: r for r in calls}
     return {
         "elapsed_s": elapsed,
-        "cell_wall_s": c1 - c0,
+        "cell_wall_s": rec.cell_wall_s,
         "output_tokens": [int(by_prompt[p.id]["output_tokens"]) for p in prompts],
         "finish_reasons": [(by_prompt[p.id].get("finish_reasons") or [None])[0] for p in prompts],
         "texts": [answers[p.id]["text"] for p in prompts],
-        "meter_samples_cpu_s": reading.cpu_s if reading else None,
+        "meter_samples_cpu_s": (rec.meter or {}).get("cpu_s"),
     }
 
 

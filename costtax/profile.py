@@ -89,6 +89,22 @@ class Models:
     eval_scorer: Any = None
     owns_engine: bool = True
     restart: bool = True
+    _async: Any = None  # the engine as an AsyncEngine (a batching worker around a sync engine)
+    _async_for: Any = None  # the engine _async was made for (a restart replaces the engine)
+
+    @property
+    def aengine(self):
+        if self._async is None or self._async_for is not self.engine:
+            self.close_async()
+            self._async, self._async_for = _as_async(self.engine), self.engine
+        return self._async
+
+    def close_async(self) -> None:
+        """Stop a batching worker this run added (never the engine it wraps)."""
+        w = self._async
+        self._async = None
+        if w is not None and w is not self.engine and hasattr(w, "_worker"):
+            w._worker.close()
 
 
 def open_run(config: RunConfig, *, resume: str | Path | None = None, check_rewards: bool = True, emit: Event | None = None) -> RunState:
@@ -215,7 +231,9 @@ def _done_answers(run_dir: Path, cell: str, load: str = "batch", cell_repeat: in
     )
 
 
-def run_unit(state: RunState, models: Models, spec, level, cell_repeat: int = 0, *, warmup: bool = True, emit: Event | None = None) -> CellRecord:
+def run_unit(
+    state: RunState, models: Models, spec, level, cell_repeat: int = 0, *, warmup: bool = True, emit: Event | None = None, meter_factory=None
+) -> CellRecord:
     """Step 3, the cell runner: one cell at one load level, one cell repeat. Writes its calls,
     answers and one cells.jsonl record; returns that record. Raises only for ConfigError and
     KeyboardInterrupt: any other failure is recorded as a failed unit (finished rows kept)."""
@@ -229,7 +247,7 @@ def run_unit(state: RunState, models: Models, spec, level, cell_repeat: int = 0,
     emit = emit or (lambda kind, data: None)
     config, meta = state.config, state.meta
     cell = spec.cell
-    engine = _as_async(models.engine)
+    engine = models.aengine
     sampling = SamplingSpec(**config.sampling_dict())
     technique = spec.build()
 
@@ -290,7 +308,11 @@ def run_unit(state: RunState, models: Models, spec, level, cell_repeat: int = 0,
         emit("unit_start", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "total": total, "done": len(ctx.skip_answers)})
         before = _counters(engine)
         t0 = time.monotonic()
-        with ResourceMeter() as meter:
+        # meter_factory: bench/fidelity.py's diagnostic arms swap the meter (None: no meter).
+        import contextlib
+
+        meter = ResourceMeter() if meter_factory is None else meter_factory()
+        with meter if meter is not None else contextlib.nullcontext():
             drive_res, peaks = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total))
         t1 = time.monotonic()
         after = _counters(engine)
@@ -302,7 +324,7 @@ def run_unit(state: RunState, models: Models, spec, level, cell_repeat: int = 0,
             status="ok",
             answers=ctx.answers_written,
             cell_wall_s=t1 - t0,
-            meter=_reading(meter),
+            meter=_reading(meter) if meter is not None else {},
             engine_stats={**_counter_delta(before, after), **peaks, "eval_answers": n_eval},
             t_start_s=t0 - state.epoch,
             t_end_s=t1 - state.epoch,
@@ -411,6 +433,7 @@ def close_run(state: RunState, models: Models | None, status: str) -> None:
         warnings.warn(f"could not rebuild summary/plots: {exc}", RuntimeWarning)
     if models is None:
         return
+    models.close_async()
     if models.owns_engine and models.engine is not None:
         models.engine.close()
     for rm in (models.scorer, models.eval_scorer):
@@ -468,6 +491,7 @@ def profile(
                 failed.append(spec.cell)
                 if models.restart and not _engine_alive(models.engine, config):
                     emit("status", {"msg": "engine died; restarting it for the next cell"})
+                    models.close_async()
                     models.engine = _restart(models.engine, config, state.meta, emit)
             write_json_atomic(state.run_dir / RUN_JSON, state.meta)
             try:
