@@ -1,4 +1,8 @@
-"""The typer CLI: parse flags, build a RunConfig, call one function. No torch/vllm imports here."""
+"""The typer CLI: parse flags, build a RunConfig, call one function. No torch/vllm imports here.
+
+What `profile` prints (costtax/console.py): one line per phase, a progress bar per cell on a
+terminal, the final table; engine and library output goes to RUN_DIR/engine.log (`-v` shows it too).
+"""
 from __future__ import annotations
 
 import sys
@@ -17,7 +21,8 @@ app = typer.Typer(
     no_args_is_help=False,
     help="costtax: what inference-time alignment (best-of-N, Constitutional AI) costs, and what it buys.",
 )
-_state = {"debug": False}
+# profile's flags that are not RunConfig fields
+_NOT_CONFIG = ("resume", "verbose")
 
 
 def _err(msg: str) -> None:
@@ -26,7 +31,7 @@ def _err(msg: str) -> None:
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks")):
-    _state["debug"] = debug
+    """--debug is read by main(), which prints the traceback of an error it reports."""
 
 
 @app.command()
@@ -38,7 +43,9 @@ def profile(
         None, "--technique", "-t", help="repeatable spec with sweeps, e.g. bon:n=1,4,16 (default: plain, bon:n=4, cai:rounds=1)"
     ),
     prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help="repeatable: helpful | harmful | arith | FILE.jsonl"),
-    limit: Optional[int] = typer.Option(8, "--limit", help="first K prompts of each source"),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", help="first K prompts of every source (default: 8 of each shipped set, a JSONL file whole)"
+    ),
     max_tokens: int = typer.Option(64, "--max-tokens", help="new tokens per generation"),
     temperature: float = typer.Option(0.7, "--temperature"),
     top_p: float = typer.Option(1.0, "--top-p"),
@@ -55,9 +62,10 @@ def profile(
     max_model_len: int = typer.Option(2048, "--max-model-len"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow model repos' own code (off by default)"),
     judge_calibration: bool = typer.Option(True, "--judge-calibration/--no-judge-calibration"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the engine log (RUN_DIR/engine.log) to the terminal too"),
 ):
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
-    from .profile import config_from_run, profile as run_profile
+    from .profile import config_from_run
 
     if resume and not (Path(resume) / "run.json").is_file():
         raise CosttaxError(f"--resume: bad value {resume!r}: not a costtax run directory (no run.json)")
@@ -67,7 +75,7 @@ def profile(
         import dataclasses
 
         stored = config_from_run(Path(resume))
-        given = {k: v for k, v in ctx.params.items() if k not in ("resume", "ctx") and _from_cli(ctx, k)}
+        given = {k: v for k, v in ctx.params.items() if k not in _NOT_CONFIG and _from_cli(ctx, k)}
         if "technique" in given:
             given["techniques"] = tuple(given.pop("technique"))
         if "prompts" in given:
@@ -95,23 +103,32 @@ def profile(
             judge_calibration=judge_calibration,
         )
 
-    def on_event(kind: str, data: dict) -> None:
-        if kind == "run_dir":
-            typer.echo(f"costtax: run directory {data['run_dir']}", err=True)
-        elif kind == "status":
-            typer.echo(f"costtax: {data['msg']}", err=True)
-        elif kind == "cell_start":
-            typer.echo(f"costtax: cell {data['cell']} ...", err=True)
-        elif kind == "cell_done":
-            typer.echo(f"costtax: cell {data['cell']} done: {data['answers']} answers in {data['wall_s']:.1f}s", err=True)
-        elif kind == "cell_failed":
-            typer.echo(f"costtax: cell {data['cell']} FAILED: {data['error']}", err=True)
-
-    result = run_profile(config, resume=resume, on_event=on_event)
+    result = _run_with_display(config, resume=resume, verbose=verbose)
     _print_table(result.run_dir)
     if result.cells_failed:
         typer.echo(f"costtax: {len(result.cells_failed)} cell(s) failed: {', '.join(result.cells_failed)} (see run.json)", err=True)
         raise typer.Exit(1)
+
+
+def _run_with_display(config: RunConfig, *, resume: str | None, verbose: bool):
+    """profile() with its output sorted: engine/library output (this process's and vLLM's
+    spawned processes') to RUN_DIR/engine.log, phases and progress to the terminal."""
+    from .console import EngineLog, RunDisplay
+    from .profile import profile as run_profile
+
+    with EngineLog(echo=verbose) as log:
+        display = RunDisplay(log.terminal_err, log=log)
+        try:
+            return run_profile(config, resume=resume, on_event=display)
+        except CosttaxError:
+            raise
+        except BaseException:
+            # the error line comes from main(); the detail is in the log
+            if log.path is not None and log.path.exists() and log.path.stat().st_size:
+                display.line(f"engine log: {log.path}")
+            raise
+        finally:
+            display.close()
 
 
 def _from_cli(ctx: typer.Context, name: str) -> bool:
@@ -152,9 +169,7 @@ def report(run_dir: str = typer.Argument(..., help="a run directory")):
     p = Path(run_dir)
     if not (p / "run.json").is_file():
         raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
-    from .report import write_summary
-
-    from .report import write_plots
+    from .report import write_plots, write_summary
 
     df = write_summary(p)
     for f in write_plots(p, df):
@@ -252,7 +267,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         _err(str(exc))
-        sys.exit(130 if type(exc).__name__ == "RunInterrupted" else 2)
+        from .profile import RunInterrupted  # light: profile.py imports torch/vllm only when running
+
+        sys.exit(130 if isinstance(exc, RunInterrupted) else 2)
     except Exception as exc:
         # click/typer usage errors (bad flag, bad type): one line naming the option, exit 2.
         # typer >= 0.20 vendors click, so match the interface rather than a class.

@@ -119,7 +119,7 @@ def profile(
         "sampling": sampling_d,
         "started_at": provenance.now_iso(),
         "provenance": {"machine": provenance.machine(), "versions": provenance.versions(), "git_commit": provenance.git_commit()},
-        "prompts": {"count": len(pre.prompts), "sets": sorted({p.prompt_set for p in pre.prompts})},
+        "prompts": {"count": len(pre.prompts), "sets": sorted({p.prompt_set for p in pre.prompts}), "sources": list(pre.sources)},
         "cells": [c.cell for c in config.cells],
         "baseline_cell": "plain",
         "events": [],
