@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from .config import DEFAULT_TECHNIQUES, RunConfig
+from .config import DEFAULT_TECHNIQUES, ENGINE_NAMES, RunConfig
 from .errors import CosttaxError
 from .models import DEFAULT_MODEL
 
@@ -38,7 +38,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks")):
 def profile(
     ctx: typer.Context,
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="local HF causal-LM directory or embedded alias"),
-    engine: str = typer.Option("vllm", "--engine", help="vllm | hf"),
+    engine: str = typer.Option(ENGINE_NAMES[0], "--engine", help=" | ".join(ENGINE_NAMES)),
     technique: Optional[List[str]] = typer.Option(
         None, "--technique", "-t", help="repeatable spec with sweeps, e.g. bon:n=1,4,16 (default: plain, bon:n=4, cai:rounds=1)"
     ),

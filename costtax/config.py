@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .engines import ENGINES as ENGINE_NAMES  # light: the engine modules load only in make_engine
 from .errors import ConfigError
 from .models import DEFAULT_MODEL
 
@@ -119,7 +120,6 @@ def expand_techniques(specs: tuple[str, ...] | list[str], field: str = "--techni
 
 
 DEFAULT_TECHNIQUES = ("plain", "bon:n=4", "cai:rounds=1")
-ENGINE_NAMES = ("vllm", "hf")
 
 
 @dataclass(frozen=True)
