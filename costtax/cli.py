@@ -1,4 +1,8 @@
-"""The typer CLI: parse flags, build a RunConfig, call one function. No torch/vllm imports here."""
+"""The typer CLI: parse flags, build a RunConfig, call one function. No torch/vllm imports here.
+
+What `profile` prints (costtax/console.py): one line per phase, a progress bar per cell on a
+terminal, the final table; engine and library output goes to RUN_DIR/engine.log (`-v` shows it too).
+"""
 from __future__ import annotations
 
 import sys
@@ -8,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from .config import DEFAULT_TECHNIQUES, RunConfig
+from .config import DEFAULT_TECHNIQUES, ENGINE_NAMES, RunConfig
 from .errors import CosttaxError
 from .models import DEFAULT_MODEL
 
@@ -17,7 +21,8 @@ app = typer.Typer(
     no_args_is_help=False,
     help="costtax: what inference-time alignment (best-of-N, Constitutional AI) costs, and what it buys.",
 )
-_state = {"debug": False}
+# profile's flags that are not RunConfig fields
+_NOT_CONFIG = ("resume", "verbose")
 
 
 def _err(msg: str) -> None:
@@ -26,19 +31,21 @@ def _err(msg: str) -> None:
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks")):
-    _state["debug"] = debug
+    """--debug is read by main(), which prints the traceback of an error it reports."""
 
 
 @app.command()
 def profile(
     ctx: typer.Context,
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="local HF causal-LM directory or embedded alias"),
-    engine: str = typer.Option("vllm", "--engine", help="vllm | hf"),
+    engine: str = typer.Option(ENGINE_NAMES[0], "--engine", help=" | ".join(ENGINE_NAMES)),
     technique: Optional[List[str]] = typer.Option(
         None, "--technique", "-t", help="repeatable spec with sweeps, e.g. bon:n=1,4,16 (default: plain, bon:n=4, cai:rounds=1)"
     ),
     prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help="repeatable: helpful | harmful | arith | FILE.jsonl"),
-    limit: Optional[int] = typer.Option(8, "--limit", help="first K prompts of each source"),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", help="first K prompts of every source (default: 8 of each shipped set, a JSONL file whole)"
+    ),
     max_tokens: int = typer.Option(64, "--max-tokens", help="new tokens per generation"),
     temperature: float = typer.Option(0.7, "--temperature"),
     top_p: float = typer.Option(1.0, "--top-p"),
@@ -63,9 +70,10 @@ def profile(
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="fixed-length generation: every sample runs to --max-tokens"),
     score_max_pairs: int = typer.Option(64, "--score-max-pairs", help="reward micro-batcher: max prompt/response pairs per pass"),
     score_max_wait_ms: float = typer.Option(5.0, "--score-max-wait-ms", help="reward micro-batcher: max wait for more score calls"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the engine log (RUN_DIR/engine.log) to the terminal too"),
 ):
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
-    from .profile import config_from_run, profile as run_profile
+    from .profile import config_from_run
 
     if resume and not (Path(resume) / "run.json").is_file():
         raise CosttaxError(f"--resume: bad value {resume!r}: not a costtax run directory (no run.json)")
@@ -75,7 +83,7 @@ def profile(
         import dataclasses
 
         stored = config_from_run(Path(resume))
-        given = {k: v for k, v in ctx.params.items() if k not in ("resume", "ctx") and _from_cli(ctx, k)}
+        given = {k: v for k, v in ctx.params.items() if k not in _NOT_CONFIG and _from_cli(ctx, k)}
         if "technique" in given:
             given["techniques"] = tuple(given.pop("technique"))
         if "prompts" in given:
@@ -113,24 +121,32 @@ def profile(
             score_max_wait_ms=score_max_wait_ms,
         )
 
-    def on_event(kind: str, data: dict) -> None:
-        if kind == "run_dir":
-            typer.echo(f"costtax: run directory {data['run_dir']}", err=True)
-        elif kind == "status":
-            typer.echo(f"costtax: {data['msg']}", err=True)
-        elif kind == "cell_start":
-            where = "" if data.get("load", "batch") == "batch" and not data.get("cell_repeat") else f" [{data.get('load')} repeat {data.get('cell_repeat', 0) + 1}]"
-            typer.echo(f"costtax: cell {data['cell']}{where} ...", err=True)
-        elif kind == "cell_done":
-            typer.echo(f"costtax: cell {data['cell']} done: {data['answers']} answers in {data['wall_s']:.1f}s", err=True)
-        elif kind == "cell_failed":
-            typer.echo(f"costtax: cell {data['cell']} FAILED: {data['error']}", err=True)
-
-    result = run_profile(config, resume=resume, on_event=on_event)
+    result = _run_with_display(config, resume=resume, verbose=verbose)
     _print_table(result.run_dir)
     if result.cells_failed:
         typer.echo(f"costtax: {len(result.cells_failed)} cell(s) failed: {', '.join(result.cells_failed)} (see run.json)", err=True)
         raise typer.Exit(1)
+
+
+def _run_with_display(config: RunConfig, *, resume: str | None, verbose: bool):
+    """profile() with its output sorted: engine/library output (this process's and vLLM's
+    spawned processes') to RUN_DIR/engine.log, phases and progress to the terminal."""
+    from .console import EngineLog, RunDisplay
+    from .profile import profile as run_profile
+
+    with EngineLog(echo=verbose) as log:
+        display = RunDisplay(log.terminal_err, log=log)
+        try:
+            return run_profile(config, resume=resume, on_event=display)
+        except CosttaxError:
+            raise
+        except BaseException:
+            # the error line comes from main(); the detail is in the log
+            if log.path is not None and log.path.exists() and log.path.stat().st_size:
+                display.line(f"engine log: {log.path}")
+            raise
+        finally:
+            display.close()
 
 
 def _from_cli(ctx: typer.Context, name: str) -> bool:
@@ -173,9 +189,7 @@ def report(run_dir: str = typer.Argument(..., help="a run directory")):
     p = Path(run_dir)
     if not (p / "run.json").is_file():
         raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
-    from .report import write_summary
-
-    from .report import write_plots
+    from .report import write_plots, write_summary
 
     df = write_summary(p)
     for f in write_plots(p, df):
@@ -293,7 +307,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         _err(str(exc))
-        sys.exit(130 if type(exc).__name__ == "RunInterrupted" else 2)
+        from .profile import RunInterrupted  # light: profile.py imports torch/vllm only when running
+
+        sys.exit(130 if isinstance(exc, RunInterrupted) else 2)
     except Exception as exc:
         # click/typer usage errors (bad flag, bad type): one line naming the option, exit 2.
         # typer >= 0.20 vendors click, so match the interface rather than a class.

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .engines import ENGINES as ENGINE_NAMES  # light: the engine modules load only in make_engine
 from .errors import ConfigError
 from .models import DEFAULT_MODEL
 
@@ -119,7 +120,6 @@ def expand_techniques(specs: tuple[str, ...] | list[str], field: str = "--techni
 
 
 DEFAULT_TECHNIQUES = ("plain", "bon:n=4", "cai:rounds=1")
-ENGINE_NAMES = ("vllm", "hf")
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,11 @@ class RunConfig:
     engine: str = "vllm"
     techniques: tuple[str, ...] = DEFAULT_TECHNIQUES
     prompts: tuple[str, ...] = ("helpful",)
-    limit: int | None = 8
+    # Prompts per source. K: the first K rows of every source. None (the default, as with no
+    # --limit): shipped sets keep the demo's first prompts.SHIPPED_DEFAULT_LIMIT (8), a user's
+    # JSONL file runs whole. The count each source actually used is written to run.json
+    # (prompts.sources) and a resume or a report reads it from there.
+    limit: int | None = None
     max_tokens: int = 64
     temperature: float = 0.7
     top_p: float = 1.0

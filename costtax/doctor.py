@@ -7,6 +7,7 @@ import os
 import sys
 
 from . import provenance
+from .console import NO_GPU_NOTE
 
 
 def _has(mod: str) -> bool:
@@ -38,7 +39,7 @@ def run_doctor() -> list[str]:
         state = "converted" if m["converted"] else ("installed, converts on first use" if m["installed"] else "NOT INSTALLED")
         lines.append(f"model         {m['alias']}: {state}")
     gpus = provenance.gpu_names()
-    lines.append("nvml          " + (f"{len(gpus)} GPU(s): {', '.join(gpus)}" if gpus else "unavailable -> GPU memory/energy columns are null"))
+    lines.append("nvml          " + (f"{len(gpus)} GPU(s): {', '.join(gpus)}" if gpus else f"unavailable -> {NO_GPU_NOTE}"))
     cuda = None
     if v["torch"]:
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import RunConfig
 from .constitution import Constitution, load_constitution
 from .errors import ConfigError
-from .prompts import Prompt, load_prompts
+from .prompts import SHIPPED_DEFAULT_LIMIT, Prompt, select_prompts
 from .records import RUN_JSON
 
 
@@ -18,6 +18,8 @@ class Preflight:
     prompts: tuple[Prompt, ...]
     constitution: Constitution | None
     run_dir: Path
+    # per prompt source: {"source", "used", "available"}; run.json's prompts.sources
+    sources: tuple[dict, ...] = ()
 
 
 def check_out_dir(out: Path, *, resume: bool) -> None:
@@ -71,7 +73,16 @@ def check_model(model: str, field: str = "--model") -> None:
 def run_preflight(config: RunConfig, *, run_dir: Path, resume: bool = False, check_rewards: bool = True) -> Preflight:
     check_out_dir(run_dir, resume=resume)
     check_model(config.model)
-    prompts = load_prompts(config.prompts, limit=config.limit, seed=config.seed)
+    # A resumed run uses the counts it recorded; one recorded before run.json had them keeps the
+    # meaning its limit had then (None: every prompt of every source).
+    counts = recorded_prompt_counts(run_dir) if resume else None
+    prompts, sources = select_prompts(
+        config.prompts,
+        limit=config.limit,
+        seed=config.seed,
+        shipped_default=None if (resume and counts is None) else SHIPPED_DEFAULT_LIMIT,
+        counts=counts,
+    )
     needs_cai = any(c.name == "cai" for c in config.cells)
     constitution = load_constitution(config.constitution) if (needs_cai or config.constitution) else None
     needs_reward = any(c.name == "bon" for c in config.cells) or config.eval_reward_model not in (None, "none")
@@ -83,4 +94,16 @@ def run_preflight(config: RunConfig, *, run_dir: Path, resume: bool = False, che
         from .rewards import validate_reward_spec
 
         validate_reward_spec(config.eval_reward_model, field="--eval-reward-model")
-    return Preflight(tuple(prompts), constitution, run_dir)
+    return Preflight(tuple(prompts), constitution, run_dir, tuple(sources))
+
+
+def recorded_prompt_counts(run_dir: Path) -> dict[str, int] | None:
+    """source -> prompts used, as the run recorded them in run.json (prompts.sources); None for a
+    run written before that field existed (then the config's limit decides, as it did then)."""
+    import json
+
+    try:
+        meta = json.loads((Path(run_dir) / RUN_JSON).read_text(encoding="utf-8"))
+        return {s["source"]: int(s["used"]) for s in meta["prompts"]["sources"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -136,7 +136,7 @@ def open_run(config: RunConfig, *, resume: str | Path | None = None, check_rewar
         "sampling": config.sampling_dict(),
         "started_at": provenance.now_iso(),
         "provenance": {"machine": provenance.machine(), "versions": provenance.versions(), "git_commit": provenance.git_commit()},
-        "prompts": {"count": len(pre.prompts), "sets": sorted({p.prompt_set for p in pre.prompts})},
+        "prompts": {"count": len(pre.prompts), "sets": sorted({p.prompt_set for p in pre.prompts}), "sources": list(pre.sources)},
         "cells": [c.cell for c in config.cells],
         "load_levels": [lvl.label for lvl in config.load_levels],
         "cell_repeats": config.cell_repeats,

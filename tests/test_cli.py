@@ -85,9 +85,9 @@ CASES = [
     (["--constitution", "{empty_const.yaml}"], "--constitution", "principles"),
     (["--constitution", "{norevision.yaml}"], "--constitution", "revision"),
     (["--reward-model", "foo:bar"], "--reward-model", "valid kinds"),
-    (["--reward-model", "{dir}/nope"], "--reward-model", ""),
+    (["--reward-model", "{dir}/nope"], "--reward-model", "no such directory"),
     (["--reward-model", "scalar:{cls3}"], "--reward-model", "num_labels"),
-    (["--eval-reward-model", "scalar:{dir}/nope"], "--eval-reward-model", ""),
+    (["--eval-reward-model", "scalar:{dir}/nope"], "--eval-reward-model", "no such directory"),
     (["--resume", "{notempty}"], "--resume", "not a costtax run"),
 ]
 
@@ -106,8 +106,22 @@ def test_bad_input(files, capsys, argv, field, fragment):
     assert "Traceback" not in err
 
 
-def test_enough_bad_inputs():
-    assert len(CASES) >= 30
+# profile's options that take no user value that could be bad (switches), or only one checked
+# elsewhere (--resume with a good directory: tests/test_reliability.py)
+NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help"}
+
+
+def test_every_profile_option_has_a_bad_input_case():
+    """A new `profile` option that takes a value needs a bad-input case above."""
+    import typer.main
+
+    from costtax.cli import app
+
+    group = typer.main.get_command(app)
+    options = [p.opts[0] for p in group.commands["profile"].params if p.opts and p.opts[0].startswith("--")]
+    covered = {field for _, field, _ in CASES}
+    missing = [o for o in options if o not in covered and o not in NO_BAD_VALUE]
+    assert not missing, f"add a bad-input case for {missing}"
 
 
 def test_bad_input_is_fast_and_loads_no_model(files):
@@ -132,3 +146,180 @@ def test_help_and_models(capsys):
     assert "profile" in capsys.readouterr().out
     main(["models"])
     assert "smollm2-135m-instruct" in capsys.readouterr().out
+
+
+# -- what a run prints ---------------------------------------------------------------------------
+def _events(display, run_dir):
+    display("run_dir", {"run_dir": str(run_dir), "run_id": "r"})
+    display("status", {"msg": "starting vllm engine"})
+    display("cell_start", {"cell": "plain"})
+    for i in range(1, 5):
+        display("answer_done", {"cell": "plain", "done": i, "total": 4})
+    display("cell_done", {"cell": "plain", "answers": 4, "wall_s": 2.5})
+    display("cell_start", {"cell": "bon:n=4"})
+    display("answer_done", {"cell": "bon:n=4", "done": 1, "total": 4})
+    display("cell_failed", {"cell": "bon:n=4", "error": "RuntimeError: boom"})
+
+
+def _run_dir_with_sources(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    sources = [{"source": "helpful", "used": 8, "available": 50}, {"source": str(tmp_path / "my.jsonl"), "used": 10, "available": 10}]
+    (d / "run.json").write_text(json.dumps({"prompts": {"count": 18, "sources": sources}}))
+    return d
+
+
+def test_display_off_a_terminal_is_plain_and_short(tmp_path, monkeypatch):
+    import io
+
+    import costtax.provenance
+    from costtax.console import NO_GPU_NOTE, RunDisplay
+
+    monkeypatch.setattr(costtax.provenance, "gpu_names", lambda: [])
+    buf = io.StringIO()
+    d = _run_dir_with_sources(tmp_path)
+    display = RunDisplay(buf, tty=False)
+    _events(display, d)
+    display.close()
+    assert buf.getvalue().splitlines() == [
+        f"costtax: run directory {d}",
+        "costtax: 18 prompts: helpful 8 of 50, my.jsonl 10 of 10",
+        f"costtax: {NO_GPU_NOTE}",
+        "costtax: starting vllm engine",
+        "costtax: cell plain ...",
+        "costtax: cell plain: 4 answers in 2.5 s",
+        "costtax: cell bon:n=4 ...",
+        "costtax: cell bon:n=4 FAILED: RuntimeError: boom",
+    ]  # per-answer events print nothing off a terminal; no escape codes
+
+
+def test_display_on_a_terminal_shows_progress(tmp_path, monkeypatch):
+    import io
+
+    import costtax.provenance
+    from costtax.console import RunDisplay
+
+    monkeypatch.setattr(costtax.provenance, "gpu_names", lambda: ["NVIDIA H100"])
+    buf = io.StringIO()
+    display = RunDisplay(buf, tty=True)
+    display("run_dir", {"run_dir": str(tmp_path), "run_id": "r"})
+    display("cell_start", {"cell": "plain"})
+    display("answer_done", {"cell": "plain", "done": 3, "total": 4})
+    display.progress.refresh()
+    shown = buf.getvalue()
+    assert "3/4" in shown and "answers" in shown and "ETA" in shown
+    assert display.progress.tasks[0].completed == 3 and display.progress.tasks[0].total == 4
+    display("cell_done", {"cell": "plain", "answers": 4, "wall_s": 2.5})
+    assert display.progress.tasks[0].completed == 4 and display.progress.tasks[0].finished
+    display.close()
+    assert "4/4" in buf.getvalue() and "no NVIDIA GPU" not in buf.getvalue()
+    assert display.lines == 1  # the run-directory line; the bars are not lines
+
+
+def test_prompts_line():
+    from costtax.console import prompts_line
+
+    assert prompts_line([{"source": "helpful", "used": 8, "available": 50}, {"source": "/x/my.jsonl", "used": 10, "available": 10}]) == (
+        "18 prompts: helpful 8 of 50, my.jsonl 10 of 10"
+    )
+
+
+_LOG_SCRIPT = r"""
+import logging, os, subprocess, sys
+from costtax.console import EngineLog
+child = [sys.executable, "-c", "import sys; print('child-out-' + sys.argv[1]); print('child-err-' + sys.argv[1], file=sys.stderr)"]
+with EngineLog(echo=sys.argv[2] == "echo") as log:
+    log.terminal_err.write("TERMINAL\n")
+    print("py-stdout")
+    os.write(2, b"fd2-write\n")
+    logging.basicConfig()
+    logging.getLogger("vllm").warning("library-log")
+    subprocess.run(child + ["before"])
+    tmp = log.path
+    log.move_to(sys.argv[1])
+    subprocess.run(child + ["after"])
+print("restored", tmp.exists())
+"""
+
+
+@pytest.mark.parametrize("echo", [False, True], ids=["quiet", "verbose"])
+def test_engine_log_takes_child_process_output(tmp_path, echo):
+    """fds 1/2 go to RUN_DIR/engine.log, spawned processes included; the terminal gets only
+    what costtax writes to it (and, with --verbose, the log's lines too)."""
+    out = subprocess.run([sys.executable, "-c", _LOG_SCRIPT, str(tmp_path), "echo" if echo else "quiet"],
+                         capture_output=True, text=True, timeout=60)
+    log = (tmp_path / "engine.log").read_text()
+    expected = ["py-stdout", "fd2-write", "library-log", "child-out-before", "child-err-before", "child-out-after", "child-err-after"]
+    for line in expected:
+        assert line in log
+    assert out.stdout == "restored False\n"  # stdout restored; the temporary log moved into the run directory
+    shown = out.stderr.splitlines()
+    assert shown[0] == "TERMINAL"
+    if echo:
+        assert sorted(shown[1:]) == sorted(l for l in log.splitlines() if l), out.stderr
+    else:
+        assert shown == ["TERMINAL"], out.stderr
+
+
+def _fake_cli_run(tmp_path, *args):
+    """`costtax profile` as a process, with profile() given the fake engine and reward."""
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    code = (
+        "import functools, os, sys\n"
+        f"sys.path.insert(0, {tests!r})\n"
+        "import importlib; P = importlib.import_module('costtax.profile')\n"
+        "from fakes import FakeEngine, FakeReward\n"
+        "real = P.profile\n"
+        "def fake(config, **kw):\n"
+        "    os.write(1, b'INFO 11-27 engine chatter\\n')\n"
+        "    return real(config, engine=FakeEngine(), scorer=FakeReward(), **kw)\n"
+        "P.profile = fake\n"
+        "from costtax.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    return subprocess.run([sys.executable, "-c", code, "profile", "-t", "bon:n=2", "--max-tokens", "16", *args],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def test_profile_output_is_short_and_a_user_file_runs_whole(tmp_path):
+    mine = tmp_path / "my.jsonl"
+    mine.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Question {i}?"}) + "\n" for i in range(10)))
+    out = _fake_cli_run(tmp_path, "-p", "helpful", "-p", str(mine), "--out", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    err = out.stderr.splitlines()
+    assert "costtax: 18 prompts: helpful 8 of 50, my.jsonl 10 of 10" in err
+    assert "costtax: cell plain: 18 answers" in "\n".join(err)
+    assert not any("INFO" in l or "Warning" in l for l in err), out.stderr  # chatter and warnings: engine.log
+    assert "INFO 11-27 engine chatter" in (tmp_path / "run" / "engine.log").read_text()
+    assert sum(1 for l in err if "no NVIDIA GPU" in l) <= 1
+    assert "bon:n=2" in out.stdout and len(err) + len(out.stdout.splitlines()) < 40
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["prompts"]["sources"] == [
+        {"source": "helpful", "used": 8, "available": 50}, {"source": str(mine), "used": 10, "available": 10},
+    ]
+    answers = [json.loads(l) for l in (tmp_path / "run" / "answers.jsonl").read_text().splitlines()]
+    assert sum(a["cell"] == "plain" for a in answers) == 18
+
+
+def test_explicit_limit_cuts_every_source(tmp_path):
+    mine = tmp_path / "my.jsonl"
+    mine.write_text("".join(json.dumps({"prompt": f"Question {i}?"}) + "\n" for i in range(10)))
+    out = _fake_cli_run(tmp_path, "-p", "helpful", "-p", str(mine), "--limit", "3", "--out", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    assert "costtax: 6 prompts: helpful 3 of 50, my.jsonl 3 of 10" in out.stderr.splitlines()
+
+
+def test_resume_uses_the_recorded_prompt_counts(tmp_path):
+    """The counts in run.json decide a resumed run's prompts, not today's default."""
+    from costtax.config import RunConfig
+    from costtax.preflight import run_preflight
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "run.json").write_text(json.dumps({"prompts": {"sources": [{"source": "helpful", "used": 5, "available": 50}]}}))
+    pre = run_preflight(RunConfig(techniques=("plain",)), run_dir=d, resume=True, check_rewards=False)
+    assert len(pre.prompts) == 5 and pre.sources == ({"source": "helpful", "used": 5, "available": 50},)
+    fresh = run_preflight(RunConfig(techniques=("plain",)), run_dir=tmp_path / "new", check_rewards=False)
+    assert len(fresh.prompts) == 8  # the shipped set's demo default

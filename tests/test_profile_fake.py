@@ -169,9 +169,9 @@ def test_reward_failure_fails_only_bon_cells(tmp_path):
 
 
 def test_tax_columns(tmp_path):
-    res, _ = run_fake(tmp_path, ["bon:n=4"], prompts=("helpful", "harmful", "arith"), limit=4)
-    _, _, summary, _ = load(res.run_dir)
-    base, bon = summary
+    res, _ = run_fake(tmp_path, ["bon:n=4", "bon:n=1"], prompts=("helpful", "harmful", "arith"), limit=4)
+    _, _, summary, meta = load(res.run_dir)
+    base, bon, bon1 = summary
     assert float(base["latency_p50_x"]) == pytest.approx(1.0)
     assert float(bon["output_tokens_per_answer_x"]) == pytest.approx(
         float(bon["output_tokens_per_answer"]) / float(base["output_tokens_per_answer"])
@@ -180,7 +180,27 @@ def test_tax_columns(tmp_path):
     assert float(bon["bon_win_rate_bound"]) == pytest.approx(0.8)
     assert bon["proxy_win_rate_vs_plain"] != "" and bon["win_rate_vs_plain"] == ""
     assert base["accuracy_n"] == "4" and base["refusal_n"] == "4"
-    for col in ("device", "torch_version", "vllm_version", "dtype", "seed", "prefix_caching", "git_commit", "engine"):
-        assert col in base
+    # provenance columns carry run.json's values (CSV: None is written as "")
+    prov, eng, cfg = meta["provenance"], meta["engine"], meta["config"]
+    as_csv = lambda v: "" if v is None else str(v)  # noqa: E731
+    expected = {
+        "device": prov["machine"].get("device"), "torch_version": prov["versions"].get("torch"),
+        "vllm_version": prov["versions"].get("vllm"), "git_commit": prov.get("git_commit"),
+        "dtype": eng.get("dtype"), "prefix_caching": eng.get("prefix_caching"), "engine": eng.get("engine", cfg["engine"]),
+        "seed": cfg["seed"], "max_tokens": cfg["max_tokens"],
+    }
+    for row in summary:
+        assert {k: row[k] for k in expected} == {k: as_csv(v) for k, v in expected.items()}
     assert "mostly noise" in bon["noise_note"]
-    assert base["pareto"] in ("True", "False")
+    # Pareto flag recomputed from the table: a cell is on the front iff no other cell is at
+    # most as costly and at least as good, and strictly better in one of the two.
+    cost_col = base["pareto_cost"]
+    assert cost_col in ("gpu_s_per_answer", "latency_p50_s")
+    points = [(float(r[cost_col]), float(r["eval_reward_mean"])) for r in summary]
+    for (c, q), row in zip(points, summary):
+        dominated = any(c2 <= c and q2 >= q and (c2, q2) != (c, q) for c2, q2 in points)
+        assert row["pareto"] == str(not dominated), (row["cell"], points)
+    # bon:n=1 keeps plain's answers (sample 0 of the same prompt): same quality, so it is on the
+    # front only where its measured cost is no higher than plain's
+    assert bon1["cell"] == "bon:n=1" and float(bon1["eval_reward_mean"]) == pytest.approx(float(base["eval_reward_mean"]))
+    assert (bon1["pareto"] == "True") == (float(bon1[cost_col]) <= float(base[cost_col]))

@@ -102,19 +102,49 @@ def load_source(source: str, *, field: str = "--prompts", seed: int = 0) -> list
 
 
 def load_prompts(sources: Sequence[str], *, limit: int | None, seed: int = 0) -> list[Prompt]:
-    """Load every source; `limit` applies per source (the first K rows of each, in file order).
+    """Load every source; `limit` applies per source (the first K rows of each, in file order;
+    None: all of them). Prompt ids must be unique across sources; a clash is resolved by
+    prefixing the set name."""
+    return select_prompts(sources, limit=limit, seed=seed)[0]
 
-    Prompt ids must be unique across sources; a clash is resolved by prefixing the set name.
-    """
+
+# A run's default when no --limit is given: shipped sets are demo material, cut to their first
+# SHIPPED_DEFAULT_LIMIT rows; a user's file runs whole (cutting it silently surprised users).
+SHIPPED_DEFAULT_LIMIT = 8
+
+
+def select_prompts(
+    sources: Sequence[str],
+    *,
+    limit: int | None,
+    seed: int = 0,
+    shipped_default: int | None = None,
+    counts: dict[str, int] | None = None,
+) -> tuple[list[Prompt], list[dict[str, Any]]]:
+    """The prompts of a run and, per source, {"source", "used", "available"} (run.json's
+    prompts.sources). `limit` K: the first K of every source. `limit` None: all of every source,
+    except shipped sets when `shipped_default` is given (first `shipped_default`). `counts`
+    (source -> used, a resumed run's record) overrides both for the sources it names."""
     out: list[Prompt] = []
+    report: list[dict[str, Any]] = []
     seen: set[str] = set()
     for src in sources:
         prompts = load_source(src, seed=seed)
-        if limit is not None:
-            prompts = prompts[:limit]
+        available = len(prompts)
+        if counts is not None and src in counts:
+            take: int | None = counts[src]
+        elif limit is not None:
+            take = limit
+        elif shipped_default is not None and src in SHIPPED:
+            take = shipped_default
+        else:
+            take = None
+        if take is not None:
+            prompts = prompts[:take]
+        report.append({"source": src, "used": len(prompts), "available": available})
         for p in prompts:
             if p.id in seen:
                 p = Prompt(f"{p.prompt_set}:{p.id}", p.text, p.prompt_set, p.answer, p.category)
             seen.add(p.id)
             out.append(p)
-    return out
+    return out, report

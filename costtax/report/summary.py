@@ -379,12 +379,17 @@ def _technique_summary(cr: dict, a, prompts_answer) -> dict[str, Any]:
 
 
 def _prompt_answers(meta) -> dict[str, str | None]:
-    """Reference answers come from the prompt sources named in run.json (loaded again, cheap)."""
-    from ..prompts import load_prompts
+    """Reference answers come from the prompt sources named in run.json (loaded again, cheap),
+    cut to the counts the run recorded (prompts.sources; older runs: the config's limit)."""
+    from ..prompts import select_prompts
 
     cfg = meta.get("config", {})
     try:
-        prompts = load_prompts(cfg.get("prompts", []), limit=cfg.get("limit"), seed=cfg.get("seed", 0))
+        counts = {s["source"]: int(s["used"]) for s in (meta.get("prompts") or {})["sources"]}
+    except (KeyError, TypeError, ValueError):
+        counts = None
+    try:
+        prompts, _ = select_prompts(cfg.get("prompts", []), limit=cfg.get("limit"), seed=cfg.get("seed", 0), counts=counts)
     except Exception:
         return {}
     return {p.id: p.answer for p in prompts}
