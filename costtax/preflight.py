@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig
+from .techniques import get_technique
 from .constitution import Constitution, load_constitution
 from .errors import ConfigError
 from .prompts import SHIPPED_DEFAULT_LIMIT, Prompt, select_prompts
@@ -83,9 +84,10 @@ def run_preflight(config: RunConfig, *, run_dir: Path, resume: bool = False, che
         shipped_default=None if (resume and counts is None) else SHIPPED_DEFAULT_LIMIT,
         counts=counts,
     )
-    needs_cai = any(c.name == "cai" for c in config.cells)
+    techniques = [get_technique(c.name) for c in config.cells]
+    needs_cai = any(getattr(t, "uses_constitution", False) for t in techniques)
     constitution = load_constitution(config.constitution) if (needs_cai or config.constitution) else None
-    needs_reward = any(c.name == "bon" for c in config.cells) or config.eval_reward_model not in (None, "none")
+    needs_reward = any(getattr(t, "needs_reward_model", False) for t in techniques) or config.eval_reward_model not in (None, "none")
     if check_rewards and (needs_reward or config.reward_model != "judge"):
         from .rewards import validate_reward_spec
 

@@ -94,6 +94,7 @@ class TechniqueBase:
     """Defaults for the optional parts of the protocol."""
 
     needs_reward_model: ClassVar[bool] = False
+    uses_constitution: ClassVar[bool] = False
     # Extra summary.csv columns this technique writes: (name, unit, meaning).
     summary_columns: ClassVar[tuple[tuple[str, str, str], ...]] = ()
 

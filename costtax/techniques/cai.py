@@ -25,6 +25,7 @@ class ConstitutionalAI(TechniqueBase):
         Param("rounds", int, default=1, required=True, min=0, max=16, help="critique/revise rounds"),
         Param("early_stop", bool, default=False, help="stop when the critique says NO CHANGES NEEDED"),
     )
+    uses_constitution: ClassVar[bool] = True  # preflight loads and validates --constitution
     summary_columns: ClassVar[tuple[tuple[str, str, str], ...]] = (
         ("cai_rounds_mean", "rounds", "critique/revise rounds completed per answer, mean"),
         ("cai_stopped_early_rate", "fraction", "answers whose critique said NO CHANGES NEEDED (early_stop=true)"),
