@@ -94,6 +94,9 @@ def test_serve_starts_waits_for_health_and_stops_the_group(tmp_path, fake_python
         assert pgid != os.getpgid(0)  # ... which is not ours: Ctrl-C at the terminal does not hit it first
         prov = served.provenance()
         assert prov["start_s"] > 0 and prov["log_path"].endswith("server.log")
+        kw = served.engine_kwargs()
+        assert kw["base_url"] == served.base_url and kw["url_field"] == "--serve"
+        assert kw["tokenizer"] == served.model_name == str(tmp_path / "model") and kw["launch"]["pid"] == pgid
     assert not served.alive() and not group_alive(pgid) and not _pid_alive(child)
     log = (tmp_path / "run" / "server.log").read_text()
     cmd = served.command
@@ -157,6 +160,32 @@ def test_serve_failure_inside_the_block_stops_the_server(tmp_path, fake_python):
     assert not group_alive(pgid)
 
 
+def test_sigterm_to_costtax_stops_the_server(tmp_path, fake_python):
+    """costtax killed with SIGTERM (not Ctrl-C) still takes the server group down with it."""
+    import subprocess
+
+    script = f"""
+import sys, time
+from costtax.engines.serve import ServedVllm
+s = ServedVllm({str(tmp_path / 'model')!r}, {str(tmp_path / 'run' / 'server.log')!r}, python={fake_python!r},
+               device="cpu", env={{"FAKE_MODE": "ok", "FAKE_CHILD_FILE": {str(tmp_path / 'child.pid')!r}}})
+with s:
+    print(s.pgid, flush=True)
+    time.sleep(600)
+"""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        pgid = int(proc.stdout.readline())
+        assert group_alive(pgid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not group_alive(pgid) and not _pid_alive(int((tmp_path / "child.pid").read_text()))
+
+
 def test_serve_command_on_cuda_has_no_cpu_flags(tmp_path):
     served = ServedVllm("/m", tmp_path / "log", port=1234, device="cuda")
     cmd = served.build_command(on_cuda=True)
@@ -173,14 +202,14 @@ def test_real_vllm_server_end_to_end(tiny_llama_dir, tmp_path):
     reported, counters, reset endpoint, and no process left afterwards."""
     pytest.importorskip("vllm", reason="vllm not installed (make setup installs it)")
     from costtax.engines.base import GenRequest, SamplingSpec
+    from costtax.engines import make_engine
     from costtax.engines.openai import OpenAIEngine
 
     log = tmp_path / "run" / "server.log"
     served = ServedVllm(tiny_llama_dir, log, seed=0, max_model_len=1024, health_timeout_s=600)
     with served:
         pgid = served.pgid
-        engine = OpenAIEngine(served.base_url, served.model_name, tokenizer=str(tiny_llama_dir),
-                              launch=served.provenance(), url_field="--serve")
+        engine = make_engine("openai", served.model_name, **served.engine_kwargs(), seed=0, max_model_len=1024)
         try:
             engine.start()
             prompt = ("The quick brown fox jumps over the lazy dog. " * 12).strip()
@@ -188,9 +217,13 @@ def test_real_vllm_server_end_to_end(tiny_llama_dir, tmp_path):
             sp = SamplingSpec(temperature=0.8, max_tokens=8, seed=5, ignore_eos=True)
             assert engine.reset_prefix_cache() is True
             c0 = engine.counters()
+            t0 = time.monotonic()
             res = asyncio.run(engine.agenerate(GenRequest("r1", messages, n=2), sp))
+            wall = time.monotonic() - t0
             c1 = engine.counters()
             plen = engine.count_tokens(engine.render(messages))
+            print(f"\nreal server: start {served.start_s:.1f} s; n=2 x 8 tokens: {wall:.2f} s, ttft {res.t_first_token_s - res.t_submit_s:.3f} s, "
+                  f"queue {res.queue_s}, prompt {res.prompt_tokens}, cached {res.cached_prompt_tokens}, counters {c1}")
             assert res.prompt_tokens == plen
             assert [s.output_tokens for s in res.samples] == [8, 8]  # ignore_eos: full length
             assert all(s.finish_reason == "length" for s in res.samples)
@@ -214,7 +247,7 @@ def test_real_vllm_server_end_to_end(tiny_llama_dir, tmp_path):
                 assert remote.provenance()["tokenizer_source"] == "server:/tokenize"
                 text = engine.render(messages)
                 assert remote.count_tokens(text) == plen
-                print("server render:", repr(remote.render(messages)), "local render:", repr(text))
+                assert remote.render(messages) == text  # /tokenize + /detokenize keep the template's special tokens
             finally:
                 remote.close()
         finally:

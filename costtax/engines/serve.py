@@ -1,8 +1,9 @@
 """`--serve`: start vLLM's OpenAI server for a model dir, wait until healthy, stop it for sure.
 
-    with ServedVllm(model_dir, run_dir / "server.log") as served:
-        engine = OpenAIEngine(served.base_url, served.model_name, tokenizer=model_dir,
-                              launch=served.provenance(), url_field="--serve")
+    with ServedVllm(model_dir, run_dir / "server.log", seed=seed, max_model_len=L) as served:
+        engine = make_engine("openai", served.model_name, **served.engine_kwargs(), seed=seed)
+        # = OpenAIEngine(served.base_url, served.model_name, tokenizer=model_dir,
+        #                launch=served.provenance(), url_field="--serve", seed=seed)
 
 Choices recorded here:
 - `python -m vllm.entrypoints.openai.api_server`, not `vllm serve`: the `vllm` CLI looks up the
@@ -28,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -96,7 +96,7 @@ def _tail(path: Path, n: int = 3) -> str:
     return " | ".join(ln.strip()[:200] for ln in lines[-n:])
 
 
-_LIVE: "weakref.WeakSet[ServedVllm]" = weakref.WeakSet()
+_LIVE: "set[ServedVllm]" = set()  # strong references: a server must not outlive a lost object
 
 
 @atexit.register
@@ -326,6 +326,10 @@ class ServedVllm:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             pass
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for OpenAIEngine / make_engine("openai", self.model_name, ...)."""
+        return {"base_url": self.base_url, "tokenizer": self.model_dir, "launch": self.provenance(), "url_field": "--serve"}
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
