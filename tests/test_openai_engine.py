@@ -175,11 +175,14 @@ class FakeServer:
                     with server.lock:
                         server.in_flight -= 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the default backlog of 5 drops bursts of connections
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     @staticmethod
@@ -246,7 +249,7 @@ def test_streaming_ttft_is_per_request_and_before_finish(make_server, make_engin
 
 
 def test_n_samples_are_n_concurrent_requests_in_order_with_derived_seeds(make_server, make_engine):
-    srv = make_server(first_delay_s=0.3)
+    srv = make_server(first_delay_s=0.5)
     eng = make_engine(srv)
     res = asyncio.run(eng.agenerate(req("q7", n=4), SP))
     assert len(srv.bodies) == 4 and all(b["n"] == 1 for b in srv.bodies)
@@ -414,20 +417,20 @@ def test_local_tokenizer_renders_with_chat_template(make_server, make_engine, tm
 
 
 def test_sync_generate_runs_requests_concurrently_in_order(make_server, make_engine):
-    srv = make_server(first_delay_s=0.2)
+    srv = make_server(first_delay_s=0.5)
     eng = make_engine(srv)
     t0 = time.monotonic()
     out = eng.generate([req("a", n=2), req("b", text="another prompt"), req("c", n=3)], SP)
     wall = time.monotonic() - t0
     assert [r.request_id for r in out] == ["a", "b", "c"] and [len(r.samples) for r in out] == [2, 1, 3]
-    assert srv.max_in_flight == 6 and wall < 6 * 0.2  # concurrent, not one after another
+    assert srv.max_in_flight == 6 and wall < 6 * 0.5  # concurrent, not one after another
     stats = eng.last_batch_stats()
     assert stats.prefix_cache_queries is not None and stats.prefix_cache_hits is not None
     assert stats.prefix_cache_hits == out[0].cached_prompt_tokens + out[2].cached_prompt_tokens
 
 
 def test_agenerate_from_several_event_loops_and_concurrent_answers(make_server, make_engine):
-    srv = make_server(first_delay_s=0.1)
+    srv = make_server(first_delay_s=0.5)
     eng = make_engine(srv)
 
     async def many():

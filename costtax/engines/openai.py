@@ -572,9 +572,11 @@ class OpenAIEngine:
             q = (p["metrics"] or {}).get("queue_time_ms")
             if q is not None:
                 queue.append(float(q) / 1000.0)
-        self._usage_seen["prompt_tokens"] = bool(plens) if self._usage_seen["prompt_tokens"] is None else self._usage_seen["prompt_tokens"] and bool(plens)
-        self._usage_seen["cached_tokens"] = (cached is not None) if self._usage_seen["cached_tokens"] is None else self._usage_seen["cached_tokens"] and cached is not None
-        self._usage_seen["queue_time"] = (len(queue) == len(parts)) if self._usage_seen["queue_time"] is None else self._usage_seen["queue_time"] and len(queue) == len(parts)
+        # What the server reported, over every response so far (None until the first one).
+        for key, seen in (("prompt_tokens", len(plens) == len(parts)), ("cached_tokens", cached is not None),
+                          ("queue_time", len(queue) == len(parts))):
+            prev = self._usage_seen[key]
+            self._usage_seen[key] = seen if prev is None else (prev and seen)
         plen: int | None = max(plens) if plens else None
         if plen is None and self._tok is not None:
             plen = self.count_tokens(self.render(req.messages))  # the server did not say: count it here
