@@ -33,6 +33,11 @@ time.sleep(600)
 child = subprocess.Popen([sys.executable, "-c", CHILD])
 with open(os.environ["FAKE_CHILD_FILE"], "w") as f:
     f.write(str(child.pid))
+if mode == "port_taken_once" and not os.path.exists(os.environ["FAKE_CHILD_FILE"] + ".tried"):
+    open(os.environ["FAKE_CHILD_FILE"] + ".tried", "w").close()
+    print("OSError: [Errno 98] Address already in use", flush=True)
+    print("(traceback continues)", flush=True)
+    sys.exit(1)
 if mode == "crash":
     print("RuntimeError: fake engine failed to start", flush=True)
     sys.exit(3)
@@ -119,6 +124,15 @@ def test_serve_process_exiting_during_start_names_the_log(tmp_path, fake_python)
     assert "fake engine failed to start" in msg and "\n" not in msg
     time.sleep(0.2)
     assert not _pid_alive(int(child_file.read_text()))  # the orphaned child was killed too
+
+
+def test_serve_retries_on_another_port_when_the_port_was_taken(tmp_path, fake_python):
+    served, child_file = _served(tmp_path, fake_python, "port_taken_once", health_timeout_s=60)
+    with served:
+        assert served.alive()
+        log = (tmp_path / "run" / "server.log").read_text()
+        assert log.count("# costtax --serve:") == 2 and "Address already in use" in log
+        assert served.provenance()["command"] == served.command and str(served.port) in served.command
 
 
 def test_serve_health_timeout_stops_everything(tmp_path, fake_python):

@@ -237,11 +237,11 @@ class OpenAIEngine:
         self._sync = httpx.Client(timeout=timeout, headers=self._headers())
         try:
             self._probe()
+            self._load_tokenizer()
         except BaseException:
             self._sync.close()
             self._sync = None
             raise
-        self._load_tokenizer()
         self._start_loop(timeout)
         self._started_flag = True
         own = time.monotonic() - t0

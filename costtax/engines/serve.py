@@ -221,28 +221,45 @@ class ServedVllm:
             on_cuda = _cuda_available()
         else:
             on_cuda = self.device.startswith("cuda")
-        if self.port is None:
-            self.port = free_port(self.host)
-        self.command = self.build_command(on_cuda)
-        env = self.build_env(on_cuda)
+        pick_port = self.port is None
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
-        self._log.write(("# costtax --serve: " + " ".join(self.command) + "\n").encode())
-        self._log.flush()
         self._install_sigterm()
-        try:
-            self.proc = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True,
-            )
-            self.pgid = self.proc.pid  # a new session: its leader's pid is the group id
-            _LIVE.add(self)
-            self._wait_healthy(t0)
-        except BaseException:  # failure, timeout, Ctrl-C during start-up: leave nothing behind
-            self.stop()
-            raise
+        for attempt in range(3):
+            if pick_port:
+                self.port = free_port(self.host)
+            self.command = self.build_command(on_cuda)
+            env = self.build_env(on_cuda)
+            self._log = open(self.log_path, "ab")
+            self._log.write(("# costtax --serve: " + " ".join(self.command) + "\n").encode())
+            self._log.flush()
+            try:
+                self.proc = subprocess.Popen(
+                    self.command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                    env=env, start_new_session=True,
+                )
+                self.pgid = self.proc.pid  # a new session: its leader's pid is the group id
+                _LIVE.add(self)
+                self._wait_healthy(t0)
+                break
+            except ServerStartError as exc:
+                self.stop()
+                # Another process took the free port before the server bound it: try another.
+                if pick_port and attempt < 2 and "address already in use" in self._last_launch_log().lower():
+                    self._install_sigterm()
+                    continue
+                raise
+            except BaseException:  # timeout, Ctrl-C during start-up: leave nothing behind
+                self.stop()
+                raise
         self.start_s = time.monotonic() - t0
         return self
+
+    def _last_launch_log(self) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[text.rfind("# costtax --serve:"):]
 
     def _wait_healthy(self, t0: float) -> None:
         import httpx
