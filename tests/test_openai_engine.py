@@ -517,3 +517,21 @@ def test_make_engine_registers_openai(make_server):
         assert isinstance(eng, OpenAIEngine) and eng.provenance()["engine_seed"] == 3
     finally:
         eng.close()
+
+
+def test_bad_local_tokenizer_dir_is_a_config_error(make_server, tmp_path):
+    srv = make_server()
+    eng = OpenAIEngine(srv.base_url, MODEL, tokenizer=str(tmp_path / "missing"))
+    with pytest.raises(ConfigError) as ei:
+        eng.start()
+    assert ei.value.field == "--model" and "tokenizer" in str(ei.value)
+    assert eng._sync is None  # nothing left open
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, costtax.engines.openai, costtax.engines.serve; print(sorted(m for m in ('httpx', 'torch', 'transformers', 'vllm') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
