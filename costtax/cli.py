@@ -70,6 +70,9 @@ def profile(
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="fixed-length generation: every sample runs to --max-tokens"),
     score_max_pairs: int = typer.Option(64, "--score-max-pairs", help="reward micro-batcher: max prompt/response pairs per pass"),
     score_max_wait_ms: float = typer.Option(5.0, "--score-max-wait-ms", help="reward micro-batcher: max wait for more score calls"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="--engine openai: an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
+    serve: bool = typer.Option(False, "--serve", help="start vLLM's OpenAI server for --model on a free loopback port and profile through it"),
+    server_timeout_s: float = typer.Option(600.0, "--server-timeout-s", help="--serve: how long to wait for the server's /health"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the engine log (RUN_DIR/engine.log) to the terminal too"),
 ):
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
@@ -119,6 +122,9 @@ def profile(
             ignore_eos=ignore_eos,
             score_max_pairs=score_max_pairs,
             score_max_wait_ms=score_max_wait_ms,
+            base_url=base_url,
+            serve=serve,
+            server_timeout_s=server_timeout_s,
         )
 
     result = _run_with_display(config, resume=resume, verbose=verbose)

@@ -164,6 +164,11 @@ class RunConfig:
     # long the first score call of a batch waits for others.
     score_max_pairs: int = 64
     score_max_wait_ms: float = 5.0
+    # Served engines: `openai` drives any OpenAI-compatible server at base_url; serve=True starts
+    # vLLM's OpenAI server for `model` on a free loopback port and profiles through `openai`.
+    base_url: str | None = None
+    serve: bool = False
+    server_timeout_s: float = 600.0
     cells: tuple[TechniqueSpec, ...] = field(default=(), compare=False)
 
     def __post_init__(self):
@@ -201,11 +206,28 @@ class RunConfig:
             raise ConfigError("--score-max-pairs", self.score_max_pairs, "use an integer >= 1")
         if not 0 <= self.score_max_wait_ms <= 60_000:
             raise ConfigError("--score-max-wait-ms", self.score_max_wait_ms, "use milliseconds between 0 and 60000")
+        if self.serve and self.engine not in ("vllm", "openai"):
+            raise ConfigError("--serve", "true", f"--serve starts vLLM's OpenAI server; it cannot be combined with --engine {self.engine}")
+        if self.serve and self.base_url:
+            raise ConfigError("--base-url", self.base_url, "give either --serve (costtax starts the server) or --base-url (an existing one), not both")
+        if self.engine == "openai" and not self.serve and not self.base_url:
+            raise ConfigError("--base-url", "", "--engine openai needs the server's URL, e.g. --base-url http://127.0.0.1:8000/v1 (or --serve)")
+        if self.base_url and not str(self.base_url).startswith(("http://", "https://")):
+            raise ConfigError("--base-url", self.base_url, "use an http(s) URL, e.g. http://127.0.0.1:8000/v1")
+        if self.base_url and self.engine != "openai":
+            raise ConfigError("--base-url", self.base_url, "only the openai engine talks to a server; add --engine openai")
+        if not self.server_timeout_s > 0:
+            raise ConfigError("--server-timeout-s", self.server_timeout_s, "use a number of seconds > 0")
         from .load import parse_load
 
         object.__setattr__(self, "load", tuple(self.load))
         parse_load(self.load)
         object.__setattr__(self, "cells", expand_techniques(self.techniques))
+
+    @property
+    def engine_kind(self) -> str:
+        """The engine actually driven: --serve profiles through the openai engine."""
+        return "openai" if self.serve else self.engine
 
     @property
     def load_levels(self):

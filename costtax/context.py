@@ -40,14 +40,18 @@ class _AnswerTotals:
     t_first_submit: float | None = None
     t_last_finish: float | None = None
     ttft_s: float | None = None
+    prompt_unknown: bool = False  # a server that reports no usage: prompt tokens unknown, never 0
 
     def add(self, rec: CallRecord) -> None:
         self.calls += 1
         if rec.stage == "score":
-            self.reward_tokens += rec.prompt_tokens
+            self.reward_tokens += rec.prompt_tokens or 0
             self.score_latency_s += rec.latency_s
         else:
-            self.prompt_tokens += rec.prompt_tokens * rec.n
+            if rec.prompt_tokens is None:
+                self.prompt_unknown = True
+            else:
+                self.prompt_tokens += rec.prompt_tokens * rec.n
             self.output_tokens += rec.output_tokens
             if self.cached_prompt_tokens is not None:
                 self.cached_prompt_tokens = (
@@ -258,7 +262,7 @@ class CellContext:
                 prompt_id=inst.prompt.id,
                 text=text,
                 calls=t.calls,
-                prompt_tokens=t.prompt_tokens,
+                prompt_tokens=None if t.prompt_unknown else t.prompt_tokens,
                 output_tokens=t.output_tokens,
                 latency_s=latency,
                 cached_prompt_tokens=t.cached_prompt_tokens,

@@ -73,7 +73,8 @@ def check_model(model: str, field: str = "--model") -> None:
 
 def run_preflight(config: RunConfig, *, run_dir: Path, resume: bool = False, check_rewards: bool = True) -> Preflight:
     check_out_dir(run_dir, resume=resume)
-    check_model(config.model)
+    if config.engine_kind != "openai" or config.serve:
+        check_model(config.model)  # a remote server's model is a name on that server, not a path here
     # A resumed run uses the counts it recorded; one recorded before run.json had them keeps the
     # meaning its limit had then (None: every prompt of every source).
     counts = recorded_prompt_counts(run_dir) if resume else None

@@ -58,13 +58,24 @@ def config_diff(a: RunConfig, b: RunConfig) -> list[str]:
     return [f"{k}: {da.get(k)!r} -> {db.get(k)!r}" for k in sorted(set(da) | set(db)) if k not in ignore and da.get(k) != db.get(k)]
 
 
-def _make_engine(config: RunConfig, model_dir: Path):
+def _make_engine(config: RunConfig, model_dir: Path | None):
     from .engines import make_engine
 
     kwargs: dict[str, Any] = dict(seed=config.seed, max_model_len=config.max_model_len, trust_remote_code=config.trust_remote_code)
     if config.engine == "vllm":
         kwargs["enable_prefix_caching"] = config.prefix_caching
     return make_engine(config.engine, str(model_dir), **kwargs)
+
+
+def _remote_engine(config: RunConfig):
+    """--engine openai --base-url URL: a server costtax did not start. The model is the server's
+    name for it; the embedded default alias means 'the server's only model'."""
+    from .engines import make_engine
+    from .models import DEFAULT_MODEL
+
+    model = None if config.model == DEFAULT_MODEL else config.model
+    return make_engine("openai", model, base_url=config.base_url, seed=config.seed, max_model_len=config.max_model_len,
+                       trust_remote_code=config.trust_remote_code)
 
 
 @dataclass
@@ -89,6 +100,7 @@ class Models:
     eval_scorer: Any = None
     owns_engine: bool = True
     restart: bool = True
+    server: Any = None  # ServedVllm costtax started (--serve); stopped after the engine closes
     _async: Any = None  # the engine as an AsyncEngine (a batching worker around a sync engine)
     _async_for: Any = None  # the engine _async was made for (a restart replaces the engine)
 
@@ -162,21 +174,53 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
     emit = emit or (lambda kind, data: None)
     config, meta = state.config, state.meta
     owns = engine is None
-    if engine is None:
+    server = None
+    t_server = time.monotonic()
+    if engine is None and config.serve:
+        from .engines import make_engine
+        from .engines.serve import ServedVllm
+
+        emit("status", {"msg": f"resolving model {config.model}"})
+        model_dir = resolve_model(config.model)
+        log = state.run_dir / "server.log"
+        emit("status", {"msg": f"starting vLLM's OpenAI server for {config.model} (log: {log})"})
+        server = ServedVllm(model_dir, log, seed=config.seed, max_model_len=config.max_model_len,
+                            enable_prefix_caching=config.prefix_caching, health_timeout_s=config.server_timeout_s)
+        server.__enter__()
+        engine = make_engine("openai", server.model_name, **server.engine_kwargs(), seed=config.seed)
+    elif engine is None and config.engine == "openai":
+        engine = _remote_engine(config)
+        emit("status", {"msg": f"connecting to {config.base_url}"})
+    elif engine is None:
         emit("status", {"msg": f"resolving model {config.model}"})
         engine = _make_engine(config, resolve_model(config.model))
         emit("status", {"msg": f"starting {config.engine} engine (cold start is measured apart)"})
-    with ResourceMeter() as start_meter:
-        engine_start_s = engine.start()
-    meta["engine"] = engine.provenance()
-    meta["engine_start"] = {"engine_start_s": engine_start_s, "meter": _reading(start_meter)}
-    scorer, eval_scorer = _reward_models(config, meta, scorer, eval_scorer, emit)
-    idle = _idle_power()
-    if idle is not None:
-        meta["idle_power_w"] = idle
-    write_json_atomic(state.run_dir / RUN_JSON, meta)
-    restart = owns if restart_dead_engine is None else restart_dead_engine
-    return Models(engine, scorer, eval_scorer, owns, restart)
+    try:
+        with ResourceMeter() as start_meter:
+            engine_start_s = engine.start()
+        if server is not None:
+            # cold start of a served engine: server launch to healthy, plus the client's own start
+            engine_start_s = time.monotonic() - t_server
+            meta["server"] = {"log": str(state.run_dir / "server.log"), "base_url": getattr(engine, "base_url", None), "started_by": "costtax"}
+        meta["engine"] = engine.provenance()
+        meta["engine_start"] = {"engine_start_s": engine_start_s, "meter": _reading(start_meter)}
+        scorer, eval_scorer = _reward_models(config, meta, scorer, eval_scorer, emit)
+        idle = _idle_power()
+        if idle is not None:
+            meta["idle_power_w"] = idle
+        write_json_atomic(state.run_dir / RUN_JSON, meta)
+    except BaseException:
+        # nothing may outlive a failed start: the client, then the server's process group
+        if owns:
+            try:
+                engine.close()
+            except Exception:
+                pass
+        if server is not None:
+            server.__exit__(None, None, None)
+        raise
+    restart = (owns and server is None and config.engine_kind != "openai") if restart_dead_engine is None else restart_dead_engine
+    return Models(engine, scorer, eval_scorer, owns, restart, server)
 
 
 def _idle_power(seconds: float = 3.0) -> dict[str, Any] | None:
@@ -434,8 +478,13 @@ def close_run(state: RunState, models: Models | None, status: str) -> None:
     if models is None:
         return
     models.close_async()
-    if models.owns_engine and models.engine is not None:
-        models.engine.close()
+    try:
+        if models.owns_engine and models.engine is not None:
+            models.engine.close()
+    finally:
+        if models.server is not None:
+            # the server's whole process group (the engine core runs as child processes)
+            models.server.__exit__(None, None, None)
     for rm in (models.scorer, models.eval_scorer):
         if rm is not None and hasattr(rm, "close"):
             try:

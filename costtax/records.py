@@ -29,7 +29,7 @@ class CallRecord:
     prompt_id: str
     stage: str
     n: int
-    prompt_tokens: int  # per sample, as the model saw it (chat template applied)
+    prompt_tokens: int | None  # per sample, as the model saw it (chat template applied); None: the server did not say
     cached_prompt_tokens: int | None  # over all n samples; None if the engine cannot tell
     output_tokens: int  # over all n samples
     t_submit_s: float  # seconds since the run's epoch (time.monotonic based)
@@ -63,7 +63,7 @@ class AnswerRecord:
     prompt_id: str
     text: str
     calls: int  # technique calls (eval scoring excluded)
-    prompt_tokens: int
+    prompt_tokens: int | None
     output_tokens: int
     latency_s: float  # first submit -> last finish of this answer's technique calls
     cached_prompt_tokens: int | None = None

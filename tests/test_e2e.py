@@ -45,7 +45,7 @@ def test_run_directory_contract(demo_run):
     assert meta["engine"]["engine"] == "vllm" and meta["engine"]["dtype"] == "float32"
     assert meta["engine_start"]["engine_start_s"] > 1
     assert meta["provenance"]["versions"]["vllm"] and meta["provenance"]["versions"]["torch"]
-    assert meta["sampling"] == {"temperature": 0.7, "top_p": 1.0, "max_tokens": 16, "seed": 0}
+    assert meta["sampling"] == {"temperature": 0.7, "top_p": 1.0, "max_tokens": 16, "seed": 0, "ignore_eos": False}
     acc = meta["reward_model"]["pairs_accuracy"]
     assert 0.0 <= acc["accuracy"] <= 1.0 and acc["n"] >= 20
     calls = list(read_jsonl(out / "calls.jsonl"))
