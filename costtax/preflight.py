@@ -43,6 +43,26 @@ def check_out_dir(out: Path, *, resume: bool) -> None:
         raise ConfigError("--out", str(out), f"{parent} is not writable; choose a writable directory")
 
 
+def check_server(base_url: str, field: str = "--base-url", timeout_s: float = 5.0) -> None:
+    """An existing OpenAI-compatible server must answer GET /models before the run starts
+    (stdlib only: no client library is imported for a bad URL)."""
+    import urllib.error
+    import urllib.request
+
+    url = base_url.rstrip("/") + "/models"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            if resp.status >= 400:
+                raise ConfigError(field, base_url, f"{url} answered HTTP {resp.status}; is this an OpenAI-compatible server?")
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return  # it is there; the engine reports what the credentials allow
+        raise ConfigError(field, base_url, f"{url} answered HTTP {exc.code}; is this an OpenAI-compatible server (…/v1)?") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(field, base_url, f"no server answered at {url} ({reason}); start one there or use --serve") from None
+
+
 def check_model(model: str, field: str = "--model") -> None:
     from .models import EMBEDDED, is_hf_model_dir
 
@@ -75,6 +95,8 @@ def run_preflight(config: RunConfig, *, run_dir: Path, resume: bool = False, che
     check_out_dir(run_dir, resume=resume)
     if config.engine_kind != "openai" or config.serve:
         check_model(config.model)  # a remote server's model is a name on that server, not a path here
+    else:
+        check_server(config.base_url)
     # A resumed run uses the counts it recorded; one recorded before run.json had them keeps the
     # meaning its limit had then (None: every prompt of every source).
     counts = recorded_prompt_counts(run_dir) if resume else None

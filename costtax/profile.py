@@ -513,8 +513,9 @@ def profile(
     """
     emit = on_event or (lambda kind, data: None)
     state = open_run(config, resume=resume, check_rewards=scorer is None, emit=emit)
-    # NVML missing (any CPU machine): say so once per run, not once per cell.
-    warnings.filterwarnings("once", message="NVML unavailable")
+    # NVML missing (any CPU machine): the CLI states it once in words and every row carries
+    # nvml_reason; the meter's per-cell RuntimeWarning would only repeat it.
+    warnings.filterwarnings("ignore", message="NVML unavailable")
     done = done_units(state.run_dir)
     plan = [
         (spec, level, k)

@@ -89,6 +89,21 @@ CASES = [
     (["--reward-model", "scalar:{cls3}"], "--reward-model", "num_labels"),
     (["--eval-reward-model", "scalar:{dir}/nope"], "--eval-reward-model", "no such directory"),
     (["--resume", "{notempty}"], "--resume", "not a costtax run"),
+    (["--cell-repeats", "0"], "--cell-repeats", "between 1"),
+    (["--warmup-answers", "-1"], "--warmup-answers", ">= 0"),
+    (["--load", "burst"], "--load", "use batch, concurrency="),
+    (["--load", "concurrency=0"], "--load", "integer >= 1"),
+    (["--load", "rate=fast"], "--load", "not a number"),
+    (["--level-timeout-s", "0"], "--level-timeout-s", "> 0"),
+    (["--slo-p95-s", "-1"], "--slo-p95-s", "> 0"),
+    (["--score-max-pairs", "0"], "--score-max-pairs", ">= 1"),
+    (["--score-max-wait-ms", "-5"], "--score-max-wait-ms", "between 0"),
+    (["--engine", "openai"], "--base-url", "needs the server's URL"),
+    (["--engine", "openai", "--base-url", "ftp://x"], "--base-url", "http(s) URL"),
+    (["--base-url", "http://127.0.0.1:8000/v1"], "--base-url", "--engine openai"),
+    (["--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "--out", "{dir}/unreachable"], "--base-url", "127.0.0.1:9"),
+    (["--serve", "--engine", "hf"], "--serve", "--engine hf"),
+    (["--serve", "--server-timeout-s", "0"], "--server-timeout-s", "> 0"),
 ]
 
 
@@ -108,7 +123,7 @@ def test_bad_input(files, capsys, argv, field, fragment):
 
 # profile's options that take no user value that could be bad (switches), or only one checked
 # elsewhere (--resume with a good directory: tests/test_reliability.py)
-NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help"}
+NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help", "--ignore-eos", "--serve"}
 
 
 def test_every_profile_option_has_a_bad_input_case():
