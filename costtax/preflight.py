@@ -108,6 +108,15 @@ def run_preflight(config: RunConfig, *, run_dir: Path, resume: bool = False, che
         counts=counts,
     )
     techniques = [get_technique(c.name) for c in config.cells]
+    for t in techniques:
+        if getattr(t, "needs_reference_answers", False):
+            missing = sorted({p.prompt_set for p in prompts if p.answer is None})
+            if missing:
+                raise ConfigError(
+                    "--technique", t.name,
+                    f"{t.name} votes on final answers and needs prompts with a reference answer; {', '.join(missing)} "
+                    "has none (use -p arith, or a JSONL file whose rows carry \"answer\")",
+                )
     needs_cai = any(getattr(t, "uses_constitution", False) for t in techniques)
     constitution = load_constitution(config.constitution) if (needs_cai or config.constitution) else None
     needs_reward = any(getattr(t, "needs_reward_model", False) for t in techniques) or config.eval_reward_model not in (None, "none")

@@ -201,3 +201,32 @@ def test_resume_with_cell_repeats_writes_no_duplicates(tmp_path):
     assert sorted(set(cells)) == sorted({("plain", 0, "ok"), ("bon:n=2", 0, "ok"), ("plain", 1, "ok"), ("bon:n=2", 1, "ok")})
     meta = json.loads((tmp_path / "r" / "run.json").read_text())
     assert meta["status"] == "finished"
+
+
+def test_self_consistency_votes_and_is_refused_without_answers(tmp_path):
+    from costtax.errors import ConfigError
+    from costtax.techniques.self_consistency import extract_vote, majority
+
+    assert extract_vote("so the answer is 1,234.", "1234") == 1234
+    assert extract_vote("Paris!", "paris") == "paris"
+    assert majority([3, None, 5, 5, 3]) == (3, 2)  # tie: the value seen first
+    assert majority([None, None]) == (None, 0)
+
+    class Numbers(TimedEngine):
+        def _results(self, requests, sampling, t0):
+            import dataclasses
+
+            from costtax.engines.base import Sample
+
+            out = super()._results(requests, sampling, t0)
+            return [dataclasses.replace(r, samples=tuple(Sample(f"I think it is {k % 2}", (1, 2, 3, 4), "stop") for k in range(len(r.samples))))
+                    for r in out]
+
+    res, summary = _run(tmp_path / "ok", ["sc:n=3"], Numbers(), prompts=("arith",), limit=4, warmup_answers=0)
+    row = summary["sc:n=3@batch"]
+    assert row["accounting_violations"] == "0" and float(row["sc_vote_share_mean"]) == pytest.approx(2 / 3)
+    sc = [a for a in read_jsonl(res.run_dir / "answers.jsonl") if a["cell"] == "sc:n=3"]
+    assert all(a["extra"]["vote_winner"] == 0 and a["text"] == "I think it is 0" for a in sc)
+    assert float(row["output_tokens_per_answer_x"]) > 1.5  # three samples per answer
+    with pytest.raises(ConfigError, match="reference answer"):
+        _run(tmp_path / "bad", ["sc:n=3"], TimedEngine(), prompts=("helpful",), limit=2)

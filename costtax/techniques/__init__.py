@@ -5,8 +5,9 @@ from .base import Param, Technique
 from .best_of_n import BestOfN
 from .cai import ConstitutionalAI
 from .plain import Plain
+from .self_consistency import SelfConsistency
 
-REGISTRY: dict[str, type] = {t.name: t for t in (Plain, BestOfN, ConstitutionalAI)}
+REGISTRY: dict[str, type] = {t.name: t for t in (Plain, BestOfN, ConstitutionalAI, SelfConsistency)}
 
 
 def get_technique(name: str) -> type:

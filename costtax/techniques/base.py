@@ -95,6 +95,7 @@ class TechniqueBase:
 
     needs_reward_model: ClassVar[bool] = False
     uses_constitution: ClassVar[bool] = False
+    needs_reference_answers: ClassVar[bool] = False  # every prompt must carry an `answer`
     # Extra summary.csv columns this technique writes: (name, unit, meaning).
     summary_columns: ClassVar[tuple[tuple[str, str, str], ...]] = ()
 
