@@ -119,7 +119,9 @@ class CellContext:
                     out.append(PromptInstance(p, r, aid))
         return out
 
-    def request(self, inst: PromptInstance, messages, *, n: int = 1, share_prefix: bool = True, max_tokens=None) -> "GenRequest":
+    def request(
+        self, inst: PromptInstance, messages, *, n: int = 1, share_prefix: bool = True, max_tokens=None, continue_final: bool = False
+    ) -> "GenRequest":
         from .engines.base import GenRequest
 
         return GenRequest(
@@ -128,6 +130,7 @@ class CellContext:
             n=n,
             share_prefix=share_prefix,
             max_tokens=max_tokens,
+            continue_final=continue_final,
         )
 
     @property

@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 SCHEMA_VERSION = 1
 RUN_JSON, CALLS, ANSWERS, CELLS, SUMMARY = "run.json", "calls.jsonl", "answers.jsonl", "cells.jsonl", "summary.csv"
-STAGES = ("sample", "critique", "revise", "score", "eval")
+STAGES = ("sample", "critique", "revise", "score", "eval", "continue")
+GEN_STAGES = ("sample", "critique", "revise", "continue")  # stages that generate tokens
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,9 @@ class FakeEngine:
         self.started = True
         return 0.01
 
-    def render(self, messages) -> str:
-        return " ".join(f"<{m['role']}> {m['content']}" for m in messages) + " <assistant>"
+    def render(self, messages, continue_final: bool = False) -> str:
+        text = " ".join(f"<{m['role']}> {m['content']}" for m in messages)
+        return text if continue_final else text + " <assistant>"
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -81,7 +82,7 @@ class FakeEngine:
     def _results(self, requests, sampling, t0):
         out = []
         for req in requests:
-            text = self.render(req.messages)
+            text = self.render(req.messages, continue_final=getattr(req, "continue_final", False))
             if self.fail_on and self.fail_on in text:
                 raise RuntimeError(f"fake engine failure on {self.fail_on!r}")
             plen = self.count_tokens(text)
@@ -89,7 +90,7 @@ class FakeEngine:
             samples = []
             for k in range(req.n):
                 h = _h(self.seed, text, k)
-                n_words = min(1 + h % self.words, max_tokens)
+                n_words = max_tokens if getattr(sampling, "ignore_eos", False) else min(1 + h % self.words, max_tokens)
                 words = [f"w{(h >> (i % 24)) % 97}" for i in range(n_words)]
                 samples.append(
                     Sample(" ".join(words), tuple(range(n_words)), "length" if n_words == max_tokens else "stop")

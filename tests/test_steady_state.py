@@ -230,3 +230,27 @@ def test_self_consistency_votes_and_is_refused_without_answers(tmp_path):
     assert float(row["output_tokens_per_answer_x"]) > 1.5  # three samples per answer
     with pytest.raises(ConfigError, match="reference answer"):
         _run(tmp_path / "bad", ["sc:n=3"], TimedEngine(), prompts=("helpful",), limit=2)
+
+
+def test_bon_es_keep_all_matches_bon_tokens_and_accounting(tmp_path):
+    from costtax.techniques.early_stop_bon import top_k_indices
+
+    assert top_k_indices([0.1, 0.9, 0.5, 0.9], 2) == [1, 3]
+    assert top_k_indices([0.3, 0.3, 0.3], 1) == [0]
+    res, summary = _run(tmp_path, ["bon:n=4", "bon_es:n=4,checkpoint=3,keep=1", "bon_es:n=4,checkpoint=3,keep=0.25"],
+                        TimedEngine(), ignore_eos=True, max_tokens=8, warmup_answers=0, limit=3)
+    full, keep_all, keep_one = (summary[c + "@batch"] for c in ("bon:n=4", "bon_es:n=4,checkpoint=3,keep=1", "bon_es:n=4,checkpoint=3,keep=0.25"))
+    assert float(full["output_tokens_per_answer"]) == 4 * 8
+    assert float(keep_all["output_tokens_per_answer"]) == 4 * 8  # every candidate runs to the end
+    assert float(keep_all["bon_es_kept_mean"]) == 4 and float(keep_all["bon_es_discarded_tokens_per_answer"]) == 0
+    assert float(keep_one["output_tokens_per_answer"]) == 4 * 3 + 5  # 4 to the checkpoint, 1 finished
+    assert float(keep_one["bon_es_discarded_tokens_per_answer"]) == 3 * 3
+    for row in (keep_all, keep_one):
+        assert row["accounting_violations"] == "0", row["accounting_example"]
+    calls = list(read_jsonl(res.run_dir / "calls.jsonl"))
+    cont = [c for c in calls if c["stage"] == "continue"]
+    assert cont and all(c["n"] == 1 and c["output_tokens"] == 5 for c in cont)
+    # the continuation prompt holds the partial output: the fake prefix cache serves none of it,
+    # but its prompt is longer than the original prompt
+    first = {c["answer_id"]: c for c in calls if c["stage"] == "sample"}
+    assert all(c["prompt_tokens"] > first[c["answer_id"]]["prompt_tokens"] for c in cont)

@@ -19,8 +19,10 @@ class ChatTemplateMixin:
         if not self._started():
             raise RuntimeError("engine not started: call start() first")
 
-    def render(self, messages: Sequence[Message]) -> str:
+    def render(self, messages: Sequence[Message], continue_final: bool = False) -> str:
         self._require_started()
+        if continue_final:
+            return self._tok.apply_chat_template(list(messages), add_generation_prompt=False, continue_final_message=True, tokenize=False)
         return self._tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
 
     def count_tokens(self, text: str) -> int:
@@ -33,7 +35,7 @@ class ChatTemplateMixin:
     def _prompt_ids(self, req: GenRequest, default_max_tokens: int) -> tuple[list[int], int]:
         """Token ids of the rendered prompt (the template holds any BOS) and the max new tokens
         that fit in the context; a prompt that leaves no room is an error, not a truncation."""
-        ids = list(self._tok.encode(self.render(req.messages), add_special_tokens=False))
+        ids = list(self._tok.encode(self.render(req.messages, continue_final=req.continue_final), add_special_tokens=False))
         room = self._max_model_len - len(ids)
         if room < 1:
             raise ValueError(

@@ -46,12 +46,19 @@ class GenRequest:
     n: int = 1
     share_prefix: bool = True
     max_tokens: int | None = None  # overrides SamplingSpec.max_tokens
+    # Token-level continuation (early-stopping best-of-N): the last message is a partial
+    # assistant turn; the engine renders the conversation without a new generation prompt and
+    # continues that turn (transformers/vLLM `continue_final_message`). The prefix cache then
+    # serves prompt + partial output, so resuming costs only the new tokens (block granularity).
+    continue_final: bool = False
 
     def __post_init__(self):
         if self.n < 1:
             raise ValueError("n must be >= 1")
         if not self.messages:
             raise ValueError("messages must not be empty")
+        if self.continue_final and self.messages[-1].get("role") != "assistant":
+            raise ValueError("continue_final needs a partial assistant message last")
 
 
 @dataclass(frozen=True)

@@ -222,8 +222,8 @@ class BatchingEngine:
     def generate(self, requests: Sequence[GenRequest], sampling: SamplingSpec) -> list[GenResult]:
         return self._locked_generate(requests, sampling)
 
-    def render(self, messages: Sequence[Message]) -> str:
-        return self.engine.render(messages)
+    def render(self, messages: Sequence[Message], continue_final: bool = False) -> str:
+        return self.engine.render(messages, continue_final=continue_final) if continue_final else self.engine.render(messages)
 
     def count_tokens(self, text: str) -> int:
         return self.engine.count_tokens(text)

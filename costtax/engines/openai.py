@@ -369,15 +369,18 @@ class OpenAIEngine:
             "pass the model directory as the engine's tokenizer"
         )
 
-    def render(self, messages: Sequence[Message]) -> str:
+    def render(self, messages: Sequence[Message], continue_final: bool = False) -> str:
         """The prompt string the server's chat template makes (local tokenizer: the same template
         file the server loaded; server: /tokenize then /detokenize of its tokens)."""
         self._require_started()
+        flags = {"add_generation_prompt": not continue_final}
+        if continue_final:
+            flags["continue_final_message"] = True
         if self._tok is not None:
-            return self._tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+            return self._tok.apply_chat_template(list(messages), tokenize=False, **flags)
         if not self._is_vllm:
             raise self._no_tokenizer()
-        ids = self._post_json("/tokenize", {"model": self.model, "messages": list(messages), "add_generation_prompt": True})["tokens"]
+        ids = self._post_json("/tokenize", {"model": self.model, "messages": list(messages), **flags})["tokens"]
         return self._post_json("/detokenize", {"model": self.model, "tokens": ids})["prompt"]
 
     def count_tokens(self, text: str) -> int:
@@ -465,6 +468,10 @@ class OpenAIEngine:
             body["cache_salt"] = f"costtax-{req.request_id}-{k}-{sample_seed(sampling.seed, req.request_id, k)}"
         if self._is_vllm:
             body["return_token_ids"] = True
+        if req.continue_final:
+            # vLLM chat extension: continue the partial assistant turn instead of opening a new one
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         return body
 
     async def _one(self, req: GenRequest, sampling: SamplingSpec, k: int) -> dict[str, Any]:
@@ -579,7 +586,7 @@ class OpenAIEngine:
             self._usage_seen[key] = seen if prev is None else (prev and seen)
         plen: int | None = max(plens) if plens else None
         if plen is None and self._tok is not None:
-            plen = self.count_tokens(self.render(req.messages))  # the server did not say: count it here
+            plen = self.count_tokens(self.render(req.messages, continue_final=req.continue_final))  # the server did not say: count it here
         firsts = [p["t_first"] for p in parts if p["t_first"] is not None]
         n = len(parts)
         if plen is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import metrics as M
-from ..records import ANSWERS, CALLS, CELLS, RUN_JSON, SUMMARY, read_jsonl
+from ..records import ANSWERS, CALLS, CELLS, GEN_STAGES, RUN_JSON, SUMMARY, read_jsonl
 from .columns import CONTRACT_COLUMNS, PARAM_PREFIX, param_columns
 
 METER_COLUMNS = (  # copied from the cell's ResourceMeter reading as they are
@@ -135,7 +135,7 @@ def _cell_cost(a, c, cell_row) -> dict[str, Any]:
     wall = cell_row.get("cell_wall_s") or None
     out["cell_wall_s"] = wall
     tech = c[c["stage"] != "eval"] if len(c) else c
-    gen = tech[tech["stage"].isin(["sample", "critique", "revise"])] if len(tech) else tech
+    gen = tech[tech["stage"].isin(list(GEN_STAGES))] if len(tech) else tech
     score = tech[tech["stage"] == "score"] if len(tech) else tech
     out_tokens = float(gen["output_tokens"].sum()) if len(gen) else 0.0
     # Throughput counts only the work inside the cell's timed window: after a resume, answers
@@ -337,7 +337,7 @@ def _batch_latencies(calls) -> list[float]:
     """Engine batches of a unit in order of submission: span of each batch's generation calls."""
     if not len(calls) or "batch_id" not in calls:
         return []
-    gen = calls[calls["stage"].isin(["sample", "critique", "revise"]) & calls["batch_id"].notna()]
+    gen = calls[calls["stage"].isin(list(GEN_STAGES)) & calls["batch_id"].notna()]
     spans = []
     for _, g in gen.groupby("batch_id", sort=False):
         spans.append((float(g["t_submit_s"].min()), float(g["t_finish_s"].max()) - float(g["t_submit_s"].min())))
@@ -505,7 +505,7 @@ def _add_checks(df, answers, calls, meta):
         flags["flag_nonpositive_duration"].append(bool(nonpos))
         over = False
         if len(c) and "cached_prompt_tokens" in c:
-            gen = c[c["stage"].isin(["sample", "critique", "revise"])]
+            gen = c[c["stage"].isin(list(GEN_STAGES))]
             cp = gen["cached_prompt_tokens"]
             served = gen["prompt_tokens"] * gen["n"]
             over = bool(((cp.notna()) & (cp > served)).any())
