@@ -238,3 +238,30 @@ def test_dispatch_helpers_are_cheap_and_correct(monkeypatch):
     assert not _dispatch.kernel_dtype_ok(torch.ones(1, dtype=torch.float64))
     assert _dispatch.cuda_card(-1) is None
     assert _crossover.IMPLS == ("kernel", "torch")
+
+
+# ------------------------------------------------------------------ the same on a real GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("T,H", [(800, 576), (4096, 4096)], ids=["small", "large"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cuda_auto_path_matches_reference(T, H, dtype, seed, monkeypatch):
+    """On CUDA the auto path takes the table's choice for this card (torch at the small
+    shape on H100/H200, the kernel at the large one) and stays within the documented
+    tolerance of the reference either way, validated or not."""
+    calls = []
+    real = RH._reward_head_torch
+    monkeypatch.setattr(RH, "_reward_head_torch", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    cu = make_cu([T // 4] * 4).cuda()
+    h = torch.randn(T, H, device="cuda").to(dtype)
+    w = (torch.randn(1, H, device="cuda") / H**0.5).to(dtype)
+    b = torch.tensor([0.25], device="cuda").to(dtype)
+    ref = reward_head_reference(h, cu, w, b)
+    atol, rtol = (2e-4, 1e-4) if dtype == torch.float32 else (8e-3, 2**-8)
+    for validate in (True, False):
+        torch.testing.assert_close(reward_head(h, cu, w, b, validate=validate), ref, atol=atol, rtol=rtol)
+    card = torch.cuda.get_device_name()
+    expect_torch = T * H <= (1 << 22) and rule_for("reward_head", card) is not None
+    assert len(calls) == (2 if expect_torch else 0)
+    torch.testing.assert_close(reward_head(h, cu, w, b, path="triton"), ref, atol=atol, rtol=rtol)
+    assert len(calls) == (2 if expect_torch else 0)  # an explicit path never dispatches
