@@ -179,7 +179,10 @@ def summarize(rec: Recorder, dry: bool) -> dict:
     rs = rec.records
     checks = [r for r in rs if r.get("step", "").startswith("checks:") and "passed" in r]
     timings = [r for r in rs if r.get("step", "").startswith("timing:") and "op_auto" in r]
-    losses = [f"{r['op']}@{r['shape']}" for r in timings if not r["op_auto"]["never_lose_ok"]]
+    # The public op is what must never lose: unvalidated, and validated where timed (CUDA).
+    losses = [f"{r['op']}@{r['shape']}" + ("" if key == "op_auto" else f"({key})")
+              for r in timings for key in ("op_auto", "op_auto_validated")
+              if key in r and not r[key]["never_lose_ok"]]
     lines = [f"costtax gpu_check dry_run={dry} elapsed {rec.elapsed():.1f}s"]
     for op in ("reward_head", "judge_head", "group_select"):
         mine = [c for c in checks if c["op"] == op]
@@ -188,8 +191,14 @@ def summarize(rec: Recorder, dry: bool) -> dict:
             lines.append(f"checks {op:13s}: {sum(c['passed'] for c in mine)}/{len(mine)} passed (max |kernel-ref| {worst:.2e})")
     for r in timings:
         lines.append(f"{r['op']:13s} {r['shape']:14s} " + _fmt_loss(r, "op_auto"))
+        if "op_auto_validated" in r:
+            lines.append(f"{'':28s} " + _fmt_loss(r, "op_auto_validated"))
         if "kernel_forced" in r:
             lines.append(f"{'':28s} " + _fmt_loss(r, "kernel_forced"))
+        if r.get("dispatch_vs_kernel", {}).get("hurts"):
+            d = r["dispatch_vs_kernel"]
+            lines.append(f"{'':28s} DISPATCH HURTS: auto/kernel gpu x{d['auto_over_kernel_gpu']}, "
+                         f"host x{d['auto_over_kernel_host']} (review kernels/_crossover.py)")
     for r in rs:
         if "skipped" in r:
             lines.append(f"SKIPPED {r['step']}: {r['skipped']}")

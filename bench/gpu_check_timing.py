@@ -113,6 +113,16 @@ def verdict(impls: dict[str, dict], torch_names: list[str], who: str) -> dict:
     return out
 
 
+def dispatch_vs_kernel(impls: dict[str, dict]) -> dict:
+    """Does the public op on a validated call (which may dispatch to torch by the crossover
+    table) do at least as well as the forced kernel on the same call? ``hurts`` means the
+    table's rule costs time at this shape."""
+    a, k = impls["op_auto_validated"], impls["kernel_validated"]
+    hurts = loses(a["gpu_us"], k["gpu_us"]) or loses(a["host_us"], k["host_us"])
+    return {"auto_over_kernel_gpu": round(a["gpu_us"] / max(k["gpu_us"], 1e-3), 3),
+            "auto_over_kernel_host": round(a["host_us"] / max(k["host_us"], 1e-3), 3), "hurts": hurts}
+
+
 def _packed(shape: dict, dtype: torch.dtype, device: torch.device, gen: torch.Generator):
     """B sequences with random lengths summing to T (each >= 1), hidden states and heads."""
     B, T, H, V = shape["B"], shape["T"], shape["H"], shape["V"]
@@ -148,12 +158,21 @@ def time_head_shape(K, shape: dict, device: torch.device, dry: bool, clock: Cloc
     rh["torch_all_positions"] = clock.both(lambda: F.linear(hidden, w, bias).index_select(0, last))
     rh["torch_reference_fp32"] = clock.both(
         lambda: K.reward_head(hidden, cu, w, bias, path="reference", validate=False))
+    if device.type == "cuda":
+        # What costtax's reward models do: validate (cu_seqlens built on the host, checked
+        # there, copied over), path=None. Only validated calls may dispatch to torch.
+        cu_host = cu.cpu()
+        rh["op_auto_validated"] = clock.both(lambda: K.reward_head(hidden, cu_host, w, bias))
+        rh["kernel_validated"] = clock.both(lambda: K.reward_head(hidden, cu_host, w, bias, path=kpath))
     rh_torch = ["torch_gather_last", "torch_all_positions", "torch_reference_fp32"]
     rh_bytes = B * H * elt + H * elt + (B + 1) * 4 + B * 4
     rec_rh = {"op": "reward_head", **base, "impls": rh, "bytes_min": rh_bytes,
               "floor_us": round(rh_bytes / bw_bytes_per_s * 1e6, 3), "op_auto": verdict(rh, rh_torch, "op_auto")}
     if "kernel" in rh:
         rec_rh["kernel_forced"] = verdict(rh, rh_torch, "kernel")
+    if "op_auto_validated" in rh:
+        rec_rh["op_auto_validated"] = verdict(rh, rh_torch, "op_auto_validated")
+        rec_rh["dispatch_vs_kernel"] = dispatch_vs_kernel(rh)
 
     jd: dict[str, dict] = {}
     jd["op_auto"] = clock.both(lambda: K.judge_head(hidden, cu, lm, tok, validate=False).reward)

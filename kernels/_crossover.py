@@ -78,7 +78,13 @@ CROSSOVERS: tuple[Crossover, ...] = (
             "readings above 22 us); at T*H >= 67M the kernel wins (6.9-8.5 us vs gather 21-29 us, "
             "all-positions 48-502 us). H100 agrees at the small shape: 81.7 us vs 16.5 us."
         ),
-        notes=("H100 included on the H100 run's same-direction result at B=16 T~1.9k H=576",),
+        notes=(
+            "H100 included on the H100 run's same-direction result at B=16 T~1.9k H=576",
+            "dispatch target: reward_head._reward_head_torch (score rows, then one GEMV), "
+            "5-7 torch ops; the readings above are of 2-op expressions with precomputed rows and "
+            "of the kernel before its wrapper was trimmed: bench/gpu_check.py reports "
+            "dispatch_vs_kernel per shape to confirm or drop this rule",
+        ),
     ),
 )
 

@@ -213,30 +213,30 @@ def _reward_head_torch(
     *,
     checked: bool,
 ) -> torch.Tensor:
-    """The plain-torch expression the crossover table dispatches to at small shapes: the
-    head on every position (one GEMV over ``T*H``, which is what beat the kernel there), then
-    the B score rows. The GEMV runs in the input dtype with fp32 accumulation (cuBLAS), so
-    for bf16 inputs the score is rounded to bf16 before the fp32 cast (relative error
-    <= 2**-9), as an HF score head does; fp32 inputs match the kernel to summation order.
-    ``checked``: the index values were validated, so the NaN masking can be skipped."""
+    """The plain-torch expression the crossover table dispatches to at small shapes, kept
+    to as few dispatched ops as the kernel's contract allows (each is a launch and several
+    microseconds of host time on CUDA): the B score rows, one GEMV in the input dtype
+    (fp32 accumulation in cuBLAS), the fp32 cast, the bias. For bf16/fp16 inputs the score
+    is rounded to that dtype before the cast (relative error <= 2**-9 for bf16), as an HF
+    score head does; fp32 inputs match the kernel up to summation order. ``checked``: the
+    index values were validated, so no clamping or NaN masking is needed."""
     T = hidden.shape[0]
     pos = positions if positions is not None else cu[1:] - 1
     B = pos.shape[0]
     if T == 0:
         return torch.full((B,), float("nan"), dtype=torch.float32, device=hidden.device)
-    w2 = weight if weight.dim() == 2 else weight.unsqueeze(0)
-    if w2.dtype != hidden.dtype:
-        w2 = w2.to(hidden.dtype)
+    w1 = weight if weight.dim() == 1 else weight[0]
+    if w1.dtype != hidden.dtype:
+        w1 = w1.to(hidden.dtype)
     if not checked:
         if positions is None:
             valid = (cu[1:] > cu[:-1]) & (pos >= 0) & (pos < T)
         else:
             valid = (pos >= 0) & (pos < T)
         pos = pos.clamp(0, T - 1)
-    every = torch.nn.functional.linear(hidden, w2)  # [T, 1]
-    out = every.index_select(0, pos).view(B).float()
+    out = torch.mv(hidden.index_select(0, pos), w1).float()
     if bias is not None:
-        out = out + (bias.reshape(()) if isinstance(bias, torch.Tensor) else bias)
+        out += bias
     if not checked:
         out = torch.where(valid, out, math.nan)
     return out
@@ -262,8 +262,9 @@ def reward_head(
         bias: ``None``, a float, or a one-element tensor.
         positions: optional ``[B]`` int tensor of absolute row indices into ``hidden``;
             default: each sequence's last token ``cu_seqlens[b+1] - 1``.
-        path: ``None`` (auto, see :func:`kernel_path`; on CUDA the measured crossover table
-            in ``_crossover.py`` may pick a plain-torch expression at small shapes),
+        path: ``None`` (auto, see :func:`kernel_path`; on CUDA, for validated calls, the
+            measured crossover table in ``_crossover.py`` may pick a plain-torch expression
+            at small shapes),
             ``"triton"`` (always the compiled kernel), ``"triton-interpret"`` or ``"reference"``.
         validate: check the *values* of ``cu_seqlens``/``positions`` (one device->host copy
             on CUDA). Without it an invalid score row gives NaN for that sequence; no
@@ -298,10 +299,12 @@ def reward_head(
     bias_in = bias_t if bias_mode == 2 else (bias_val if bias_mode == 1 else None)
     if path is None:
         chosen = auto_path(hidden.is_cuda, kernel_dtype_ok(hidden, weight))
-        if chosen == "triton" and choose_impl(
+        # Validated calls only: without validation the torch expression needs ~10 more ops
+        # (clamp, masks, where) to give NaN for bad rows as the kernel does.
+        if validate and chosen == "triton" and choose_impl(
             "reward_head", {"B": B, "T": T, "H": H}, cuda_card(hidden.get_device())
         ) == "torch":
-            return _reward_head_torch(hidden, cu, weight, bias_in, positions, checked=validate)
+            return _reward_head_torch(hidden, cu, weight, bias_in, positions, checked=True)
     else:
         chosen = choose_path(path, hidden, weight, dtype_ok=kernel_dtype_ok(hidden, weight))
     if chosen == "reference":
