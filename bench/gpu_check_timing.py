@@ -128,10 +128,13 @@ def _packed(shape: dict, dtype: torch.dtype, device: torch.device, gen: torch.Ge
     B, T, H, V = shape["B"], shape["T"], shape["H"], shape["V"]
     cuts = torch.randperm(T - 1, generator=gen)[: B - 1].add(1).sort().values
     cu = torch.cat([torch.zeros(1, dtype=torch.int64), cuts, torch.tensor([T])]).to(torch.int32)
-    hidden = torch.randn(T, H, generator=gen).to(device=device, dtype=dtype)
-    w = (torch.randn(1, H, generator=gen) / H**0.5).to(device=device, dtype=dtype)
-    bias = torch.randn(1, generator=gen).to(device=device, dtype=dtype)
-    lm = (torch.randn(V, H, generator=gen) / H**0.5).to(device=device, dtype=dtype)
+    # Drawn on the device: at the 8B shapes hidden + LM head are ~1 G elements, seconds of
+    # CPU time each if drawn on the host.
+    g = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    hidden = torch.randn(T, H, generator=g, device=device, dtype=dtype)
+    w = torch.randn(1, H, generator=g, device=device, dtype=dtype) / H**0.5
+    bias = torch.randn(1, generator=g, device=device, dtype=dtype)
+    lm = torch.randn(V, H, generator=g, device=device, dtype=dtype) / H**0.5
     tok = torch.tensor([11, V - 7], device=device)
     return hidden, cu.to(device), w, bias, lm, tok
 
