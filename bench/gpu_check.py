@@ -241,18 +241,18 @@ def run(args: argparse.Namespace, t_start: float) -> int:
         import gpu_check_timing as timing
 
         for op, fn in correct.CHECKS.items():
-            rec.step(f"checks:{op}", lambda fn=fn: fn(K, device, dry))
+            rec.step(f"checks:{op}", lambda fn=fn: fn(device, dry))
         bw = rec.step("bandwidth", lambda: copy_bandwidth(torch, device, dry))
         bw_bytes_per_s = bw[0]["bytes_per_s"] if bw else 1e12
         clock = timing.Clock(device, dry)
         heads = timing.DRY_HEAD_SHAPES if dry else timing.GPU_HEAD_SHAPES
         groups = timing.DRY_GROUP_SHAPES if dry else timing.GPU_GROUP_SHAPES
         for shp in heads:
-            rec.step(f"timing:{shp['name']}", lambda shp=shp: timing.time_head_shape(K, shp, device, dry, clock, bw_bytes_per_s))
+            rec.step(f"timing:{shp['name']}", lambda shp=shp: timing.time_head_shape(shp, device, dry, clock, bw_bytes_per_s))
             if cuda:
                 torch.cuda.empty_cache()
         for shp in groups:
-            rec.step(f"timing:{shp['name']}", lambda shp=shp: timing.time_group_shape(K, shp, device, dry, clock))
+            rec.step(f"timing:{shp['name']}", lambda shp=shp: timing.time_group_shape(shp, device, dry, clock))
         rec.step("crossover", lambda: timing.propose_crossover(rec.records, env["card"], date[:10]))
         if args.no_hf:
             rec.write({"step": "hf_scoring", "skipped": "--no-hf"})
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace, t_start: float) -> int:
         else:
             import gpu_check_hf as hf
 
-            rec.step("hf_scoring", lambda: hf.hf_scoring(K, device, dry, clock))
+            rec.step("hf_scoring", lambda: hf.hf_scoring(device, dry, clock))
             if cuda:
                 torch.cuda.empty_cache()
             rec.step("hf_engine", lambda: hf.hf_engine(device, dry))

@@ -13,6 +13,8 @@ import zlib
 
 import torch
 
+from costtax import kernels as K
+
 TOL = {torch.float32: (1e-4, 1e-4), torch.bfloat16: (2e-3, 2e-3)}
 # The crossover's torch expression rounds a bf16 score to bf16 (documented in reward_head).
 TOL_AUTO_BF16 = (8e-3, 2**-8)
@@ -57,13 +59,13 @@ def _finish(rec: dict) -> dict:
     return rec
 
 
-def _kernel_paths(K, device) -> list[str | None]:
+def _kernel_paths(device) -> list[str | None]:
     """None (auto) always; the forced kernel where one exists for these tensors."""
     p = K.kernel_path(torch.empty(0, device=device))
     return [None] if p == "reference" else [None, p]
 
 
-def check_reward_head(K, device: torch.device, dry: bool) -> list[dict]:
+def check_reward_head(device: torch.device, dry: bool) -> list[dict]:
     if dry:
         cases = [("B1_len1", [1], 33), ("ragged", [3, 1, 17, 5], 101)]
     else:
@@ -83,7 +85,7 @@ def check_reward_head(K, device: torch.device, dry: bool) -> list[dict]:
                 rows = pos.long() if pos is not None else cu[1:].long() - 1
                 naive = (hidden.float() @ w.float())[rows] + (0.0 if bias is None else float(bias))
                 atol, rtol = TOL[dtype]
-                for path in _kernel_paths(K, device):
+                for path in _kernel_paths(device):
                     got = K.reward_head(hidden, cu, w, bias, positions=pos, path=path)
                     a, r = TOL_AUTO_BF16 if (path is None and dtype == torch.bfloat16) else (atol, rtol)
                     out.append(_finish({
@@ -95,7 +97,7 @@ def check_reward_head(K, device: torch.device, dry: bool) -> list[dict]:
     return out
 
 
-def check_judge_head(K, device: torch.device, dry: bool) -> list[dict]:
+def check_judge_head(device: torch.device, dry: bool) -> list[dict]:
     if dry:
         cases = [("B1_len1", [1], 33, 97), ("ragged", [3, 1, 9], 101, 211)]
     else:
@@ -118,7 +120,7 @@ def check_judge_head(K, device: torch.device, dry: bool) -> list[dict]:
                     full = hidden[cu[1:].long() - 1].float() @ lm.float().T  # full-vocabulary logits
                     nl = full[:, tok]
                     nr = nl[:, 0] - nl[:, 1] if mode == "diff" else torch.log_softmax(nl, -1)[:, 0]
-                    for path in _kernel_paths(K, device):
+                    for path in _kernel_paths(device):
                         for split in ((None,) if path is None else (None, 1, 3)):
                             got = K.judge_head(hidden, cu, lm, tok, mode=mode, path=path, split_h=split)
                             out.append(_finish({
@@ -132,7 +134,7 @@ def check_judge_head(K, device: torch.device, dry: bool) -> list[dict]:
     return out
 
 
-def check_group_select(K, device: torch.device, dry: bool) -> list[dict]:
+def check_group_select(device: torch.device, dry: bool) -> list[dict]:
     if dry:
         cases = [("G1_N1", [1]), ("ragged", [3, 1, 70, 2])]
     else:
@@ -162,7 +164,7 @@ def check_group_select(K, device: torch.device, dry: bool) -> list[dict]:
                     nz.append(torch.zeros_like(x) if min(vals) == max(vals) else (x - x.mean()) / x.std(unbiased=False))
                     ns.append(torch.softmax(x / temp, 0))
                 naive = torch.cat([torch.tensor(nm, dtype=torch.float64), torch.cat(nz).cpu(), torch.cat(ns).cpu()])
-                for path in _kernel_paths(K, device):
+                for path in _kernel_paths(device):
                     got = K.group_select(r, offsets, temp, path=path)
                     out.append(_finish({
                         "op": "group_select", "case": name, "path": path or "auto", "dtype": str(dtype)[6:],

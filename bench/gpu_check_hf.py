@@ -20,8 +20,10 @@ from typing import Any
 
 import torch
 
+from costtax import kernels as K
 
-def hf_scoring(K, device: torch.device, dry: bool, clock) -> dict:
+
+def hf_scoring(device: torch.device, dry: bool, clock) -> dict:
     res: dict[str, Any] = {}
     try:
         from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification

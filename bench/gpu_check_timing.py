@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import torch
 
+from costtax import kernels as K
+
 # Loss margin: slower than the best torch expression by more than this is a loss.
 LOSS_REL, LOSS_ABS_US = 0.10, 1.0
 # Reported target (issue 9): >= 3x the best torch expression where torch is launch-bound.
@@ -139,7 +141,7 @@ def _packed(shape: dict, dtype: torch.dtype, device: torch.device, gen: torch.Ge
     return hidden, cu.to(device), w, bias, lm, tok
 
 
-def time_head_shape(K, shape: dict, device: torch.device, dry: bool, clock: Clock, bw_bytes_per_s: float) -> list[dict]:
+def time_head_shape(shape: dict, device: torch.device, dry: bool, clock: Clock, bw_bytes_per_s: float) -> list[dict]:
     """reward_head and judge_head at one shape: a record per op."""
     F = torch.nn.functional
     dtype = torch.float32 if dry else torch.bfloat16
@@ -208,13 +210,13 @@ def time_head_shape(K, shape: dict, device: torch.device, dry: bool, clock: Cloc
     if "kernel" in jd:
         rec_jd["kernel_forced"] = verdict(jd, jd_torch, "kernel")
     if device.type == "cuda":
-        n_split = _judge_split(K, B, H)
+        n_split = _judge_split(B, H)
         rec_jd["split_h_auto"] = n_split
     del hidden, lm
     return [rec_rh, rec_jd]
 
 
-def _judge_split(K, B: int, H: int) -> int:
+def _judge_split(B: int, H: int) -> int:
     import importlib
 
     jh = importlib.import_module("costtax.kernels.judge_head")
@@ -222,7 +224,7 @@ def _judge_split(K, B: int, H: int) -> int:
     return jh._launch_config(B, 2, H, False, None, n_sm)[5]
 
 
-def time_group_shape(K, shape: dict, device: torch.device, dry: bool, clock: Clock) -> list[dict]:
+def time_group_shape(shape: dict, device: torch.device, dry: bool, clock: Clock) -> list[dict]:
     M, G = shape["M"], shape["G"]
     gen = torch.Generator().manual_seed(20)
     cuts = torch.randperm(M - 1, generator=gen)[: G - 1].add(1).sort().values

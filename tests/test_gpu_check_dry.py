@@ -135,7 +135,7 @@ def test_watchdog_cuts_a_step_that_overruns(tmp_path):
     stays on disk, the cut is recorded, the exit status says so."""
     t0 = time.monotonic()
     res = _driver(tmp_path, 15, """
-        gpu_check_correct.CHECKS = {"reward_head": lambda K, d, dry: time.sleep(120)}
+        gpu_check_correct.CHECKS = {"reward_head": lambda d, dry: time.sleep(120)}
         gpu_check.STEP_ESTIMATE_S["checks:reward_head"] = (1, 1)  # claims to be quick
     """)
     wall = time.monotonic() - t0
