@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One-shot GPU check of costtax.kernels, bounded by a time budget.
 
-    PYTHONPATH=. python bench/gpu_check.py --out DIR [--budget-s 300] [--dry] [--no-hf]
+    PYTHONPATH=. python bench/gpu_check.py --out DIR [--budget-s 300] [--dry] [--no-hf] [--skip checks,hf_]
 
 Steps, in order (each appends JSON lines to ``DIR/gpu_check.jsonl`` and flushes them the
 moment it finishes, so a run killed at any point leaves everything measured until then):
@@ -72,6 +72,7 @@ class Recorder:
         self.path, self.t0, self.deadline, self.dry = path, t0, t0 + budget_s, dry
         self.records: list[dict] = []
         self.current: str | None = None
+        self.skip: tuple[str, ...] = ()  # step-name prefixes not to run (--skip)
         self._f = open(path, "a", encoding="utf-8")
 
     def elapsed(self) -> float:
@@ -95,6 +96,9 @@ class Recorder:
     def step(self, name: str, fn: Callable[[], Any], estimate_s: float | None = None) -> list[dict] | None:
         """Run ``fn`` when its estimate fits the remaining budget; record its records (a dict
         or a list of dicts), an error, or the skip."""
+        if name.startswith(self.skip):
+            self.write({"step": name, "skipped": "--skip"})
+            return None
         est = self.estimate(name) if estimate_s is None else estimate_s
         left = self.remaining() - WATCHDOG_MARGIN_S
         if est > left:
@@ -223,6 +227,7 @@ def run(args: argparse.Namespace, t_start: float) -> int:
     dry = not cuda
     device = torch.device("cuda" if cuda else "cpu")
     rec = Recorder(args.out / "gpu_check.jsonl", t_start, args.budget_s, dry)
+    rec.skip = tuple(p.strip() for p in args.skip.split(",") if p.strip())
     K = import_kernels()
 
     def on_alarm(signum, frame):
@@ -297,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=300.0,
                     help="hard limit for the whole run in seconds: steps that do not fit are skipped")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers / HF engine steps")
+    ap.add_argument("--skip", default="", metavar="PREFIXES",
+                    help="comma-separated step-name prefixes not to run, e.g. 'checks,hf_' (recorded as skipped)")
     args = ap.parse_args(argv)
     if args.budget_s <= WATCHDOG_MARGIN_S:
         print(f"--budget-s must be > {WATCHDOG_MARGIN_S:g} seconds, got {args.budget_s:g}", file=sys.stderr)

@@ -130,6 +130,19 @@ def test_budget_skips_what_does_not_fit(tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_skip_option(tmp_path):
+    res = _run(["--out", str(tmp_path), "--dry", "--budget-s", "60", "--no-hf", "--skip", "checks,timing:tiny-bon"],
+               timeout=90)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    recs = _lines(tmp_path)
+    skipped = {r["step"] for r in recs if r.get("skipped") == "--skip"}
+    assert skipped == {"checks:reward_head", "checks:judge_head", "checks:group_select", "timing:tiny-bon4",
+                       "timing:tiny-bon6"}
+    ran = [r for r in recs if r["step"] == "timing:tiny-groups" and "impls" in r]
+    assert len(ran) == 1 and ran[0]["op"] == "group_select"
+
+
+@pytest.mark.timeout(120)
 def test_watchdog_cuts_a_step_that_overruns(tmp_path):
     """A step that fits its estimate but then hangs is cut at the budget: what ran before it
     stays on disk, the cut is recorded, the exit status says so."""
