@@ -16,12 +16,17 @@ def _source_tree_kernels() -> None:
     here = _Path(__file__).resolve().parent
     if (here / "kernels").exists():
         return
-    try:
-        if _ilu.find_spec("costtax.kernels") is not None:
-            return
-    except (ImportError, ValueError):
-        pass
     src = here.parent / "kernels" / "__init__.py"
+    try:
+        found = _ilu.find_spec("costtax.kernels")
+    except (ImportError, ValueError):
+        found = None
+    # An editable install of *another* checkout (a shared venv, a git worktree) maps
+    # costtax.kernels to that checkout's kernels/; this costtax/ must get its own sibling.
+    if found is not None and not (
+        src.is_file() and found.origin and _Path(found.origin).resolve() != src.resolve()
+    ):
+        return
     if src.is_file():
         spec = _ilu.spec_from_file_location("costtax.kernels", src, submodule_search_locations=[str(src.parent)])
         if spec and spec.loader:

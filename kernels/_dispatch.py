@@ -91,16 +91,47 @@ def choose_path(path: str | None, *tensors: Any, dtype_ok: bool = True) -> str:
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def _kernel_dtypes() -> frozenset:
+    import torch
+
+    return frozenset(getattr(torch, name) for name in _KERNEL_FLOAT_DTYPES)
+
+
 def kernel_dtype_ok(*tensors: Any) -> bool:
     """True when every floating tensor given has a dtype the Triton kernels read."""
+    ok = _kernel_dtypes()
     for t in tensors:
-        if _is_tensor(t) and t.is_floating_point():
-            if str(t.dtype).replace("torch.", "") not in _KERNEL_FLOAT_DTYPES:
-                return False
+        if _is_tensor(t) and t.is_floating_point() and t.dtype not in ok:
+            return False
     return True
 
 
+def auto_path(is_cuda: bool, dtype_ok: bool) -> str:
+    """:func:`choose_path` for ``path=None`` from two facts the op already knows (all its
+    tensors on CUDA; dtypes readable): no per-tensor work, one environment lookup. This is
+    the per-call hot path; :func:`kernel_path` stays the public, general form."""
+    if not triton_importable():
+        return "reference"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return "triton-interpret" if dtype_ok else "reference"
+    return "triton" if (is_cuda and dtype_ok) else "reference"
+
+
+_RESOLVED: dict[tuple[int, str], Any] = {}
+
+
 def resolve_kernel(kernel: Any, path: str) -> Any:
+    """Cached :func:`check_kernel` (one dict lookup per call once a kernel has run)."""
+    key = (id(kernel), path)
+    hit = _RESOLVED.get(key)
+    if hit is not None:
+        return hit
+    _RESOLVED[key] = out = check_kernel(kernel, path)
+    return out
+
+
+def check_kernel(kernel: Any, path: str) -> Any:
     """Return ``kernel`` after checking it can run on ``path``.
 
     Triton fixes compiled-vs-interpreted when ``triton`` is imported (its own library
@@ -122,6 +153,17 @@ def resolve_kernel(kernel: Any, path: str) -> Any:
             "TRITON_INTERPRET=1; use path='triton-interpret' or 'reference'"
         )
     return kernel
+
+
+@functools.lru_cache(maxsize=16)
+def cuda_card(index: int) -> str | None:
+    """``torch.cuda.get_device_name(index)``, cached (the crossover table is per card);
+    None for a CPU tensor's index (-1)."""
+    if index < 0:
+        return None
+    import torch
+
+    return torch.cuda.get_device_name(index)
 
 
 def next_pow2(n: int) -> int:

@@ -13,13 +13,14 @@ NaN rewards are not given special treatment.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import torch
 
 from . import _dispatch
-from ._dispatch import choose_path, kernel_dtype_ok, next_pow2, resolve_kernel
+from ._dispatch import auto_path, choose_path, kernel_dtype_ok, next_pow2, resolve_kernel
 from ._validate import index_vector
 from .reward_head import reward_head
 
@@ -112,9 +113,10 @@ else:  # pragma: no cover
     _group_select_kernel = None
 
 
+@functools.lru_cache(maxsize=4096)
 def _launch_config(M: int, G: int, interpret: bool) -> tuple[int, int]:
-    """(BLOCK, num_warps): one program per group; the tile fits the *mean* group size
-    (known from the shapes, so no device sync), and longer groups loop over tiles."""
+    """(BLOCK, num_warps), cached: one program per group; the tile fits the *mean* group
+    size (known from the shapes, so no device sync), and longer groups loop over tiles."""
     if interpret:
         return 64, 1
     block = min(max(next_pow2(-(-M // max(G, 1))), 32), 1024)
@@ -216,7 +218,10 @@ def group_select(
     if validate:
         _check_offsets_values(off, M)
 
-    chosen = choose_path(path, rewards, dtype_ok=kernel_dtype_ok(rewards))
+    if path is None:
+        chosen = auto_path(rewards.is_cuda, kernel_dtype_ok(rewards))
+    else:
+        chosen = choose_path(path, rewards, dtype_ok=kernel_dtype_ok(rewards))
     if chosen == "reference":
         return group_select_reference(rewards, off, t)
 
@@ -228,8 +233,7 @@ def group_select(
     if G == 0:
         return GroupSelection(gmax, argmax, zscore, softmax)
     block, num_warps = _launch_config(M, G, chosen == "triton-interpret")
-    kernel = resolve_kernel(_group_select_kernel, chosen)
-    kernel[(G,)](
+    resolve_kernel(_group_select_kernel, chosen)[(G,)](
         rewards,
         off,
         gmax,

@@ -10,12 +10,15 @@ score rows (B*H elements instead of T*H) and accumulates in fp32.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import torch
 
 from . import _dispatch
-from ._dispatch import choose_path, kernel_dtype_ok, next_pow2, resolve_kernel
+from ._crossover import choose_impl
+from ._dispatch import auto_path, choose_path, cuda_card, kernel_dtype_ok, next_pow2, resolve_kernel
 from ._validate import (
     check_cu_seqlens_values,
     check_index_range,
@@ -33,7 +36,9 @@ except Exception:  # pragma: no cover - exercised only where triton is absent/br
 
 if triton is not None:
 
-    @triton.jit
+    # B and T change every call; specialising on them (==1, %16) would only add recompiles
+    # and per-call key work. Strides stay specialised (stride 1 -> vector loads).
+    @triton.jit(do_not_specialize=["B", "T"])
     def _reward_head_kernel(
         hidden_ptr,
         weight_ptr,
@@ -89,12 +94,16 @@ else:  # pragma: no cover
     _reward_head_kernel = None
 
 
-def _launch_config(B: int, H: int, interpret: bool) -> tuple[int, int, int]:
-    """(BLOCK_B, BLOCK_H, num_warps). The interpreter pays ~2 ms per program, so it gets
-    few, wide programs; the GPU gets one small tile per pair of sequences."""
+@functools.lru_cache(maxsize=4096)
+def _launch_config(B: int, H: int, interpret: bool) -> tuple[int, int, int, tuple[int]]:
+    """(BLOCK_B, BLOCK_H, num_warps, grid), cached: B changes per call, so this is a dict
+    hit after the first batch of each size. The interpreter pays ~2 ms per program, so it
+    gets few, wide programs; the GPU gets one small tile per pair of sequences."""
     if interpret:
-        return min(next_pow2(B), 8), min(max(next_pow2(H), 16), 64), 1
-    return 2, min(max(next_pow2(H), 16), 2048), 4
+        block_b, block_h, warps = min(next_pow2(B), 8), min(max(next_pow2(H), 16), 64), 1
+    else:
+        block_b, block_h, warps = 2, min(max(next_pow2(H), 16), 2048), 4
+    return block_b, block_h, warps, (-(-B // block_b),)
 
 
 def _normalize_weight(weight: Any, H: int) -> torch.Tensor:
@@ -162,6 +171,77 @@ def reward_head_reference(
     return torch.where(valid, out, torch.full_like(out, float("nan")))
 
 
+def _weight_arg(weight: Any, H: int) -> tuple[torch.Tensor, int]:
+    """(weight, stride along H) without making a view: ``[1, H]`` (nn.Linear(H, 1).weight)
+    is read in place through its column stride (a ``weight[0]`` view is one more dispatched
+    torch op per call)."""
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    shape = weight.shape
+    if len(shape) == 1 and shape[0] == H:
+        stride = weight.stride(0)
+    elif len(shape) == 2 and shape[0] == 1 and shape[1] == H:
+        stride = weight.stride(1)
+    else:
+        raise ValueError(f"weight must have shape [H]=[{H}] (or [1, {H}]), got {tuple(shape)}")
+    if not weight.is_floating_point():
+        raise ValueError(f"weight must be a floating tensor, got {weight.dtype}")
+    return weight, stride
+
+
+def _bias_arg(bias: Any, device: torch.device) -> tuple[int, float, torch.Tensor | None]:
+    """(BIAS_MODE, scalar value, tensor): a one-element tensor is read in place, no reshape."""
+    if bias is None:
+        return 0, 0.0, None
+    if isinstance(bias, torch.Tensor):
+        if bias.numel() != 1:
+            raise ValueError(f"bias must be a scalar (0-dim or 1-element tensor), got shape {tuple(bias.shape)}")
+        if bias.device != device:
+            bias = bias.to(device)
+        return 2, 0.0, bias
+    if isinstance(bias, (int, float)) and not isinstance(bias, bool):
+        return 1, float(bias), None
+    raise ValueError(f"bias must be a float, a 0-dim tensor or None, got {type(bias).__name__}")
+
+
+def _reward_head_torch(
+    hidden: torch.Tensor,
+    cu: torch.Tensor,
+    weight: torch.Tensor,
+    bias: float | torch.Tensor | None,
+    positions: torch.Tensor | None,
+    *,
+    checked: bool,
+) -> torch.Tensor:
+    """The plain-torch expression the crossover table dispatches to at small shapes, kept
+    to as few dispatched ops as the kernel's contract allows (each is a launch and several
+    microseconds of host time on CUDA): the B score rows, one GEMV in the input dtype
+    (fp32 accumulation in cuBLAS), the fp32 cast, the bias. For bf16/fp16 inputs the score
+    is rounded to that dtype before the cast (relative error <= 2**-9 for bf16), as an HF
+    score head does; fp32 inputs match the kernel up to summation order. ``checked``: the
+    index values were validated, so no clamping or NaN masking is needed."""
+    T = hidden.shape[0]
+    pos = positions if positions is not None else cu[1:] - 1
+    B = pos.shape[0]
+    if T == 0:
+        return torch.full((B,), float("nan"), dtype=torch.float32, device=hidden.device)
+    w1 = weight if weight.dim() == 1 else weight[0]
+    if w1.dtype != hidden.dtype:
+        w1 = w1.to(hidden.dtype)
+    if not checked:
+        if positions is None:
+            valid = (cu[1:] > cu[:-1]) & (pos >= 0) & (pos < T)
+        else:
+            valid = (pos >= 0) & (pos < T)
+        pos = pos.clamp(0, T - 1)
+    out = torch.mv(hidden.index_select(0, pos), w1).float()
+    if bias is not None:
+        out += bias
+    if not checked:
+        out = torch.where(valid, out, math.nan)
+    return out
+
+
 def reward_head(
     hidden: torch.Tensor,
     cu_seqlens: torch.Tensor,
@@ -182,26 +262,31 @@ def reward_head(
         bias: ``None``, a float, or a one-element tensor.
         positions: optional ``[B]`` int tensor of absolute row indices into ``hidden``;
             default: each sequence's last token ``cu_seqlens[b+1] - 1``.
-        path: ``None`` (auto, see :func:`kernel_path`), ``"triton"``, ``"triton-interpret"``
-            or ``"reference"``.
+        path: ``None`` (auto, see :func:`kernel_path`; on CUDA, for validated calls, the
+            measured crossover table in ``_crossover.py`` may pick a plain-torch expression
+            at small shapes),
+            ``"triton"`` (always the compiled kernel), ``"triton-interpret"`` or ``"reference"``.
         validate: check the *values* of ``cu_seqlens``/``positions`` (one device->host copy
             on CUDA). Without it an invalid score row gives NaN for that sequence; no
             out-of-bounds read happens.
+
+    Per-call host work on the kernel path (the cost that dominates at small shapes): metadata
+    checks, one output allocation and the launch; no view, reshape or dtype conversion, no
+    device->host copy with ``validate=False``, launch configuration cached per (B, H).
     """
     hidden = hidden_matrix(hidden)
     T, H = hidden.shape
-    cu = index_vector(cu_seqlens, "cu_seqlens", device=hidden.device)
-    if cu.shape[0] < 1:
-        raise ValueError("cu_seqlens must have B+1 >= 1 entries")
+    dev = hidden.device
+    cu = index_vector(cu_seqlens, "cu_seqlens", device=dev)
     B = cu.shape[0] - 1
-    weight = _normalize_weight(weight, H)
-    if weight.device != hidden.device:
-        raise ValueError(f"weight is on {weight.device} but hidden is on {hidden.device}")
-    bias = _normalize_bias(bias)
-    if isinstance(bias, torch.Tensor) and bias.device != hidden.device:
-        bias = bias.to(hidden.device)
+    if B < 0:
+        raise ValueError("cu_seqlens must have B+1 >= 1 entries")
+    weight, stride_w = _weight_arg(weight, H)
+    if weight.device != dev:
+        raise ValueError(f"weight is on {weight.device} but hidden is on {dev}")
+    bias_mode, bias_val, bias_t = _bias_arg(bias, dev)
     if positions is not None:
-        positions = index_vector(positions, "positions", device=hidden.device)
+        positions = index_vector(positions, "positions", device=dev)
         if positions.shape[0] != B:
             raise ValueError(f"positions must have B={B} entries (len(cu_seqlens)-1), got {positions.shape[0]}")
     if validate:
@@ -211,36 +296,37 @@ def reward_head(
         if positions is not None:
             check_index_range(positions, T, "positions")
 
-    chosen = choose_path(path, hidden, weight, dtype_ok=kernel_dtype_ok(hidden, weight))
+    bias_in = bias_t if bias_mode == 2 else (bias_val if bias_mode == 1 else None)
+    if path is None:
+        chosen = auto_path(hidden.is_cuda, kernel_dtype_ok(hidden, weight))
+        # Validated calls only: without validation the torch expression needs ~10 more ops
+        # (clamp, masks, where) to give NaN for bad rows as the kernel does.
+        if validate and chosen == "triton" and choose_impl(
+            "reward_head", {"B": B, "T": T, "H": H}, cuda_card(hidden.get_device())
+        ) == "torch":
+            return _reward_head_torch(hidden, cu, weight, bias_in, positions, checked=True)
+    else:
+        chosen = choose_path(path, hidden, weight, dtype_ok=kernel_dtype_ok(hidden, weight))
     if chosen == "reference":
-        return reward_head_reference(hidden, cu, weight, bias, positions)
+        return reward_head_reference(hidden, cu, weight, bias_in, positions)
 
-    out = _dispatch.empty_out((B,), torch.float32, hidden.device)
+    out = _dispatch.empty_out((B,), torch.float32, dev)
     if B == 0:
         return out
-    interpret = chosen == "triton-interpret"
-    block_b, block_h, num_warps = _launch_config(B, H, interpret)
-    kernel = resolve_kernel(_reward_head_kernel, chosen)
-    if bias is None:
-        bias_mode, bias_val, bias_ptr = 0, 0.0, out
-    elif isinstance(bias, torch.Tensor):
-        bias_mode, bias_val, bias_ptr = 2, 0.0, bias
-    else:
-        bias_mode, bias_val, bias_ptr = 1, bias, out
-    grid = (triton.cdiv(B, block_b),)
-    kernel[grid](
+    block_b, block_h, num_warps, grid = _launch_config(B, H, chosen == "triton-interpret")
+    resolve_kernel(_reward_head_kernel, chosen)[grid](
         hidden,
         weight,
         cu,
         positions if positions is not None else cu,
-        bias_ptr,
+        bias_t if bias_t is not None else out,
         out,
         B,
         T,
         H,
         hidden.stride(0),
         hidden.stride(1),
-        weight.stride(0),
+        stride_w,
         bias_val,
         HAS_POS=positions is not None,
         BIAS_MODE=bias_mode,

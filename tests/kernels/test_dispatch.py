@@ -150,3 +150,17 @@ def test_interpret_path_without_env_at_import_is_a_clear_error():
     )
     assert res.returncode == 0, res.stderr
     assert "TRITON_INTERPRET=1" in res.stdout
+
+
+def test_kernels_come_from_this_checkout():
+    """costtax.kernels is the kernels/ folder next to the costtax/ that was imported, even
+    when the environment has an editable install of another checkout (a shared venv used
+    by several git worktrees): otherwise the tests would exercise someone else's kernels."""
+    from pathlib import Path
+
+    import costtax
+    import costtax.kernels as k
+
+    sibling = Path(costtax.__file__).resolve().parents[1] / "kernels" / "__init__.py"
+    if sibling.is_file():  # a source tree (an installed wheel has costtax/kernels inside)
+        assert Path(k.__file__).resolve() == sibling.resolve()

@@ -9,6 +9,7 @@ import torch
 from _kernels_testutil import TOL, assert_close, assert_no_poison, make_cu
 
 from costtax.kernels import JudgeHeadOutput, judge_head, judge_head_reference
+from costtax.kernels.judge_head import _launch_config, split_policy
 
 LENGTHS = {
     "B1_len1": [1],
@@ -18,6 +19,9 @@ LENGTHS = {
 HIDDEN = [33, 96 + 5]
 DTYPES = [torch.float32, torch.bfloat16]
 V = 37
+# None: one pass (the interpreter's default); 3: split-K over H (partials, then the finish
+# kernel), 3 slices at both H=33 and H=101.
+SPLITS = [None, 3]
 
 
 def _inputs(lengths, H, dtype, device="cpu"):
@@ -45,10 +49,11 @@ def _naive(hidden, cu, lm_head, token_ids, mode, positions=None):
 @pytest.mark.parametrize("H", HIDDEN)
 @pytest.mark.parametrize("lengths", list(LENGTHS.values()), ids=list(LENGTHS))
 @pytest.mark.parametrize("mode,k", [("diff", 2), ("logsoftmax", 2), ("logsoftmax", 3), ("logsoftmax", 1)])
-def test_matches_reference_and_naive(mode, k, lengths, H, dtype, seed, poison, auto_path, device):
+@pytest.mark.parametrize("split_h", SPLITS, ids=["onepass", "splitK"])
+def test_matches_reference_and_naive(split_h, mode, k, lengths, H, dtype, seed, poison, auto_path, device):
     hidden, cu, lm_head = _inputs(lengths, H, dtype, device)
     token_ids = torch.randperm(V)[:k].to(device)
-    out = judge_head(hidden, cu, lm_head, token_ids, mode=mode)
+    out = judge_head(hidden, cu, lm_head, token_ids, mode=mode, split_h=split_h)
     assert isinstance(out, JudgeHeadOutput)
     assert out.logits.shape == (len(lengths), k) and out.reward.shape == (len(lengths),)
     assert out.logits.dtype == out.reward.dtype == torch.float32
@@ -61,25 +66,29 @@ def test_matches_reference_and_naive(mode, k, lengths, H, dtype, seed, poison, a
     assert_close(ref.reward, nr, dtype, "reference reward vs full-vocab")
 
 
-@pytest.mark.parametrize("path", ["kernel", "reference"])
+@pytest.mark.parametrize("path", ["kernel", "splitK", "reference"])
 def test_touches_only_chosen_rows(path, seed, auto_path, device):
     """Every other vocabulary row is NaN: any read of it would poison the result."""
     hidden, cu, lm_head = _inputs([4, 1, 6], 33, torch.float32, device)
     token_ids = torch.tensor([11, 5], device=device)
     poisoned = torch.full_like(lm_head, float("nan"))
     poisoned[token_ids] = lm_head[token_ids]
-    out = judge_head(hidden, cu, poisoned, token_ids, path=None if path == "kernel" else "reference")
+    out = judge_head(
+        hidden, cu, poisoned, token_ids, path="reference" if path == "reference" else None,
+        split_h=3 if path == "splitK" else None,
+    )
     assert torch.isfinite(out.logits).all() and torch.isfinite(out.reward).all()
     nl, nr = _naive(hidden, cu, lm_head, token_ids, "diff")
     assert_close(out.logits, nl, torch.float32)
     assert_close(out.reward, nr, torch.float32)
 
 
-def test_explicit_positions_and_repeated_tokens(seed, poison, auto_path, device):
+@pytest.mark.parametrize("split_h", SPLITS, ids=["onepass", "splitK"])
+def test_explicit_positions_and_repeated_tokens(split_h, seed, poison, auto_path, device):
     hidden, cu, lm_head = _inputs([5, 2, 9, 1], 101, torch.bfloat16, device)
     positions = torch.tensor([0, 16, 16, 3], device=device)
     token_ids = torch.tensor([4, 4, 30], dtype=torch.int32, device=device)  # a repeated id is legal
-    out = judge_head(hidden, cu, lm_head, token_ids, positions=positions, mode="logsoftmax")
+    out = judge_head(hidden, cu, lm_head, token_ids, positions=positions, mode="logsoftmax", split_h=split_h)
     assert_no_poison(poison, device)
     nl, nr = _naive(hidden, cu, lm_head, token_ids, "logsoftmax", positions)
     assert_close(out.logits, nl, torch.bfloat16)
@@ -97,15 +106,17 @@ def test_transposed_lm_head(seed, auto_path, device):
     assert_close(out.reward, nr, torch.float32)
 
 
-@pytest.mark.parametrize("path", ["kernel", "reference"])
+@pytest.mark.parametrize("path", ["kernel", "splitK", "reference"])
 def test_validate_false_gives_nan(path, seed, auto_path, device):
     hidden, cu, lm_head = _inputs([3, 0, 4], 33, torch.float32, device)
-    p = None if path == "kernel" else "reference"
-    out = judge_head(hidden, cu, lm_head, torch.tensor([1, 2], device=device), validate=False, path=p)
+    p = "reference" if path == "reference" else None
+    sp = 3 if path == "splitK" else None
+    out = judge_head(hidden, cu, lm_head, torch.tensor([1, 2], device=device), validate=False, path=p, split_h=sp)
     assert torch.isnan(out.reward[1]) and torch.isnan(out.logits[1]).all()
     assert torch.isfinite(out.reward[[0, 2]]).all()
     out = judge_head(
-        hidden, make_cu([3, 4], device=device), lm_head, torch.tensor([1, V], device=device), validate=False, path=p
+        hidden, make_cu([3, 4], device=device), lm_head, torch.tensor([1, V], device=device), validate=False, path=p,
+        split_h=sp,
     )
     assert torch.isnan(out.logits[:, 1]).all() and torch.isfinite(out.logits[:, 0]).all()
     assert torch.isnan(out.reward).all()
@@ -130,6 +141,7 @@ def _bad_cases():
         "empty_seq": ((h, torch.tensor([0, 4, 4, 10]), w, t2), {}, "empty"),
         "positions_len": ((h, cu, w, t2), {"positions": torch.tensor([0, 1, 2])}, "positions must have B=2"),
         "cu_2d": ((h, cu[None], w, t2), {}, "cu_seqlens must be 1-D"),
+        "split_zero": ((h, cu, w, t2), {"split_h": 0}, "split_h must be None or an int >= 1"),
     }
 
 
@@ -140,17 +152,44 @@ def test_errors(case):
         judge_head(*args, **kwargs)
 
 
+@pytest.mark.parametrize("H,split,expect", [(33, 3, 3), (101, 3, 3), (300, 4, 4), (300, 5, 5), (33, None, 1), (16, 5, 1)])
+def test_interpreter_split_config(H, split, expect):
+    """The split the parametrized tests ask for really runs as that many H slices, which
+    together cover H exactly once (whole tiles)."""
+    block_b, block_k, block_h, warps, per, n_split, grid, finish = _launch_config(9, 2, H, True, split, 1)
+    assert n_split == expect and grid == (2, n_split) and finish == (2,)
+    assert per % 16 == 0 and per * (n_split - 1) < H <= per * n_split
+
+
+@pytest.mark.parametrize(
+    "B,H,n_sm,expect",
+    [
+        (16, 4096, 132, 1),  # below SPLIT_MIN_B: one launch (9.8 us measured, fine)
+        (64, 4096, 132, 4),  # 32 tiles on 132 SMs: 2 waves' worth, capped at H/1024 slices
+        (256, 4096, 132, 3),  # 128 tiles: ceil(264/128)
+        (1024, 4096, 132, 1),  # 512 tiles >= SMs: one pass
+        (64, 576, 132, 1),  # H too small to slice
+        (64, 2048, 132, 2),
+    ],
+)
+def test_split_policy(B, H, n_sm, expect):
+    block_b, block_k, block_h, *_ = _launch_config(B, 2, H, False, 1, n_sm)
+    assert split_policy(B, H, block_b, block_h, n_sm) == expect
+    assert _launch_config(B, 2, H, False, None, n_sm)[5] == expect
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("mode,k", [("diff", 2), ("logsoftmax", 5)])
-def test_cuda_matches_reference(mode, k, dtype, seed, poison):
+@pytest.mark.parametrize("split_h", [None, 1, 4])
+def test_cuda_matches_reference(split_h, mode, k, dtype, seed, poison):
     H, vocab = 2048 + 3, 32000
     cu = make_cu([1, 17, 300, 5] * 9).cuda()
     hidden = torch.randn(int(cu[-1]), H, device="cuda").to(dtype)
     lm_head = (torch.randn(vocab, H, device="cuda") / H**0.5).to(dtype)
     token_ids = torch.randperm(vocab, device="cuda")[:k]
-    out = judge_head(hidden, cu, lm_head, token_ids, mode=mode)
+    out = judge_head(hidden, cu, lm_head, token_ids, mode=mode, split_h=split_h)
     assert_no_poison(poison)
     ref = judge_head_reference(hidden, cu, lm_head, token_ids, mode=mode)
     atol, rtol = TOL[dtype]
