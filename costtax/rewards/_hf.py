@@ -548,14 +548,18 @@ class HFRewardBase:
             raise RuntimeError("the model returns no reusable cache")
         return kv
 
-    def _run_group(self, seqs: list[list[int]], L: int, start: int, rewards: list[float], mode: str) -> tuple[int, int]:
+    def _run_group(
+        self, seqs: list[list[int]], L: int, start: int, rewards: list[float], mode: str, attn_path: str | None = None
+    ) -> tuple[int, int]:
         """Score one group whose sequences share their first ``L`` tokens (of which the first
         ``start`` are in the instruction cache): the prefix once, then the suffixes over it.
-        Fills ``rewards`` (group order); returns (positions computed, real tokens computed)."""
+        Fills ``rewards`` (group order); returns (positions computed, real tokens computed).
+        ``attn_path``: the prefix attention's kernel path (default: as the heads')."""
         from costtax.kernels.prefix_attention import PrefixKV
 
         cache = self._group_prefix_kv(seqs[0][:L], start)
-        prefix = PrefixKV.from_cache(cache, path=self._kernel_pref) if mode == "cascade" else cache
+        path = attn_path or self._kernel_pref
+        prefix = PrefixKV.from_cache(cache, path=path) if mode == "cascade" else cache
         sub = [s[L:] for s in seqs]
         lengths = [len(x) for x in sub]
         computed = real = L - start
@@ -577,9 +581,17 @@ class HFRewardBase:
         if not self.group_prefix:
             self._group_note = "off"
             return
+        from costtax.kernels._dispatch import kernel_path
+
         prompt = "What is 12 + 7? Answer with just the number, then say why in one short sentence."
-        responses = ["19", "The answer is 19, because 12 + 7 = 19.", "20"]
+        responses = ["19", "The answer is 19, because 12 + 7 = 19."]
         tol = 1e-3 if self._dtype == torch.float32 else 5e-2
+        # The probe checks the integration, not the kernel (tests/kernels does): under the
+        # Triton interpreter (tests on CPU) it runs the torch reference, which takes
+        # milliseconds instead of seconds; compiled Triton on CUDA probes the kernel itself.
+        probe_path = None
+        if self._kernel_pref is None and kernel_path(torch.empty(0, device=self._device)) == "triton-interpret":
+            probe_path = "reference"
         why = []
         try:
             with torch.inference_mode():
@@ -594,7 +606,7 @@ class HFRewardBase:
                 for mode in ("cascade", "expand"):
                     got = [float("nan")] * len(seqs)
                     try:
-                        self._run_group(seqs, L, start, got, mode)
+                        self._run_group(seqs, L, start, got, mode, attn_path=probe_path)
                     except Exception as e:
                         why.append(f"{mode}: {type(e).__name__}: {e}"[:160])
                         continue
