@@ -235,6 +235,16 @@ def test_scalar_group_scores_equal_full_scores(scalar_pair):
     _check_accounting(a, group, PROMPTS)
 
 
+def test_padding_fraction_counts_the_prefix_once(scalar_pair):
+    group, _ = scalar_pair
+    res = group.score(["hi", "hi"], ["", "The quick brown fox jumps over the lazy dog."])
+    L = res.group_prefix_tokens[0]
+    assert L > 0
+    short, long = sorted(t - L for t in res.tokens)
+    # the prefix runs once (L positions, no padding), then one bucket of both suffixes padded to the longer
+    assert res.padding_fraction == pytest.approx((long - short) / (L + 2 * long))
+
+
 def test_split_point_follows_tokens_not_text(scalar_pair):
     """With ChatML the responses " 19" / " 20" start with a space that BPE merges into the
     number ("Ġ19"): the rendered text the pairs share ends with that space, but its tokens are
