@@ -117,13 +117,19 @@ if triton is not None:
             if F32_DOT:
                 kt = kt.to(tl.float32)
                 vb = vb.to(tl.float32)
-            s = tl.dot(q, kt) * qk_scale
+            if F32_DOT:  # no tf32 rounding: fp32 inputs get fp32 products
+                s = tl.dot(q, kt, input_precision="ieee") * qk_scale
+            else:
+                s = tl.dot(q, kt) * qk_scale
             s = tl.where(n_mask[None, :], s, float("-inf"))
             m_new = tl.maximum(m1, tl.max(s, 1))
             alpha = tl.exp2(m1 - m_new)
             p = tl.exp2(s - m_new[:, None])
             l1 = l1 * alpha + tl.sum(p, 1)
-            acc1 = acc1 * alpha[:, None] + tl.dot(p.to(vb.dtype), vb)
+            if F32_DOT:
+                acc1 = acc1 * alpha[:, None] + tl.dot(p, vb, input_precision="ieee")
+            else:
+                acc1 = acc1 * alpha[:, None] + tl.dot(p.to(vb.dtype), vb)
             m1 = m_new
 
         # ---- part 2: the sequence's own tokens, causal (keys up to the block's last query)
@@ -147,7 +153,10 @@ if triton is not None:
             if F32_DOT:
                 kt = kt.to(tl.float32)
                 vb = vb.to(tl.float32)
-            s = tl.dot(q, kt) * qk_scale
+            if F32_DOT:
+                s = tl.dot(q, kt, input_precision="ieee") * qk_scale
+            else:
+                s = tl.dot(q, kt) * qk_scale
             keep = n_mask[None, :] & (n[None, :] <= offs_m[:, None])
             s = tl.where(keep, s, float("-inf"))
             # every row keeps key 0 (n=0 <= offs_m), so m_new is finite from the first block
@@ -155,7 +164,10 @@ if triton is not None:
             alpha = tl.exp2(m2 - m_new)
             p = tl.exp2(s - m_new[:, None])
             l2 = l2 * alpha + tl.sum(p, 1)
-            acc2 = acc2 * alpha[:, None] + tl.dot(p.to(vb.dtype), vb)
+            if F32_DOT:
+                acc2 = acc2 * alpha[:, None] + tl.dot(p, vb, input_precision="ieee")
+            else:
+                acc2 = acc2 * alpha[:, None] + tl.dot(p.to(vb.dtype), vb)
             m2 = m_new
 
         # ---- log-sum-exp merge (base 2): with P == 0, m1 = -inf and part 1 weighs 0
