@@ -30,10 +30,33 @@ Sequences that do not start with exactly the prefix ids run in full. ``ScoreBatc
 counts every token read; ``cached_tokens`` how many came from the cache; ``padding_fraction``
 is over the positions computed in the call.
 
+Group-shared prefix (``group_prefix=True``, needs ``prefix_cache=True``; either batching):
+the pairs of one ``score()`` call that have the same prompt (a best-of-N group) share the
+longest common *token* prefix of their encoded sequences (the judge's instructions and the
+rendered user turn up to the response, or a scalar RM's rendered prompt; computed on token
+ids, because a chat template or a BPE merge can move the split away from the text boundary;
+capped so each pair keeps at least its last token). That prefix runs once, batch 1 (on top
+of the judge's instruction cache when it starts with it); then the N suffixes run in
+right-padded buckets attending to it:
+
+* ``"cascade"``: through ``costtax.kernels.prefix_attention`` plugged into transformers'
+  ``AttentionInterface`` (``attn_implementation="costtax_prefix"`` while the suffixes run):
+  ONE copy of the prefix KV, prefix part and own part merged by log-sum-exp (Triton on CUDA,
+  the torch reference on CPU);
+* ``"expand"`` (fallback when the model cannot switch its attention): a copy of the prefix
+  cache repeated per sequence, with the usual padding mask.
+
+A load-time probe scores one small group both ways against full scoring and picks the first
+mode that matches (provenance ``group_prefix`` says which, or why it is off). Pairs without a
+group (a prompt seen once, or fewer than ``GROUP_MIN_SHARED`` new shared tokens) are scored
+as before. ``ScoreBatch.computed_tokens`` counts each pair's suffix plus an even share of its
+group prefix; ``cached_tokens`` = ``tokens - computed_tokens`` (read from a reused KV).
+
 Results are returned in the caller's order whatever the batching.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import time
@@ -90,6 +113,43 @@ def plan_packs(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     return packs
 
 
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of token sequences (0 for none or no sequences)."""
+    if not seqs:
+        return 0
+    first, n = seqs[0], min(len(x) for x in seqs)
+    for j in range(n):
+        t = first[j]
+        if any(x[j] != t for x in seqs):
+            return j
+    return n
+
+
+def plan_groups(
+    prompts: Sequence[str], seqs: Sequence[Sequence[int]], *, min_shared: int = 1, base: int = 0,
+    base_ids: Sequence[int] | None = None,
+) -> list[tuple[list[int], int, int]]:
+    """Best-of-N groups to score over a shared prefix: ``(indices, L, start)`` per group of
+    at least two pairs with the same prompt text, where ``L`` is the longest common token
+    prefix of their sequences, capped at the shortest length minus 1 (every pair keeps its
+    score row), and ``start`` is ``base`` when the sequences begin with ``base_ids`` (a KV cache
+    of those ``base`` tokens exists already) else 0. Groups with fewer than ``min_shared``
+    tokens to compute in the prefix (``L - start``) are left out: they score in full."""
+    by_prompt: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_prompt.setdefault(p, []).append(i)
+    out = []
+    for idx in by_prompt.values():
+        if len(idx) < 2:
+            continue
+        group = [seqs[i] for i in idx]
+        L = min(common_prefix_len(group), min(len(x) for x in group) - 1)
+        start = base if (base and base_ids is not None and L >= base and list(group[0][:base]) == list(base_ids)) else 0
+        if L - start >= max(1, min_shared):
+            out.append((list(idx), L, start))
+    return out
+
+
 def render_chat(tok: Any, messages: list[dict], *, add_generation_prompt: bool) -> str:
     """The tokenizer's chat template as text, or a plain fallback without one."""
     if getattr(tok, "chat_template", None):
@@ -116,6 +176,8 @@ class HFRewardBase:
     """Common load / score / close for the transformers reward models (subclass hooks below)."""
 
     kind = "base"
+    # a group prefix is worth its own forward only with this many new shared tokens
+    GROUP_MIN_SHARED = 8
 
     def __init__(
         self,
@@ -132,6 +194,7 @@ class HFRewardBase:
         max_length: int | None = None,
         field: str = "--reward-model",
         prefix_cache: bool = True,
+        group_prefix: bool = True,
     ):
         if batching not in BATCHING:
             raise ConfigError("batching", batching, f"use one of {', '.join(BATCHING)}")
@@ -159,11 +222,16 @@ class HFRewardBase:
         self._prefix_ids: list[int] | None = None
         self._prefix_kv = None
         self._prefix_note = "off" if not prefix_cache else "not built"
+        self.group_prefix = bool(group_prefix) and self.prefix_cache
+        self._group_mode: str | None = None  # "cascade" | "expand" | None (off)
+        self._group_note = "off" if not self.group_prefix else "not checked"
         self.stats = {
             "calls": 0,
             "pairs": 0,
             "tokens": 0,
             "prefix_cached_tokens": 0,
+            "computed_tokens": 0,
+            "group_pairs": 0,
             "positions_computed": 0,
             "truncated_pairs": 0,
         }
@@ -266,6 +334,7 @@ class HFRewardBase:
         try:
             self._setup()
             self._build_prefix_cache()
+            self._check_group_prefix()
         except Exception:
             self.close()
             raise
@@ -364,10 +433,10 @@ class HFRewardBase:
         ts = (hidden, *self._head_tensors())
         return choose_path(self._kernel_pref, *ts, dtype_ok=kernel_dtype_ok(*ts))
 
-    def _run_padded(self, seqs: list[list[int]], rewards: list[float]) -> tuple[float, list[int]]:
+    def _run_padded(self, seqs: list[list[int]], rewards: list[float]) -> tuple[int, int, list[int]]:
         """Right-padded length buckets. Sequences that start with the shared prefix (when its
         KV cache is on) run only their suffix on top of a copy of the prefix cache.
-        Returns (padding fraction over computed positions, cached tokens per sequence)."""
+        Returns (positions computed, real tokens computed, cached tokens per sequence)."""
         prefix = self._prefix_ids if self._prefix_kv is not None else None
         P = len(prefix) if prefix else 0
         cached = [0] * len(seqs)
@@ -394,9 +463,13 @@ class HFRewardBase:
                 computed += width * len(bucket)
                 real += sum(lengths[j] for j in bucket)
         self.stats["positions_computed"] += computed
-        return ((computed - real) / computed if computed else 0.0), cached
+        return computed, real, cached
 
-    def _run_bucket(self, seqs: list[list[int]], offset: int) -> tuple[list[float], int]:
+    def _run_bucket(self, seqs: list[list[int]], offset: int, prefix: Any = None) -> tuple[list[float], int]:
+        """Score right-padded ``seqs`` that continue after ``offset`` prefix tokens. ``prefix``:
+        a batch-1 transformers cache (copied and repeated per sequence, with a padding mask),
+        a ``PrefixKV`` (cascade attention over one copy, no mask), or None: the judge's
+        instruction cache when ``offset`` > 0. Returns (rewards, padded width)."""
         import copy
 
         import torch
@@ -404,7 +477,7 @@ class HFRewardBase:
         lengths = [len(s) for s in seqs]
         width, b = max(lengths), len(seqs)
         pad = self._tok.pad_token_id
-        pad = 0 if pad is None else pad  # masked out: any id will do
+        pad = 0 if pad is None else pad  # masked out (or causally unseen): any id will do
         ids = torch.full((b, width), pad, dtype=torch.long)
         mask = torch.zeros((b, offset + width), dtype=torch.long)
         mask[:, :offset] = 1
@@ -413,10 +486,22 @@ class HFRewardBase:
             mask[r, offset : offset + len(s)] = 1
         ids, mask = ids.to(self._device), mask.to(self._device)
         if offset:
-            cache = copy.deepcopy(self._prefix_kv)
-            cache.batch_repeat_interleave(b)
+            from costtax.kernels.prefix_attention import PrefixKV
+
             pos = (torch.arange(width, device=self._device) + offset).unsqueeze(0).expand(b, -1)
-            out = self._body(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+            if isinstance(prefix, PrefixKV):
+                # Right padding needs no mask under the causal rule; transformers builds none
+                # for an attention implementation without a registered mask function.
+                with self._attention("costtax_prefix"):
+                    out = self._body(
+                        input_ids=ids, attention_mask=None, position_ids=pos, use_cache=False, costtax_prefix=prefix
+                    )
+            else:
+                cache = copy.deepcopy(self._prefix_kv if prefix is None else prefix)
+                cache.batch_repeat_interleave(b)
+                out = self._body(
+                    input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+                )
         else:
             out = self._body(input_ids=ids, attention_mask=mask, use_cache=False)
         hidden = out[0].reshape(b * width, -1)
@@ -428,7 +513,114 @@ class HFRewardBase:
         self._last_path = path
         return vals, width
 
-    def _run_packed(self, seqs: list[list[int]], rewards: list[float]) -> tuple[float, list[int]]:
+    @contextlib.contextmanager
+    def _attention(self, name: str):
+        """Switch the model's attention implementation for the duration (transformers reads
+        ``config._attn_implementation`` at every forward); refuse if the model cannot."""
+        from costtax.kernels.prefix_attention import register_hf_attention
+
+        register_hf_attention()
+        prev = self._model.config._attn_implementation
+        self._model.set_attn_implementation(name)
+        try:
+            if self._model.config._attn_implementation != name:
+                raise RuntimeError(f"{type(self._model).__name__} cannot switch its attention implementation")
+            yield
+        finally:
+            if self._model.config._attn_implementation != prev:
+                self._model.set_attn_implementation(prev)
+
+    def _group_prefix_kv(self, ids: list[int], start: int):
+        """Batch-1 KV cache of ``ids`` (the group's shared prefix), computed on top of a copy
+        of the judge's instruction cache when ``start`` > 0 (its first ``start`` tokens)."""
+        import copy
+
+        import torch
+
+        x = torch.tensor([ids[start:]], dtype=torch.long, device=self._device)
+        if start:
+            cache = copy.deepcopy(self._prefix_kv)
+            pos = torch.arange(start, len(ids), device=self._device).unsqueeze(0)
+            self._body(input_ids=x, position_ids=pos, past_key_values=cache, use_cache=True)
+            return cache
+        kv = self._body(input_ids=x, use_cache=True).past_key_values
+        if kv is None:
+            raise RuntimeError("the model returns no reusable cache")
+        return kv
+
+    def _run_group(
+        self, seqs: list[list[int]], L: int, start: int, rewards: list[float], mode: str, attn_path: str | None = None
+    ) -> tuple[int, int]:
+        """Score one group whose sequences share their first ``L`` tokens (of which the first
+        ``start`` are in the instruction cache): the prefix once, then the suffixes over it.
+        Fills ``rewards`` (group order); returns (positions computed, real tokens computed).
+        ``attn_path``: the prefix attention's kernel path (default: as the heads')."""
+        from costtax.kernels.prefix_attention import PrefixKV
+
+        cache = self._group_prefix_kv(seqs[0][:L], start)
+        path = attn_path or self._kernel_pref
+        prefix = PrefixKV.from_cache(cache, path=path) if mode == "cascade" else cache
+        sub = [s[L:] for s in seqs]
+        lengths = [len(x) for x in sub]
+        computed = real = L - start
+        for bucket in plan_buckets(lengths, self.max_batch, self.max_tokens):
+            vals, width = self._run_bucket([sub[j] for j in bucket], L, prefix)
+            for j, v in zip(bucket, vals):
+                rewards[j] = v
+            computed += width * len(bucket)
+            real += sum(lengths[j] for j in bucket)
+        self.stats["positions_computed"] += computed
+        return computed, real
+
+    def _check_group_prefix(self) -> None:
+        """Probe one small best-of-N group: group-prefix scoring must match full scoring.
+        Picks "cascade", else "expand"; any failure leaves it off and says why."""
+        import torch
+
+        self._group_mode = None
+        if not self.group_prefix:
+            self._group_note = "off"
+            return
+        from costtax.kernels._dispatch import kernel_path
+
+        prompt = "What is 12 + 7? Answer with just the number, then say why in one short sentence."
+        responses = ["19", "The answer is 19, because 12 + 7 = 19."]
+        tol = 1e-3 if self._dtype == torch.float32 else 5e-2
+        # The probe checks the integration, not the kernel (tests/kernels does): under the
+        # Triton interpreter (tests on CPU) it runs the torch reference, which takes
+        # milliseconds instead of seconds; compiled Triton on CUDA probes the kernel itself.
+        probe_path = None
+        if self._kernel_pref is None and kernel_path(torch.empty(0, device=self._device)) == "triton-interpret":
+            probe_path = "reference"
+        why = []
+        try:
+            with torch.inference_mode():
+                seqs = [self._encode(prompt, r) for r in responses]
+                full = [self._run_bucket([s], 0)[0][0] for s in seqs]
+                base = len(self._prefix_ids) if self._prefix_kv is not None else 0
+                plan = plan_groups([prompt] * len(seqs), seqs, base=base, base_ids=self._prefix_ids)
+                if not plan:
+                    self._group_note = "off: the probe pairs share no prefix"
+                    return
+                _, L, start = plan[0]
+                for mode in ("cascade", "expand"):
+                    got = [float("nan")] * len(seqs)
+                    try:
+                        self._run_group(seqs, L, start, got, mode, attn_path=probe_path)
+                    except Exception as e:
+                        why.append(f"{mode}: {type(e).__name__}: {e}"[:160])
+                        continue
+                    err = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(got, full))
+                    if err <= tol:
+                        self._group_mode = mode
+                        self._group_note = f"on: {mode}"
+                        return
+                    why.append(f"{mode}: group {got[1]:.5g} != full {full[1]:.5g}")
+        except Exception as e:  # never fatal: score without group prefixes
+            why.append(f"{type(e).__name__}: {e}"[:160])
+        self._group_note = ("off: " + "; ".join(why))[:300]
+
+    def _run_packed(self, seqs: list[list[int]], rewards: list[float]) -> tuple[int, int, list[int]]:
         import torch
 
         lengths = [len(s) for s in seqs]
@@ -449,7 +641,7 @@ class HFRewardBase:
             for i, v in zip(pack, vals):
                 rewards[i] = v
             self.stats["positions_computed"] += len(flat)
-        return 0.0, [0] * len(seqs)
+        return sum(lengths), sum(lengths), [0] * len(seqs)
 
     def encode_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
         """Token ids the model reads for each pair (after truncation to max_length)."""
@@ -469,35 +661,65 @@ class HFRewardBase:
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> ScoreBatch:
         import torch
 
-        prompts, responses = list(prompts), list(responses)
+        prompts, responses = [str(p) for p in prompts], list(responses)
         if len(prompts) != len(responses):
             raise ValueError(f"score(): {len(prompts)} prompts but {len(responses)} responses")
         self._require()
         t0 = time.perf_counter()
         seqs = self.encode_pairs(prompts, responses)
-        rewards: list[float] = [float("nan")] * len(seqs)
-        pad_frac, cached = 0.0, [0] * len(seqs)
+        n = len(seqs)
+        rewards: list[float] = [float("nan")] * n
+        computed_tok = [len(s) for s in seqs]
+        group_len = [0] * n
+        positions = real = 0
         if seqs:
+            groups = []
+            if self._group_mode is not None:
+                base = len(self._prefix_ids) if self._prefix_kv is not None else 0
+                groups = plan_groups(
+                    prompts, seqs, min_shared=self.GROUP_MIN_SHARED, base=base, base_ids=self._prefix_ids
+                )
+            grouped = {i for idx, _, _ in groups for i in idx}
+            rest = [i for i in range(n) if i not in grouped]
             with torch.inference_mode():
-                if self._mode == "packed":
-                    pad_frac, cached = self._run_packed(seqs, rewards)
-                else:
-                    pad_frac, cached = self._run_padded(seqs, rewards)
+                for idx, L, start in groups:
+                    got = [float("nan")] * len(idx)
+                    c, r = self._run_group([seqs[i] for i in idx], L, start, got, self._group_mode)
+                    positions, real = positions + c, real + r
+                    # the prefix tokens computed (L - start) are split evenly over the group
+                    share, extra = divmod(L - start, len(idx))
+                    for j, i in enumerate(idx):
+                        rewards[i] = got[j]
+                        group_len[i] = L
+                        computed_tok[i] = len(seqs[i]) - L + share + (1 if j < extra else 0)
+                if rest:
+                    sub_rewards = [float("nan")] * len(rest)
+                    run = self._run_packed if self._mode == "packed" else self._run_padded
+                    c, r, sub_cached = run([seqs[i] for i in rest], sub_rewards)
+                    positions, real = positions + c, real + r
+                    for i, v, k in zip(rest, sub_rewards, sub_cached):
+                        rewards[i] = v
+                        computed_tok[i] = len(seqs[i]) - k
             if self._device.startswith("cuda"):
                 torch.cuda.synchronize()
         path = self._last_path or self._default_path()
         latency = time.perf_counter() - t0
+        cached = [len(s) - c for s, c in zip(seqs, computed_tok)]
         self.stats["calls"] += 1
-        self.stats["pairs"] += len(seqs)
+        self.stats["pairs"] += n
         self.stats["tokens"] += sum(len(s) for s in seqs)
         self.stats["prefix_cached_tokens"] += sum(cached)
+        self.stats["computed_tokens"] += sum(computed_tok)
+        self.stats["group_pairs"] += sum(1 for x in group_len if x)
         return ScoreBatch(
             rewards=tuple(float(x) for x in rewards),
             tokens=tuple(len(s) for s in seqs),
-            padding_fraction=float(pad_frac),
+            padding_fraction=float((positions - real) / positions) if positions else 0.0,
             path=path,
             latency_s=latency,
             cached_tokens=tuple(cached),
+            computed_tokens=tuple(computed_tok),
+            group_prefix_tokens=tuple(group_len),
         )
 
     def _default_path(self) -> str:
@@ -529,6 +751,7 @@ class HFRewardBase:
                     "attn_implementation": self._attn,
                     "batching_mode": self._mode,
                     "prefix_cache": self._prefix_note,
+                    "group_prefix": self._group_note,
                     "max_length": self.max_length,
                     "hidden_size": getattr(cfg, "hidden_size", None),
                     "kernel_path": self._last_path or self._default_path(),

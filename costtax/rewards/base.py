@@ -40,8 +40,15 @@ class ScoreBatch:
     path: str  # kernel path used: triton | triton-interpret | reference
     latency_s: float
     # per pair, how many of `tokens` came from a reused KV cache (a judge's shared
-    # instructions and examples) instead of being computed in this call; () when unknown
+    # instructions and examples, or the group's shared prefix computed once for the whole
+    # group) instead of being computed for this pair; () when unknown
     cached_tokens: tuple[int, ...] = ()
+    # per pair, tokens computed in this call on its behalf: its own suffix plus its share of
+    # the group's shared prefix (split evenly; the shares sum exactly to the prefix tokens
+    # computed), so tokens[i] == computed_tokens[i] + cached_tokens[i]; () when unknown
+    computed_tokens: tuple[int, ...] = ()
+    # per pair, length of the group-shared prefix it attended to (0: scored without one)
+    group_prefix_tokens: tuple[int, ...] = ()
 
 
 @runtime_checkable
