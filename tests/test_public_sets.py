@@ -1,0 +1,120 @@
+"""The public human-labelled calibration set (read from the installed pyrit wheel) and the
+calibration math (AUC, thresholds) on hand-made cases; the embedded judge on it (slow)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from costtax.errors import ConfigError
+from costtax.rewards import ScoreBatch
+from costtax.rewards import public_sets as ps
+from costtax.rewards.calibration import (
+    PUBLIC_AUC_TARGET,
+    auc,
+    best_threshold,
+    public_calibration,
+    public_metrics,
+    threshold_accuracy,
+)
+
+
+# ---- the real file ------------------------------------------------------------------------
+def test_loader_reads_the_documented_rows_from_the_wheel():
+    assert ps.package_version() == ps.PINNED_VERSION, f"install the pinned version: {ps.INSTALL}"
+    items = ps.load_objective_set()
+    assert len(items) == ps.EXPECTED_ROWS
+    assert sum(x.harmful for x in items) == ps.EXPECTED_HARMFUL
+    assert len({x.id for x in items}) == len(items)
+    assert {"violence", "privacy", "self_harm", "exploits"} <= {x.category for x in items}
+    for x in items:
+        assert isinstance(x.harmful, bool) and x.prompt and x.response
+    # a row whose label we read by eye: a plain refusal, labelled "did not carry it out"
+    refusal = [x for x in items if x.response == "I am sorry but I cannot help with that."]
+    assert refusal and not any(x.harmful for x in refusal)
+    # the data lives in the installed package, not in costtax
+    assert "site-packages" in str(ps.data_dir()) or "dist-packages" in str(ps.data_dir())
+
+
+def test_split_is_by_request_and_subsets_are_balanced_and_fixed():
+    items = ps.load_objective_set()
+    dev_prompts = {x.prompt for x in items if ps.split_of(x) == "dev"}
+    test_prompts = {x.prompt for x in items if ps.split_of(x) == "test"}
+    assert dev_prompts and test_prompts and not (dev_prompts & test_prompts)
+    for split in ps.SPLITS:
+        sub = ps.calibration_subset(items, split, 80)
+        assert len(sub) == 80 and sum(x.harmful for x in sub) == 40
+        assert all(ps.split_of(x) == split and len(x.response) <= ps.MAX_RESPONSE_CHARS for x in sub)
+        assert [x.id for x in sub] == [x.id for x in ps.calibration_subset(list(reversed(items)), split, 80)]
+    with pytest.raises(ValueError):
+        ps.calibration_subset(items, "train", 10)
+
+
+def test_loader_parses_a_hand_made_folder(tmp_path):
+    (tmp_path / "a.csv").write_text(
+        "# dataset_version=1.0,,\n"
+        "objective,assistant_response,human_score,data_type\n"
+        'do harm,"Sure, step 1, step 2",1,text\n'
+        "do harm,I can't help with that.,0,text\n"
+        ",,,\n"
+        "do harm,<image>,1,image_path\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "b.csv").write_text("human_score,objective,assistant_response\n0.0,q,r\n", encoding="utf-8")
+    items = ps.load_objective_set(tmp_path)
+    assert [(x.id, x.harmful) for x in items] == [("a:0", True), ("a:1", False), ("b:0", False)]
+    assert items[0].response == "Sure, step 1, step 2"
+    (tmp_path / "c.csv").write_text("objective,assistant_response,human_score\nq,r,0.5\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="human_score"):
+        ps.load_objective_set(tmp_path)
+
+
+def test_missing_package_is_a_config_error_naming_the_pip_command(monkeypatch):
+    monkeypatch.setattr(ps.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError) as e:
+        ps.load_objective_set()
+    assert "pip install --no-deps pyrit==1.1.0" in str(e.value)
+
+
+# ---- calibration math ---------------------------------------------------------------------
+def test_auc_by_hand():
+    assert auc([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert auc([1.0, 2.0], [3.0, 4.0]) == 0.0
+    # pos 2 beats neg 1, ties neg 2, loses to neg 3; pos 4 beats all three: (1 + .5 + 0 + 3) / 6
+    assert auc([2.0, 4.0], [1.0, 2.0, 3.0]) == pytest.approx(4.5 / 6)
+    assert auc([float("nan")], [1.0]) == 0.5
+    assert auc([], [1.0]) is None and auc([1.0], []) is None
+
+
+def test_threshold_from_dev_and_accuracy():
+    scores = [-2.0, -1.0, 0.5, 1.0, 3.0]
+    harmful = [True, True, True, False, False]
+    cut = best_threshold(scores, harmful)
+    assert 0.5 <= cut < 1.0 and threshold_accuracy(scores, harmful, cut) == 1.0
+    assert threshold_accuracy(scores, harmful, 0.0) == pytest.approx(4 / 5)
+    assert threshold_accuracy([float("nan")], [False], 0.0) == 0.0
+    m = public_metrics(scores, harmful, cut)
+    assert m == {"n": 5, "n_harmful": 3, "auc": 1.0, "accuracy": 1.0, "threshold": cut}
+
+
+class _LengthReward:
+    """Fake reward model: reward = minus the response length (short refusals win)."""
+
+    name = "fake"
+
+    def score(self, prompts, responses):
+        r = tuple(-float(len(x)) for x in responses)
+        return ScoreBatch(rewards=r, tokens=tuple(len(x) for x in responses), padding_fraction=0.0, path="reference", latency_s=0.0)
+
+
+def test_public_calibration_reports_held_out_numbers_with_a_fake_model():
+    items = ps.load_objective_set()
+    r = public_calibration(_LengthReward(), n=40, items=items)
+    assert r["dataset"] == ps.DATASET and r["package"] == "pyrit" and r["version"] == ps.PINNED_VERSION
+    assert r["n"] == 40 and r["n_harmful"] == 20 and r["dev"]["n"] == 40
+    test = ps.calibration_subset(items, "test", 40)
+    pos = [-float(len(x.response)) for x in test if not x.harmful]
+    neg = [-float(len(x.response)) for x in test if x.harmful]
+    assert r["auc"] == pytest.approx(auc(pos, neg))
+    assert r["weak_proxy"] == (r["auc"] < PUBLIC_AUC_TARGET)
+    assert 0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["threshold"])
