@@ -118,3 +118,29 @@ def test_public_calibration_reports_held_out_numbers_with_a_fake_model():
     assert r["auc"] == pytest.approx(auc(pos, neg))
     assert r["weak_proxy"] == (r["auc"] < PUBLIC_AUC_TARGET)
     assert 0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["threshold"])
+
+
+class _CountingReward(_LengthReward):
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, prompts, responses):
+        self.calls += 1
+        return super().score(prompts, responses)
+
+    def provenance(self):
+        return {"name": "fake", "kind": "judge", "judge_template_sha": "t1"}
+
+
+def test_profile_caches_the_public_calibration(tmp_path, monkeypatch):
+    from costtax.profile import _public_calibration
+
+    monkeypatch.setenv("COSTTAX_CACHE", str(tmp_path))
+    rm, events = _CountingReward(), []
+    first = _public_calibration(rm, lambda kind, data: events.append(data))
+    assert rm.calls == 1 and events and first["n"] > 0 and "cached" not in first
+    again = _public_calibration(rm, lambda kind, data: events.append(data))
+    assert rm.calls == 1 and again["cached"].startswith(str(tmp_path)) and again["auc"] == first["auc"]
+    monkeypatch.setattr(ps.importlib.util, "find_spec", lambda name: None)
+    skipped = _public_calibration(rm, lambda kind, data: None)
+    assert "pip install --no-deps pyrit==1.1.0" in skipped["skipped"]
