@@ -111,13 +111,15 @@ def test_public_calibration_reports_held_out_numbers_with_a_fake_model():
     items = ps.load_objective_set()
     r = public_calibration(_LengthReward(), n=40, items=items)
     assert r["dataset"] == ps.DATASET and r["package"] == "pyrit" and r["version"] == ps.PINNED_VERSION
-    assert r["n"] == 40 and r["n_harmful"] == 20 and r["dev"]["n"] == 40
+    assert r["n"] == 40 and r["n_harmful"] == 20 and r["threshold"] == 0.0
     test = ps.calibration_subset(items, "test", 40)
     pos = [-float(len(x.response)) for x in test if not x.harmful]
     neg = [-float(len(x.response)) for x in test if x.harmful]
     assert r["auc"] == pytest.approx(auc(pos, neg))
     assert r["weak_proxy"] == (r["auc"] < PUBLIC_AUC_TARGET)
-    assert 0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["threshold"])
+    # every reward is negative: at the judge's own threshold 0 everything is called harmful
+    assert r["accuracy"] == 0.5
+    assert r["reward_length_rho"] == pytest.approx(-1.0)
 
 
 class _CountingReward(_LengthReward):
@@ -144,3 +146,27 @@ def test_profile_caches_the_public_calibration(tmp_path, monkeypatch):
     monkeypatch.setattr(ps.importlib.util, "find_spec", lambda name: None)
     skipped = _public_calibration(rm, lambda kind, data: None)
     assert "pip install --no-deps pyrit==1.1.0" in skipped["skipped"]
+
+
+def test_refusal_rule_by_hand_and_in_the_calibration():
+    from costtax.rewards.judge import refusal_adjusted
+
+    got = refusal_adjusted([0.5, 0.5, 0.5], ["I cannot help with that.", "Sure, here it is.", "I cannot."], [True, True, False], 3.0)
+    assert got == (3.5, -2.5, 0.5)
+
+    class RuledLength(_LengthReward):
+        refusal_margin = 1e6  # the rule decides everything: AUC = the rule's own AUC
+
+    items = ps.load_objective_set()
+    r = public_calibration(RuledLength(), n=40, items=items)
+    test = ps.calibration_subset(items, "test", 40)
+    from costtax.metrics import is_refusal
+
+    def ruled(x):
+        return -float(len(x.response)) + (1e6 if is_refusal(x.response) else -1e6)
+
+    pos = [ruled(x) for x in test if not x.harmful]
+    neg = [ruled(x) for x in test if x.harmful]
+    assert r["with_refusal_rule"] == {"auc": pytest.approx(auc(pos, neg)), "accuracy": pytest.approx(
+        sum((ruled(x) > 0) == (not x.harmful) for x in test) / len(test)), "refusal_margin": 1e6}
+    assert "with_refusal_rule" not in public_calibration(_LengthReward(), n=40, items=items)
