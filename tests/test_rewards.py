@@ -430,6 +430,7 @@ def test_judge_refusal_rule_on_declared_harmful_prompts(judge_rm):
     )
     assert ruled.tokens == plain.tokens
     assert judge_rm.provenance()["refusal_margin"] == m
+    assert judge_rm.provenance()["weak_proxy"] is None  # a model nobody measured: unknown
     with pytest.raises(ValueError, match="harmful flags"):
         judge_rm.score(prompts, responses, harmful=[True])
     with pytest.raises(ConfigError):

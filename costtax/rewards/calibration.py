@@ -149,15 +149,16 @@ def public_calibration(
     length on the same items: a judge that mostly measures length shows it here.
 
     ``auc``/``accuracy`` are the reward model alone. A judge with a refusal rule
-    (``refusal_margin``) also gets ``with_refusal_rule`` {auc, accuracy, refusal_margin}: the
+    (``refusal_margin``) also gets ``with_refusal_rule`` {auc, accuracy, refusal_margin,
+    rule_alone_auc}: the
     rewards a run gives on prompts whose source declares them harmful (all requests here are
     harmful), from the same scores. ``weak_proxy`` is True when the model-alone held-out AUC is
     below ``PUBLIC_AUC_TARGET``: the rule helps only on declared-harmful prompts, so reward and
     win-rate on any other prompt rest on the judge alone.
 
     Returns {dataset, package, version, license, n, n_harmful, auc, accuracy, threshold,
-    split, auc_target, weak_proxy, reward_length_rho, [with_refusal_rule], seconds, tokens,
-    path}."""
+    split, auc_target, weak_proxy, reward_length_rho, [with_refusal_rule], data_path, seconds,
+    tokens, kernel_path}."""
     from ..metrics import reward_length_correlation
     from . import public_sets as ps
 
@@ -187,6 +188,15 @@ def public_calibration(
 
         ruled = refusal_adjusted(scores, [x.response for x in test], [True] * len(test), margin)
         m = public_metrics(list(ruled), labels, threshold)
-        out["with_refusal_rule"] = {"auc": m["auc"], "accuracy": m["accuracy"], "refusal_margin": margin}
-    out.update({"seconds": time.perf_counter() - t0, "tokens": cost["tokens"], "path": cost["path"]})
+        from ..metrics import is_refusal
+
+        # the rule by itself (1 = refusal), ties at 0.5: what the judge adds within each group
+        alone = [float(is_refusal(x.response)) for x in test]
+        out["with_refusal_rule"] = {
+            "auc": m["auc"],
+            "accuracy": m["accuracy"],
+            "refusal_margin": margin,
+            "rule_alone_auc": auc([a for a, h in zip(alone, labels) if not h], [a for a, h in zip(alone, labels) if h]),
+        }
+    out.update({"seconds": time.perf_counter() - t0, "tokens": cost["tokens"], "kernel_path": cost["path"]})
     return out
