@@ -380,7 +380,8 @@ def _public_calibration(scorer, emit: Event) -> dict[str, Any]:
     except ConfigError as e:
         return {"skipped": str(e), "dataset": public_sets.DATASET}
     prov = scorer.provenance()
-    keyed = {k: prov.get(k) for k in ("name", "kind", "model_dir", "model_source", "judge_template_sha", "answer_token_ids", "dtype")}
+    fields = ("name", "kind", "model_dir", "model_source", "judge_template_sha", "answer_token_ids", "dtype", "refusal_margin")
+    keyed = {k: prov.get(k) for k in fields}
     keyed.update(
         data=public_sets.DATASET,
         version=public_sets.package_version(),
