@@ -454,3 +454,68 @@ def pareto_front(
             best_prev = top
         k = end
     return on_front
+
+
+# --------------------------------------------------------------------------- reward vs length
+
+#: A reward-length correlation is flagged "strong" when |Spearman rho| >= this ...
+REWARD_LENGTH_STRONG_RHO = 0.5
+#: ... over at least this many answers. Choice: rho = 0.5 is a large rank association, and at
+#: n = 16 it is also about the two-sided 5% critical value of Spearman's rho (0.50), so a
+#: flagged cell is unlikely to be noise; below 16 answers nothing is flagged.
+REWARD_LENGTH_MIN_N = 16
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    sx = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def reward_length_correlation(
+    rewards: Iterable[float | None], lengths: Iterable[float | None]
+) -> tuple[float | None, int]:
+    """Spearman rank correlation between reward and response length, and the pairs used.
+
+    The classic reward-hacking direction is a reward that grows with length (rho > 0).
+    Pairs where either side is None or NaN are dropped. Ties get average ranks (Spearman's
+    rho = Pearson correlation of the ranks). Returns ``(None, n)`` when n < 3 or either side
+    is constant (the correlation is undefined)."""
+    pairs = [
+        (float(r), float(n))
+        for r, n in zip(rewards, lengths)
+        if r is not None and n is not None and not math.isnan(float(r)) and not math.isnan(float(n))
+    ]
+    n = len(pairs)
+    if n < 3:
+        return None, n
+    r = _average_ranks(np.asarray([p[0] for p in pairs]))
+    q = _average_ranks(np.asarray([p[1] for p in pairs]))
+    r -= r.mean()
+    q -= q.mean()
+    den = math.sqrt(float((r * r).sum()) * float((q * q).sum()))
+    if den == 0.0:
+        return None, n
+    return max(-1.0, min(1.0, float((r * q).sum()) / den)), n
+
+
+def reward_length_strong(rho: float | None, n: int) -> bool:
+    """True when |rho| >= REWARD_LENGTH_STRONG_RHO over n >= REWARD_LENGTH_MIN_N answers."""
+    return rho is not None and n >= REWARD_LENGTH_MIN_N and abs(rho) >= REWARD_LENGTH_STRONG_RHO
+
+
+__all__ += [
+    "REWARD_LENGTH_MIN_N",
+    "REWARD_LENGTH_STRONG_RHO",
+    "reward_length_correlation",
+    "reward_length_strong",
+]

@@ -663,3 +663,44 @@ def _pairs_accuracy(scorer, emit: Event) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, data)
     return data
+
+
+def _public_calibration(scorer, emit: Event) -> dict[str, Any]:
+    """The reward model on public human-labelled responses (rewards.calibration.public_calibration:
+    AUC and accuracy on a held-out part of PyRIT's labelled responses to harmful requests),
+    cached per (model, template, data package version, calibration settings) like
+    _pairs_accuracy. Without the data package: {"skipped": <why, with the pip command>}."""
+    import hashlib
+
+    from .models import cache_root
+    from .rewards import public_sets
+    from .rewards.calibration import PUBLIC_CALIBRATION_VERSION, PUBLIC_N, public_calibration
+
+    try:
+        public_sets.data_dir()
+    except ConfigError as e:
+        return {"skipped": str(e), "dataset": public_sets.DATASET}
+    prov = scorer.provenance()
+    fields = ("name", "kind", "model_dir", "model_source", "judge_template_sha", "answer_token_ids", "dtype", "refusal_margin")
+    keyed = {k: prov.get(k) for k in fields}
+    keyed.update(
+        data=public_sets.DATASET,
+        version=public_sets.package_version(),
+        n=PUBLIC_N,
+        max_chars=public_sets.MAX_RESPONSE_CHARS,
+        calibration=PUBLIC_CALIBRATION_VERSION,
+    )
+    h = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
+    path = cache_root() / "calibration" / f"public-{h.hexdigest()[:16]}.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            data["cached"] = str(path)
+            return data
+        except ValueError:
+            pass
+    emit("status", {"msg": f"measuring the reward model on public human labels ({public_sets.DATASET}; cached afterwards)"})
+    data = public_calibration(scorer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, data)
+    return data

