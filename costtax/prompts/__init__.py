@@ -1,18 +1,25 @@
-"""Prompt sources: shipped sets (by name) and user JSONL files.
+"""Prompt sources: shipped sets (by name), public benchmarks read from PyPI wheels (by name:
+humaneval, advbench, donotanswer, harmbench; see ``sources``) and user JSONL files.
 
 A user row: {"id": str, "prompt": str, "answer"?: str|int, "category"?: str}. `id` may be omitted
 (then `<file stem>-<line>`). Text in a prompt file is never used as a path.
+
+Each Prompt carries ``source`` (the name of its :class:`~costtax.prompts.sources.SourceSpec`,
+``"file"`` for a user file) and ``scorer``; code benchmarks also carry ``tests``,
+``entry_point`` and ``code_prompt``. Scoring goes by these fields, never by set name.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError
+from .sources import FILE_SPEC, PUBLIC, SOURCES, SourceSpec, load_rows, spec_for
 
 SHIPPED = ("helpful", "harmful", "arith")
+NAMED = SHIPPED + PUBLIC
 DATA_DIR = Path(__file__).parent / "data"
 MAX_LINE_BYTES = 1_000_000  # a single prompt over ~1 MB is almost surely a wrong file
 
@@ -24,6 +31,15 @@ class Prompt:
     prompt_set: str
     answer: str | None = None
     category: str | None = None
+    source: str | None = None  # SourceSpec name ("file" for a user JSONL file)
+    scorer: str | None = None  # SourceSpec.scorer, resolved per prompt (see _to_prompts)
+    tests: str | None = None  # code benchmarks: test code defining check(candidate)
+    entry_point: str | None = None  # code benchmarks: the function under test
+    code_prompt: str | None = None  # code benchmarks: the signature + docstring to complete
+
+    @property
+    def spec(self) -> SourceSpec:
+        return spec_for(self.source)
 
     def messages(self) -> tuple[dict, ...]:
         return ({"role": "user", "content": self.text},)
@@ -54,7 +70,7 @@ def _rows_from_jsonl(path: Path, field: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _to_prompts(rows, prompt_set: str, field: str, source: str) -> list[Prompt]:
+def _to_prompts(rows, prompt_set: str, field: str, source: str, spec: SourceSpec = FILE_SPEC) -> list[Prompt]:
     out: list[Prompt] = []
     seen: set[str] = set()
     for lineno, row in rows:
@@ -80,22 +96,36 @@ def _to_prompts(rows, prompt_set: str, field: str, source: str) -> list[Prompt]:
         category = row.get("category")
         if category is not None and not isinstance(category, str):
             raise ConfigError(field, where, "\"category\" must be a string")
-        out.append(Prompt(id=pid, text=text, prompt_set=prompt_set, answer=answer, category=category))
+        scorer = spec.scorer
+        if spec is FILE_SPEC and answer is None:
+            scorer = "reward"  # a user row without a reference answer has nothing to match
+        extra = {}
+        if spec.scorer == "pass_at_k":
+            extra = {k: row[k] for k in ("tests", "entry_point", "code_prompt")}
+        out.append(
+            Prompt(
+                id=pid, text=text, prompt_set=prompt_set, answer=answer, category=category,
+                source=spec.name, scorer=scorer, **extra,
+            )
+        )
     return out
 
 
 def load_source(source: str, *, field: str = "--prompts", seed: int = 0) -> list[Prompt]:
-    """A shipped set by name, or a user JSONL file."""
+    """A shipped set or public benchmark by name, or a user JSONL file."""
     if source == "arith":
         from .arith import generate_arith
 
         rows = list(enumerate(generate_arith(seed=seed), 1))
-        return _to_prompts(rows, "arith", field, "arith")
+        return _to_prompts(rows, "arith", field, "arith", SOURCES["arith"])
     if source in SHIPPED:
-        return _to_prompts(_rows_from_jsonl(DATA_DIR / f"{source}.jsonl", field), source, field, source)
+        rows = _rows_from_jsonl(DATA_DIR / f"{source}.jsonl", field)
+        return _to_prompts(rows, source, field, source, SOURCES[source])
+    if source in PUBLIC:
+        return _to_prompts(load_rows(source, field), source, field, source, SOURCES[source])
     path = Path(source).expanduser()
     if not path.exists():
-        raise ConfigError(field, source, f"no such file; give a JSONL file or one of: {', '.join(SHIPPED)}")
+        raise ConfigError(field, source, f"no such file; give a JSONL file or one of: {', '.join(NAMED)}")
     if path.is_dir():
         raise ConfigError(field, source, "is a directory; give a JSONL file")
     return _to_prompts(_rows_from_jsonl(path, field), path.stem, field, str(path))
@@ -144,7 +174,7 @@ def select_prompts(
         report.append({"source": src, "used": len(prompts), "available": available})
         for p in prompts:
             if p.id in seen:
-                p = Prompt(f"{p.prompt_set}:{p.id}", p.text, p.prompt_set, p.answer, p.category)
+                p = replace(p, id=f"{p.prompt_set}:{p.id}")
             seen.add(p.id)
             out.append(p)
     return out, report

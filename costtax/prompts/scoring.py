@@ -1,0 +1,192 @@
+"""Per-answer scoring by a prompt's declared source spec (no branching on set names).
+
+The cell runner calls :func:`evaluate_answers` once per cell, after the cell's answers are done,
+with the final answer texts (and, for best-of-N, every candidate of each answer); each returned
+dict is stored with its answer. :func:`costtax.metrics.summarize_scored_answers` turns a cell's
+dicts into summary columns and :func:`costtax.metrics.scored_deltas` into the tax against plain.
+
+* ``pass_at_k``: code is extracted from the chat answer (:func:`extract_code`), joined with the
+  benchmark's tests into one program and run in :mod:`costtax.sandbox` (never in this process).
+* ``refusal``: the phrase rule (:func:`costtax.metrics.is_refusal`) always; the judge
+  (:class:`costtax.rewards.refusal.RefusalJudge`) when one is given.
+* ``exact``: :func:`costtax.metrics.is_correct` against the prompt's reference answer.
+* ``reward``: nothing here (the run's reward model already scores it).
+"""
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .. import metrics
+from .sources import SourceSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..rewards.refusal import RefusalJudge
+    from ..sandbox import SandboxLimits
+    from . import Prompt
+
+# A fenced block; an unclosed last fence (the answer was cut at max_tokens) runs to the end.
+_FENCE_RE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
+_PY_LANGS = {"", "python", "py", "python3"}
+# Column-0 lines that still look like code when cutting a bare (unfenced) function out of prose.
+_CODE_LINE_RE = re.compile(
+    r"^(def |async def |class |import |from |@|#|if |elif |else:|for |while |try:|except|finally:|with |return |"
+    r"[A-Za-z_][\w.]*\s*(=|\+=|-=|\()|[\])}])"
+)
+
+
+def _defines(code: str, entry_point: str) -> bool:
+    return re.search(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", code, re.M) is not None
+
+
+def _cut_bare_code(text: str, entry_point: str) -> str:
+    """From the first column-0 ``def``/``import``/``from`` line before the entry point's def, up
+    to the first column-0 line that reads as prose."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if re.match(rf"\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", ln))
+    while start > 0 and re.match(r"(import |from |def |@|class )", lines[start - 1]):
+        start -= 1
+    kept = [lines[start]]
+    for ln in lines[start + 1:]:
+        if ln.strip() and not ln[0].isspace() and not _CODE_LINE_RE.match(ln):
+            break
+        kept.append(ln)
+    return "\n".join(kept)
+
+
+def extract_code(prompt: "Prompt", answer: str) -> tuple[str, str]:
+    """(code to place after the prompt's code, how it was found) for a ``fenced_or_completion``
+    source. ``how``: ``fenced_def`` (a fenced block that defines the entry point: the answer's
+    whole function replaces the stub), ``fenced_body`` (an indented fenced block: the function's
+    body), ``bare_def`` (an unfenced ``def`` of the entry point cut out of prose), ``completion``
+    (anything else: the text continues the signature, as a base model writes it)."""
+    ep = prompt.entry_point or ""
+    blocks = [(lang.lower(), body) for lang, body in _FENCE_RE.findall(answer or "")]
+    py = [b for lang, b in blocks if lang in _PY_LANGS] or [b for _, b in blocks]
+    if py:
+        chosen = next((b for b in py if _defines(b, ep)), py[0])
+        if _defines(chosen, ep):
+            return chosen, "fenced_def"
+        if chosen.strip() and chosen.lstrip("\n")[:1] in (" ", "\t"):
+            return chosen, "fenced_body"
+    if ep and _defines(answer or "", ep):
+        return _cut_bare_code(answer, ep), "bare_def"
+    text = answer or ""
+    code_prompt = prompt.code_prompt or ""
+    if code_prompt and text.startswith(code_prompt):  # a completion that echoes the prompt
+        text = text[len(code_prompt):]
+    return text, "completion"
+
+
+def build_program(prompt: "Prompt", answer: str) -> tuple[str, str]:
+    """(the complete program run in the sandbox, how the code was extracted).
+
+    The prompt's own code (imports, helper functions, the signature with its docstring) comes
+    first, so helpers and imports the model left out are still defined; a function body that is
+    only a docstring is valid Python, and a whole function from the answer simply redefines it.
+    Then the benchmark's tests and ``check(<entry_point>)``."""
+    if not (prompt.tests and prompt.entry_point and prompt.code_prompt is not None):
+        raise ValueError(f"prompt {prompt.id!r} has no tests/entry_point/code_prompt; it is not a code prompt")
+    code, how = extract_code(prompt, answer)
+    head = prompt.code_prompt
+    if how in ("fenced_def", "bare_def"):
+        body = head.rstrip("\n") + "\n\n\n" + code.strip("\n") + "\n"
+    else:
+        body = head + code.rstrip() + "\n"
+    program = f"{body}\n\n{prompt.tests}\n\ncheck({prompt.entry_point})\n"
+    return program, how
+
+
+def _run_code(programs: Sequence[str], limits: "SandboxLimits | None", workers: int) -> dict[str, Any]:
+    """Sandbox results by program text; identical programs (common among best-of-N candidates
+    at low temperature) run once."""
+    from ..sandbox import SandboxLimits, run_program
+
+    lim = limits or SandboxLimits()
+    unique = list(dict.fromkeys(programs))
+    if workers <= 1 or len(unique) <= 1:
+        return {p: run_program(p, lim) for p in unique}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(unique, pool.map(lambda p: run_program(p, lim), unique)))
+
+
+def evaluate_answers(
+    prompts: Sequence["Prompt"],
+    answer_texts: Sequence[str],
+    candidates: Sequence[Sequence[str] | None] | None = None,
+    *,
+    judge: "RefusalJudge | None" = None,
+    limits: "SandboxLimits | None" = None,
+    workers: int = 2,
+) -> list[dict[str, Any]]:
+    """One evaluation dict per (prompt, final answer), in order; what is in it follows each
+    prompt's ``spec.scorer`` (see :func:`evaluate_answer`). ``candidates[i]``: every sample the
+    technique drew for answer i (best-of-N), or None. Sandbox runs go ``workers`` at a time;
+    refusal judging is one batched judge call for the whole cell."""
+    if len(prompts) != len(answer_texts):
+        raise ValueError("prompts and answer_texts must have equal length")
+    cands = list(candidates) if candidates is not None else [None] * len(prompts)
+    if len(cands) != len(prompts):
+        raise ValueError("candidates must have one entry (a list or None) per answer")
+    out: list[dict[str, Any]] = []
+    code_jobs: list[tuple[int, str, str, list[str]]] = []
+    judge_idx: list[int] = []
+    for i, (p, text) in enumerate(zip(prompts, answer_texts)):
+        spec: SourceSpec = p.spec
+        scorer = p.scorer or spec.scorer
+        e: dict[str, Any] = {"prompt_id": p.id, "scorer": scorer, "source": spec.name}
+        if scorer == "pass_at_k":
+            program, how = build_program(p, text)
+            cand_programs = [build_program(p, c)[0] for c in (cands[i] or [])]
+            e["code_extracted_by"] = how
+            code_jobs.append((i, program, how, cand_programs))
+        elif scorer == "refusal":
+            e["refusal_rule"] = metrics.is_refusal(text)
+            e["refusal_judge"] = None
+            if judge is not None:
+                judge_idx.append(i)
+        elif scorer == "exact" and p.answer is not None:
+            e["correct"] = metrics.is_correct(text, p.answer)
+        out.append(e)
+    if code_jobs:
+        results = _run_code([j[1] for j in code_jobs] + [c for j in code_jobs for c in j[3]], limits, workers)
+        for i, program, _how, cand_programs in code_jobs:
+            r = results[program]
+            out[i].update(code_passed=r.passed, code_fail_reason=None if r.passed else r.reason,
+                          code_wall_s=round(r.wall_s, 4))
+            if cand_programs:
+                rs = [results[c] for c in cand_programs]
+                out[i].update(
+                    candidates_n=len(rs), candidates_passed=sum(x.passed for x in rs),
+                    candidate_fail_reasons=[None if x.passed else x.reason for x in rs],
+                )
+    if judge_idx:
+        verdicts = judge.judge([prompts[i].text for i in judge_idx], [answer_texts[i] for i in judge_idx])
+        for i, v in zip(judge_idx, verdicts):
+            out[i].update(refusal_judge=v.refusal, refusal_judge_score=round(v.score, 4))
+    return out
+
+
+def evaluate_answer(
+    spec: SourceSpec | None,
+    prompt: "Prompt",
+    answer_text: str,
+    candidates: Sequence[str] | None = None,
+    *,
+    judge: "RefusalJudge | None" = None,
+    limits: "SandboxLimits | None" = None,
+) -> dict[str, Any]:
+    """Evaluate one final answer. ``spec`` defaults to the prompt's own (``prompt.spec``).
+
+    Returned keys: always ``prompt_id``, ``scorer``, ``source``; for ``pass_at_k``:
+    ``code_passed`` (bool), ``code_fail_reason`` (None or a :class:`~costtax.sandbox.SandboxResult`
+    reason), ``code_extracted_by``, ``code_wall_s`` and with candidates ``candidates_n``,
+    ``candidates_passed``, ``candidate_fail_reasons``; for ``refusal``: ``refusal_rule`` (bool),
+    ``refusal_judge`` (bool, None without a judge), ``refusal_judge_score``; for ``exact``:
+    ``correct``."""
+    if spec is not None and spec.name != prompt.spec.name:
+        from dataclasses import replace
+
+        prompt = replace(prompt, source=spec.name, scorer=spec.scorer)
+    return evaluate_answers([prompt], [answer_text], [candidates], judge=judge, limits=limits, workers=1)[0]
