@@ -497,6 +497,8 @@ def _measured(name: str, row: Mapping[str, Any], est: Mapping[str, Any]):
     if e is not None and e.value is not None:
         return e
     v = row.get(name)
+    if v is None and name == "win_rate_vs_plain":
+        v = row.get("proxy_win_rate_vs_plain")
     if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
         return Estimate(float(v))
     return e if e is not None else Estimate(None)
