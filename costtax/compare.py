@@ -76,6 +76,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("win_rate_vs_plain", "win-rate vs plain", "higher", "quality", False),
     Metric("accuracy", "accuracy", "higher", "quality", False),
     Metric("eval_reward_mean", "reward (mean)", "higher", None, False),
+    Metric("pairs_accuracy", "reward model: pairs accuracy", "higher", "quality", False),
     Metric("peak_memory_bytes", "peak memory", "lower", "memory", True, "B"),
     Metric("energy_j_per_answer", "energy/answer", "lower", "energy", True, "J"),
 )
@@ -433,7 +434,7 @@ def _fmt(metric: Metric, v: float | None) -> str:
         return "—"
     if metric.unit == "B":
         return f"{v / 2**20:.0f} MiB"
-    if metric.name in ("win_rate_vs_plain", "accuracy"):
+    if metric.name in ("win_rate_vs_plain", "accuracy", "pairs_accuracy"):
         return f"{v:.2f}"
     return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
 
