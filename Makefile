@@ -35,3 +35,17 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks
+
+# Regression baseline of the bench/ suites on this machine (2-core CPU): `bench-baseline` records it,
+# `bench-compare` runs the suites again and fails on a regression beyond the thresholds measured
+# from run-to-run spread (bench/baselines/thresholds.args, explained in bench/baselines/README.md).
+.PHONY: bench-baseline bench-compare
+BENCH_BASELINE ?= bench/baselines/cpu-2core.json
+
+bench-baseline: setup
+	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-json=$(BENCH_BASELINE)
+
+bench-compare: setup
+	mkdir -p .benchmarks
+	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-json=.benchmarks/current.json
+	$(VENV)/bin/costtax compare $(BENCH_BASELINE) .benchmarks/current.json $$(grep -v '^#' bench/baselines/thresholds.args)

@@ -16,6 +16,11 @@ import platform
 
 import pytest
 
+# The costtax plugin (costtax_profile, costtax_engine, costtax_scorer) for the suites written with
+# it. An installed costtax registers it through its pytest11 entry point under this same name, so
+# this line is a no-op there and keeps `pytest bench` working from a source tree without install.
+pytest_plugins = ["costtax.pytest_plugin"]
+
 
 def _device_name() -> str:
     import torch

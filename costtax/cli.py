@@ -266,6 +266,34 @@ def plan(
 
 
 @app.command()
+def compare(
+    old: str = typer.Argument(..., help="baseline: a run directory or a pytest-benchmark JSON file"),
+    new: str = typer.Argument(..., help="candidate: same kind as OLD"),
+    max_slowdown: str = typer.Option("15%", "--max-slowdown", help="latency p50/p95 per answer, answers/s, benchmark round time"),
+    max_tokens_increase: str = typer.Option("5%", "--max-tokens-increase", help="output tokens per answer"),
+    max_quality_drop: float = typer.Option(0.03, "--max-quality-drop", help="absolute drop in win-rate vs plain or accuracy"),
+    max_memory_increase: Optional[str] = typer.Option(None, "--max-memory-increase", help="peak memory (default: reported only)"),
+    max_energy_increase: Optional[str] = typer.Option(None, "--max-energy-increase", help="energy per answer (default: reported only)"),
+):
+    """Per-cell deltas with CIs; exit 1 on a regression beyond the limits and beyond noise."""
+    from .compare import CompareConfig, parse_fraction, run_compare
+
+    config = CompareConfig(
+        old=old,
+        new=new,
+        max_slowdown=parse_fraction(max_slowdown, "--max-slowdown"),
+        max_tokens_increase=parse_fraction(max_tokens_increase, "--max-tokens-increase"),
+        max_quality_drop=max_quality_drop,
+        max_memory_increase=parse_fraction(max_memory_increase, "--max-memory-increase"),
+        max_energy_increase=parse_fraction(max_energy_increase, "--max-energy-increase"),
+    )
+    if run_compare(config).regressions:
+        # SystemExit, not typer.Exit: main() runs typer with standalone_mode=False, where a
+        # typer.Exit is returned as a value and main() drops it (the exit code would be 0).
+        sys.exit(1)
+
+
+@app.command()
 def models():
     """List embedded model aliases and where their weights come from."""
     from .models import list_models

@@ -41,6 +41,7 @@ __all__ = [
     "pareto_front",
     "pass_at_k",
     "pass_at_k_mean",
+    "percentile_ci",
     "percentiles",
     "rate_with_ci",
     "refusal_agreement",
@@ -189,6 +190,38 @@ def paired_bootstrap_delta_ci(
         raise ValueError(f"paired samples must have equal length, got {len(a)} and {len(b)}")
     deltas = [float(x) - float(y) for x, y in zip(a, b) if x is not None and y is not None]
     return bootstrap_ci(deltas, stat="mean", n_boot=n_boot, alpha=alpha, seed=seed)
+
+
+def percentile_ci(
+    values: Iterable[float | None],
+    q: float,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile-bootstrap ``(1 - alpha)`` CI for the ``q``-th percentile (e.g. p95 latency).
+
+    Same resampling, seed and ``None`` conventions as :func:`bootstrap_ci` (vectorised: one
+    ``np.percentile`` over the resample matrix). With few values the upper end of a high
+    percentile's interval is the sample maximum: at n=8, p95 cannot be bounded tighter than
+    the largest observation, and the interval says so.
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be in [0, 100], got {q!r}")
+    _validate_alpha_nboot(alpha, n_boot)
+    arr = _drop_none(values)
+    n = arr.size
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    rows_per_chunk = max(1, _BOOT_CHUNK_ELEMS // n)
+    boot = np.empty(n_boot, dtype=np.float64)
+    for start in range(0, n_boot, rows_per_chunk):
+        stop = min(n_boot, start + rows_per_chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        boot[start:stop] = np.percentile(arr[idx], q, axis=1, method="linear")
+    lo, hi = np.percentile(boot, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+    return float(lo), float(hi)
 
 
 # --------------------------------------------------------------------------- diversity

@@ -1,0 +1,583 @@
+"""pytest plugin: regression tests that guard what an alignment technique costs AND what it buys.
+
+Registered through the `pytest11` entry point (name `costtax.pytest_plugin`), so it loads in every
+pytest run of an environment where costtax is installed. Importing it stays light: pytest and the
+standard library only; costtax's engines, reward models and pandas load when a fixture needs them.
+
+    from costtax.pytest_plugin import assert_cost, assert_quality
+
+    def test_bon4(costtax_profile):
+        result = costtax_profile(technique="bon:n=4", prompts="helpful", limit=8)
+        assert_cost(result, max_latency_p95_x=6, max_tokens_per_answer_x=4.2)
+        assert_quality(result, min_win_rate=0.6)
+
+Settings (command line wins over ini): --costtax-model / costtax_model, --costtax-engine /
+costtax_engine, --costtax-reward-model / costtax_reward_model, --costtax-runs / costtax_runs
+(where run directories go; default: pytest's tmp dir), and for tests and custom engines
+--costtax-engine-factory / --costtax-scorer-factory (`module:callable`, called with no arguments,
+returning an object with the Engine / RewardModel protocol). They are checked at collection when a
+collected test uses a costtax fixture: a bad one stops the session with one line.
+
+Fixtures: `costtax_engine` (session: started once, closed at the end), `costtax_scorer` (session,
+loaded on first use), `costtax_profile` (function: call it to run one cell). The plain baseline
+that the ×plain columns need runs once per session per (prompts, limit, sampling) and is shared.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+
+_FIXTURES = ("costtax_engine", "costtax_scorer", "costtax_profile", "costtax_session")
+# name -> (command-line flag, ini key, default, help)
+_SETTINGS = {
+    "model": ("--costtax-model", "costtax_model", None, "local HF model directory or embedded alias (default: costtax's default model)"),
+    "engine": ("--costtax-engine", "costtax_engine", "vllm", "vllm | hf (default vllm)"),
+    "reward_model": ("--costtax-reward-model", "costtax_reward_model", "judge", "reward model spec for selection and evaluation (default judge)"),
+    "runs": ("--costtax-runs", "costtax_runs", None, "directory for the run directories (default: pytest's tmp dir)"),
+    "engine_factory": ("--costtax-engine-factory", "costtax_engine_factory", None, "module:callable returning an engine (tests, custom engines)"),
+    "scorer_factory": ("--costtax-scorer-factory", "costtax_scorer_factory", None, "module:callable returning a reward model (tests)"),
+}
+
+
+# -- options and their validation -------------------------------------------------------------------
+def pytest_addoption(parser):
+    group = parser.getgroup("costtax", "costtax: cost and quality regression tests for alignment techniques")
+    for name, (flag, ini, default, help_) in _SETTINGS.items():
+        group.addoption(flag, dest=f"costtax_{name}", default=None, help=help_)
+        parser.addini(ini, help=help_, default=None)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "costtax: a test that profiles alignment techniques with the costtax plugin")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str
+    engine: str
+    reward_model: str
+    runs: str | None
+    engine_factory: str | None
+    scorer_factory: str | None
+    source: Mapping[str, str] = field(default_factory=dict)  # name -> "--flag" or "ini key" (for errors)
+
+
+def settings(config) -> Settings:
+    values, source = {}, {}
+    for name, (flag, ini, default, _) in _SETTINGS.items():
+        v = config.getoption(f"costtax_{name}", None)
+        where = flag
+        if v is None:
+            v = config.getini(ini) or None
+            where = f"{ini} (ini)"
+        if v is None:
+            v = default
+            where = flag
+        values[name] = v.strip() if isinstance(v, str) else v
+        source[name] = where
+    if values["model"] is None:
+        from .models import DEFAULT_MODEL
+
+        values["model"] = DEFAULT_MODEL
+    return Settings(**values, source=source)
+
+
+def _load_factory(spec: str, field_: str):
+    import importlib
+
+    mod, sep, attr = spec.partition(":")
+    if not sep or not mod or not attr:
+        raise _usage(field_, spec, "write module:callable, e.g. mypkg.engines:make_engine")
+    try:
+        obj = importlib.import_module(mod)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise _usage(field_, spec, f"cannot import it ({type(exc).__name__}: {exc})") from None
+    if not callable(obj):
+        raise _usage(field_, spec, "is not callable")
+    return obj
+
+
+def _usage(field_: str, value, fix: str) -> pytest.UsageError:
+    return pytest.UsageError(f"costtax: {field_}: bad value {value!r}: {fix}")
+
+
+def validate(s: Settings) -> None:
+    """Raise pytest.UsageError (one line) for a bad setting. File checks only, no model load."""
+    from .config import ENGINE_NAMES
+    from .errors import ConfigError
+    from .preflight import check_model
+
+    if s.engine not in ENGINE_NAMES:
+        raise _usage(s.source["engine"], s.engine, f"use one of: {', '.join(ENGINE_NAMES)}")
+    if s.engine_factory is None:
+        try:
+            check_model(s.model, field=s.source["model"])
+        except ConfigError as exc:
+            raise pytest.UsageError(f"costtax: {exc}") from None
+    for name in ("engine_factory", "scorer_factory"):
+        if getattr(s, name):
+            _load_factory(getattr(s, name), s.source[name])
+    if s.scorer_factory is None:
+        from .rewards import validate_reward_spec
+
+        try:
+            validate_reward_spec(s.reward_model, field=s.source["reward_model"])
+        except ConfigError as exc:
+            raise pytest.UsageError(f"costtax: {exc}") from None
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # Only sessions that use the plugin pay for (and can fail on) its settings: it loads in every
+    # pytest run of the environment.
+    if any(any(f in getattr(item, "fixturenames", ()) for f in _FIXTURES) for item in items):
+        validate(settings(config))
+
+
+# -- the session: engine, scorer, cached baselines ---------------------------------------------------
+class _SharedScorer:
+    """The session's reward model as profile() sees it: profile closes the scorers it is given at
+    the end of every run, which must not unload the shared one."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def close(self) -> None:
+        pass
+
+
+class CosttaxSession:
+    def __init__(self, s: Settings, runs_dir: Path):
+        self.settings = s
+        self.runs_dir = Path(runs_dir)
+        self._engine = None
+        self._scorer = None
+        self._baselines: dict[tuple, Path] = {}
+        self._counter = 0
+
+    def engine(self):
+        if self._engine is None:
+            s = self.settings
+            if s.engine_factory:
+                engine = _load_factory(s.engine_factory, s.source["engine_factory"])()
+            else:
+                from .engines import make_engine
+                from .models import resolve_model
+
+                # Same engine arguments as `costtax profile` with its defaults.
+                kwargs: dict[str, Any] = dict(seed=0, max_model_len=2048, trust_remote_code=False)
+                if s.engine == "vllm":
+                    kwargs["enable_prefix_caching"] = True
+                engine = make_engine(s.engine, str(resolve_model(s.model)), **kwargs)
+            engine.start()
+            self._engine = engine
+        return self._engine
+
+    def scorer(self):
+        if self._scorer is None:
+            s = self.settings
+            if s.scorer_factory:
+                scorer = _load_factory(s.scorer_factory, s.source["scorer_factory"])()
+            else:
+                from .rewards import make_reward_model
+
+                scorer = make_reward_model(s.reward_model)
+            scorer.load()
+            self._scorer = scorer
+        return self._scorer
+
+    def next_dir(self, label: str) -> Path:
+        self._counter += 1
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:60].strip("_") or "cell"
+        return self.runs_dir / f"{self._counter:03d}-{safe}"
+
+    def baseline(self, config) -> Path:
+        """The plain run for these prompts and sampling, run once per session."""
+        key = (config.prompts, config.limit, config.repeats, config.max_tokens, config.temperature, config.top_p, config.seed)
+        if key not in self._baselines:
+            import dataclasses
+
+            base = dataclasses.replace(config, techniques=("plain",))
+            out = self.next_dir("baseline-plain")
+            result = _run_cell(base, engine=self.engine(), scorer=_SharedScorer(self.scorer()), baseline_dir=None, out=out)
+            if result.cells_failed:
+                raise RuntimeError(f"the plain baseline failed; see {out / 'run.json'}")
+            self._baselines[key] = out
+        return self._baselines[key]
+
+    def close(self) -> None:
+        for obj in (self._engine, self._scorer):
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception:
+                    pass
+        self._engine = self._scorer = None
+
+
+def _run_cell(config, *, engine, scorer, baseline_dir: Path | None, out: Path):
+    """Run one cell on the shared engine into a new run directory `out`; returns the RunResult.
+
+    The one place that calls the profiler (switch to profile.run_cell when it lands). With
+    `baseline_dir`, the plain rows are copied from the session's baseline run and profile()
+    resumes the copy, so only the new cell runs; run.json records where the baseline came from.
+    """
+    import dataclasses
+    import secrets
+    import shutil
+    import time
+
+    from .profile import profile
+    from .records import RUN_JSON, read_run_json, write_json_atomic
+
+    config = dataclasses.replace(config, out=str(out))
+    if baseline_dir is None:
+        return profile(config, engine=engine, scorer=scorer)
+    shutil.copytree(baseline_dir, out, ignore=shutil.ignore_patterns("*.png", ".*"))
+    meta = read_run_json(out)
+    meta["baseline_from"] = {"run_dir": str(baseline_dir), "run_id": meta["run_id"]}
+    meta["run_id"] = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    meta["config"] = config.to_dict()
+    meta["cells"] = [c.cell for c in config.cells]
+    write_json_atomic(out / RUN_JSON, meta)
+    return profile(config, resume=out, engine=engine, scorer=scorer)
+
+
+@pytest.fixture(scope="session")
+def costtax_session(request, tmp_path_factory):
+    s = settings(request.config)
+    runs = Path(s.runs).expanduser() if s.runs else tmp_path_factory.mktemp("costtax-runs")
+    runs.mkdir(parents=True, exist_ok=True)
+    sess = CosttaxSession(s, runs)
+    yield sess
+    sess.close()
+
+
+@pytest.fixture(scope="session")
+def costtax_engine(costtax_session):
+    """The session's engine, started on first use (one cold start per test session)."""
+    return costtax_session.engine()
+
+
+@pytest.fixture(scope="session")
+def costtax_scorer(costtax_session):
+    """The session's reward model (selection and evaluation), loaded on first use."""
+    return costtax_session.scorer()
+
+
+# -- one cell ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CellResult:
+    """What costtax_profile returns: the cell's summary row (dict), every row of its run, the run
+    directory and the estimates (with CIs) the assertions judge."""
+
+    cell: str
+    run_dir: Path
+    row: dict[str, Any]
+    rows: tuple[dict[str, Any], ...]
+    estimates: Mapping[str, Any]
+    test: str = ""
+
+    def __getitem__(self, key):
+        return self.row[key]
+
+    def extra_info(self) -> dict[str, Any]:
+        """The fields recorded in pytest-benchmark's extra_info: flat scalars to read, and a
+        `costtax` block with CIs that `costtax compare` judges."""
+        from .compare import flatten_for_extra_info
+
+        flat = {}
+        for k in ("latency_p50_s", "latency_p95_s", "answers_per_s", "output_tokens_per_answer", "eval_reward_mean",
+                  "win_rate_vs_plain", "proxy_win_rate_vs_plain", "accuracy", "accuracy_delta_vs_plain", "peak_memory_bytes",
+                  "energy_j_per_answer", "latency_p95_x", "output_tokens_per_answer_x", "cell_wall_s", "answers"):
+            v = self.row.get(k)
+            if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+                flat[k] = v
+        return {
+            **flat,
+            "costtax": {
+                "cell": self.cell,
+                "run_dir": str(self.run_dir),
+                "metrics": flatten_for_extra_info(self.estimates),
+            },
+        }
+
+
+def _clean(rec: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+
+
+def _cell_result(run_dir: Path, cell: str, test: str) -> CellResult:
+    from .compare import cell_estimates, summary_rows
+
+    rows = tuple(_clean(r) for r in summary_rows(run_dir))
+    mine = [r for r in rows if r["cell"] == cell]
+    if not mine:
+        raise RuntimeError(f"cell {cell} has no row in {run_dir / 'summary.csv'}")
+    row = {**mine[0], "run_dir": str(run_dir)}
+    return CellResult(cell, run_dir, row, rows, cell_estimates(run_dir).get(cell, {}), test)
+
+
+class Profiler:
+    """The callable `costtax_profile` fixture: one cell per call, on the session's engine."""
+
+    def __init__(self, request, session: CosttaxSession):
+        self._request = request
+        self._session = session
+
+    def _fail(self, what: str) -> None:
+        __tracebackhide__ = True
+        pytest.fail(f"{self._request.node.nodeid}: costtax_profile: {what}", pytrace=False)
+
+    def __call__(
+        self,
+        technique: str = "bon:n=4",
+        prompts: str | tuple[str, ...] = "helpful",
+        limit: int = 8,
+        *,
+        max_tokens: int = 64,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        seed: int = 0,
+        repeats: int = 1,
+        constitution: str | None = None,
+        benchmark=None,
+        rounds: int = 1,
+        warmup_rounds: int = 0,
+    ) -> CellResult:
+        """Run `technique` (one cell, e.g. "bon:n=4") on the first `limit` prompts of `prompts`.
+
+        With `benchmark` (pytest-benchmark's fixture) the cell is timed with benchmark.pedantic:
+        `rounds` timed runs after `warmup_rounds` untimed ones, each a fresh run of the cell, and
+        the last round's cost and quality fields go to benchmark.extra_info.
+        """
+        __tracebackhide__ = True
+        from .config import RunConfig
+        from .errors import ConfigError, CosttaxError
+
+        args = dict(technique=technique, prompts=prompts, limit=limit, max_tokens=max_tokens, temperature=temperature,
+                    top_p=top_p, seed=seed, repeats=repeats)
+        if isinstance(prompts, str):
+            prompts = (prompts,)
+        for name, v in (("limit", limit), ("max_tokens", max_tokens), ("repeats", repeats), ("rounds", rounds), ("warmup_rounds", warmup_rounds)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                self._fail(f"{name}={v!r}: use an integer")
+        if rounds < 1 or warmup_rounds < 0:
+            self._fail(f"rounds={rounds!r}, warmup_rounds={warmup_rounds!r}: use rounds >= 1 and warmup_rounds >= 0")
+        if not isinstance(technique, str):
+            self._fail(f"technique={technique!r}: use a technique spec string such as 'bon:n=4'")
+        try:
+            config = RunConfig(
+                model=self._session.settings.model, engine=self._session.settings.engine, techniques=(technique,),
+                prompts=tuple(prompts), limit=limit, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                seed=seed, repeats=repeats, reward_model=self._session.settings.reward_model, constitution=constitution,
+                judge_calibration=False,
+            )
+        except ConfigError as exc:
+            arg = exc.field.lstrip("-").replace("-", "_")
+            arg = {"techniques": "technique"}.get(arg, arg)
+            problem = f"{arg}={args.get(arg, exc.value)!r}: {exc.fix}"
+        else:
+            problem = None
+        if problem:  # failed outside the except block: no chained traceback in the report
+            self._fail(problem)
+        cells = [c.cell for c in config.cells if c.cell != "plain"] or ["plain"]
+        if len(cells) != 1:
+            self._fail(f"technique={technique!r} expands to {len(cells)} cells ({', '.join(cells)}); profile one per call")
+        cell = cells[0]
+        test = self._request.node.nodeid
+        label = f"{self._request.node.name}-{cell}"
+        try:
+            # Prompt sources are checked before any engine starts (a typo fails in a second).
+            from .prompts import load_prompts
+
+            load_prompts(config.prompts, limit=config.limit, seed=config.seed)
+            baseline = self._session.baseline(config)
+            if cell == "plain" and benchmark is None:
+                return _cell_result(baseline, "plain", test)
+            engine = self._session.engine()
+            scorer = _SharedScorer(self._session.scorer())
+            done: list[Any] = []
+
+            def one_round():
+                out = self._session.next_dir(label)
+                if cell == "plain":
+                    res = _run_cell(config, engine=engine, scorer=scorer, baseline_dir=None, out=out)
+                else:
+                    res = _run_cell(config, engine=engine, scorer=scorer, baseline_dir=baseline, out=out)
+                done.append(res)
+
+            if benchmark is not None:
+                benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+            else:
+                one_round()
+        except ConfigError as exc:
+            arg = {"--prompts": "prompts", "--constitution": "constitution"}.get(exc.field, exc.field)
+            problem = f"{arg}: bad value {exc.value!r}: {exc.fix}"
+        except CosttaxError as exc:
+            problem = str(exc)
+        if problem:
+            self._fail(problem)
+        res = done[-1]
+        if res.cells_failed:
+            from .records import read_run_json
+
+            errs = [f["error"] for f in read_run_json(res.run_dir).get("failures", []) if f.get("cell") == cell]
+            self._fail(f"cell {cell} failed: {errs[-1] if errs else 'see run.json'} (run dir {res.run_dir})")
+        result = _cell_result(res.run_dir, cell, test)
+        if benchmark is not None:
+            benchmark.extra_info.update(result.extra_info())
+        return result
+
+
+@pytest.fixture
+def costtax_profile(request, costtax_session) -> Profiler:
+    """Call it: costtax_profile(technique="bon:n=4", prompts="helpful", limit=8, ...) -> CellResult."""
+    return Profiler(request, costtax_session)
+
+
+# -- assertions ----------------------------------------------------------------------------------------
+class CosttaxLimitError(AssertionError):
+    """A cost or quality limit was crossed; the message says what, measured (CI), limit, cell, run dir."""
+
+
+_COST_LIMITS = {  # keyword -> (estimate / summary column, label)
+    "max_latency_p95_x": ("latency_p95_x", "latency p95 ×plain"),
+    "max_latency_p50_x": ("latency_p50_x", "latency p50 ×plain"),
+    "max_tokens_per_answer_x": ("output_tokens_per_answer_x", "output tokens per answer ×plain"),
+    "max_peak_memory_x": ("peak_memory_x", "peak memory ×plain"),
+    "max_energy_j_per_answer_x": ("energy_j_per_answer_x", "energy per answer ×plain"),
+    "max_latency_p95_s": ("latency_p95_s", "latency p95 (s)"),
+    "max_latency_p50_s": ("latency_p50_s", "latency p50 (s)"),
+}
+_QUALITY_LIMITS = {
+    "min_win_rate": ("win_rate_vs_plain", "win-rate vs plain"),
+    "min_accuracy_delta": ("accuracy_delta_vs_plain", "accuracy Δ vs plain"),
+    "min_accuracy": ("accuracy", "accuracy"),
+    "min_reward_delta": ("eval_reward_delta_vs_plain", "eval reward Δ vs plain"),
+}
+_NOT_MEASURED_HINT = {
+    "accuracy_delta_vs_plain": "the prompts have no reference answers; use prompts='arith' or a JSONL with \"answer\"",
+    "accuracy": "the prompts have no reference answers; use prompts='arith' or a JSONL with \"answer\"",
+    "energy_j_per_answer_x": "energy needs an NVIDIA GPU with NVML",
+    "peak_memory_x": "no memory reading in this run",
+    "win_rate_vs_plain": "no evaluation reward (reward model off?)",
+    "eval_reward_delta_vs_plain": "no evaluation reward (reward model off?)",
+}
+
+
+def _as_result(result) -> tuple[str, str, Mapping[str, Any], Mapping[str, Any]]:
+    """(cell, run_dir, row, estimates) from a CellResult or a summary row dict (with run_dir)."""
+    if isinstance(result, CellResult):
+        return result.cell, str(result.run_dir), result.row, result.estimates
+    if isinstance(result, Mapping):
+        row = dict(result)
+        est: Mapping[str, Any] = {}
+        if row.get("run_dir"):
+            from .compare import cell_estimates
+
+            est = cell_estimates(row["run_dir"]).get(row.get("cell"), {})
+        return str(row.get("cell")), str(row.get("run_dir", "?")), row, est
+    raise TypeError(f"expected costtax_profile's result or a summary row dict, got {type(result).__name__}")
+
+
+def _measured(name: str, row: Mapping[str, Any], est: Mapping[str, Any]):
+    from .compare import Estimate
+
+    e = est.get(name)
+    if e is not None and e.value is not None:
+        return e
+    v = row.get(name)
+    if v is None and name == "win_rate_vs_plain":
+        v = row.get("proxy_win_rate_vs_plain")
+    if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+        return Estimate(float(v))
+    return e if e is not None else Estimate(None)
+
+
+def _fmt_measured(e) -> str:
+    s = f"{e.value:.3g}"
+    if e.has_ci:
+        s += f" (95% CI {e.lo:.3g}–{e.hi:.3g}"
+        s += f", n={e.n})" if e.n else ")"
+    elif e.n:
+        s += f" (n={e.n}, no CI)"
+    return s
+
+
+def _check(kind: str, result, limits: Mapping[str, float | None], table: Mapping[str, tuple[str, str]]) -> None:
+    __tracebackhide__ = True
+    unknown = [k for k in limits if k not in table]
+    if unknown:
+        raise TypeError(f"assert_{kind}: unknown limit {unknown[0]!r}; valid: {', '.join(table)}")
+    cell, run_dir, row, est = _as_result(result)
+    lines = []
+    for key, limit in limits.items():
+        if limit is None:
+            continue
+        name, label = table[key]
+        e = _measured(name, row, est)
+        if name == "win_rate_vs_plain" and row.get("eval_reward_source") == "proxy":
+            label += " (proxy: scored by the selection reward model)"
+        if e.value is None:
+            lines.append(f"  {label} [{name}]: not measured ({_NOT_MEASURED_HINT.get(name, 'null in summary.csv')}); limit {key}={limit:g}")
+            continue
+        upper = key.startswith("max_")
+        crossed = e.value > limit if upper else e.value < limit
+        if crossed:
+            op = ">" if upper else "<"
+            noise = ""
+            if e.has_ci and (e.lo <= limit <= e.hi):
+                noise = "; the CI contains the limit: possibly noise at this n"
+            lines.append(f"  {label} [{name}] = {_fmt_measured(e)} {op} limit {key}={limit:g}{noise}")
+    if lines:
+        what = "cost" if kind == "cost" else "quality"
+        raise CosttaxLimitError(f"costtax {what} limit crossed in cell {cell} (run dir {run_dir}):\n" + "\n".join(lines))
+
+
+def assert_cost(
+    result,
+    *,
+    max_latency_p95_x: float | None = None,
+    max_latency_p50_x: float | None = None,
+    max_tokens_per_answer_x: float | None = None,
+    max_peak_memory_x: float | None = None,
+    max_energy_j_per_answer_x: float | None = None,
+    max_latency_p95_s: float | None = None,
+    max_latency_p50_s: float | None = None,
+) -> None:
+    """Fail when a cost of the cell crosses its limit (multipliers are vs plain on the same prompts).
+
+    The point estimate is judged; the message gives its bootstrap 95% CI so a reader sees when a
+    failure may be noise at the run's n."""
+    __tracebackhide__ = True
+    _check("cost", result, dict(
+        max_latency_p95_x=max_latency_p95_x, max_latency_p50_x=max_latency_p50_x, max_tokens_per_answer_x=max_tokens_per_answer_x,
+        max_peak_memory_x=max_peak_memory_x, max_energy_j_per_answer_x=max_energy_j_per_answer_x,
+        max_latency_p95_s=max_latency_p95_s, max_latency_p50_s=max_latency_p50_s,
+    ), _COST_LIMITS)
+
+
+def assert_quality(
+    result,
+    *,
+    min_win_rate: float | None = None,
+    min_accuracy_delta: float | None = None,
+    min_accuracy: float | None = None,
+    min_reward_delta: float | None = None,
+) -> None:
+    """Fail when the cell's quality falls below a limit: win-rate vs plain (eval or proxy), accuracy
+    and its change vs plain (prompts with reference answers), mean eval-reward change vs plain."""
+    __tracebackhide__ = True
+    _check("quality", result, dict(
+        min_win_rate=min_win_rate, min_accuracy_delta=min_accuracy_delta, min_accuracy=min_accuracy, min_reward_delta=min_reward_delta,
+    ), _QUALITY_LIMITS)
