@@ -39,6 +39,7 @@ from typing import Any, Coroutine, Sequence
 from ..errors import EngineUnavailable
 from ._chat import ChatTemplateMixin
 from .base import BatchStats, GenRequest, GenResult, Sample, SamplingSpec
+from .batching import EngineClosed
 
 _CPU_ENV_DEFAULTS = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -214,6 +215,8 @@ class VllmEngine(ChatTemplateMixin):
         self._last_stats = BatchStats()
         self._start_s: float | None = None
         self._ids = itertools.count()
+        self._tasks: set[asyncio.Task] = set()  # requests in flight (touched on the loop thread only)
+        self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> float:
@@ -279,6 +282,7 @@ class VllmEngine(ChatTemplateMixin):
             loop.stop()
             raise
         self._llm, self._loop, self._counters = llm, loop, counters
+        self._closing = False
         sched = llm.vllm_config.scheduler_config
         self._scheduler = {
             "max_num_seqs": getattr(sched, "max_num_seqs", None),
@@ -290,13 +294,19 @@ class VllmEngine(ChatTemplateMixin):
         return self._start_s
 
     def close(self) -> None:
-        """Fail in-flight requests (cancelled), shut the engine core down, stop the loop."""
+        """Abort requests in flight (their callers get EngineClosed), shut the engine core
+        down, stop the loop thread."""
         llm, loop = self._llm, self._loop
         self._llm = self._loop = None
         if llm is None or loop is None:
             return
 
         async def shutdown():
+            self._closing = True
+            tasks = list(self._tasks)
+            for t in tasks:
+                t.cancel()  # vLLM aborts the requests while the engine core is still alive
+            await asyncio.gather(*tasks, return_exceptions=True)
             llm.shutdown(timeout=_SHUTDOWN_TIMEOUT_S)
             # Done once: AsyncLLM.__del__ would shut down again, possibly at interpreter exit
             # when vLLM's module globals are gone (a TypeError printed at exit).
@@ -398,7 +408,16 @@ class VllmEngine(ChatTemplateMixin):
 
     async def _run(self, req: GenRequest, prompts: list[dict], sp: Any, plen: int, t_submit: float) -> GenResult:
         base = f"{req.request_id}#{next(self._ids)}"  # vLLM request ids must be unique in flight
-        outs = await asyncio.gather(*(self._one(p, sp, f"{base}.{k}") for k, p in enumerate(prompts)))
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            outs = await asyncio.gather(*(self._one(p, sp, f"{base}.{k}") for k, p in enumerate(prompts)))
+        except asyncio.CancelledError:
+            if self._closing:
+                raise EngineClosed(f"the engine was closed while request {req.request_id} was in flight") from None
+            raise
+        finally:
+            self._tasks.discard(task)
         return self._result(req, outs, plen, t_submit, time.monotonic())
 
     @staticmethod
