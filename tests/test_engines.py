@@ -56,6 +56,11 @@ def test_vllm_contract_and_prefix_sharing(vllm_engine):
     assert again.cached_prompt_tokens == 0
     prov = eng.provenance()
     assert prov["dtype"] == "float32" and prov["prefix_caching"] is True and prov["engine_start_s"] > 0
+    # The sync path reports the engine's queued -> scheduled time too.
+    assert all(r.queue_s is not None and r.queue_s >= 0 for r in results)
+    # The offline (LLM class) scheduler defaults, not the server's (128 sequences on CPU).
+    assert prov["engine_api"] == "AsyncLLM" and prov["scheduler"]["max_num_seqs"] >= 256
+    assert stats.extra["requests_running_peak"] >= 2
 
 
 @pytest.mark.slow
