@@ -166,7 +166,7 @@ def _print_table(run_dir: Path, df=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .report import headline_rows, load_summary, row_warnings
+    from .report import headline_rows, load_summary, reward_model_line, row_warnings
 
     if df is None:
         df = load_summary(run_dir)
@@ -177,6 +177,14 @@ def _print_table(run_dir: Path, df=None) -> None:
     for r in rows:
         table.add_row(*r)
     console = Console(width=200)
+    try:
+        import json as _json
+
+        line = reward_model_line(_json.loads((Path(run_dir) / "run.json").read_text()))
+    except (OSError, ValueError):
+        line = None
+    if line:
+        console.print(line)
     console.print(table)
     for w in row_warnings(df):
         console.print(w)

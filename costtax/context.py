@@ -189,7 +189,9 @@ class CellContext:
             from .scoring import RewardBatcher
 
             self.batcher = RewardBatcher(self.scorer)
-        out = await self.batcher.score(inst.prompt.text, list(responses))
+        spec = getattr(inst.prompt, "spec", None)
+        harmful = bool(spec is not None and spec.scorer == "refusal")
+        out = await self.batcher.score(inst.prompt.text, list(responses), harmful=harmful)
         rec = self._call(
             inst,
             stage,
@@ -297,8 +299,13 @@ class CellContext:
         items, self._finished = self._finished, []
         for lo in range(0, len(items), chunk):
             part = items[lo : lo + chunk]
+            from .scoring import _takes_harmful
+
+            kwargs = {}
+            if _takes_harmful(self._eval_scorer):
+                kwargs["harmful"] = [bool(getattr(i.prompt, "spec", None) and i.prompt.spec.scorer == "refusal") for i, _ in part]
             t0 = time.monotonic()
-            res = self._eval_scorer.score([i.prompt.text for i, _ in part], [t for _, t in part])
+            res = self._eval_scorer.score([i.prompt.text for i, _ in part], [t for _, t in part], **kwargs)
             t1 = time.monotonic()
             cached = list(getattr(res, "cached_tokens", ()) or ())
             for k, (inst, _) in enumerate(part):

@@ -620,6 +620,8 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
         meta["reward_model"] = {"spec": config.reward_model, "load_s": scorer.load(), **scorer.provenance()}
         if config.judge_calibration:
             meta["reward_model"]["pairs_accuracy"] = _pairs_accuracy(scorer, emit)
+            # agreement with public human labels nobody here wrote (held-out part; cached)
+            meta["reward_model"]["public_calibration"] = _public_calibration(scorer, emit)
     if eval_scorer is None:
         if eval_spec is None:
             eval_scorer = scorer

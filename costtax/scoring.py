@@ -42,6 +42,16 @@ class _Pending:
     responses: list[str]
     t_submit: float
     future: asyncio.Future = field(repr=False, default=None)  # type: ignore[assignment]
+    harmful: bool = False  # the prompt's source declares it a harmful request
+
+
+def _takes_harmful(scorer) -> bool:
+    import inspect
+
+    try:
+        return "harmful" in inspect.signature(scorer.score).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _seq(res, name: str) -> list | None:
@@ -71,12 +81,14 @@ class RewardBatcher:
     def name(self) -> str:
         return getattr(self.scorer, "name", type(self.scorer).__name__)
 
-    async def score(self, prompt: str, responses: Sequence[str]) -> ScoreOutcome:
+    async def score(self, prompt: str, responses: Sequence[str], *, harmful: bool = False) -> ScoreOutcome:
+        """`harmful`: the prompt's source declares it a harmful request; scorers that take a
+        `harmful=` flag per pair (the default judge's refusal rule) receive it."""
         loop = asyncio.get_running_loop()
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._task = loop.create_task(self._worker())
-        item = _Pending(prompt, list(responses), time.monotonic(), loop.create_future())
+        item = _Pending(prompt, list(responses), time.monotonic(), loop.create_future(), harmful)
         await self._queue.put(item)
         return await item.future
 
@@ -116,11 +128,14 @@ class RewardBatcher:
             batch = await self._collect()
             prompts = [p.prompt for p in batch for _ in p.responses]
             responses = [r for p in batch for r in p.responses]
+            kwargs = {}
+            if any(p.harmful for p in batch) and _takes_harmful(self.scorer):
+                kwargs["harmful"] = [p.harmful for p in batch for _ in p.responses]
             t_start = time.monotonic()
             try:
                 # The reward model is synchronous torch work: run it off the event loop so
                 # generation calls keep flowing while it scores.
-                res = await loop.run_in_executor(None, self.scorer.score, prompts, responses)
+                res = await loop.run_in_executor(None, lambda: self.scorer.score(prompts, responses, **kwargs))
             except BaseException as exc:  # KeyboardInterrupt too: the awaiting answers re-raise it
                 for p in batch:
                     if not p.future.done():

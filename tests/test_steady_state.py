@@ -254,3 +254,34 @@ def test_bon_es_keep_all_matches_bon_tokens_and_accounting(tmp_path):
     # but its prompt is longer than the original prompt
     first = {c["answer_id"]: c for c in calls if c["stage"] == "sample"}
     assert all(c["prompt_tokens"] > first[c["answer_id"]]["prompt_tokens"] for c in cont)
+
+
+def test_reward_model_header_labels_a_weak_proxy():
+    from costtax.report import reward_model_line
+
+    meta = {"reward_model": {"spec": "judge", "pairs_accuracy": {"accuracy": 0.8125, "n": 32},
+                             "public_calibration": {"auc": 0.28, "n": 80, "dataset": "pyrit", "weak_proxy": True,
+                                                    "with_refusal_rule": {"auc": 0.74}}}}
+    line = reward_model_line(meta)
+    assert line.startswith("WEAK PROXY") and "26/32" in line and "0.28" in line and "0.74" in line
+    meta["reward_model"]["public_calibration"]["weak_proxy"] = False
+    assert not reward_model_line(meta).startswith("WEAK PROXY")
+    assert reward_model_line({}) is None
+
+
+def test_reward_length_correlation_columns(tmp_path):
+    class LengthLover(FakeReward):
+        def score(self, prompts, responses):
+            res = super().score(prompts, responses)
+            import dataclasses
+
+            return dataclasses.replace(res, rewards=tuple(float(len(r.split())) for r in responses))
+
+    cfg = RunConfig(techniques=("bon:n=4",), prompts=("helpful",), limit=20, max_tokens=8, out=str(tmp_path / "r"),
+                    judge_calibration=False, warmup_answers=0)
+    s = LengthLover()
+    profile(cfg, engine=TimedEngine(base_s=0.001), scorer=s, eval_scorer=s)
+    with open(tmp_path / "r" / "summary.csv") as fh:
+        rows = {r["cell"]: r for r in csv.DictReader(fh)}
+    assert float(rows["bon:n=4"]["reward_length_rho"]) > 0.9 and rows["bon:n=4"]["reward_length_strong"] == "True"
+    assert float(rows["bon:n=4"]["candidate_reward_length_rho"]) > 0.9

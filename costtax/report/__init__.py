@@ -11,10 +11,10 @@ from .plots import write_plots
 from .summary import (
     METER_COLUMNS, PROVENANCE_COLUMNS, SMALL_N, build_summary, ensure_summary, load_run, load_summary, write_summary,
 )
-from .table import HEADLINE, headline_rows, row_warnings
+from .table import HEADLINE, headline_rows, reward_model_line, row_warnings
 
 __all__ = [
     "COLUMNS", "CONTRACT_COLUMNS", "Column", "add_column", "all_columns", "param_columns",
     "capacity_plan", "write_plots", "METER_COLUMNS", "PROVENANCE_COLUMNS", "SMALL_N",
-    "build_summary", "ensure_summary", "load_run", "load_summary", "write_summary", "HEADLINE", "headline_rows", "row_warnings",
+    "build_summary", "ensure_summary", "load_run", "load_summary", "write_summary", "HEADLINE", "headline_rows", "reward_model_line", "row_warnings",
 ]

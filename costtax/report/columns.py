@@ -97,6 +97,11 @@ _QUALITY = [
     Column("repeats_self_bleu", "BLEU 0-100", "self-BLEU over a prompt's --repeats answers, mean over prompts (empty at --repeats 1)"),
     Column("repeats_distinct_2", "fraction", "distinct-2 over a prompt's --repeats answers, mean over prompts (empty at --repeats 1)"),
     Column("truncated_rate", "fraction", "share of final answers cut by --max-tokens"),
+    Column("reward_length_rho", "—", "Spearman correlation of final answers' evaluation reward with their length in words (reward hacking's classic direction: > 0)"),
+    Column("reward_length_n", "count", "answers behind reward_length_rho"),
+    Column("reward_length_strong", "bool", "|reward_length_rho| >= metrics.REWARD_LENGTH_STRONG_RHO over enough answers: the reward may be buying length"),
+    Column("candidate_reward_length_rho", "—", "the same over every BoN candidate's selection reward and length (what selection optimises)"),
+    Column("candidate_reward_length_strong", "bool", "candidate_reward_length_rho is strong"),
 ]
 
 _LOAD = [

@@ -109,6 +109,20 @@ def _cell_quality(a, prompts_answer: dict[str, str | None]) -> dict[str, Any]:
     else:
         out["repeats_self_bleu"] = out["repeats_distinct_2"] = None
     out["truncated_rate"] = float(a["truncated"].mean()) if "truncated" in a and len(a) else None
+    # Reward over-optimisation's classic direction: reward growing with length. Final answers'
+    # evaluation reward vs their length in words; BoN candidates' selection rewards vs theirs.
+    ev_pairs = [(r, len(str(t).split())) for r, t in zip(a["eval_reward"], texts) if r is not None and r == r] if "eval_reward" in a else []
+    rho, n = M.reward_length_correlation([r for r, _ in ev_pairs], [w for _, w in ev_pairs])
+    out["reward_length_rho"], out["reward_length_n"] = rho, n
+    out["reward_length_strong"] = M.reward_length_strong(rho, n)
+    cand_r, cand_w = [], []
+    for rewards, ctexts in zip(_extra(a, "candidate_rewards"), _extra(a, "candidate_texts")):
+        if rewards and ctexts and len(rewards) == len(ctexts):
+            cand_r.extend(rewards)
+            cand_w.extend(len(str(t).split()) for t in ctexts)
+    crho, cn = M.reward_length_correlation(cand_r, cand_w) if cand_r else (None, 0)
+    out["candidate_reward_length_rho"] = crho
+    out["candidate_reward_length_strong"] = M.reward_length_strong(crho, cn)
     return out
 
 

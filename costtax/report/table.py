@@ -61,6 +61,32 @@ def _truthy(v) -> bool:
     return v is True or (isinstance(v, str) and v.strip().lower() == "true") or (isinstance(v, (int, float)) and not isinstance(v, bool) and v == 1)
 
 
+def reward_model_line(meta: dict) -> str | None:
+    """The table's header line about the selection reward model: how far to trust reward and
+    win-rate, from run.json (own pairs accuracy, public held-out AUC, weak-proxy label)."""
+    rm = meta.get("reward_model") or {}
+    if not rm:
+        return None
+    parts = [f"reward model {rm.get('spec')}"]
+    pa = rm.get("pairs_accuracy") or {}
+    if pa.get("accuracy") is not None:
+        parts.append(f"own good/bad pairs {pa.get('correct', round(pa['accuracy'] * pa.get('n', 0)))}/{pa.get('n')}")
+    pc = rm.get("public_calibration") or {}
+    if pc.get("auc") is not None:
+        s = f"public held-out AUC {pc['auc']:.2f} (n={pc.get('n')}, {pc.get('dataset', 'public set')})"
+        rule = pc.get("with_refusal_rule") or {}
+        if rule.get("auc") is not None:
+            s += f", {rule['auc']:.2f} with the refusal rule on harmful prompts"
+        parts.append(s)
+    elif pc.get("skipped"):
+        parts.append("public calibration skipped: " + str(pc["skipped"]))
+    weak = bool(pc.get("weak_proxy") or rm.get("weak_proxy"))
+    line = "; ".join(parts)
+    if weak:
+        line = "WEAK PROXY — " + line + ": reward and win-rate columns are a weak proxy for quality (README: Reward models)"
+    return line
+
+
 def row_warnings(df) -> list[str]:
     """One line per steady-state or sanity problem the summary flags, naming the row."""
     out = []
@@ -77,6 +103,10 @@ def row_warnings(df) -> list[str]:
                 f"warning: {name}: plain repeats disagree beyond the run's noise band "
                 f"({float(r['aa_max_rel_diff']):.0%} vs {float(r['aa_noise_band_rel']):.0%}): the machine drifted; treat multipliers with care"
             )
+        for col, what in (("reward_length_strong", "final answers' reward"), ("candidate_reward_length_strong", "candidates' selection reward")):
+            if col in r and _truthy(r[col]):
+                rho = r.get("reward_length_rho" if col == "reward_length_strong" else "candidate_reward_length_rho")
+                out.append(f"warning: {name}: {what} tracks length (Spearman {float(rho):+.2f}): the reward model may be rewarding verbosity")
         acc = r.get("accounting_violations")
         if isinstance(acc, (int, float)) and acc == acc and acc > 0:
             out.append(f"warning: {name}: {int(acc)} accounting violation(s), e.g. {r.get('accounting_example')}")
