@@ -52,7 +52,7 @@ CASES = [
     (["-t", "bon:m=3"], "--technique", "unknown key"),
     (["-t", "cai:rounds=-1"], "--technique", "must be >= 0"),
     (["-t", "cai:rounds=2,early_stop=perhaps"], "--technique", "true or false"),
-    (["-t", "dpo"], "--technique", "valid: plain, bon, cai"),
+    (["-t", "dpo"], "--technique", "valid: plain, bon, bon_es, cai, sc"),
     (["--engine", "tgi"], "--engine", "vllm, hf"),
     (["--limit", "0"], "--limit", "between 1"),
     (["--limit", "abc"], "--limit", "integer"),

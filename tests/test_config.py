@@ -43,7 +43,7 @@ def test_canonical_params_are_typed():
     "spec, fragment",
     [
         ("", "empty technique spec"),
-        ("foo", "valid: plain, bon, cai"),
+        ("foo", "valid: plain, bon, bon_es, cai, sc"),
         ("bon:n=0", "must be >= 1"),
         ("bon:n=abc", "expected an integer"),
         ("bon:n=", "expected an integer"),
