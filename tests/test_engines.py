@@ -171,6 +171,12 @@ def test_vllm_agenerate_other_loops_threads_and_cancel(vllm_engine):
     res, took = asyncio.run(cancel_then_short())
     assert res.request_id == "after" and took < 30
     assert eng.counters()["num_requests_running"] <= 1
+    # bench/fidelity.py's bare-vLLM arm: no bookkeeping, final outputs only.
+    from vllm import SamplingParams
+
+    ids = list(eng._tok.encode(eng.render(MSGS), add_special_tokens=False))
+    outs = eng.bare_generate([ids, ids[:10]], SamplingParams(max_tokens=3, ignore_eos=True))
+    assert [len(o.outputs[0].token_ids) for o in outs] == [3, 3] and all(o.finished for o in outs)
 
 
 @pytest.mark.slow

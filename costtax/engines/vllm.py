@@ -508,8 +508,13 @@ class VllmEngine(ChatTemplateMixin):
 
     def bare_generate(self, prompt_token_ids: Sequence[Sequence[int]], sampling_params: Any) -> list[Any]:
         """vLLM with none of costtax's bookkeeping, for bench/fidelity.py's "bare vLLM" arm: one
-        request per prompt with the given SamplingParams, all at once; the final RequestOutputs."""
+        request per prompt with the given SamplingParams, all at once; the final RequestOutputs
+        (final output only, as the offline `vllm.LLM.generate` asks for)."""
+        from vllm.sampling_params import RequestOutputKind
+
         llm = self._require()
+        sampling_params = sampling_params.clone()
+        sampling_params.output_kind = RequestOutputKind.FINAL_ONLY
 
         async def batch():
             async def one(ids, k):
