@@ -412,9 +412,12 @@ async def _drive_unit(level, insts, technique, ctx, config: RunConfig, emit, tot
         # Engine gauges (KV-cache usage, waiting requests) peak during a level: sampled at 2 Hz,
         # cheap next to the engine's own work (the fidelity bench measured the meter's cost).
         while not stop.is_set():
-            for k, v in _counters(ctx.engine).items():
-                if k in GAUGES and isinstance(v, (int, float)):
-                    peaks[k + "_peak"] = max(peaks.get(k + "_peak", v), v)
+            snap = _counters(ctx.engine)
+            for k in GAUGES:
+                # engines that track a gauge's peak between reads (vLLM) report `<gauge>_peak`
+                vals = [v for v in (snap.get(k), snap.get(k + "_peak")) if isinstance(v, (int, float))]
+                if vals:
+                    peaks[k + "_peak"] = max([peaks.get(k + "_peak", vals[0]), *vals])
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
             except asyncio.TimeoutError:
