@@ -491,6 +491,9 @@ SANITY_FLAGS = {
     "flag_energy_below_idle": "energy per answer below idle power x wall time / answers",
 }
 AA_Z = 1.96  # consecutive plain repeats agree when their medians differ by less than the 95% band
+# ... or by less than this fraction of their mean: a floor for timer/scheduler jitter, which the
+# within-repeat spread cannot see when every answer of a batch finishes at the same moment.
+AA_FLOOR_REL = 0.05
 
 
 def _add_checks(df, answers, calls, meta):
@@ -586,7 +589,7 @@ def _aa_check(answers, load: str) -> dict[str, Any]:
     for (m1, s1), (m2, s2) in zip(stats, stats[1:]):
         ref = (m1 + m2) / 2 or 1e-12
         diff = abs(m1 - m2)
-        band = AA_Z * (s1 * s1 + s2 * s2) ** 0.5
+        band = max(AA_Z * (s1 * s1 + s2 * s2) ** 0.5, AA_FLOOR_REL * ref)
         if diff / ref >= worst_rel:
             worst_rel, worst_band = diff / ref, band / ref
         ok = ok and diff <= band

@@ -68,7 +68,8 @@ class RefusalJudge:
     and are refused with a ConfigError."""
 
     def __init__(self, spec: str = "judge", *, threshold: float = 0.0, field: str = "--reward-model", **options):
-        from .base import make_reward_model, validate_reward_spec
+        from . import make_reward_model
+        from .base import validate_reward_spec
 
         rs = validate_reward_spec(spec, field=field)
         if rs.kind != "judge":
