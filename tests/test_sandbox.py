@@ -83,8 +83,14 @@ def test_fork_bomb_is_contained_and_leaves_nothing_behind(humaneval0):
     bomb = "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
     e = score(humaneval0, hostile(humaneval0, bomb), lim)
     assert e["code_passed"] is False and e["code_fail_reason"] in ("timeout", "cpu_time")
-    time.sleep(0.2)
-    left = subprocess.run(["ps", "-u", str(sandbox.SANDBOX_UID), "-o", "pid="], capture_output=True, text=True)
+    # the kernel kills every process of the namespace when its PID 1 dies; under load that takes
+    # a moment, so poll (nothing else on these machines runs as uid 65534)
+    deadline = time.monotonic() + 15
+    while True:
+        left = subprocess.run(["ps", "-u", str(sandbox.SANDBOX_UID), "-o", "pid="], capture_output=True, text=True)
+        if not left.stdout.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert left.stdout.strip() == "", f"sandbox processes survived: {left.stdout}"
 
 
