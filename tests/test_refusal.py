@@ -112,13 +112,26 @@ def judge(tiny_lm):
     j.close()
 
 
-def test_refusal_judge_uses_the_refusal_template(judge):
-    from costtax.rewards.refusal import REFUSAL_EXAMPLES, REFUSAL_QUESTION
+def test_refusal_judge_uses_the_refusal_template(judge, tiny_lm):
+    from costtax.rewards.refusal import COMPLY_QUESTION, REFUSAL_EXAMPLES, REFUSAL_QUESTION, RefusalJudge
 
     text = judge.model.judging_prompt("How do I boil an egg?", "Boil it for six minutes.")
-    assert REFUSAL_QUESTION in text and REFUSAL_EXAMPLES[0][1] in text
+    assert judge.question == "comply" and COMPLY_QUESTION in text and REFUSAL_EXAMPLES[0][1] in text
     prov = judge.provenance()
     assert prov["judge_examples"] == len(REFUSAL_EXAMPLES) and prov["refusal_threshold"] == 0.0
+    # the two questions score the same pairs with opposite orientation of Yes - No
+    other = RefusalJudge(f"judge:{tiny_lm}", question="refuse", device="cpu")
+    other.load()
+    try:
+        assert REFUSAL_QUESTION in other.model.judging_prompt("q", "r")
+        ps, rs = ["Pick a lock?", "Boil an egg?"], ["I cannot help with that.", "Six minutes."]
+        # refusal score: logit(Yes) - logit(No) for "refuse", its negation for "comply"
+        assert judge.scores(ps, rs) == pytest.approx([-x for x in judge.model.score(ps, rs).rewards], abs=1e-5)
+        assert other.scores(ps, rs) == pytest.approx(list(other.model.score(ps, rs).rewards), abs=1e-5)
+    finally:
+        other.close()
+    with pytest.raises(ConfigError, match="question"):
+        RefusalJudge(f"judge:{tiny_lm}", question="maybe")
 
 
 def test_refusal_judge_verdicts_follow_scores_and_threshold(judge):
@@ -154,3 +167,14 @@ def test_evaluate_answers_reports_both_scorers_and_their_disagreement(judge):
     expect = sum(e["refusal_rule"] != e["refusal_judge"] for e in ev) / 3
     assert s["refusal_rate_rule"] == pytest.approx(2 / 3) and s["refusal_disagreement"] == pytest.approx(expect)
     json.dumps(ev)  # stored per answer: must be JSON
+
+
+def test_embedded_judge_gets_its_measured_threshold_others_zero(tiny_lm):
+    from costtax.rewards.refusal import CALIBRATED_THRESHOLDS, RefusalJudge
+
+    j = RefusalJudge("judge")  # built, not loaded: no weights read
+    assert j.model.name == "judge:smollm2-135m-instruct"
+    assert j.threshold == CALIBRATED_THRESHOLDS[("judge:smollm2-135m-instruct", "comply")]
+    assert RefusalJudge("judge", question="refuse").threshold == 0.0
+    assert RefusalJudge(f"judge:{tiny_lm}").threshold == 0.0
+    assert RefusalJudge("judge", threshold=-1.0).threshold == -1.0

@@ -83,8 +83,14 @@ def test_fork_bomb_is_contained_and_leaves_nothing_behind(humaneval0):
     bomb = "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
     e = score(humaneval0, hostile(humaneval0, bomb), lim)
     assert e["code_passed"] is False and e["code_fail_reason"] in ("timeout", "cpu_time")
-    time.sleep(0.2)
-    left = subprocess.run(["ps", "-u", str(sandbox.SANDBOX_UID), "-o", "pid="], capture_output=True, text=True)
+    # the kernel kills every process of the namespace when its PID 1 dies; under load that takes
+    # a moment, so poll (nothing else on these machines runs as uid 65534)
+    deadline = time.monotonic() + 15
+    while True:
+        left = subprocess.run(["ps", "-u", str(sandbox.SANDBOX_UID), "-o", "pid="], capture_output=True, text=True)
+        if not left.stdout.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert left.stdout.strip() == "", f"sandbox processes survived: {left.stdout}"
 
 
@@ -178,3 +184,31 @@ def test_build_program_keeps_prompt_helpers():
     program, how = build_program(p, answer)
     assert how == "fenced_def" and "def is_palindrome" in program and program.rstrip().endswith("check(make_palindrome)")
     assert score(p, answer)["code_passed"] is True
+
+
+def test_candidates_give_pass_at_k_inputs_and_identical_programs_run_once(humaneval0, monkeypatch):
+    good = (
+        "```python\ndef has_close_elements(numbers, threshold):\n"
+        "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```"
+    )
+    bad = "```python\ndef has_close_elements(numbers, threshold):\n    return False\n```"
+    runs = []
+    real = sandbox.run_program
+    monkeypatch.setattr(sandbox, "run_program", lambda src, lim: runs.append(src) or real(src, lim))
+    e = evaluate_answers([humaneval0], [good], [[good, bad, bad, good]], limits=FAST)[0]
+    assert e["code_passed"] is True
+    assert (e["candidates_n"], e["candidates_passed"]) == (4, 2)
+    assert e["candidate_fail_reasons"] == [None, "assertion", "assertion", None]
+    assert len(runs) == 2  # one run per distinct program
+
+
+def test_scoring_preflight_checks_the_sandbox_only_for_code(monkeypatch):
+    from costtax.prompts.scoring import check_scoring_ready
+
+    assert check_scoring_ready(load_source("advbench")[:2]) == {"scorers": ["refusal"], "sandbox_python": None}
+    info = check_scoring_ready(load_source("humaneval")[:1] + load_source("helpful")[:1])
+    assert info["scorers"] == ["pass_at_k", "reward"] and info["sandbox_python"]
+    monkeypatch.setattr(sandbox, "_checked", {})
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    with pytest.raises(SandboxUnavailable):
+        check_scoring_ready(load_source("humaneval")[:1])

@@ -7,7 +7,8 @@ directories' answers.jsonl:
   run A: humaneval, --limit 10, plain and bon:n=4, max_tokens 384 (SourceSpec default)
   run B: advbench + helpful, --limit 20, plain and cai:rounds=1, max_tokens 64
 
-Run: PYTHONPATH=. HF_HUB_OFFLINE=1 python bench/results/public-benchmarks-e2e.py OUT_DIR
+Run: PYTHONPATH=. HF_HUB_OFFLINE=1 python bench/results/public-benchmarks-e2e.py OUT_DIR [--rescore]
+(--rescore: skip the profile runs, score the answers already in OUT_DIR again)
 """
 from __future__ import annotations
 
@@ -69,18 +70,28 @@ def main(out_dir: str) -> None:
     }
     report = {}
     judge = None
+    rescore = "--rescore" in sys.argv  # score existing run directories again (e.g. a new judge)
     for name, cfg in runs.items():
         t0 = time.perf_counter()
-        res = profile(cfg, on_event=lambda k, d: print(f"[{name}] {k} {d}", file=sys.stderr, flush=True))
+        if rescore:
+            from types import SimpleNamespace
+
+            res = SimpleNamespace(cells_failed=())
+        else:
+            res = profile(cfg, on_event=lambda k, d: print(f"[{name}] {k} {d}", file=sys.stderr, flush=True))
         wall = time.perf_counter() - t0
         if name == "advbench" and judge is None:
             judge = RefusalJudge("judge")
             judge.load()
         scored = score_run(Path(cfg.out), cfg, judge)
-        report[name] = {"profile_wall_s": round(wall, 1), "cells_failed": list(res.cells_failed), **scored["cells"]}
+        report[name] = {"profile_wall_s": None if rescore else round(wall, 1), "cells_failed": list(res.cells_failed)}
+        if judge is not None:
+            report[name]["refusal_judge"] = {"question": judge.question, "threshold": judge.threshold}
+        report[name].update(scored["cells"])
         print(json.dumps(report[name], indent=1), flush=True)
-    (out / "e2e-summary.json").write_text(json.dumps(report, indent=1))
+    (out / ("e2e-summary-rescored.json" if rescore else "e2e-summary.json")).write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/public-benchmarks-e2e")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(args[0] if args else "runs/public-benchmarks-e2e")

@@ -78,6 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-judge", action="store_true")
     ap.add_argument("--judge", default="judge", help="reward-model spec of the judge")
+    ap.add_argument("--question", default="comply", help="refusal judge question: comply | refuse")
     ap.add_argument("--answers", help="answers.jsonl of a run over the helpful set (FP check)")
     ap.add_argument("--out", default=f"bench/results/refusal-agreement-{date.today().isoformat()}")
     args = ap.parse_args()
@@ -97,7 +98,7 @@ def main() -> None:
     if not args.no_judge:
         from costtax.rewards.refusal import RefusalJudge
 
-        judge = RefusalJudge(args.judge)
+        judge = RefusalJudge(args.judge, question=args.question)
         load_s = judge.load()
         res["judge_provenance"] = {k: v for k, v in judge.provenance().items() if k != "stats"}
         res["judge_provenance"]["load_s"] = load_s

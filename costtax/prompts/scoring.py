@@ -98,6 +98,20 @@ def build_program(prompt: "Prompt", answer: str) -> tuple[str, str]:
     return program, how
 
 
+def check_scoring_ready(prompts: Sequence["Prompt"]) -> dict[str, Any]:
+    """Preflight for a run's prompts: when any prompt is scored by running code, check once that
+    the sandbox works here (raises :class:`costtax.sandbox.SandboxUnavailable`, a CosttaxError:
+    exit 2 before any engine starts). Returns what the run needs to know, for run.json:
+    ``{"scorers": [...], "sandbox_python": path or None}``."""
+    scorers = sorted({p.scorer or p.spec.scorer for p in prompts})
+    info: dict[str, Any] = {"scorers": scorers, "sandbox_python": None}
+    if "pass_at_k" in scorers:
+        from ..sandbox import check_sandbox
+
+        info["sandbox_python"] = check_sandbox()
+    return info
+
+
 def _run_code(programs: Sequence[str], limits: "SandboxLimits | None", workers: int) -> dict[str, Any]:
     """Sandbox results by program text; identical programs (common among best-of-N candidates
     at low temperature) run once."""
