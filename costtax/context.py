@@ -96,6 +96,7 @@ class CellContext:
         self.cell_repeat = cell_repeat
         self.batcher = batcher
         self._finished: list[tuple[PromptInstance, str]] = []
+        self._scorable: list[tuple[PromptInstance, str, Any]] = []  # for run_scoring
         self.engine_stats: dict[str, Any] = {}
         self._totals: dict[str, _AnswerTotals] = {}
         self._arrivals: dict[str, float] = {}
@@ -124,6 +125,13 @@ class CellContext:
     ) -> "GenRequest":
         from .engines.base import GenRequest
 
+        if max_tokens is None:
+            # A source that needs longer answers than --max-tokens (HumanEval: 384; at 64 every
+            # function is cut and pass@1 is 0 by construction) raises the cap for its prompts;
+            # it never lowers the user's --max-tokens.
+            need = getattr(getattr(inst.prompt, "spec", None), "default_max_tokens", None)
+            if need and need > self.sampling.max_tokens:
+                max_tokens = need
         return GenRequest(
             request_id=f"{inst.answer_id}#{next(self._ids)}",
             messages=tuple(messages),
@@ -288,6 +296,25 @@ class CellContext:
         )
         self.answers_written += 1
         self._finished.append((inst, text))
+        if (inst.prompt.scorer or inst.prompt.spec.scorer) in ("pass_at_k", "refusal"):
+            self._scorable.append((inst, text, extra.get("candidate_texts")))
+
+    def run_scoring(self, refusal_judge=None) -> int:
+        """Score this unit's final answers by their sources' declared scorers (HumanEval's tests
+        in the sandbox, refusal by rule and judge), after the metered window; one scores.jsonl
+        row per answer. Returns the count scored."""
+        if not self._scorable:
+            return 0
+        from .prompts.scoring import evaluate_answers
+
+        items, self._scorable = self._scorable, []
+        evals = evaluate_answers([i.prompt for i, _, _ in items], [t for _, t, _ in items], [c for _, _, c in items], judge=refusal_judge)
+        for (inst, _, _), ev in zip(items, evals):
+            self.writer.scored(
+                {"run_id": self.run_id, "cell": self.cell, "load": self.load, "cell_repeat": self.cell_repeat,
+                 "answer_id": inst.answer_id, "session": self.session, **ev}
+            )
+        return len(items)
 
     def run_eval(self, chunk: int = 64) -> int:
         """Score this unit's final answers with the evaluation reward model (stage=eval).

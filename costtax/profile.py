@@ -101,6 +101,7 @@ class Models:
     owns_engine: bool = True
     restart: bool = True
     server: Any = None  # ServedVllm costtax started (--serve); stopped after the engine closes
+    refusal_judge: Any = None  # RefusalJudge, loaded when a prompt source is scored by refusal
     _async: Any = None  # the engine as an AsyncEngine (a batching worker around a sync engine)
     _async_for: Any = None  # the engine _async was made for (a restart replaces the engine)
 
@@ -149,6 +150,7 @@ def open_run(config: RunConfig, *, resume: str | Path | None = None, check_rewar
         "started_at": provenance.now_iso(),
         "provenance": {"machine": provenance.machine(), "versions": provenance.versions(), "git_commit": provenance.git_commit()},
         "prompts": {"count": len(pre.prompts), "sets": sorted({p.prompt_set for p in pre.prompts}), "sources": list(pre.sources)},
+        "scoring": pre.scoring,
         "cells": [c.cell for c in config.cells],
         "load_levels": [lvl.label for lvl in config.load_levels],
         "cell_repeats": config.cell_repeats,
@@ -174,6 +176,7 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
     emit = emit or (lambda kind, data: None)
     config, meta = state.config, state.meta
     owns = engine is None
+    injected_scorer = scorer
     server = None
     t_server = time.monotonic()
     if engine is None and config.serve:
@@ -205,6 +208,8 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
         meta["engine"] = engine.provenance()
         meta["engine_start"] = {"engine_start_s": engine_start_s, "meter": _reading(start_meter)}
         scorer, eval_scorer = _reward_models(config, meta, scorer, eval_scorer, emit)
+        # an injected scorer (tests, library users) brings no judge model of the run's own
+        refusal_judge = _refusal_judge(state, emit) if injected_scorer is None else None
         idle = _idle_power()
         if idle is not None:
             meta["idle_power_w"] = idle
@@ -220,7 +225,25 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
             server.__exit__(None, None, None)
         raise
     restart = (owns and server is None and config.engine_kind != "openai") if restart_dead_engine is None else restart_dead_engine
-    return Models(engine, scorer, eval_scorer, owns, restart, server)
+    return Models(engine, scorer, eval_scorer, owns, restart, server, refusal_judge)
+
+
+def _refusal_judge(state: RunState, emit: Event):
+    """The refusal question asked of the configured judge model, when some prompt's source is
+    scored by refusal (AdvBench, DoNotAnswer, HarmBench, harmful). A scalar reward model cannot
+    answer a question: the judge column is then empty and run.json says why."""
+    if not any((p.scorer or p.spec.scorer) == "refusal" for p in state.prompts):
+        return None
+    from .rewards.refusal import RefusalJudge
+
+    try:
+        judge = RefusalJudge(state.config.reward_model, trust_remote_code=state.config.trust_remote_code)
+    except ConfigError as exc:
+        state.meta["refusal_judge"] = {"skipped": str(exc)}
+        return None
+    emit("status", {"msg": "loading the refusal judge"})
+    state.meta["refusal_judge"] = {"spec": state.config.reward_model, "load_s": judge.load(), **getattr(judge, "provenance", lambda: {})()}
+    return judge
 
 
 def _idle_power(seconds: float = 3.0) -> dict[str, Any] | None:
@@ -251,6 +274,9 @@ class _NullWriter:
         pass
 
     def answer(self, rec) -> None:
+        pass
+
+    def scored(self, row) -> None:
         pass
 
 
@@ -361,6 +387,7 @@ def run_unit(
         t1 = time.monotonic()
         after = _counters(engine)
         n_eval = ctx.run_eval()
+        n_scored = ctx.run_scoring(models.refusal_judge)
         stats = drive_res.stats(level)
         if drive_res.timed_out:
             stats["error"] = f"level time cap {config.level_timeout_s:g} s reached: {drive_res.finished} of {len(insts)} answers finished"
@@ -369,7 +396,7 @@ def run_unit(
             answers=ctx.answers_written,
             cell_wall_s=t1 - t0,
             meter=_reading(meter) if meter is not None else {},
-            engine_stats={**_counter_delta(before, after), **peaks, "eval_answers": n_eval},
+            engine_stats={**_counter_delta(before, after), **peaks, "eval_answers": n_eval, "scored_answers": n_scored},
             t_start_s=t0 - state.epoch,
             t_end_s=t1 - state.epoch,
             resumed_answers=len(ctx.skip_answers),
@@ -488,7 +515,7 @@ def close_run(state: RunState, models: Models | None, status: str) -> None:
         if models.server is not None:
             # the server's whole process group (the engine core runs as child processes)
             models.server.__exit__(None, None, None)
-    for rm in (models.scorer, models.eval_scorer):
+    for rm in (models.scorer, models.eval_scorer, models.refusal_judge):
         if rm is not None and hasattr(rm, "close"):
             try:
                 rm.close()

@@ -17,6 +17,9 @@ from typing import Any, Iterator
 
 SCHEMA_VERSION = 1
 RUN_JSON, CALLS, ANSWERS, CELLS, SUMMARY = "run.json", "calls.jsonl", "answers.jsonl", "cells.jsonl", "summary.csv"
+# One row per final answer whose prompt source declares a scorer that runs after the unit
+# (pass@k in the sandbox, refusal by rule and judge): costtax.prompts.scoring.evaluate_answers.
+SCORES = "scores.jsonl"
 STAGES = ("sample", "critique", "revise", "score", "eval", "continue")
 GEN_STAGES = ("sample", "critique", "revise", "continue")  # stages that generate tokens
 
@@ -124,7 +127,7 @@ class RunWriter:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._files = {
-            name: open(self.run_dir / name, "a", encoding="utf-8") for name in (CALLS, ANSWERS, CELLS)
+            name: open(self.run_dir / name, "a", encoding="utf-8") for name in (CALLS, ANSWERS, CELLS, SCORES)
         }
 
     def _append(self, name: str, rec) -> None:
@@ -137,6 +140,11 @@ class RunWriter:
 
     def answer(self, rec: AnswerRecord) -> None:
         self._append(ANSWERS, rec)
+
+    def scored(self, row: dict[str, Any]) -> None:
+        fh = self._files[SCORES]
+        fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        fh.flush()
 
     def cell(self, rec: CellRecord) -> None:
         self._append(CELLS, rec)

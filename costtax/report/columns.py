@@ -97,6 +97,21 @@ _QUALITY = [
     Column("repeats_self_bleu", "BLEU 0-100", "self-BLEU over a prompt's --repeats answers, mean over prompts (empty at --repeats 1)"),
     Column("repeats_distinct_2", "fraction", "distinct-2 over a prompt's --repeats answers, mean over prompts (empty at --repeats 1)"),
     Column("truncated_rate", "fraction", "share of final answers cut by --max-tokens"),
+    Column("pass_at_1", "fraction", "code sources (HumanEval): share of final answers whose extracted code passes the benchmark's tests in the sandbox"),
+    Column("pass_at_1_ci_low", "fraction", "Wilson 95% interval of pass_at_1, low end"),
+    Column("pass_at_1_ci_high", "fraction", "Wilson 95% interval of pass_at_1, high end"),
+    Column("n_code_answers", "count", "final answers scored by running code"),
+    Column("code_timeouts", "count", "of those, runs stopped by the sandbox's wall-clock limit"),
+    *[Column(f"candidates_pass_at_{k}", "fraction", f"unbiased pass@{k} (Chen et al. 2021) over each problem's best-of-N candidates, mean over problems")
+      for k in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)],
+    Column("refusal_rate_rule", "fraction", "refusal-scored sources (harmful, AdvBench, DoNotAnswer, HarmBench): share of answers the phrase rule calls a refusal"),
+    Column("refusal_rate_rule_ci_low", "fraction", "Wilson 95% interval, low end"),
+    Column("refusal_rate_rule_ci_high", "fraction", "Wilson 95% interval, high end"),
+    Column("refusal_rate_judge", "fraction", "share of those answers the judge model calls a refusal (empty with a scalar reward model)"),
+    Column("refusal_rate_judge_ci_low", "fraction", "Wilson 95% interval, low end"),
+    Column("refusal_rate_judge_ci_high", "fraction", "Wilson 95% interval, high end"),
+    Column("refusal_disagreement", "fraction", "answers where the rule and the judge disagree, of those both judged"),
+    Column("n_refusal_answers", "count", "answers scored for refusal"),
     Column("reward_length_rho", "—", "Spearman correlation of final answers' evaluation reward with their length in words (reward hacking's classic direction: > 0)"),
     Column("reward_length_n", "count", "answers behind reward_length_rho"),
     Column("reward_length_strong", "bool", "|reward_length_rho| >= metrics.REWARD_LENGTH_STRONG_RHO over enough answers: the reward may be buying length"),
@@ -159,6 +174,9 @@ _TAX = [
     Column("eval_reward_delta_ci95_lo", "reward", "paired bootstrap 95% interval of the reward delta, low end"),
     Column("eval_reward_delta_ci95_hi", "reward", "paired bootstrap 95% interval of the reward delta, high end"),
     Column("accuracy_delta_vs_plain", "fraction", "accuracy minus plain's"),
+    *[Column(f"{m}_{suffix}", "fraction", f"{what} of {m} vs plain, paired by prompt")
+      for m in ("pass_at_1", "refusal_rate_rule", "refusal_rate_judge")
+      for suffix, what in (("delta", "difference (cell minus plain)"), ("delta_ci_low", "paired bootstrap 95% interval, low end"), ("delta_ci_high", "paired bootstrap 95% interval, high end"))],
     Column("eval_reward_source", "text", "`eval` (independent evaluation model), `proxy` (the selection model) or `none`"),
     Column("pareto", "bool", "on the cost/quality Pareto front of the run's ok cells"),
     Column("pareto_cost", "text", "the cost column the front used: gpu_s_per_answer when measured, else latency_p50_s"),
@@ -186,6 +204,14 @@ _PROVENANCE = [
 COLUMNS: list[Column] = [*_CONTRACT, *_CELL, *_COST, *_LOAD, *_QUALITY, *_STEADY, *_TAX, *_PROVENANCE]
 CONTRACT_COLUMNS = [c.name for c in _CONTRACT]
 PARAM_PREFIX = "param_"  # plain parameter columns, prefixed so they never collide with provenance (seed, max_tokens)
+
+
+# Written only when the run's prompt sources declare a scorer that runs after the unit (pass@k,
+# refusal): summary.py takes them from costtax.metrics.summarize_scored_answers / scored_deltas.
+SCORED_COLUMNS = frozenset(
+    c.name for c in COLUMNS
+    if c.name.startswith(("pass_at_1", "n_code_answers", "code_timeouts", "candidates_pass_at_", "refusal_rate_rule", "refusal_rate_judge", "refusal_disagreement", "n_refusal_answers"))
+)
 
 
 def add_column(name: str, unit: str, meaning: str) -> Column:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import metrics as M
-from ..records import ANSWERS, CALLS, CELLS, GEN_STAGES, RUN_JSON, SUMMARY, read_jsonl
+from ..records import ANSWERS, CALLS, CELLS, GEN_STAGES, RUN_JSON, SCORES, SUMMARY, read_jsonl
 from .columns import CONTRACT_COLUMNS, PARAM_PREFIX, param_columns
 
 METER_COLUMNS = (  # copied from the cell's ResourceMeter reading as they are
@@ -62,7 +62,16 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
             if not ev.empty:
                 rew = {r["answer_id"]: (r.get("extra") or {}).get("rewards", [None])[0] for _, r in ev.iterrows()}
                 answers["eval_reward"] = answers["answer_id"].map(rew)
-    return {"meta": meta, "calls": calls, "answers": answers, "cells": cells}
+    # scores.jsonl: per-answer evaluations by the sources' declared scorers; the row of the
+    # session that wrote the answer wins (a resumed run rescored what it redid)
+    owner = dict(zip(answers["answer_id"], answers["session"])) if (not answers.empty and "session" in answers) else {}
+    scores: dict[str, dict] = {}
+    for r in read_jsonl(run_dir / SCORES):
+        if not owner or owner.get(r.get("answer_id")) == r.get("session"):
+            r.setdefault("load", "batch")
+            r.setdefault("cell_repeat", 0)
+            scores[r["answer_id"]] = r
+    return {"meta": meta, "calls": calls, "answers": answers, "cells": cells, "scores": list(scores.values())}
 
 
 def _extra(answers, key):
@@ -276,6 +285,13 @@ def build_summary(run_dir: str | Path):
         row.update(_repeat_aggregate(per_unit))
         row.update(_cold_start(per_unit))
         row.update(_technique_summary(cr, a, prompts_answer))
+        evals = [e for e in data["scores"] if e["cell"] == cell and e["load"] == load]
+        if evals:
+            row.update(M.summarize_scored_answers(evals))
+            if cell != "plain":
+                base = [e for e in data["scores"] if e["cell"] == "plain" and e["load"] == load]
+                if base:
+                    row.update(M.scored_deltas(base, evals))
         rows.append(row)
     df = pd.DataFrame(rows)
     df = _add_tax(df, answers, meta)
