@@ -62,6 +62,15 @@ def write_plots(run_dir: str | Path, df=None) -> list[Path]:
     plt.close(fig)
     written.append(p)
 
+    # One more cost-vs-quality plot per scored quality metric the run has (sources' scorers).
+    for ycol, lo_col, hi_col, label, fname in (
+        ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "pass@1 (HumanEval tests in the sandbox)", "cost_pass_at_1.png"),
+        ("refusal_rate_rule", "refusal_rate_rule_ci_low", "refusal_rate_rule_ci_high", "refusal rate on harmful prompts (phrase rule)", "cost_refusal_rate.png"),
+        ("accuracy", "accuracy_ci95_lo", "accuracy_ci95_hi", "accuracy (reference answers)", "cost_accuracy.png"),
+    ):
+        if ycol in df and df[ycol].notna().any():
+            written.append(_cost_metric_plot(run_dir, df, xcol, ycol, lo_col, hi_col, label, title, plt, run_dir / fname))
+
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.5 * len(df)))
     ypos = list(range(len(df)))[::-1]
     ax.barh([y + 0.2 for y in ypos], df["latency_p50_s"].fillna(0), height=0.4, label="p50", color="tab:blue")
@@ -130,3 +139,26 @@ def _load_plot(run_dir: Path, df, title: str, plt) -> Path:
     fig.savefig(p, dpi=110)
     plt.close(fig)
     return p
+
+
+
+def _cost_metric_plot(run_dir: Path, df, xcol: str, ycol: str, lo_col: str, hi_col: str, label: str, title: str, plt, path: Path) -> Path:
+    """Cost multiplier vs one quality metric, one point per cell with its 95% interval."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for _, r in df.iterrows():
+        x, y = r.get(xcol), r.get(ycol)
+        if x is None or y is None or x != x or y != y:
+            continue
+        lo, hi = r.get(lo_col), r.get(hi_col)
+        yerr = [[max(y - lo, 0)], [max(hi - y, 0)]] if (lo is not None and hi is not None and lo == lo and hi == hi) else None
+        ax.errorbar([x], [y], yerr=yerr, fmt="o", ms=7, capsize=3, color="tab:blue")
+        ax.annotate(r["cell"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("latency p50 × plain" if xcol == "latency_p50_x" else "latency p50 (s)")
+    ax.set_ylabel(label)
+    n = int(df["answers"].min()) if "answers" in df else 0
+    ax.set_title(f"Cost vs {ycol} — {title}\nerror bars: 95% interval, n={n} answers per cell", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
