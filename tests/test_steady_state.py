@@ -303,6 +303,7 @@ def test_declared_scorers_run_after_the_unit(tmp_path):
     assert bon["pass_at_1_delta"] != ""  # paired against plain
     meta = json.loads((res.run_dir / "run.json").read_text())
     assert "pass_at_k" in meta["scoring"]["scorers"] and meta["scoring"]["sandbox_python"]
+    assert (res.run_dir / "cost_pass_at_1.png").is_file() and (res.run_dir / "cost_refusal_rate.png").is_file()
 
 
 def test_sources_raise_the_generation_cap_never_lower_it():
