@@ -101,11 +101,14 @@ def _load_three(spec: str) -> dict:
 @pytest.fixture(scope="module")
 def judges():
     """The three scorers on the embedded judge, loaded once (load time is not benchmarked).
-    ``COSTTAX_BENCH_PREFIX_THREADS`` sets torch's CPU threads (recorded either way)."""
-    threads = os.environ.get("COSTTAX_BENCH_PREFIX_THREADS")
+
+    torch runs ONE CPU thread unless ``COSTTAX_BENCH_PREFIX_THREADS`` says otherwise (0: torch's
+    default): on the shared 2-core machine, two OpenMP threads competing with other processes
+    spin at barriers and made the smoke pass several times slower. Recorded in extra_info."""
+    threads = int(os.environ.get("COSTTAX_BENCH_PREFIX_THREADS", "1"))
     before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
+    if threads > 0:
+        torch.set_num_threads(threads)
     made = _load_three("judge")
     yield made
     for rm in made.values():

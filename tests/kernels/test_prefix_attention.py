@@ -168,3 +168,30 @@ def test_cuda_bf16_at_scoring_shapes():
     out = prefix_attention(q, k, v, pk, pv)
     ref = prefix_attention_reference(q, k, v, pk, pv)
     _close(out, ref, torch.bfloat16, "cuda bf16")
+
+
+def test_hf_adapter_refuses_what_it_does_not_implement(seed):
+    """The transformers attention function: [B, S, Hq, D] output for a valid call; one clear
+    error for a missing prefix, a padding mask, a wrong-batch prefix cache."""
+    from types import SimpleNamespace
+
+    from costtax.kernels.prefix_attention import PrefixKV, hf_attention_forward
+
+    q, k, v, pk, pv = _inputs((2, 4, 2, 5, 6, 16), torch.float32, "cpu")
+    module = SimpleNamespace(layer_idx=1, config=SimpleNamespace())
+    prefix = PrefixKV([pk[:, :1], pk], [pv[:, :1], pv])  # layer 1 holds the real prefix
+    out, weights = hf_attention_forward(module, q, k, v, None, scaling=0.25, costtax_prefix=prefix)
+    assert weights is None and out.shape == (2, 5, 4, 16)
+    _close(out.transpose(1, 2), _naive(q, k, v, pk, pv, scale=0.25), torch.float32, "adapter")
+    with pytest.raises(ValueError, match="costtax_prefix"):
+        hf_attention_forward(module, q, k, v, None)
+    with pytest.raises(ValueError, match="attention_mask=None"):
+        hf_attention_forward(module, q, k, v, torch.ones(2, 1, 5, 11), costtax_prefix=prefix)
+    with pytest.raises(ValueError, match="sliding"):
+        hf_attention_forward(module, q, k, v, None, sliding_window=4, costtax_prefix=prefix)
+
+    class TwoRowCache:  # a cache of batch 2 is not ONE shared prefix
+        key_cache, value_cache = [pk.unsqueeze(0).expand(2, -1, -1, -1)], [pv.unsqueeze(0).expand(2, -1, -1, -1)]
+
+    with pytest.raises(ValueError, match="batch-1"):
+        PrefixKV.from_cache(TwoRowCache())
