@@ -56,6 +56,7 @@ _COST = [
     Column("prefix_cache_hit_rate", "fraction", "cached / served prompt tokens of generation calls"),
     Column("calls_per_answer", "count", "model calls per answer (sample, critique, revise, score; eval excluded)"),
     Column("reward_tokens_per_answer", "tokens", "tokens the reward model read for selection scoring, per answer"),
+    Column("reward_tokens_computed_per_answer", "tokens", "of reward_tokens_per_answer, tokens the reward model computed (shared-prefix scoring computes a group's prompt once; the rest is read from its KV caches)"),
     Column("score_latency_s_per_answer", "s", "selection-scoring time per answer"),
     Column("score_share_of_wall", "fraction", "share of the cell's wall time spent in selection scoring"),
     Column("ttft_p50_s", "s", "median time to first token of sample calls"),

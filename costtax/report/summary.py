@@ -181,6 +181,11 @@ def _cell_cost(a, c, cell_row) -> dict[str, Any]:
     out["prefix_cache_hit_rate"] = (cached_sum / prompt_served) if (cached_sum is not None and prompt_served) else None
     out["calls_per_answer"] = (len(tech) / n) if n else None
     out["reward_tokens_per_answer"] = (float(score["prompt_tokens"].sum()) / n) if n else None
+    # Shared-prefix scoring: tokens the reward model computed (a best-of-N group's prompt once,
+    # then each response) vs reused from its KV caches; None where the scorer does not say.
+    computed = [(e or {}).get("reward_tokens_computed") for e in score["extra"]] if len(score) and "extra" in score else []
+    computed = [x for x in computed if isinstance(x, (int, float))]
+    out["reward_tokens_computed_per_answer"] = (float(sum(computed)) / n) if (n and computed and len(computed) == len(score)) else None
     score_s = float(score["latency_s"].sum()) if len(score) else 0.0
     out["score_latency_s_per_answer"] = (score_s / n) if n else None
     # Share of the cell's wall time spent in selection scoring (score calls run one prompt
