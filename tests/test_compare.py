@@ -270,3 +270,12 @@ def test_parse_fraction():
     assert parse_fraction("15%", "--x") == pytest.approx(0.15)
     assert parse_fraction("0.15", "--x") == pytest.approx(0.15)
     assert parse_fraction("none", "--x") is None
+
+
+def test_config_difference_is_noted(base_run, tmp_path, capsys):
+    other = _copy(base_run, tmp_path, "other-config")
+    meta = json.loads((other / "run.json").read_text())
+    meta["config"]["max_tokens"] = 32
+    (other / "run.json").write_text(json.dumps(meta))
+    assert _cli(["compare", str(base_run), str(other)]) == 0
+    assert "configs differ (max_tokens: 16 -> 32)" in capsys.readouterr().out
