@@ -462,16 +462,18 @@ def _fmt_limit(row: DeltaRow) -> str:
 
 def print_result(result: CompareResult, console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console(width=200)
-    t = Table(title=f"costtax compare: OLD {result.old.path}  NEW {result.new.path}", title_justify="left")
+    # Cell and benchmark names carry brackets (test_technique[bon:n=4]) that rich would read as markup.
+    t = Table(title=escape(f"costtax compare: OLD {result.old.path}  NEW {result.new.path}"), title_justify="left")
     for h in ("cell", "metric", "OLD [95% CI]", "NEW [95% CI]", "worse by", "limit", "verdict"):
-        t.add_column(h, justify="left" if h in ("cell", "metric", "verdict") else "right")
+        t.add_column(h, justify="left" if h in ("cell", "metric", "verdict") else "right", overflow="fold")
     last = None
     for r in result.rows:
         style = "bold red" if r.verdict == "REGRESSION" else ("yellow" if r.verdict == "noise" else None)
-        t.add_row(r.key if r.key != last else "", r.metric.label, _fmt_est(r.metric, r.old), _fmt_est(r.metric, r.new),
+        t.add_row(escape(r.key) if r.key != last else "", r.metric.label, _fmt_est(r.metric, r.old), _fmt_est(r.metric, r.new),
                   _fmt_change(r), _fmt_limit(r), r.verdict, style=style)
         last = r.key
     console.print(t)
@@ -480,15 +482,15 @@ def print_result(result: CompareResult, console=None) -> None:
         "absolute drop for win-rate and accuracy. noise = over the limit but a point estimate lies inside the other run's CI."
     )
     for k in result.only_old:
-        console.print(f"only in OLD (not compared): {k}")
+        console.print(escape(f"only in OLD (not compared): {k}"))
     for k in result.only_new:
-        console.print(f"only in NEW (not compared): {k}")
+        console.print(escape(f"only in NEW (not compared): {k}"))
     for n in result.notes:
-        console.print(f"note: {n}")
+        console.print(escape(f"note: {n}"))
     regs = result.regressions
     if regs:
-        console.print(f"REGRESSION: {len(regs)} metric(s) beyond the limits and beyond noise: "
-                      + "; ".join(f"{r.key} {r.metric.label} {_fmt_change(r)} > {_fmt_limit(r)}" for r in regs))
+        console.print(escape(f"REGRESSION: {len(regs)} metric(s) beyond the limits and beyond noise: "
+                             + "; ".join(f"{r.key} {r.metric.label} {_fmt_change(r)} > {_fmt_limit(r)}" for r in regs)))
     else:
         noisy = sum(r.verdict == "noise" for r in result.rows)
         console.print("no regression beyond the limits and noise" + (f" ({noisy} over a limit inside the CIs)" if noisy else ""))

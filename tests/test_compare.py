@@ -218,7 +218,7 @@ def _bench_json(path, median, iqr=0.01, rounds=15, tokens=10.0):
         "benchmarks": [
             {"name": "test_k", "fullname": "bench/test_x.py::test_k", "stats": {"median": median, "iqr": iqr, "rounds": rounds}, "extra_info": {}},
             {
-                "name": "test_cell", "fullname": "bench/test_x.py::test_cell",
+                "name": "test_cell[bon:n=4]", "fullname": "bench/test_x.py::test_cell[bon:n=4]",
                 "stats": {"median": 2.0, "iqr": 0.1, "rounds": 3},
                 "extra_info": {"costtax": {"cell": "bon:n=4", "metrics": {
                     "output_tokens_per_answer": {"value": tokens, "ci95": [tokens * 0.98, tokens * 1.02], "n": 8},
@@ -240,6 +240,7 @@ def test_benchmark_json(tmp_path, capsys):
         assert _cli(["compare", str(old), str(new)]) == code, new
     out = capsys.readouterr().out
     assert "round time" in out and "output tokens/answer" in out
+    assert "test_x.py::test_cell[bon:n=4]" in out  # brackets printed, not eaten as rich markup
     res = _compare(old, slow)
     assert _verdicts(res, "bench/test_x.py::test_k")["round_time_median_s"] == "REGRESSION"
 
@@ -269,3 +270,12 @@ def test_parse_fraction():
     assert parse_fraction("15%", "--x") == pytest.approx(0.15)
     assert parse_fraction("0.15", "--x") == pytest.approx(0.15)
     assert parse_fraction("none", "--x") is None
+
+
+def test_config_difference_is_noted(base_run, tmp_path, capsys):
+    other = _copy(base_run, tmp_path, "other-config")
+    meta = json.loads((other / "run.json").read_text())
+    meta["config"]["max_tokens"] = 32
+    (other / "run.json").write_text(json.dumps(meta))
+    assert _cli(["compare", str(base_run), str(other)]) == 0
+    assert "configs differ (max_tokens: 16 -> 32)" in capsys.readouterr().out
