@@ -339,7 +339,11 @@ def main(argv: list[str] | None = None) -> None:
     _sigterm_as_interrupt()
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        # standalone_mode=False hands a command's `raise typer.Exit(n)` back as a return value:
+        # pass it on, or a run with failed cells would exit 0.
+        rc = app(args=args, standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):

@@ -338,3 +338,17 @@ def test_resume_uses_the_recorded_prompt_counts(tmp_path):
     assert len(pre.prompts) == 5 and pre.sources == ({"source": "helpful", "used": 5, "available": 50},)
     fresh = run_preflight(RunConfig(techniques=("plain",)), run_dir=tmp_path / "new", check_rewards=False)
     assert len(fresh.prompts) == 8  # the shipped set's demo default
+
+
+def test_failed_cells_exit_nonzero(monkeypatch, tmp_path):
+    """`costtax profile` exits 1 when a cell failed (the rows of the others are kept)."""
+    from costtax.profile import RunResult
+
+    def fake_run(config, *, resume=None, verbose=False):
+        return RunResult(tmp_path, "r", "finished", ("plain",), ("bon:n=4",))
+
+    monkeypatch.setattr("costtax.cli._run_with_display", fake_run)
+    monkeypatch.setattr("costtax.cli._print_table", lambda run_dir, df=None: None)
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", "--limit", "1", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 1
