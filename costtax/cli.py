@@ -63,7 +63,7 @@ def profile(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow model repos' own code (off by default)"),
     judge_calibration: bool = typer.Option(True, "--judge-calibration/--no-judge-calibration"),
     cell_repeats: int = typer.Option(1, "--cell-repeats", help="run every cell R times, interleaved; rows report the median and spread"),
-    warmup_answers: int = typer.Option(4, "--warmup-answers", help="answers of the cell's own prompts run (and discarded) before its first repeat; 0: none"),
+    warmup_answers: Optional[int] = typer.Option(None, "--warmup-answers", help="answers of the cell's own prompts run (and discarded) before its first repeat (default: one real batch's worth, at most 64); 0: none"),
     load: Optional[List[str]] = typer.Option(None, "--load", help="repeatable: batch | concurrency=1,2,4 | rate=0.5,1 (answers/s, Poisson)"),
     level_timeout_s: Optional[float] = typer.Option(None, "--level-timeout-s", help="time cap per cell x load level; hitting it marks the level saturated"),
     slo_p95_s: Optional[float] = typer.Option(None, "--slo-p95-s", help="latency SLO for the goodput column"),

@@ -119,6 +119,7 @@ def expand_techniques(specs: tuple[str, ...] | list[str], field: str = "--techni
     return tuple(cells.values())
 
 
+WARMUP_CAP = 64  # the automatic warm-up never runs more answers than this
 DEFAULT_TECHNIQUES = ("plain", "bon:n=4", "cai:rounds=1")
 
 
@@ -153,7 +154,7 @@ class RunConfig:
     # (cell, load level) up to `warmup_answers` answers of the cell's own prompts run through the
     # same technique and load pattern, rows discarded (recorded as warm-up in cells.jsonl).
     cell_repeats: int = 1
-    warmup_answers: int = 4
+    warmup_answers: int | None = None  # None: one real batch's worth (see warmup_count)
     # Load levels (costtax.load): batch | concurrency=C,... | rate=R,...; each (cell x level) is
     # one summary row. `level_timeout_s` caps one unit (cell x level x repeat).
     load: tuple[str, ...] = ("batch",)
@@ -196,7 +197,7 @@ class RunConfig:
             raise ConfigError("--max-tokens", self.max_tokens, f"must be below --max-model-len ({self.max_model_len})")
         if not 1 <= self.cell_repeats <= 50:
             raise ConfigError("--cell-repeats", self.cell_repeats, "use an integer between 1 and 50")
-        if not 0 <= self.warmup_answers <= 10_000:
+        if self.warmup_answers is not None and not 0 <= self.warmup_answers <= 10_000:
             raise ConfigError("--warmup-answers", self.warmup_answers, "use an integer >= 0 (0 disables warm-up)")
         if self.level_timeout_s is not None and not self.level_timeout_s > 0:
             raise ConfigError("--level-timeout-s", self.level_timeout_s, "use a number of seconds > 0")
@@ -223,6 +224,18 @@ class RunConfig:
         object.__setattr__(self, "load", tuple(self.load))
         parse_load(self.load)
         object.__setattr__(self, "cells", expand_techniques(self.techniques))
+
+    def warmup_count(self, level, answers: int) -> int:
+        """Answers the warm-up runs before the first repeat of a (cell, level): --warmup-answers
+        when given, else the shape of the unit's first real engine batch, capped: every answer
+        of an offline batch (at most WARMUP_CAP), C answers at concurrency C, a few for rate."""
+        if self.warmup_answers is not None:
+            return min(self.warmup_answers, answers)
+        if level.mode == "batch":
+            return min(answers, WARMUP_CAP)
+        if level.mode == "concurrency":
+            return min(answers, int(level.value), WARMUP_CAP)
+        return min(answers, 4)
 
     @property
     def engine_kind(self) -> str:

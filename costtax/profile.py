@@ -360,12 +360,12 @@ def run_unit(
     ctx = None
     warm: dict[str, Any] = {}
     try:
-        if warmup and config.warmup_answers > 0:
+        if warmup and config.warmup_count(level, len(state.prompts) * config.repeats) > 0:
             # Warm-up at the cell's real shapes: its own first prompts, same technique, same
             # load pattern, reward model included; rows discarded. A fresh CUDA context's
             # one-off costs (kernel loading, allocator growth, autotuning) land here.
             wctx = context(_NullWriter(), tag_cell=f"warmup:{cell}")
-            winsts = wctx.expand(state.prompts)[: config.warmup_answers]
+            winsts = wctx.expand(state.prompts)[: config.warmup_count(level, len(state.prompts) * config.repeats)]
             t0 = time.monotonic()
             asyncio.run(_drive_unit(level, winsts, technique, wctx, config, None))
             warm = {"answers": len(winsts), "wall_s": time.monotonic() - t0}
