@@ -58,7 +58,7 @@ _COST = [
     Column("reward_tokens_per_answer", "tokens", "tokens the reward model read for selection scoring, per answer"),
     Column("reward_tokens_computed_per_answer", "tokens", "of reward_tokens_per_answer, tokens the reward model computed (shared-prefix scoring computes a group's prompt once; the rest is read from its KV caches)"),
     Column("score_latency_s_per_answer", "s", "selection-scoring time per answer"),
-    Column("score_share_of_wall", "fraction", "share of the cell's wall time spent in selection scoring"),
+    Column("score_share_of_wall", "fraction", "share of the cell's wall time the reward model spent on selection scoring (sum of its micro-batches' scoring time / wall)"),
     Column("ttft_p50_s", "s", "median time to first token of sample calls"),
     Column("ttft_source", "text", "how TTFT was measured: `engine` (per request) or `batch` (HF engine: per batch)"),
     Column("tpot_p50_s", "s", "median time per output token of sample calls: (latency - TTFT) / (tokens - 1)"),

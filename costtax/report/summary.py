@@ -188,9 +188,13 @@ def _cell_cost(a, c, cell_row) -> dict[str, Any]:
     out["reward_tokens_computed_per_answer"] = (float(sum(computed)) / n) if (n and computed and len(computed) == len(score)) else None
     score_s = float(score["latency_s"].sum()) if len(score) else 0.0
     out["score_latency_s_per_answer"] = (score_s / n) if n else None
-    # Share of the cell's wall time spent in selection scoring (score calls run one prompt
-    # group at a time, so this is the fraction of the batch's time the reward model held).
-    out["score_share_of_wall"] = (score_s / wall) if wall else None
+    # Share of the cell's wall time the reward model was busy with selection scoring. Score
+    # calls of concurrent answers ride in shared micro-batches, so their latencies overlap: sum
+    # the batches' own scoring time (cells.jsonl score_batches); older runs without batches fall
+    # back to the sum of score-call latencies (calls ran one at a time then).
+    batches = cell_row.get("score_batches")
+    busy = sum(float(b.get("score_s") or 0) for b in batches) if isinstance(batches, list) and batches else score_s
+    out["score_share_of_wall"] = (busy / wall) if wall else None
     samp = gen[gen["stage"] == "sample"] if len(gen) else gen
     ttft = [x for x in samp["ttft_s"] if x is not None and x == x] if len(samp) else []
     out["ttft_p50_s"] = M.percentiles(ttft)["p50"] if ttft else None
@@ -281,7 +285,8 @@ def build_summary(run_dir: str | Path):
             m["_calls"] = uc
             per_unit.append(m)
         if len(a):
-            pooled = _cell_cost(a, c, {**cr, "cell_wall_s": sum(u.get("cell_wall_s") or 0 for u in ok_units) or cr.get("cell_wall_s"), "resumed_answers": sum(int(u.get("resumed_answers") or 0) for u in ok_units)})
+            pooled = _cell_cost(a, c, {**cr, "cell_wall_s": sum(u.get("cell_wall_s") or 0 for u in ok_units) or cr.get("cell_wall_s"), "resumed_answers": sum(int(u.get("resumed_answers") or 0) for u in ok_units),
+                                       "score_batches": [b for u in ok_units for b in (u.get("score_batches") or [])]})
             pooled.update(_load_metrics(a, c, cr, slo))
             row.update(pooled)
             row.update(_cell_quality(a, prompts_answer))
