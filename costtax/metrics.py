@@ -159,6 +159,15 @@ def bootstrap_ci(
     else:
         raise ValueError(f"stat must be 'mean', 'median' or a callable, got {stat!r}")
 
+    boot = _resample(arr, reduce, n_boot, seed)
+    lo, hi = np.percentile(boot, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+    return float(lo), float(hi)
+
+
+def _resample(arr: np.ndarray, reduce, n_boot: int, seed: int) -> np.ndarray:
+    """n_boot bootstrap statistics of arr: `reduce` maps a (rows, n) resample matrix to one value
+    per row; resamples are drawn in chunks so memory stays bounded for large n."""
+    n = arr.size
     rng = np.random.default_rng(seed)
     rows_per_chunk = max(1, _BOOT_CHUNK_ELEMS // n)
     boot = np.empty(n_boot, dtype=np.float64)
@@ -166,8 +175,7 @@ def bootstrap_ci(
         stop = min(n_boot, start + rows_per_chunk)
         idx = rng.integers(0, n, size=(stop - start, n))
         boot[start:stop] = reduce(arr[idx])
-    lo, hi = np.percentile(boot, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
-    return float(lo), float(hi)
+    return boot
 
 
 def paired_bootstrap_delta_ci(
@@ -213,13 +221,7 @@ def percentile_ci(
     n = arr.size
     if n < 2:
         return None
-    rng = np.random.default_rng(seed)
-    rows_per_chunk = max(1, _BOOT_CHUNK_ELEMS // n)
-    boot = np.empty(n_boot, dtype=np.float64)
-    for start in range(0, n_boot, rows_per_chunk):
-        stop = min(n_boot, start + rows_per_chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        boot[start:stop] = np.percentile(arr[idx], q, axis=1, method="linear")
+    boot = _resample(arr, lambda m: np.percentile(m, q, axis=1, method="linear"), n_boot, seed)
     lo, hi = np.percentile(boot, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
     return float(lo), float(hi)
 

@@ -683,6 +683,11 @@ def _pairs_accuracy(scorer, emit: Event) -> dict[str, Any]:
     if pairs.exists():
         h.update(pairs.read_bytes())
     path = cache_root() / "calibration" / f"{h.hexdigest()[:16]}.json"
+    return _cached(path, lambda: judge_accuracy(scorer), emit, "measuring the reward model on the shipped good/bad pairs (cached afterwards)")
+
+
+def _cached(path: Path, compute, emit: Event, msg: str) -> dict[str, Any]:
+    """A calibration result from its cache file, or computed (announced) and cached."""
     if path.is_file():
         try:
             data = json.loads(path.read_text())
@@ -690,8 +695,8 @@ def _pairs_accuracy(scorer, emit: Event) -> dict[str, Any]:
             return data
         except ValueError:
             pass
-    emit("status", {"msg": "measuring the reward model on the shipped good/bad pairs (cached afterwards)"})
-    data = judge_accuracy(scorer)
+    emit("status", {"msg": msg})
+    data = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, data)
     return data
@@ -724,15 +729,5 @@ def _public_calibration(scorer, emit: Event) -> dict[str, Any]:
     )
     h = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
     path = cache_root() / "calibration" / f"public-{h.hexdigest()[:16]}.json"
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-            data["cached"] = str(path)
-            return data
-        except ValueError:
-            pass
-    emit("status", {"msg": f"measuring the reward model on public human labels ({public_sets.DATASET}; cached afterwards)"})
-    data = public_calibration(scorer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, data)
-    return data
+    return _cached(path, lambda: public_calibration(scorer), emit,
+                   f"measuring the reward model on public human labels ({public_sets.DATASET}; cached afterwards)")
