@@ -20,6 +20,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import CosttaxError
+
 ENGINE_LOG = "engine.log"
 NO_GPU_NOTE = "no NVIDIA GPU: GPU memory and energy columns are empty"
 
@@ -106,7 +108,7 @@ class EngineLog:
             self._tail_pos = target.stat().st_size
         return target
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self._flush()
         if self._saved:
             os.dup2(self._saved[0], 1)
@@ -119,11 +121,14 @@ class EngineLog:
             self._tailer.join(timeout=2)
             with self._lock:
                 self._drain(self.path)
-        # A run that failed before it had a directory: keep a non-empty log where it is (the
-        # error message names it), drop an empty one.
-        if self.path is not None and self.path.name != ENGINE_LOG and self.path.exists() and self.path.stat().st_size == 0:
-            self.path.unlink()
-            self.path = None
+        # A run that stopped before it had a directory: bad input (a CosttaxError, reported in
+        # one line) or an empty log leaves nothing behind; any other error keeps the log where
+        # it is (the CLI names it).
+        if self.path is not None and self.path.name != ENGINE_LOG and self.path.exists():
+            bad_input = exc_type is not None and issubclass(exc_type, CosttaxError)
+            if bad_input or self.path.stat().st_size == 0:
+                self.path.unlink()
+                self.path = None
         for own, s in ((self._own_out, self.terminal_out), (self._own_err, self.terminal_err)):
             if own:
                 try:
