@@ -181,8 +181,9 @@ def _bar_columns():
 
 
 class RunDisplay:
-    """profile() events -> terminal. Events used: run_dir, status, prompts, cell_start,
-    answer_done {cell, done, total}, cell_done, cell_failed. Unknown events are ignored."""
+    """profile() events -> terminal. Events used: run_dir, status, cell_start, answer_done
+    {cell, done, total}, cell_done, cell_failed; unknown events are ignored. At run_dir it also
+    prints the prompts used per source (from run.json) and, without an NVIDIA GPU, says so once."""
 
     def __init__(self, stream: IO[str], *, tty: bool | None = None, log: EngineLog | None = None, gpu_check: bool = True):
         from rich.console import Console
@@ -239,8 +240,6 @@ class RunDisplay:
                     self.line(note)
         elif kind == "status":
             self.line(data["msg"])
-        elif kind == "prompts":
-            self.line(prompts_line(data.get("sources") or []))
         elif kind == "cell_start":
             cell = data["cell"]
             if self._ensure_progress() is not None:
@@ -269,7 +268,7 @@ class RunDisplay:
 
 
 def prompts_line(sources: list[dict]) -> str:
-    """"16 prompts: helpful 8 of 50, my.jsonl 10 of 10" from run.json's prompts.sources."""
+    """'18 prompts: helpful 8 of 50, my.jsonl 10 of 10' from run.json's prompts.sources."""
     used = sum(int(s.get("used") or 0) for s in sources)
     parts = [f"{Path(str(s.get('source'))).name} {s.get('used')} of {s.get('available')}" for s in sources]
     return f"{used} prompts: " + ", ".join(parts)
