@@ -145,7 +145,8 @@ def test_param_columns_are_plain_values(run_dir):
 def test_readme_column_reference_matches_the_table():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    root = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+    readme = (root / "README.md").read_text(encoding="utf-8")
     assert readme_section(readme) == markdown(), "README.md is out of date: run python scripts/columns_doc.py"
 
 
