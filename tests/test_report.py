@@ -156,3 +156,14 @@ def test_capacity_plan_reads_the_written_summary(run_dir):
     df.to_csv(run_dir / "summary.csv", index=False)
     plan = capacity_plan(run_dir, qps=3.0, slo_p95_s=5.0).set_index("cell")
     assert plan.loc["plain", "devices_needed"] == 3  # 3 qps / 1.0 from the file, not 0.5 recomputed
+
+
+def test_reference_answers_follow_the_recorded_prompt_counts(run_dir):
+    """report grades against the prompts the run used (run.json prompts.sources), not against
+    what the config's limit would select today."""
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert build_summary(run_dir).set_index("cell").loc["plain", "accuracy_n"] == 2  # config limit 2
+    meta["prompts"] = {"count": 1, "sources": [{"source": "arith", "used": 1, "available": 120}]}
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    plain = build_summary(run_dir).set_index("cell").loc["plain"]
+    assert plain["accuracy_n"] == 1 and plain["accuracy"] == pytest.approx(1.0)  # only arith-000 has a reference
