@@ -20,6 +20,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import CosttaxError
+
 ENGINE_LOG = "engine.log"
 NO_GPU_NOTE = "no NVIDIA GPU: GPU memory and energy columns are empty"
 
@@ -106,7 +108,7 @@ class EngineLog:
             self._tail_pos = target.stat().st_size
         return target
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self._flush()
         if self._saved:
             os.dup2(self._saved[0], 1)
@@ -119,11 +121,14 @@ class EngineLog:
             self._tailer.join(timeout=2)
             with self._lock:
                 self._drain(self.path)
-        # A run that failed before it had a directory: keep a non-empty log where it is (the
-        # error message names it), drop an empty one.
-        if self.path is not None and self.path.name != ENGINE_LOG and self.path.exists() and self.path.stat().st_size == 0:
-            self.path.unlink()
-            self.path = None
+        # A run that stopped before it had a directory: bad input (a CosttaxError, reported in
+        # one line) or an empty log leaves nothing behind; any other error keeps the log where
+        # it is (the CLI names it).
+        if self.path is not None and self.path.name != ENGINE_LOG and self.path.exists():
+            bad_input = exc_type is not None and issubclass(exc_type, CosttaxError)
+            if bad_input or self.path.stat().st_size == 0:
+                self.path.unlink()
+                self.path = None
         for own, s in ((self._own_out, self.terminal_out), (self._own_err, self.terminal_err)):
             if own:
                 try:
@@ -176,8 +181,9 @@ def _bar_columns():
 
 
 class RunDisplay:
-    """profile() events -> terminal. Events used: run_dir, status, prompts, cell_start,
-    answer_done {cell, done, total}, cell_done, cell_failed. Unknown events are ignored."""
+    """profile() events -> terminal. Events used: run_dir, status, cell_start, answer_done
+    {cell, done, total}, cell_done, cell_failed; unknown events are ignored. At run_dir it also
+    prints the prompts used per source (from run.json) and, without an NVIDIA GPU, says so once."""
 
     def __init__(self, stream: IO[str], *, tty: bool | None = None, log: EngineLog | None = None, gpu_check: bool = True):
         from rich.console import Console
@@ -234,8 +240,6 @@ class RunDisplay:
                     self.line(note)
         elif kind == "status":
             self.line(data["msg"])
-        elif kind == "prompts":
-            self.line(prompts_line(data.get("sources") or []))
         elif kind == "cell_start":
             cell = _unit(data)
             if self._ensure_progress() is not None:
@@ -272,7 +276,7 @@ def _unit(data: dict) -> str:
 
 
 def prompts_line(sources: list[dict]) -> str:
-    """"16 prompts: helpful 8 of 50, my.jsonl 10 of 10" from run.json's prompts.sources."""
+    """'18 prompts: helpful 8 of 50, my.jsonl 10 of 10' from run.json's prompts.sources."""
     used = sum(int(s.get("used") or 0) for s in sources)
     parts = [f"{Path(str(s.get('source'))).name} {s.get('used')} of {s.get('available')}" for s in sources]
     return f"{used} prompts: " + ", ".join(parts)

@@ -3,7 +3,7 @@
     python scripts/columns_doc.py          # rewrite the section between the markers
     python scripts/columns_doc.py --check  # exit 1 when README.md is out of date
 
-tests/test_report.py runs the same comparison, so a column added without this step fails CI.
+test_report.py runs the same comparison, so a column added without this step fails CI.
 """
 from __future__ import annotations
 

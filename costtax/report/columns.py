@@ -1,7 +1,7 @@
 """Every summary.csv column in one table: name -> unit -> meaning.
 
 README.md's column reference is generated from this table (`python scripts/columns_doc.py`;
-tests/test_report.py fails when the two differ), so the documentation cannot drift from the code.
+test_report.py fails when the two differ), so the documentation cannot drift from the code.
 To add a column: compute it in summary.py and append one `Column(...)` line to the right section
 below (or call `add_column` from code that adds columns at run time). Columns are added, never
 renamed or removed: scripts read summary.csv by name.

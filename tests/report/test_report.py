@@ -150,7 +150,8 @@ def test_param_columns_are_plain_values(run_dir):
 def test_readme_column_reference_matches_the_table():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    root = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+    readme = (root / "README.md").read_text(encoding="utf-8")
     assert readme_section(readme) == markdown(), "README.md is out of date: run python scripts/columns_doc.py"
 
 
@@ -160,3 +161,14 @@ def test_capacity_plan_reads_the_written_summary(run_dir):
     df.to_csv(run_dir / "summary.csv", index=False)
     plan = capacity_plan(run_dir, qps=3.0, slo_p95_s=5.0).set_index("cell")
     assert plan.loc["plain", "devices_needed"] == 3  # 3 qps / 1.0 from the file, not 0.5 recomputed
+
+
+def test_reference_answers_follow_the_recorded_prompt_counts(run_dir):
+    """report grades against the prompts the run used (run.json prompts.sources), not against
+    what the config's limit would select today."""
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert build_summary(run_dir).set_index("cell").loc["plain", "accuracy_n"] == 2  # config limit 2
+    meta["prompts"] = {"count": 1, "sources": [{"source": "arith", "used": 1, "available": 120}]}
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    plain = build_summary(run_dir).set_index("cell").loc["plain"]
+    assert plain["accuracy_n"] == 1 and plain["accuracy"] == pytest.approx(1.0)  # only arith-000 has a reference
