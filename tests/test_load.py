@@ -208,13 +208,16 @@ def test_level_time_cap_keeps_finished_rows(tmp_path):
 def test_sustainable_rate_interpolates_and_never_extrapolates():
     from costtax.report.plan import sustainable_rate
 
-    pts = [(1.0, 1.0), (2.0, 2.0), (3.0, 6.0)]
+    pts = [(1, 1.0, 1.0), (2, 2.0, 2.0), (4, 3.0, 6.0)]  # (level, achieved answers/s, p95 s)
     cap, basis = sustainable_rate(pts, 4.0)
     assert basis == "interpolated" and cap == pytest.approx(2.5)  # p95 4 s halfway between 2 s and 6 s
     cap, basis = sustainable_rate(pts, 10.0)
     assert cap == 3.0 and basis.startswith("at least")
     cap, basis = sustainable_rate(pts, 0.5)
     assert cap is None and basis.startswith("infeasible")
+    # thrashing: the highest load delivers less and misses the SLO; it is not "beyond the range"
+    cap, basis = sustainable_rate([(1, 0.26, 5.0), (4, 0.28, 15.0), (8, 0.24, 38.0)], 20.0)
+    assert cap == 0.28 and basis == "measured"
 
 
 def test_capacity_plan_from_a_measured_curve(tmp_path):

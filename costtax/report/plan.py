@@ -27,29 +27,42 @@ FLOOR_COLUMNS = {  # floor name -> (summary column of the CI low end, point esti
 
 
 def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+    import numbers
+
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v
 
 
 def _truthy(v) -> bool:
     return v is True or (isinstance(v, str) and v.lower() == "true")
 
 
-def sustainable_rate(points: list[tuple[float, float]], slo_p95_s: float) -> tuple[float | None, str]:
-    """Points are (achieved answers/s, p95 s) of unsaturated levels. Returns (capacity, basis):
-    basis is 'interpolated', 'measured', 'at least (beyond the measured range)' or 'infeasible'."""
-    pts = sorted((a, p) for a, p in points if _num(a) and _num(p) and a > 0)
+def sustainable_rate(points: list[tuple[float, float, float]], slo_p95_s: float) -> tuple[float | None, str]:
+    """Points are (load level, achieved answers/s, p95 s) of unsaturated levels of one kind
+    (concurrency or rate). Returns (capacity, basis), basis one of 'interpolated', 'measured',
+    'at least (beyond the measured range)', 'infeasible: ...'.
+
+    The curve is followed in order of offered load, not of throughput: a higher load level can
+    deliver less (thrashing), and its failing p95 must not be jumped over. Capacity is the best
+    throughput among levels meeting the SLO; between the highest level that meets it and the
+    next one (which does not), the SLO crossing is interpolated linearly when throughput still
+    rises there. Never extrapolated: when the highest measured level meets the SLO the capacity
+    is "at least" its throughput."""
+    pts = sorted((lv, a, p) for lv, a, p in points if _num(lv) and _num(a) and _num(p) and a > 0)
     if not pts:
         return None, "no measured level"
-    ok = [i for i, (_, p) in enumerate(pts) if p <= slo_p95_s]
+    ok = [i for i, (_, _, p) in enumerate(pts) if p <= slo_p95_s]
     if not ok:
         return None, "infeasible: p95 above the SLO at every measured level"
-    i = max(ok)
-    if i == len(pts) - 1:
-        return pts[i][0], "at least (beyond the measured range)"
-    (a0, p0), (a1, p1) = pts[i], pts[i + 1]
+    best = max(pts[i][1] for i in ok)
+    j = max(ok)
+    if j == len(pts) - 1:
+        return best, "at least (beyond the measured range)"
+    (_, a0, p0), (_, a1, p1) = pts[j], pts[j + 1]
     if p1 > p0 and a1 > a0:
-        return a0 + (slo_p95_s - p0) / (p1 - p0) * (a1 - a0), "interpolated"
-    return a0, "measured"
+        cross = a0 + (slo_p95_s - p0) / (p1 - p0) * (a1 - a0)
+        if cross > best:
+            return cross, "interpolated"
+    return best, "measured"
 
 
 def capacity_plan(
@@ -80,7 +93,13 @@ def capacity_plan(
         loaded = g[g["load_mode"].isin(["concurrency", "rate"])] if "load_mode" in g else g.iloc[0:0]
         if len(loaded):
             usable = loaded[[not _truthy(s) for s in loaded.get("saturated", [False] * len(loaded))]]
-            cap, basis = sustainable_rate(list(zip(usable["achieved_answers_per_s"], usable["latency_p95_s"])), slo_p95_s)
+            # one curve per load kind; a run with both concurrency and rate levels takes the better
+            caps = [
+                sustainable_rate(list(zip(m["load_level"], m["achieved_answers_per_s"], m["latency_p95_s"])), slo_p95_s)
+                for _, m in usable.groupby("load_mode")
+            ]
+            caps = [c for c in caps if c[0] is not None] or caps or [(None, "no measured level")]
+            cap, basis = max(caps, key=lambda c: c[0] or 0)
             if cap is None and len(usable) < len(loaded) and "infeasible" not in basis:
                 basis = "infeasible: every measured level saturated"
             curve = "load levels: " + ", ".join(str(x) for x in loaded["load"])

@@ -109,7 +109,7 @@ def _load_plot(run_dir: Path, df, title: str, plt) -> Path:
     ax = axes[0][0]
     for cell, g in loaded.groupby("cell", sort=False):
         for mode, m in g.groupby("load_mode"):
-            m = m.sort_values("achieved_answers_per_s")
+            m = m.sort_values("load_level")  # the curve follows the offered load, C or R
             sat = [str(s).lower() == "true" for s in m.get("saturated", [False] * len(m))]
             line = ax.plot(m["achieved_answers_per_s"], m["latency_p95_s"], "-o" if mode == "concurrency" else "--s", ms=5, label=f"{cell} ({mode})")[0]
             for x, y, s, lv in zip(m["achieved_answers_per_s"], m["latency_p95_s"], sat, m["load_level"]):

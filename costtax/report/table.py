@@ -106,7 +106,8 @@ def row_warnings(df) -> list[str]:
         for col, what in (("reward_length_strong", "final answers' reward"), ("candidate_reward_length_strong", "candidates' selection reward")):
             if col in r and _truthy(r[col]):
                 rho = r.get("reward_length_rho" if col == "reward_length_strong" else "candidate_reward_length_rho")
-                out.append(f"warning: {name}: {what} tracks length (Spearman {float(rho):+.2f}): the reward model may be rewarding verbosity")
+                lean = "rewarding verbosity" if float(rho) > 0 else "penalising length"
+                out.append(f"warning: {name}: {what} tracks length (Spearman {float(rho):+.2f}): the reward model may be {lean}")
         acc = r.get("accounting_violations")
         if isinstance(acc, (int, float)) and acc == acc and acc > 0:
             out.append(f"warning: {name}: {int(acc)} accounting violation(s), e.g. {r.get('accounting_example')}")
