@@ -106,7 +106,8 @@ def test_headline_and_plots(run_dir):
     assert header[0] == "cell" and "win" in header and "win (proxy)" not in header
     assert rows[2][0].startswith("cai:rounds=1 (FAILED")
     files = write_plots(run_dir, df)
-    assert [f.name for f in files] == ["cost_quality.png", "latency.png"]
+    # the fixture grades accuracy (reference answers): its own cost-vs-accuracy plot too
+    assert [f.name for f in files] == ["cost_quality.png", "cost_accuracy.png", "latency.png"]
     assert all(f.stat().st_size > 5000 for f in files)
 
 
