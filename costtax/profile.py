@@ -1,5 +1,10 @@
-"""The orchestration loop: one engine per run, one metered window per cell, rows written as they
-finish. The run directory is the single source of truth; report.py rebuilds every table from it.
+"""The run, in named steps: `open_run` (validate, create or reopen the run directory),
+`start_models` (engine or served engine, reward models; cold start measured apart), `run_unit`
+(the cell runner: one cell at one load level, one cell repeat, warm-up before the first repeat,
+one metered window, rows written as they finish) and `close_run`. `profile()` chains them:
+for each load level, for each cell repeat, every cell in turn, plain first.
+
+The run directory is the single source of truth; costtax.report rebuilds every table from it.
 """
 from __future__ import annotations
 
