@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -73,7 +72,7 @@ from typing import Any, Callable, Sequence
 SCHEMA = "costtax-fidelity/1"
 TARGET_OVERHEAD_PCT = 2.0
 TARGET_RATIO_TOL = 0.10  # |costtax / vLLM bench - 1|
-MODEL = "smollm2-135m-instruct"
+from costtax.models import DEFAULT_MODEL as MODEL  # noqa: E402  (the embedded default)
 FULL = dict(runs=5, n_prompts=16, max_tokens=32)
 QUICK = dict(runs=2, n_prompts=4, max_tokens=8)
 REPO = Path(__file__).resolve().parent.parent
@@ -122,15 +121,14 @@ def paired_overhead_pcts(raw: Sequence[float], instrumented: Sequence[float]) ->
 
 
 def bootstrap_median_ci(xs: Sequence[float], *, level: float = 0.95, resamples: int = 4000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the median (seeded: the same numbers give the same CI)."""
+    """Percentile bootstrap CI of the median (seeded: the same numbers give the same CI):
+    costtax.metrics.bootstrap_ci, with this bench's degenerate cases (0 or 1 value)."""
+    from costtax.metrics import bootstrap_ci
+
     xs = list(xs)
     if len(xs) < 2:
         return (float(xs[0]), float(xs[0])) if xs else (float("nan"), float("nan"))
-    rng = random.Random(seed)
-    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(resamples))
-    lo = meds[int((1 - level) / 2 * (resamples - 1))]
-    hi = meds[int((1 + level) / 2 * (resamples - 1))]
-    return float(lo), float(hi)
+    return bootstrap_ci(xs, stat="median", n_boot=resamples, alpha=1 - level, seed=seed)
 
 
 def throughput_ratio(costtax_tps: Sequence[float], vllm_tps: Sequence[float]) -> float:

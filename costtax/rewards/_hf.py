@@ -63,6 +63,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..devices import pick_device_dtype, self_check_tol
 from ..errors import ConfigError
 from .base import ScoreBatch
 
@@ -295,13 +296,7 @@ class HFRewardBase:
 
         t0 = time.perf_counter()
         model_dir = self.model_dir()
-        device = self._device_name or ("cuda" if torch.cuda.is_available() else "cpu")
-        if self._dtype_name:
-            dtype = getattr(torch, self._dtype_name)
-        elif device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            dtype = torch.bfloat16
-        else:
-            dtype = torch.float32  # no bf16 units on the AVX2 CPUs we run on
+        device, dtype = pick_device_dtype(self._device_name, self._dtype_name)
         tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=self.trust_remote_code)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
@@ -389,7 +384,7 @@ class HFRewardBase:
             self._prefix_kv, self._prefix_ids = None, None
             self._prefix_note = f"off: {type(e).__name__}: {e}"[:200]
             return
-        tol = 1e-3 if self._dtype == torch.float32 else 5e-2
+        tol = self_check_tol(self._dtype)
         if abs(with_cache[0] - without[0]) > tol * max(1.0, abs(without[0])):
             self._prefix_kv, self._prefix_ids = None, None
             self._prefix_note = f"off: cached {with_cache[0]:.5g} != uncached {without[0]:.5g}"
@@ -585,7 +580,7 @@ class HFRewardBase:
 
         prompt = "What is 12 + 7? Answer with just the number, then say why in one short sentence."
         responses = ["19", "The answer is 19, because 12 + 7 = 19."]
-        tol = 1e-3 if self._dtype == torch.float32 else 5e-2
+        tol = self_check_tol(self._dtype)
         # The probe checks the integration, not the kernel (tests/kernels does): under the
         # Triton interpreter (tests on CPU) it runs the torch reference, which takes
         # milliseconds instead of seconds; compiled Triton on CUDA probes the kernel itself.

@@ -31,6 +31,7 @@ import dataclasses
 import math
 from typing import Any, Sequence
 
+from ..devices import self_check_tol
 from ..errors import ConfigError
 from ._hf import HFRewardBase, render_chat, text_sha
 from .base import ScoreBatch
@@ -227,7 +228,7 @@ class JudgeReward(HFRewardBase):
             cu = torch.tensor([0, len(ids)], device=self._device)
             mine = judge_head_reference(hidden, cu, self._lm_weight, self._token_tensor).reward[0]
         # Tolerance scales with the logits' size: in bf16 each logit is rounded to ~3 digits.
-        tol = 1e-3 if self._dtype == torch.float32 else 5e-2
+        tol = self_check_tol(self._dtype)
         scale = max(1.0, float(logits[list(self.token_ids)].abs().max()))
         if not torch.isclose(full, mine, rtol=0.0, atol=tol * scale):
             raise ConfigError(

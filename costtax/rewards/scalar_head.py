@@ -15,6 +15,7 @@ own forward, so a model whose head is not a plain last-token linear map is refus
 """
 from __future__ import annotations
 
+from ..devices import self_check_tol
 from ..errors import ConfigError
 from ._hf import HFRewardBase
 
@@ -60,7 +61,7 @@ class ScalarHeadReward(HFRewardBase):
             hidden = self._body(input_ids=x, use_cache=False)[0][0]
             cu = torch.tensor([0, len(ids)], device=self._device)
             mine = reward_head_reference(hidden, cu, self._weight, self._bias)[0]
-        tol = 1e-3 if self._dtype == torch.float32 else 5e-2
+        tol = self_check_tol(self._dtype)
         if not torch.isclose(full, mine, rtol=0.0, atol=tol * max(1.0, float(full.abs()))):
             raise ConfigError(
                 self._field,
