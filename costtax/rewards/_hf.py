@@ -553,7 +553,7 @@ class HFRewardBase:
         from costtax.kernels.prefix_attention import PrefixKV
 
         cache = self._group_prefix_kv(seqs[0][:L], start)
-        path = attn_path or self._kernel_pref
+        path = attn_path or self._attn_path()
         prefix = PrefixKV.from_cache(cache, path=path) if mode == "cascade" else cache
         sub = [s[L:] for s in seqs]
         lengths = [len(x) for x in sub]
@@ -567,6 +567,19 @@ class HFRewardBase:
         self.stats["positions_computed"] += computed
         return computed, real
 
+    def _attn_path(self) -> str | None:
+        """Kernel path of the prefix attention inside the model's forward pass. The Triton
+        interpreter (tests on a CPU) is for checking kernels (tests/kernels does, on small
+        shapes); a model forward through it costs ~2 ms per program x heads x layers, minutes
+        per group, so there the torch reference runs instead. CUDA: the compiled kernel."""
+        if self._kernel_pref is not None:
+            return self._kernel_pref
+        import torch
+
+        from costtax.kernels._dispatch import kernel_path
+
+        return "reference" if kernel_path(torch.empty(0, device=self._device)) == "triton-interpret" else None
+
     def _check_group_prefix(self) -> None:
         """Probe one small best-of-N group: group-prefix scoring must match full scoring.
         Picks "cascade", else "expand"; any failure leaves it off and says why."""
@@ -576,17 +589,13 @@ class HFRewardBase:
         if not self.group_prefix:
             self._group_note = "off"
             return
-        from costtax.kernels._dispatch import kernel_path
-
         prompt = "What is 12 + 7? Answer with just the number, then say why in one short sentence."
         responses = ["19", "The answer is 19, because 12 + 7 = 19."]
         tol = self_check_tol(self._dtype)
         # The probe checks the integration, not the kernel (tests/kernels does): under the
         # Triton interpreter (tests on CPU) it runs the torch reference, which takes
         # milliseconds instead of seconds; compiled Triton on CUDA probes the kernel itself.
-        probe_path = None
-        if self._kernel_pref is None and kernel_path(torch.empty(0, device=self._device)) == "triton-interpret":
-            probe_path = "reference"
+        probe_path = self._attn_path()
         why = []
         try:
             with torch.inference_mode():
