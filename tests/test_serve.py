@@ -147,7 +147,9 @@ def test_serve_health_timeout_stops_everything(tmp_path, fake_python):
 
 def test_serve_ctrl_c_during_start_stops_the_group(tmp_path, fake_python):
     served, child_file = _served(tmp_path, fake_python, "never_healthy", health_timeout_s=60)
-    # a KeyboardInterrupt raised in the wait loop, as Ctrl-C would
+    # a KeyboardInterrupt raised in the wait loop, as Ctrl-C would. Python's own SIGINT handler,
+    # whatever an earlier test in this process (vLLM, the CLI) installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.5, lambda: signal.raise_signal(signal.SIGINT))
     timer.start()
     try:
@@ -155,6 +157,7 @@ def test_serve_ctrl_c_during_start_stops_the_group(tmp_path, fake_python):
             served.start()
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert served.proc is None and not _pid_alive(int(child_file.read_text()))
 
 
@@ -200,7 +203,12 @@ with s:
     assert not group_alive(pgid) and not _pid_alive(int((tmp_path / "child.pid").read_text()))
 
 
-def test_serve_command_on_cuda_has_no_cpu_flags(tmp_path):
+def test_serve_command_on_cuda_has_no_cpu_flags(tmp_path, monkeypatch):
+    # the CPU engine of an earlier test may have exported these into this process
+    from costtax.engines.serve import CPU_ENV_DEFAULTS
+
+    for k in (*CPU_ENV_DEFAULTS, "VLLM_CPU_OMP_THREADS_BIND"):
+        monkeypatch.delenv(k, raising=False)
     served = ServedVllm("/m", tmp_path / "log", port=1234, device="cuda")
     cmd = served.build_command(on_cuda=True)
     assert "--enforce-eager" not in cmd and "--dtype" not in cmd
