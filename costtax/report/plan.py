@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ._values import is_num as _num, truthy as _truthy
 from .summary import ensure_summary
 
 FLOOR_COLUMNS = {  # floor name -> (summary column of the CI low end, point estimate)
@@ -24,16 +25,6 @@ FLOOR_COLUMNS = {  # floor name -> (summary column of the CI low end, point esti
     "min_accuracy": ("accuracy_ci95_lo", "accuracy"),
     "min_win_rate": ("win_rate_ci95_lo", "win_rate_vs_plain"),
 }
-
-
-def _num(v) -> bool:
-    import numbers
-
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v
-
-
-def _truthy(v) -> bool:
-    return v is True or (isinstance(v, str) and v.lower() == "true")
 
 
 def sustainable_rate(points: list[tuple[float, float, float]], slo_p95_s: float) -> tuple[float | None, str]:

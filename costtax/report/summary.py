@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import metrics as M
 from ..records import ANSWERS, CALLS, CELLS, GEN_STAGES, RUN_JSON, SCORES, SUMMARY, read_jsonl
+from ._values import is_num as _num
 from .columns import CONTRACT_COLUMNS, PARAM_PREFIX, param_columns
 
 METER_COLUMNS = (  # copied from the cell's ResourceMeter reading as they are
@@ -588,10 +589,6 @@ def _accounting(row, answers, calls) -> tuple[int | None, str | None]:
     for rec in a.to_dict("records"):
         problems.extend(tech.check(rec, by_answer.get(rec["answer_id"], [])))
     return len(problems), (problems[0] if problems else None)
-
-
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
 
 
 def _aa_check(answers, load: str) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """The tax table printed at the end of a run: which summary columns, their headers and formats."""
 from __future__ import annotations
 
+from ._values import truthy as _truthy
+
 HEADLINE = [
     ("cell", "cell", None),
     ("answers", "n", "{:d}"),
@@ -56,9 +58,6 @@ def headline_rows(df) -> tuple[list[str], list[list[str]]]:
         rows.append(cells)
     return [h for _, h, _ in cols], rows
 
-
-def _truthy(v) -> bool:
-    return v is True or (isinstance(v, str) and v.strip().lower() == "true") or (isinstance(v, (int, float)) and not isinstance(v, bool) and v == 1)
 
 
 def reward_model_line(meta: dict) -> str | None:

@@ -1,0 +1,19 @@
+"""Reading summary values back: summary.csv round-trips through pandas, so a number may be a
+numpy scalar or NaN and a flag may be True, "True" or 1. One definition each for the report."""
+from __future__ import annotations
+
+import numbers
+
+
+def is_num(v) -> bool:
+    """A real number that is not NaN and not a bool (numpy scalars included)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v
+
+
+def truthy(v) -> bool:
+    """A flag read from a DataFrame or summary.csv: True, "true"/"True", or 1."""
+    if v is True:
+        return True
+    if isinstance(v, str):
+        return v.strip().lower() == "true"
+    return is_num(v) and v == 1
