@@ -137,13 +137,17 @@ def profile(
 def _run_with_display(config: RunConfig, *, resume: str | None, verbose: bool):
     """profile() with its output sorted: engine/library output (this process's and vLLM's
     spawned processes') to RUN_DIR/engine.log, phases and progress to the terminal."""
-    from .console import EngineLog, RunDisplay
+    from .console import EngineLog, RunDisplay, warnings_line
     from .profile import profile as run_profile
 
     with EngineLog(echo=verbose) as log:
         display = RunDisplay(log.terminal_err, log=log)
         try:
-            return run_profile(config, resume=resume, on_event=display)
+            result = run_profile(config, resume=resume, on_event=display)
+            note = warnings_line(result.run_dir)
+            if note:
+                display.line(note)
+            return result
         except CosttaxError:
             raise
         except BaseException:

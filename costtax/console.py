@@ -293,6 +293,25 @@ def _recorded_sources(run_dir) -> list[dict] | None:
         return None
 
 
+def warnings_line(run_dir) -> str | None:
+    """'2 warnings recorded (...)' from run.json's warning events, or None when there were none."""
+    import json
+
+    from .records import RUN_JSON
+
+    try:
+        events = json.loads((Path(run_dir) / RUN_JSON).read_text(encoding="utf-8")).get("events") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    warns = [e for e in events if isinstance(e, dict) and e.get("event") == "warning"]
+    if not warns:
+        return None
+    total = sum(int(e.get("count") or 1) for e in warns)
+    first = warns[0].get("message", "").splitlines()[0][:100] if warns[0].get("message") else ""
+    count = f"{len(warns)} warning{'s' if len(warns) > 1 else ''}" + (f" ({total} occurrences)" if total > len(warns) else "")
+    return f"{count} during the run (run.json events; engine.log has the context); first: {first}"
+
+
 def gpu_note() -> str | None:
     """The one line a CPU machine gets instead of NVML's warning (NVML only; never imports torch)."""
     from .provenance import gpu_names

@@ -21,6 +21,7 @@ from . import provenance
 from .config import RunConfig
 from .errors import ConfigError, CosttaxError
 from .records import CELLS, RUN_JSON, SCHEMA_VERSION, CellRecord, RunWriter, read_jsonl, read_run_json, write_json_atomic
+from .run_events import WarningEvents
 
 Event = Callable[[str, dict], None]
 
@@ -510,8 +511,15 @@ def close_run(state: RunState, models: Models | None, status: str) -> None:
         write_plots(state.run_dir, write_summary(state.run_dir))
     except Exception as exc:  # a report failure never loses the rows already written
         warnings.warn(f"could not rebuild summary/plots: {exc}", RuntimeWarning)
-    if models is None:
-        return
+    try:
+        if models is not None:
+            _close_models(models)
+    finally:
+        # again: warnings raised while rebuilding the report or closing the engines are events too
+        write_json_atomic(state.run_dir / RUN_JSON, meta)
+
+
+def _close_models(models: Models) -> None:
     models.close_async()
     try:
         if models.owns_engine and models.engine is not None:
@@ -548,9 +556,16 @@ def profile(
     """
     emit = on_event or (lambda kind, data: None)
     state = open_run(config, resume=resume, check_rewards=scorer is None, emit=emit)
-    # NVML missing (any CPU machine): the CLI states it once in words and every row carries
-    # nvml_reason; the meter's per-cell RuntimeWarning would only repeat it.
-    warnings.filterwarnings("ignore", message="NVML unavailable")
+    # Warnings raised while the run is open become run.json events (run_events.py); the filters
+    # are restored afterwards. NVML missing (any CPU machine) is dropped: the CLI states it once
+    # in words and every row carries nvml_reason; the meter's per-cell warning would repeat it.
+    with WarningEvents(state.meta.setdefault("events", []), now=provenance.now_iso, session=state.session,
+                       ignore=("NVML unavailable",)):
+        return _profile_units(state, config, emit, engine=engine, scorer=scorer, eval_scorer=eval_scorer,
+                              restart_dead_engine=restart_dead_engine)
+
+
+def _profile_units(state: RunState, config: RunConfig, emit: Event, **models_kw) -> RunResult:
     done = done_units(state.run_dir)
     plan = [
         (spec, level, k)
@@ -565,7 +580,7 @@ def profile(
     status = "crashed"
     try:
         if todo:
-            models = start_models(state, engine=engine, scorer=scorer, eval_scorer=eval_scorer, restart_dead_engine=restart_dead_engine, emit=emit)
+            models = start_models(state, emit=emit, **models_kw)
         warmed: set[tuple[str, str]] = {(c, lv) for c, lv, _ in done}
         for spec, level, k in todo:
             emit("cell_start", {"cell": spec.cell, "load": level.label, "cell_repeat": k})
