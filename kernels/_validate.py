@@ -75,3 +75,26 @@ def check_index_range(idx: torch.Tensor, upper: int, name: str) -> None:
     lo, hi = _host(torch.stack([idx.min(), idx.max()]))
     if lo < 0 or hi >= upper:
         raise ValueError(f"{name} must lie in [0, {upper}), got values in [{lo}, {hi}]")
+
+
+def ragged_rows(
+    cu_seqlens: Any, positions: Any, T: int, device: torch.device, *, validate: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The ragged-batch arguments every scoring op takes: ``cu_seqlens`` (B+1 offsets into the
+    T hidden rows) and optional ``positions`` (one score row per sequence; default: each
+    sequence's last row). Returns them on ``device`` with B. With ``validate`` the values are
+    checked too, on the caller's tensor when it is on the host (no device round trip)."""
+    cu = index_vector(cu_seqlens, "cu_seqlens", device=device)
+    B = cu.shape[0] - 1
+    if B < 0:
+        raise ValueError("cu_seqlens must have B+1 >= 1 entries")
+    if positions is not None:
+        positions = index_vector(positions, "positions", device=device)
+        if positions.shape[0] != B:
+            raise ValueError(f"positions must have B={B} entries (len(cu_seqlens)-1), got {positions.shape[0]}")
+    if validate:
+        host_cu = cu_seqlens if cu_seqlens.device.type == "cpu" else cu
+        check_cu_seqlens_values(host_cu, T, nonempty=positions is None)
+        if positions is not None:
+            check_index_range(positions, T, "positions")
+    return cu, positions, B

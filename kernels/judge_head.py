@@ -20,7 +20,7 @@ import torch
 
 from . import _dispatch
 from ._dispatch import auto_path, choose_path, kernel_dtype_ok, next_pow2, resolve_kernel
-from ._validate import check_cu_seqlens_values, check_index_range, hidden_matrix, index_vector
+from ._validate import check_index_range, hidden_matrix, index_vector, ragged_rows
 from .reward_head import _score_rows
 
 try:  # guarded: importing costtax.kernels must work without triton
@@ -321,10 +321,7 @@ def judge_head(
     hidden = hidden_matrix(hidden)
     T, H = hidden.shape
     dev = hidden.device
-    cu = index_vector(cu_seqlens, "cu_seqlens", device=dev)
-    B = cu.shape[0] - 1
-    if B < 0:
-        raise ValueError("cu_seqlens must have B+1 >= 1 entries")
+    cu, positions, B = ragged_rows(cu_seqlens, positions, T, dev, validate=validate)
     if not isinstance(lm_head_weight, torch.Tensor) or lm_head_weight.dim() != 2:
         raise ValueError(
             f"lm_head_weight must be a 2-D [V, H] tensor, got "
@@ -342,16 +339,7 @@ def judge_head(
         raise ValueError(f"judge_head supports k <= {MAX_K} token ids, got {K}; use a full lm_head matmul")
     if split_h is not None and (not isinstance(split_h, int) or split_h < 1):
         raise ValueError(f"split_h must be None or an int >= 1, got {split_h!r}")
-    if positions is not None:
-        positions = index_vector(positions, "positions", device=dev)
-        if positions.shape[0] != B:
-            raise ValueError(f"positions must have B={B} entries (len(cu_seqlens)-1), got {positions.shape[0]}")
     if validate:
-        # Check the caller's tensor when it is on the host: no device round trip.
-        host_cu = cu_seqlens if cu_seqlens.device.type == "cpu" else cu
-        check_cu_seqlens_values(host_cu, T, nonempty=positions is None)
-        if positions is not None:
-            check_index_range(positions, T, "positions")
         check_index_range(tok, V, "token_ids")
 
     if path is None:

@@ -19,12 +19,7 @@ import torch
 from . import _dispatch
 from ._crossover import choose_impl
 from ._dispatch import auto_path, choose_path, cuda_card, kernel_dtype_ok, next_pow2, resolve_kernel
-from ._validate import (
-    check_cu_seqlens_values,
-    check_index_range,
-    hidden_matrix,
-    index_vector,
-)
+from ._validate import hidden_matrix, index_vector, ragged_rows
 
 try:  # guarded: importing costtax.kernels must work without triton
     import triton
@@ -277,24 +272,11 @@ def reward_head(
     hidden = hidden_matrix(hidden)
     T, H = hidden.shape
     dev = hidden.device
-    cu = index_vector(cu_seqlens, "cu_seqlens", device=dev)
-    B = cu.shape[0] - 1
-    if B < 0:
-        raise ValueError("cu_seqlens must have B+1 >= 1 entries")
+    cu, positions, B = ragged_rows(cu_seqlens, positions, T, dev, validate=validate)
     weight, stride_w = _weight_arg(weight, H)
     if weight.device != dev:
         raise ValueError(f"weight is on {weight.device} but hidden is on {dev}")
     bias_mode, bias_val, bias_t = _bias_arg(bias, dev)
-    if positions is not None:
-        positions = index_vector(positions, "positions", device=dev)
-        if positions.shape[0] != B:
-            raise ValueError(f"positions must have B={B} entries (len(cu_seqlens)-1), got {positions.shape[0]}")
-    if validate:
-        # Check the caller's tensor when it is on the host: no device round trip.
-        host_cu = cu_seqlens if cu_seqlens.device.type == "cpu" else cu
-        check_cu_seqlens_values(host_cu, T, nonempty=positions is None)
-        if positions is not None:
-            check_index_range(positions, T, "positions")
 
     bias_in = bias_t if bias_mode == 2 else (bias_val if bias_mode == 1 else None)
     if path is None:
