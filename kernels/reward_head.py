@@ -19,7 +19,7 @@ import torch
 from . import _dispatch
 from ._crossover import choose_impl
 from ._dispatch import auto_path, choose_path, cuda_card, kernel_dtype_ok, next_pow2, resolve_kernel
-from ._validate import hidden_matrix, index_vector, ragged_rows
+from ._validate import hidden_matrix, ragged_rows
 
 try:  # guarded: importing costtax.kernels must work without triton
     import triton
