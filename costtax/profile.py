@@ -129,7 +129,6 @@ class Models:
 def open_run(config: RunConfig, *, resume: str | Path | None = None, check_rewards: bool = True, emit: Event | None = None) -> RunState:
     """Step 1: validate, create or reopen the run directory, write run.json."""
     from .preflight import run_preflight
-    from .records import RunWriter
 
     emit = emit or (lambda kind, data: None)
     if resume is not None:

@@ -241,7 +241,7 @@ class ServedVllm:
                 _LIVE.add(self)
                 self._wait_healthy(t0)
                 break
-            except ServerStartError as exc:
+            except ServerStartError:
                 self.stop()
                 # Another process took the free port before the server bound it: try another.
                 if pick_port and attempt < 2 and "address already in use" in self._last_launch_log().lower():

@@ -291,7 +291,6 @@ class HFRewardBase:
     def load(self) -> float:
         if self._model is not None:
             return self._load_s or 0.0
-        import torch
         from transformers import AutoTokenizer
 
         t0 = time.perf_counter()
