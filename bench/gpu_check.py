@@ -130,8 +130,12 @@ def import_kernels():
     return importlib.import_module("costtax.kernels")
 
 
-def env_info(torch, device, kernels) -> dict:
+def env_info(device) -> dict:
+    import torch
+
     from costtax.provenance import git_commit, versions
+
+    kernels = import_kernels()
 
     info: dict[str, Any] = {
         "python": platform.python_version(), "platform": platform.platform(), "versions": versions(),
@@ -147,7 +151,9 @@ def env_info(torch, device, kernels) -> dict:
     return info
 
 
-def copy_bandwidth(torch, device, dry: bool) -> dict:
+def copy_bandwidth(device, dry: bool) -> dict:
+    import torch
+
     n = 16 * 2**20 if dry else 1 << 30
     x = torch.empty(n, dtype=torch.uint8, device=device).fill_(7)
     y = torch.empty_like(x)
@@ -228,7 +234,7 @@ def run(args: argparse.Namespace, t_start: float) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     rec = Recorder(args.out / "gpu_check.jsonl", t_start, args.budget_s, dry)
     rec.skip = tuple(p.strip() for p in args.skip.split(",") if p.strip())
-    K = import_kernels()
+    import_kernels()  # first: a broken kernels mapping fails here, before the watchdog starts
 
     def on_alarm(signum, frame):
         raise BudgetExceeded()
@@ -238,7 +244,7 @@ def run(args: argparse.Namespace, t_start: float) -> int:
     cut = None
     try:
         date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        env = env_info(torch, device, K)
+        env = env_info(device)
         rec.write({"step": "env", "dry_run": dry, "date": date, "device": str(device), "budget_s": args.budget_s,
                    "argv": sys.argv[1:], **env})
 
@@ -247,7 +253,7 @@ def run(args: argparse.Namespace, t_start: float) -> int:
 
         for op, fn in correct.CHECKS.items():
             rec.step(f"checks:{op}", lambda fn=fn: fn(device, dry))
-        bw = rec.step("bandwidth", lambda: copy_bandwidth(torch, device, dry))
+        bw = rec.step("bandwidth", lambda: copy_bandwidth(device, dry))
         bw_bytes_per_s = bw[0]["bytes_per_s"] if bw else 1e12
         clock = timing.Clock(device, dry)
         heads = timing.DRY_HEAD_SHAPES if dry else timing.GPU_HEAD_SHAPES
