@@ -383,7 +383,8 @@ def run_unit(
         emit("unit_start", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "total": total, "done": len(ctx.skip_answers)})
         before = _counters(engine)
         t0 = time.monotonic()
-        # meter_factory: bench/fidelity.py's diagnostic arms swap the meter (None: no meter).
+        # meter_factory: bench/fidelity.py's diagnostic arms swap the meter (None: no meter; run_instrumented
+        # in bench/fidelity_overhead.py).
         import contextlib
 
         meter = ResourceMeter() if meter_factory is None else meter_factory()

@@ -507,9 +507,10 @@ class VllmEngine(ChatTemplateMixin):
         return results
 
     def bare_generate(self, prompt_token_ids: Sequence[Sequence[int]], sampling_params: Any) -> list[Any]:
-        """vLLM with none of costtax's bookkeeping, for bench/fidelity.py's "bare vLLM" arm: one
-        request per prompt with the given SamplingParams, all at once; the final RequestOutputs
-        (final output only, as the offline `vllm.LLM.generate` asks for)."""
+        """vLLM with none of costtax's bookkeeping, for bench/fidelity.py's "bare vLLM" arm
+        (run_bare_llm in bench/fidelity_overhead.py): one request per prompt with the given
+        SamplingParams, all at once; the final RequestOutputs (final output only, as the offline
+        `vllm.LLM.generate` asks for)."""
         from vllm.sampling_params import RequestOutputKind
 
         llm = self._require()

@@ -171,7 +171,7 @@ def test_vllm_agenerate_other_loops_threads_and_cancel(vllm_engine):
     res, took = asyncio.run(cancel_then_short())
     assert res.request_id == "after" and took < 30
     assert eng.counters()["num_requests_running"] <= 1
-    # bench/fidelity.py's bare-vLLM arm: no bookkeeping, final outputs only.
+    # bench/fidelity.py's bare-vLLM arm (run_bare_llm, bench/fidelity_overhead.py): no bookkeeping, final outputs only.
     from vllm import SamplingParams
 
     ids = list(eng._tok.encode(eng.render(MSGS), add_special_tokens=False))
