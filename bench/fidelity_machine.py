@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from fidelity_stats import QUIET_LIMIT
@@ -27,9 +28,13 @@ def loadavg() -> list[float] | None:
 
 
 def cpu_env() -> dict[str, str]:
-    """The environment VllmEngine sets for itself, for the child processes."""
+    """The environment VllmEngine sets for itself, for the child processes; PYTHONPATH starts with
+    this checkout, so `python -m costtax` in a child runs this costtax, not whichever one the
+    virtual environment has installed (an editable install of another checkout, a worktree)."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     env = dict(os.environ)
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([repo] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != repo])
     for k, v in {
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",

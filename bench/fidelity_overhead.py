@@ -57,9 +57,9 @@ def run_instrumented(engine, prompts, sampling, run_dir: Path, *, meter: bool | 
     runs for every cell) on one plain cell at the offline batch level, no warm-up, timed with
     perf_counter. The prefix-cache reset the runner does first is inside the timer (conservative).
 
-    meter=True: ``ResourceMeter()`` as profile() uses it; a float: ``ResourceMeter(interval_s=x)``
-    (that sets the NVML interval; the process-tree walk keeps its 250 ms default); False: no meter
-    at all (diagnostic arms that attribute the overhead)."""
+    meter=True: ``ResourceMeter()`` as profile() uses it (NVML every 50 ms, process tree every
+    250 ms); a float x: both samplers every x seconds; False: no meter at all (diagnostic arms
+    that attribute the overhead)."""
     import secrets
 
     from costtax.config import RunConfig
@@ -79,7 +79,7 @@ def run_instrumented(engine, prompts, sampling, run_dir: Path, *, meter: bool | 
     elif meter is False:
         factory = lambda: None  # noqa: E731
     else:
-        factory = lambda: ResourceMeter(interval_s=float(meter))  # noqa: E731
+        factory = lambda: ResourceMeter(interval_s=float(meter), process_interval_s=float(meter))  # noqa: E731
     t0 = time.perf_counter()
     state = RunState(cfg, run_dir, "fidelity", {"engine_start": {}}, secrets.token_hex(4), time.monotonic(), RunWriter(run_dir), tuple(prompts))
     models = Models(engine, owns_engine=False, restart=False)

@@ -110,8 +110,8 @@ def render_markdown(res: dict[str, Any]) -> str:
         sc = ov.get("sampler_costs") or {}
         if isinstance(sc.get("process_tree_sample"), dict) and isinstance(sc.get("vllm_gauge_poll"), dict):
             lines.append(
-                f"Background samplers, per 50 ms tick: ResourceMeter process-tree walk {sc['process_tree_sample']['cpu_ms']:.2f} ms CPU "
-                f"({sc.get('system_processes')} processes on the machine), VllmEngine KV-gauge poll {sc['vllm_gauge_poll']['cpu_ms']:.2f} ms CPU."
+                f"Background samplers, per tick: ResourceMeter process-tree walk (every 250 ms) {sc['process_tree_sample']['cpu_ms']:.2f} ms CPU "
+                f"({sc.get('system_processes')} processes on the machine), VllmEngine gauge read {sc['vllm_gauge_poll']['cpu_ms']:.3f} ms CPU."
             )
         if ov.get("vllm_llm_vs_raw_pct") is not None:
             lines.append(
@@ -142,7 +142,7 @@ def render_markdown(res: dict[str, Any]) -> str:
             lines += ["", f"costtax was below vLLM bench in {tp['costtax_slower_in_rounds']} of {len(tp['paired_ratios'])} rounds "
                       f"(paired ratios {', '.join(f'{x:.3f}' for x in tp['paired_ratios'])})."]
         if tp.get("ratio_costtax_meter_1s") is not None:
-            lines.append(f"Diagnostic arm costtax_meter_1s (the same CLI run with ResourceMeter sampling every 1 s instead of 50 ms): "
+            lines.append(f"Diagnostic arm costtax_meter_1s (the same CLI run with both ResourceMeter samplers every 1 s instead of 50 ms NVML / 250 ms process tree): "
                          f"ratio to vLLM bench {tp['ratio_costtax_meter_1s']:.3f}.")
         if tp.get("quiet_ratio") is not None:
             lines += ["", f"Rounds where both processes saw other tenants use <= {100 * QUIET_LIMIT:.0f} % of the machine: "
@@ -196,7 +196,7 @@ def result_notes(res: dict[str, Any]) -> list[str]:
                 f"On a zero-cost fake engine the instrumentation costs {fc['fixed_cost_s'] * 1e3:.2f} ms per cell "
                 f"({share:.3f} % of this cell's raw time; writing the JSONL rows, starting/stopping the meter). "
                 "On a real engine the meter's sampler threads also run beside vLLM for the whole cell "
-                "(a psutil process-tree walk every 50 ms), which this does not include."
+                "(a psutil process-tree walk every 250 ms, NVML reads every 50 ms where a GPU is present), which this does not include."
             )
         if ov.get("cpu_overhead_pct") is not None:
             notes.append(

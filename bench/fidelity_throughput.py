@@ -62,8 +62,8 @@ def run_costtax_cli(prompts_file: Path, n: int, max_tokens: int, out_dir: Path, 
     """One `costtax profile -t plain` in a fresh process; its own output_tokens_per_s.
 
     meter_interval_s (diagnostic arm): the same CLI run in a child of bench/fidelity.py that first
-    sets ResourceMeter's default interval_s to that value (profile() uses the default; it is the
-    NVML interval, the process-tree walk keeps its own 250 ms default)."""
+    sets both of ResourceMeter's default sampling intervals to that value (profile() uses the
+    defaults: NVML 50 ms, process tree 250 ms)."""
     import csv
 
     from costtax.records import CALLS, CELLS, RUN_JSON, read_jsonl
@@ -194,13 +194,18 @@ def part_throughput(args, cfg, prompts, rendered, work: Path, log) -> dict[str, 
 
 
 def costtax_child(interval_s: float, argv: list[str]) -> None:
-    """``--_costtax-child``: the costtax CLI with ResourceMeter's default interval_s set first."""
+    """``--_costtax-child``: the costtax CLI with both of ResourceMeter's default sampling
+    intervals (NVML ``interval_s``, ``process_interval_s``) set to ``interval_s`` first."""
     from costtax.cli import main as costtax_main
     from costtax.metering.meter import ResourceMeter
 
-    defaults = list(ResourceMeter.__init__.__defaults__)
-    defaults[0] = interval_s
-    ResourceMeter.__init__.__defaults__ = tuple(defaults)
+    import inspect
+
+    names = [p.name for p in inspect.signature(ResourceMeter.__init__).parameters.values() if p.default is not p.empty]
+    ResourceMeter.__init__.__defaults__ = tuple(
+        interval_s if name in ("interval_s", "process_interval_s") else d
+        for name, d in zip(names, ResourceMeter.__init__.__defaults__)
+    )
     costtax_main(argv)
 
 

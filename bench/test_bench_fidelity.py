@@ -31,7 +31,7 @@ for _p in (str(REPO), str(BENCH)):  # costtax from this checkout; the sibling fi
 
 import fidelity  # noqa: E402
 import fidelity_throughput  # noqa: E402
-from fidelity_machine import foreign_share, machine_busy_s, quiet_pairs  # noqa: E402
+from fidelity_machine import cpu_env, foreign_share, machine_busy_s, quiet_pairs  # noqa: E402
 from fidelity_overhead import fake_engine, run_instrumented, run_raw  # noqa: E402
 from fidelity_report import KEEP_BEGIN, KEEP_END, kept_block, render_markdown  # noqa: E402
 from fidelity_stats import (  # noqa: E402
@@ -253,23 +253,33 @@ def test_child_commands_run_the_dispatcher(tmp_path, monkeypatch):
 
 
 def test_costtax_child_sets_the_meter_default(tmp_path, monkeypatch):
-    """--_costtax-child: ResourceMeter's default interval_s (NVML) is set before the CLI runs, the
-    process-tree interval keeps its default; and the child line really runs from another folder."""
+    """--_costtax-child: both of ResourceMeter's default sampling intervals are set before the CLI
+    runs, its other defaults kept; and the child line really runs from another folder."""
     import costtax.cli
-    from costtax.metering.meter import DEFAULT_PROCESS_INTERVAL_S, ResourceMeter
+    from costtax.metering.meter import ResourceMeter
 
     monkeypatch.setattr(ResourceMeter.__init__, "__defaults__", ResourceMeter.__init__.__defaults__)  # restored after
     seen = {}
 
     def fake_cli(argv):
         m = ResourceMeter()
-        seen.update(argv=argv, interval_s=m.interval_s, process_interval_s=m.process_interval_s)
+        seen.update(argv=argv, interval_s=m.interval_s, process_interval_s=m.process_interval_s, devices=m.devices)
 
     monkeypatch.setattr(costtax.cli, "main", fake_cli)
     fidelity_throughput.costtax_child(1.0, ["profile", "-t", "plain"])
-    assert seen == {"argv": ["profile", "-t", "plain"], "interval_s": 1.0, "process_interval_s": DEFAULT_PROCESS_INTERVAL_S}
+    assert seen == {"argv": ["profile", "-t", "plain"], "interval_s": 1.0, "process_interval_s": 1.0, "devices": None}
 
     out = subprocess.run([sys.executable, str(BENCH / "fidelity.py"), "--_costtax-child", "1.0", "--", "--help"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120, env=dict(os.environ, COLUMNS="100"))
     assert out.returncode == 0, out.stderr
     assert "Usage" in out.stdout and "profile" in out.stdout
+
+
+def test_children_run_this_checkout(monkeypatch):
+    """The child processes get this checkout first on PYTHONPATH (once), the caller's entries after
+    it: `python -m costtax` must not pick up another checkout's editable install."""
+    repo = str(Path(fidelity.__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/elsewhere", repo]))
+    assert cpu_env()["PYTHONPATH"].split(os.pathsep) == [repo, "/elsewhere"]
+    monkeypatch.delenv("PYTHONPATH")
+    assert cpu_env()["PYTHONPATH"] == repo
