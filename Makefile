@@ -10,8 +10,8 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: setup demo test test-fast bench clean
 
 $(STAMP): pyproject.toml scripts/setup_env.sh
-	bash scripts/setup_env.sh $(VENV)
-	touch $(STAMP)
+	@bash scripts/setup_env.sh $(VENV)
+	@touch $(STAMP)
 
 setup: $(STAMP)
 
