@@ -18,7 +18,7 @@ pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 || 
 #    so even a killed run leaves what it measured (SKIP_GPU_CHECK=1 skips it)
 [ "${SKIP_GPU_CHECK:-0}" = 1 ] || timeout 270 python bench/gpu_check.py --out "$OUT" --budget-s ${GPU_CHECK_BUDGET_S:-240} > "$OUT/gpu_check.log" 2>&1
 # 2. the GPU-marked tests and the kernel/reward suites on compiled Triton
-timeout 100 python -m pytest -q -p no:cacheprovider tests/kernels tests/test_rewards.py tests/test_metering.py -x > "$OUT/pytest_gpu.log" 2>&1
+timeout 100 python -m pytest -q -p no:cacheprovider tests/kernels tests/rewards/test_rewards.py tests/metering/test_metering.py -x > "$OUT/pytest_gpu.log" 2>&1
 # 3. the HF engine end to end on CUDA: tiny random models, plain + bon, NVML energy/memory
 python -c "from costtax.tiny import build_tiny_llama as b; b('/tmp/ct-lm'); b('/tmp/ct-rm', classifier=True)" > "$OUT/hf_profile.log" 2>&1
 timeout 120 python -m costtax profile --engine hf --model /tmp/ct-lm -t plain -t bon:n=4,16 \

@@ -1,8 +1,10 @@
 """Deterministic stand-ins for an engine and a reward model (no torch), for fast tests of the
-profiler, techniques, accounting and reliability paths."""
+profiler, techniques, accounting and reliability paths. TimedEngine adds a fixed (or, per request
+id, a slower) decode time, for the steady-state and technique tests."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -116,6 +118,21 @@ class FakeEngine:
 
     def close(self) -> None:
         self.closed = True
+
+
+class TimedEngine(FakeEngine):
+    """Every request takes `base_s`; requests matching `slow(request_id)` take `slow_s` instead."""
+
+    def __init__(self, base_s=0.01, slow_s=0.0, slow=lambda rid: False, **kw):
+        super().__init__(**kw)
+        self.base_s, self.slow_s, self.slow = base_s, slow_s, slow
+
+    async def agenerate(self, request, sampling):
+        t0 = time.monotonic()
+        res = self._results([request], sampling, t0)[0]
+        await asyncio.sleep(self.slow_s if self.slow(request.request_id) else self.base_s)
+        t1 = time.monotonic()
+        return dataclasses.replace(res, t_first_token_s=t0 + (t1 - t0) / 2, t_finish_s=t1)
 
 
 @dataclass(frozen=True)

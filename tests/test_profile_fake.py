@@ -1,4 +1,5 @@
-"""The profiler loop, techniques and accounting with a deterministic fake engine and reward."""
+"""The profiler loop, techniques and accounting with a deterministic fake engine and reward (each
+technique's own behaviour: tests/techniques/test_techniques.py)."""
 from __future__ import annotations
 
 import csv
@@ -112,40 +113,6 @@ def test_contract_and_invariants(tmp_path):
     assert len(evals) == len(answers)
     # every cell starts from a reset prefix cache
     assert engine.resets >= len(cells)
-
-
-def test_cai_early_stop_and_truncation(tmp_path):
-    class Sentinel(FakeEngine):
-        def _results(self, requests, sampling, t0):
-            out = super()._results(requests, sampling, t0)
-            res = []
-            from costtax.engines.base import GenResult, Sample
-
-            for req, r in zip(requests, out):
-                if "NO CHANGES NEEDED" in req.messages[-1]["content"] and "helpful-001" in req.request_id:
-                    r = GenResult(**{**r.__dict__, "samples": (Sample("NO CHANGES NEEDED.", (1, 2, 3), "stop"),)})
-                res.append(r)
-            return res
-
-    res, _ = run_fake(tmp_path, ["cai:rounds=3,early_stop=true"], engine=Sentinel(), prompts=("helpful",), limit=2)
-    _, answers, summary, _ = load(res.run_dir)
-    a = {x["prompt_id"]: x for x in answers if x["technique"] == "cai"}
-    stopped = a["helpful-001"]
-    assert stopped["extra"]["stopped_early"] and stopped["extra"]["rounds"] == 1
-    assert stopped["calls"] == 2  # answer + critique, no revision
-    other = a["helpful-002"]
-    assert not other["extra"]["stopped_early"] and other["calls"] == 1 + 2 * 3
-    row = [r for r in summary if r["cell"] == "cai:rounds=3,early_stop=true"][0]
-    assert float(row["cai_stopped_early_rate"]) == pytest.approx(0.5)
-
-
-def test_cai_context_overflow_marks_truncated(tmp_path):
-    res, _ = run_fake(tmp_path, ["cai:rounds=4"], engine=FakeEngine(max_len=120, words_per_sample=30), prompts=("helpful",), limit=2, max_tokens=30)
-    _, answers, _, meta = load(res.run_dir)
-    cai = [a for a in answers if a["technique"] == "cai"]
-    assert cai and all(a["truncated"] for a in cai)
-    assert all(a["extra"]["rounds"] < 4 for a in cai)
-    assert meta["status"] == "finished"
 
 
 def test_failed_cell_does_not_lose_others(tmp_path):

