@@ -183,8 +183,10 @@ class RunConfig:
             raise ConfigError("--limit", self.limit, "use an integer between 1 and 100000")
         if not 1 <= self.max_tokens <= 32_768:
             raise ConfigError("--max-tokens", self.max_tokens, "use an integer between 1 and 32768")
-        if not 0 <= self.temperature <= 10:
-            raise ConfigError("--temperature", self.temperature, "use a number between 0 and 10")
+        # vLLM (SamplingParams) and OpenAI-compatible servers reject temperatures above 2: refused
+        # here, before any model loads, instead of failing every cell.
+        if not 0 <= self.temperature <= 2:
+            raise ConfigError("--temperature", self.temperature, "use a number between 0 and 2")
         if not 0 < self.top_p <= 1:
             raise ConfigError("--top-p", self.top_p, "use a number in (0, 1]")
         if not 0 <= self.seed < 2**32:

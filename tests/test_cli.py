@@ -59,6 +59,7 @@ CASES = [
     (["--max-tokens", "0"], "--max-tokens", "between 1"),
     (["--max-tokens", "4096"], "--max-tokens", "below --max-model-len"),
     (["--temperature", "-1"], "--temperature", "between 0"),
+    (["--temperature", "3"], "--temperature", "between 0 and 2"),
     (["--top-p", "0"], "--top-p", "(0, 1]"),
     (["--top-p", "1.5"], "--top-p", "(0, 1]"),
     (["--seed", "-1"], "--seed", "between 0"),

@@ -106,6 +106,7 @@ def test_parser_never_crashes_unexpectedly(text):
         ({"max_tokens": 0}, "--max-tokens"),
         ({"max_tokens": 5000}, "--max-tokens"),
         ({"temperature": -1.0}, "--temperature"),
+        ({"temperature": 2.5}, "--temperature"),
         ({"top_p": 0.0}, "--top-p"),
         ({"top_p": 1.5}, "--top-p"),
         ({"seed": -3}, "--seed"),

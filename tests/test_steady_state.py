@@ -139,6 +139,20 @@ def test_sanity_flag_nonpositive_duration(tmp_path):
     assert summary["plain@batch"]["flag_nonpositive_duration"] == "True"
 
 
+def test_a_failed_cell_is_failed_not_insane(tmp_path):
+    """A cell that failed before measuring anything has wall time 0 by construction: it is reported
+    as failed, without a nonpositive-duration sanity flag on top (which would blame the clock)."""
+
+    class FailsAll(TimedEngine):
+        async def agenerate(self, request, sampling):
+            raise RuntimeError("temperature must be in [0, 2]")
+
+    _, summary = _run(tmp_path, ["plain"], FailsAll(), warmup_answers=0)
+    row = summary["plain@batch"]
+    assert row["status"] == "failed" and float(row["cell_wall_s"]) == 0.0
+    assert row["flag_nonpositive_duration"] == "False" and not row["sanity_flags"]
+
+
 def test_warmup_runs_the_cells_own_prompts_and_scoring(tmp_path):
     engine, scorer = TimedEngine(), FakeReward()
     seen = []

@@ -545,7 +545,8 @@ def _add_checks(df, answers, calls, meta):
             tech = c[c["stage"] != "eval"]
             nonpos = nonpos or bool((tech["latency_s"] < 0).any())
         wall = row.get("cell_wall_s")
-        nonpos = nonpos or (_num(wall) and wall <= 0) or (row.get("status") == "ok" and wall is not None and wall == wall and wall <= 0)
+        # a failed cell's wall time is 0 by construction (nothing was measured): not a sanity fault
+        nonpos = nonpos or (row.get("status") == "ok" and wall is not None and wall == wall and wall <= 0)
         flags["flag_nonpositive_duration"].append(bool(nonpos))
         over = False
         if len(c) and "cached_prompt_tokens" in c:
