@@ -58,6 +58,7 @@ def check_server(base_url: str, field: str = "--base-url", timeout_s: float = 5.
             if resp.status >= 400:
                 raise ConfigError(field, base_url, f"{url} answered HTTP {resp.status}; is this an OpenAI-compatible server?")
     except urllib.error.HTTPError as exc:
+        exc.close()  # an HTTPError holds the response's socket
         if exc.code in (401, 403):
             return  # it is there; the engine reports what the credentials allow
         raise ConfigError(field, base_url, f"{url} answered HTTP {exc.code}; is this an OpenAI-compatible server (…/v1)?") from None

@@ -146,7 +146,12 @@ def open_run(config: RunConfig, *, resume: str | Path | None = None, check_rewar
         run_dir = Path(config.out) if config.out else Path("runs") / run_id
         meta = None
     pre = run_preflight(config, run_dir=run_dir, resume=resume is not None, check_rewards=check_rewards)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ".costtax-write-test").touch()
+        (run_dir / ".costtax-write-test").unlink()
+    except OSError as exc:  # preflight's access check cannot see everything (root, read-only mounts, /proc)
+        raise ConfigError("--out", str(run_dir), f"cannot write there ({exc.strerror or exc}); choose a writable directory") from None
     meta = meta or {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,

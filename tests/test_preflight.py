@@ -220,3 +220,14 @@ def test_resume_uses_the_recorded_counts(tmp_path):
     (tmp_path / "run.json").write_text("{torn")
     assert recorded_prompt_counts(tmp_path) is None
     assert recorded_prompt_counts(tmp_path / "missing") is None
+
+
+def test_an_out_dir_that_cannot_be_created_is_bad_input(tmp_path):
+    """os.access says yes to root everywhere; the run directory's creation is the real test, and
+    its failure is a one-line --out error, not a traceback."""
+    from costtax.profile import open_run
+
+    cfg = RunConfig(techniques=("plain",), prompts=("helpful",), limit=1, out="/proc/costtax-cannot-be-here", judge_calibration=False)
+    with pytest.raises(ConfigError) as e:
+        open_run(cfg, check_rewards=False)
+    assert e.value.field == "--out" and "choose a writable directory" in str(e.value)
