@@ -22,6 +22,8 @@ Field notes:
   estimate), else ``None``.
 * ``torch_peak_*``: this process's CUDA caching allocator only, ``None`` without CUDA torch.
 * ``nvml_available`` / ``nvml_reason``: why GPU fields are ``None``.
+* ``foreign_cpu_share``: share of this process's CPUs that *other* processes kept busy during
+  the block (:mod:`~costtax.metering.contention`): the neighbour gauge on shared machines.
 
 Sampling threads sleep with ``Event.wait`` between samples, so they hold the GIL only while
 taking a sample.  The meter never raises; an exception inside the block propagates unchanged
@@ -35,6 +37,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
 from .nvml import DEFAULT_INTERVAL_S, NvmlReading, NvmlSampler, clamp_interval
+from .contention import ContentionGauge
 from .process import MEMORY_SOURCE, ProcessReading, ProcessTreeSampler
 from .torch_mem import TorchMemReading, TorchPeakMemory
 
@@ -56,6 +59,9 @@ class MeterReading:
     torch_peak_reserved_bytes: Optional[int]
     nvml_available: bool
     nvml_reason: Optional[str]
+    # share of our CPUs' capacity that other processes used during the block (contention.py);
+    # None without /proc/stat or without a process-tree CPU reading
+    foreign_cpu_share: Optional[float] = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -83,6 +89,7 @@ class ResourceMeter:
         self._torch: Optional[TorchPeakMemory] = None
         self._nvml: Optional[NvmlSampler] = None
         self._proc: Optional[ProcessTreeSampler] = None
+        self._contention: Optional[ContentionGauge] = None
         self._t0 = 0.0
 
     def __enter__(self) -> "ResourceMeter":
@@ -93,11 +100,17 @@ class ResourceMeter:
         self._torch.__enter__()
         self._nvml.__enter__()
         self._proc.__enter__()
+        self._contention = ContentionGauge()
+        self._contention.start()
         self._t0 = time.perf_counter()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         wall = time.perf_counter() - self._t0
+        try:
+            self._contention.stop()
+        except Exception:  # noqa: BLE001 - the gauge is a diagnostic; never fail the block for it
+            self._contention.busy_s = None
         for part in (self._proc, self._nvml, self._torch):
             try:
                 part.__exit__(exc_type, exc, tb)
@@ -123,6 +136,7 @@ class ResourceMeter:
             torch_peak_reserved_bytes=tm.peak_reserved_bytes,
             nvml_available=nv.available,
             nvml_reason=nv.reason,
+            foreign_cpu_share=self._contention.share(proc.cpu_s, wall),
         )
         return False
 

@@ -220,6 +220,7 @@ def _cell_cost(a, c, cell_row) -> dict[str, Any]:
     out["cpu_s_per_answer"] = (meter["cpu_s"] / n) if (n and meter.get("cpu_s") is not None) else None
     out["gpu_s_per_answer"] = (meter["gpu_s"] / n) if (n and meter.get("gpu_s") is not None) else None
     out["peak_memory_bytes"] = out["gpu_mem_peak_bytes"] if out["gpu_mem_peak_bytes"] is not None else out["rss_peak_bytes"]
+    out["foreign_cpu_share"] = meter.get("foreign_cpu_share")
     return out
 
 
@@ -294,6 +295,9 @@ def build_summary(run_dir: str | Path):
         else:
             row["cell_wall_s"] = cr.get("cell_wall_s")
         row.update(_repeat_aggregate(per_unit))
+        # contention: the worst repeat speaks for the row (a median would hide one disturbed repeat)
+        shares = [m["foreign_cpu_share"] for m in per_unit if isinstance(m.get("foreign_cpu_share"), (int, float))]
+        row["foreign_cpu_share"] = max(shares) if shares else None
         row.update(_cold_start(per_unit))
         row.update(_technique_summary(cr, a, prompts_answer))
         evals = [e for e in data["scores"] if e["cell"] == cell and e["load"] == load]

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from ._values import truthy as _truthy
 
+# Other processes busy on more than a quarter of the run's CPUs: on the 2-core CI machine a
+# pytest run beside a cell (about 0.4-0.5) tripled plain's p50 in the README demo.
+CONTENTION_WARN_SHARE = 0.25
+
 HEADLINE = [
     ("cell", "cell", None),
     ("answers", "n", "{:d}"),
@@ -107,6 +111,12 @@ def row_warnings(df) -> list[str]:
                 rho = r.get("reward_length_rho" if col == "reward_length_strong" else "candidate_reward_length_rho")
                 lean = "rewarding verbosity" if float(rho) > 0 else "penalising length"
                 out.append(f"warning: {name}: {what} tracks length (Spearman {float(rho):+.2f}): the reward model may be {lean}")
+        share = r.get("foreign_cpu_share")
+        if isinstance(share, (int, float)) and share == share and share > CONTENTION_WARN_SHARE:
+            out.append(
+                f"warning: {name}: other processes kept {share:.0%} of this machine's CPUs busy during the cell: "
+                "its times are inflated by neighbours; rerun on a quiet machine, or with --cell-repeats 3 to see the spread"
+            )
         acc = r.get("accounting_violations")
         if isinstance(acc, (int, float)) and acc == acc and acc > 0:
             out.append(f"warning: {name}: {int(acc)} accounting violation(s), e.g. {r.get('accounting_example')}")

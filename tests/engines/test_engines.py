@@ -113,6 +113,17 @@ def _load_requests():
     return reqs
 
 
+def _gather(eng, reqs, sampling):
+    """All requests submitted at once on one event loop; the engine's counters before and after."""
+    c0 = eng.counters()
+
+    async def run():
+        return await asyncio.gather(*(eng.agenerate(r, sampling) for r in reqs))
+
+    results = asyncio.run(run())
+    return results, c0, eng.counters()
+
+
 @pytest.mark.slow
 def test_vllm_concurrent_agenerate_one_loop(vllm_engine):
     eng = vllm_engine
@@ -120,13 +131,7 @@ def test_vllm_concurrent_agenerate_one_loop(vllm_engine):
     sampling = SamplingSpec(temperature=0.8, max_tokens=10, ignore_eos=True)
     reqs = _load_requests()
     assert eng.reset_prefix_cache()
-    c0 = eng.counters()
-
-    async def run():
-        return await asyncio.gather(*(eng.agenerate(r, sampling) for r in reqs))
-
-    results = asyncio.run(run())
-    c1 = eng.counters()
+    results, c0, c1 = _gather(eng, reqs, sampling)
     for req, res in zip(reqs, results):
         mt = req.max_tokens or 10
         _check_async_result(eng, res, req, mt)
@@ -194,13 +199,7 @@ def test_hf_concurrent_agenerate_batches(hf_engine):
     assert isinstance(eng, AsyncEngine)
     sampling = SamplingSpec(temperature=0.8, max_tokens=6)
     reqs = _load_requests()  # 4 + 5 sequences
-    c0 = eng.counters()
-
-    async def run():
-        return await asyncio.gather(*(eng.agenerate(r, sampling) for r in reqs))
-
-    results = asyncio.run(run())
-    c1 = eng.counters()
+    results, c0, c1 = _gather(eng, reqs, sampling)
     for req, res in zip(reqs, results):
         _check_async_result(eng, res, req, req.max_tokens or 6)
         assert res.cached_prompt_tokens == 0 and res.prompt_tokens_computed == req.n * res.prompt_tokens

@@ -43,7 +43,8 @@ def run_dir(tmp_path):
         w.answer(AnswerRecord(run_id="r", cell="plain", answer_id=aid, technique="plain", prompt_id=pid, text=texts[pid],
                               calls=1, prompt_tokens=10, output_tokens=5, latency_s=lat, prompt_set="arith", session="s"))
     w.cell(CellRecord(run_id="r", cell="plain", technique="plain", params={}, status="ok", answers=2, cell_wall_s=4.0,
-                      engine_start_s=30.0, is_baseline=True, meter={"cpu_s": 8.0, "rss_peak_bytes": 1000, "memory_source": "process_tree_rss"}))
+                      engine_start_s=30.0, is_baseline=True, meter={"cpu_s": 8.0, "rss_peak_bytes": 1000, "memory_source": "process_tree_rss",
+                                                                    "foreign_cpu_share": 0.05}))
     # bon:n=4: latencies 2 and 6 s; 20 output tokens each; 30 cached of 40 prompt tokens; both right; eval 2.0 and 0.5
     for pid, lat, ev in [("arith-000", 2.0, 2.0), ("arith-001", 6.0, 0.5)]:
         aid = f"bon:n=4|{pid}|0"
@@ -54,7 +55,8 @@ def run_dir(tmp_path):
                               calls=2, prompt_tokens=40, output_tokens=20, latency_s=lat, prompt_set="arith", session="s",
                               selection_reward=0.9, extra={"candidate_texts": ["a b", "a b", "c d", "e f"]}))
     w.cell(CellRecord(run_id="r", cell="bon:n=4", technique="bon", params={"n": 4, "share_prefix": True}, status="ok", answers=2,
-                      cell_wall_s=8.0, engine_start_s=30.0, meter={"cpu_s": 32.0, "rss_peak_bytes": 1500, "memory_source": "process_tree_rss"}))
+                      cell_wall_s=8.0, engine_start_s=30.0, meter={"cpu_s": 32.0, "rss_peak_bytes": 1500, "memory_source": "process_tree_rss",
+                                                                                   "foreign_cpu_share": 0.6}))
     w.cell(CellRecord(run_id="r", cell="cai:rounds=1", technique="cai", params={"rounds": 1}, status="failed", answers=0,
                       cell_wall_s=0.0, engine_start_s=30.0, error="RuntimeError: boom"))
     w.close()
@@ -173,3 +175,33 @@ def test_reference_answers_follow_the_recorded_prompt_counts(run_dir):
     (run_dir / "run.json").write_text(json.dumps(meta))
     plain = build_summary(run_dir).set_index("cell").loc["plain"]
     assert plain["accuracy_n"] == 1 and plain["accuracy"] == pytest.approx(1.0)  # only arith-000 has a reference
+
+
+def test_contention_is_reported_and_warned_about(run_dir):
+    from costtax.report import row_warnings
+
+    df = build_summary(run_dir).set_index("cell", drop=False)
+    assert df.loc["plain", "foreign_cpu_share"] == pytest.approx(0.05)
+    assert df.loc["bon:n=4", "foreign_cpu_share"] == pytest.approx(0.6)
+    warns = [w for w in row_warnings(df.reset_index(drop=True)) if "other processes" in w]
+    assert len(warns) == 1 and warns[0].startswith("warning: bon:n=4: other processes kept 60% of this machine's CPUs busy")
+
+
+def test_contention_of_a_row_is_its_worst_repeat(tmp_path):
+    """With cell repeats the row reports the largest foreign share: one disturbed repeat is enough
+    to doubt the row's spread, and a median would hide it."""
+    from costtax.config import RunConfig
+    from costtax.profile import profile
+    from costtax.records import read_jsonl
+    from fakes import FakeEngine, FakeReward
+
+    cfg = RunConfig(techniques=("plain",), prompts=("helpful",), limit=2, max_tokens=4, out=str(tmp_path / "run"),
+                    judge_calibration=False, cell_repeats=3)
+    res = profile(cfg, engine=FakeEngine(), scorer=FakeReward(), eval_scorer=FakeReward())
+    cells = list(read_jsonl(res.run_dir / "cells.jsonl"))
+    assert len(cells) == 3
+    for c, share in zip(cells, (0.1, 0.7, 0.2)):
+        c["meter"]["foreign_cpu_share"] = share
+    (res.run_dir / "cells.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cells))
+    df = build_summary(res.run_dir)
+    assert df.loc[df["cell"] == "plain", "foreign_cpu_share"].item() == pytest.approx(0.7)
