@@ -304,6 +304,10 @@ def load_source(path: str, field: str) -> Source:
         info = {
             "config": {k: v for k, v in (meta.get("config") or {}).items() if k not in ("out", "techniques", "cells")},
             "device": ((meta.get("provenance") or {}).get("machine") or {}).get("device"),
+            # other processes' share of the run's CPUs per cell: timing verdicts of a disturbed
+            # cell may be the neighbours' doing, which the notes say
+            "contention": {r["cell"]: r.get("foreign_cpu_share") for r in summary_rows(p)
+                           if isinstance(r.get("foreign_cpu_share"), (int, float))},
         }
         return Source(str(p), "run", cell_estimates(p), info)
     if p.is_file():
@@ -422,6 +426,14 @@ def compare_sources(old: Source, new: Source, config: CompareConfig) -> CompareR
             notes.append("the runs' configs differ (" + "; ".join(diff) + "): deltas mix the change with that")
     if old.info.get("device") != new.info.get("device"):
         notes.append(f"different devices: {old.info.get('device')!r} vs {new.info.get('device')!r}")
+    from .report.table import CONTENTION_WARN_SHARE
+
+    for side, src in (("OLD", old), ("NEW", new)):
+        busy = {k: v for k, v in (src.info.get("contention") or {}).items() if k in keys and v > CONTENTION_WARN_SHARE}
+        if busy:
+            cells = ", ".join(f"{k} {v:.0%}" for k, v in busy.items())
+            notes.append(f"{side} ran beside other processes (foreign_cpu_share: {cells}): its timing for "
+                         f"{'that cell' if len(busy) == 1 else 'those cells'} is inflated by neighbours; rerun on a quiet machine before trusting a timing verdict")
     return CompareResult(
         old, new, tuple(rows),
         tuple(k for k in old.cells if k not in new.cells), tuple(k for k in new.cells if k not in old.cells), tuple(notes),

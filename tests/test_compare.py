@@ -279,3 +279,22 @@ def test_config_difference_is_noted(base_run, tmp_path, capsys):
     (other / "run.json").write_text(json.dumps(meta))
     assert _cli(["compare", str(base_run), str(other)]) == 0
     assert "configs differ (max_tokens: 16 -> 32)" in capsys.readouterr().out
+
+
+def test_a_slowdown_measured_beside_neighbours_is_noted(base_run, tmp_path, capsys):
+    """The verdict stays what the numbers say, but the note names the disturbed cell and run."""
+    slow = _copy(base_run, tmp_path, "slow-busy")
+    _slow_down(slow, CELL, 2.0)
+
+    def busy(r):
+        r["meter"]["foreign_cpu_share"] = 0.55 if r["cell"] == CELL else 0.02
+        return r
+
+    _rewrite(slow, "cells.jsonl", busy)
+    write_summary(slow)
+    res = _compare(base_run, slow)
+    assert _verdicts(res, CELL)["latency_p50_s"] == "REGRESSION"
+    notes = [n for n in res.notes if "neighbours" in n]
+    assert len(notes) == 1 and notes[0].startswith(f"NEW ran beside other processes (foreign_cpu_share: {CELL} 55%)")
+    assert _cli(["compare", str(base_run), str(slow)]) == 1
+    assert "inflated by neighbours" in capsys.readouterr().out
