@@ -539,6 +539,13 @@ def _check(kind: str, result, limits: Mapping[str, float | None], table: Mapping
             if e.has_ci and (e.lo <= limit <= e.hi):
                 noise = "; the CI contains the limit: possibly noise at this n"
             lines.append(f"  {label} [{name}] = {_fmt_measured(e)} {op} limit {key}={limit:g}{noise}")
+    share = row.get("foreign_cpu_share")
+    if lines and kind == "cost" and isinstance(share, (int, float)) and share == share:
+        from .report.table import CONTENTION_WARN_SHARE
+
+        if share > CONTENTION_WARN_SHARE:
+            lines.append(f"  note: other processes kept {share:.0%} of this machine's CPUs busy during the cell "
+                         "(foreign_cpu_share): a timing limit may have been crossed by neighbours, not by the code")
     if lines:
         what = "cost" if kind == "cost" else "quality"
         raise CosttaxLimitError(f"costtax {what} limit crossed in cell {cell} (run dir {run_dir}):\n" + "\n".join(lines))

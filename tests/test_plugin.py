@@ -302,6 +302,12 @@ def test_assertions_on_summary_rows():
     msg = str(exc.value)
     assert "win-rate vs plain (proxy: scored by the selection reward model) [win_rate_vs_plain] = 0.5 < limit min_win_rate=0.6" in msg
     assert "accuracy Δ vs plain [accuracy_delta_vs_plain]: not measured" in msg
+    with pytest.raises(CosttaxLimitError) as exc:
+        assert_cost({**row, "foreign_cpu_share": 0.4}, max_latency_p95_x=2.5)
+    assert "other processes kept 40% of this machine's CPUs busy" in str(exc.value)
+    with pytest.raises(CosttaxLimitError) as exc:
+        assert_cost({**row, "foreign_cpu_share": 0.1}, max_latency_p95_x=2.5)
+    assert "other processes" not in str(exc.value)
     with pytest.raises(TypeError, match="unknown limit"):
         from costtax.pytest_plugin import _check, _COST_LIMITS
 
