@@ -217,6 +217,7 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
             meta["server"] = {"log": str(state.run_dir / "server.log"), "base_url": getattr(engine, "base_url", None), "started_by": "costtax"}
         meta["engine"] = engine.provenance()
         meta["engine_start"] = {"engine_start_s": engine_start_s, "meter": _reading(start_meter)}
+        _say_if_busy(start_meter, emit)
         scorer, eval_scorer = _reward_models(config, meta, scorer, eval_scorer, emit)
         # an injected scorer (tests, library users) brings no judge model of the run's own
         refusal_judge = _refusal_judge(state, emit) if injected_scorer is None else None
@@ -254,6 +255,17 @@ def _refusal_judge(state: RunState, emit: Event):
     emit("status", {"msg": "loading the refusal judge"})
     state.meta["refusal_judge"] = {"spec": state.config.reward_model, "load_s": judge.load(), **getattr(judge, "provenance", lambda: {})()}
     return judge
+
+
+def _say_if_busy(start_meter, emit: Event) -> None:
+    """The engine start is metered anyway: if neighbours kept the run's CPUs busy through it, say
+    so before the cells run, not only in the table at the end."""
+    from .report.table import CONTENTION_WARN_SHARE
+
+    share = getattr(start_meter.reading, "foreign_cpu_share", None)
+    if isinstance(share, (int, float)) and share > CONTENTION_WARN_SHARE:
+        emit("status", {"msg": f"machine busy: other processes kept {share:.0%} of this run's CPUs busy during the engine start; "
+                               "timings will be inflated (each cell records foreign_cpu_share)"})
 
 
 def _idle_power(seconds: float = 3.0) -> dict[str, Any] | None:

@@ -17,7 +17,8 @@ this process, vLLM's engine core and workers, a judge in process).
 Caveats, recorded with the number: our tree's CPU can also run outside "our CPUs" when affinity
 is not restricted (then it is subtracted from a larger busy total: still right); the psutil
 tree misses a child that started and ended between two samples (over-states foreign use
-slightly); without ``/proc/stat`` (macOS, Windows) the gauge is ``None``. A GPU's other
+slightly); without ``/proc/stat`` (macOS, Windows), and for blocks shorter than
+``MIN_WINDOW_S`` (0.5 s: /proc/stat counts 10 ms ticks), the gauge is ``None``. A GPU's other
 tenants are not seen here.
 
 Stdlib only.
@@ -28,6 +29,9 @@ import os
 from typing import Optional
 
 _PROC_STAT = "/proc/stat"
+# /proc/stat counts in clock ticks (10 ms at the usual USER_HZ=100): over a shorter window one tick
+# more or less is a large share, so a block shorter than this gets no share at all.
+MIN_WINDOW_S = 0.5
 
 
 def our_cpus() -> tuple[int, ...]:
@@ -64,8 +68,9 @@ def busy_cpu_s(cpus: tuple[int, ...], path: str = _PROC_STAT) -> Optional[float]
 
 
 def foreign_share(busy_s: Optional[float], own_cpu_s: Optional[float], wall_s: float, n_cpus: int) -> Optional[float]:
-    """Share of our CPUs' capacity over a window that other processes used, clipped to [0, 1]."""
-    if busy_s is None or own_cpu_s is None or wall_s <= 0 or n_cpus < 1:
+    """Share of our CPUs' capacity over a window that other processes used, clipped to [0, 1];
+    None for windows under MIN_WINDOW_S (tick quantisation) or without readings."""
+    if busy_s is None or own_cpu_s is None or wall_s < MIN_WINDOW_S or n_cpus < 1:
         return None
     return min(1.0, max(0.0, busy_s - own_cpu_s) / (wall_s * n_cpus))
 
