@@ -13,7 +13,7 @@ import pytest
 from costtax.config import RunConfig
 from costtax.profile import profile
 from costtax.records import read_jsonl
-from fakes import FakeReward, TimedEngine
+from fakes import FakeEngine, FakeReward, TimedEngine
 
 
 def _run(tmp_path, techniques, engine, **kw):
@@ -103,6 +103,41 @@ def test_aa_check_catches_a_drifting_plain_repeat(tmp_path):
     _, summary = _run(tmp_path / "bad", ["plain"], drift, cell_repeats=3, warmup_answers=0, limit=8)
     row = summary["plain@batch"]
     assert row["aa_ok"] == "False" and float(row["aa_max_rel_diff"]) > float(row["aa_noise_band_rel"])
+
+
+def test_aa_check_is_not_fooled_by_sampled_lengths(tmp_path):
+    """Repeats sample independently: one plain repeat may write 5x more text than the next on a
+    perfectly steady engine. Its median latency moves with that; time per output token does not,
+    and the A/A check compares the latter."""
+    import dataclasses
+
+    class LengthsVary(FakeEngine):
+        step_s, ttft_s = 0.02, 0.02  # coarse enough that event-loop overhead (~1 ms per sleep) stays under 5 %
+
+        async def agenerate(self, request, sampling):
+            res = self._results([request], sampling, time.monotonic())[0]
+            n_tok = 40 if "@batch#1|" in request.request_id else 8  # repeat 2 writes 5x more
+            t0 = time.monotonic()
+            await asyncio.sleep(self.ttft_s + self.step_s * (n_tok - 1))
+            t1 = time.monotonic()
+            s = res.samples[0]
+            sample = dataclasses.replace(s, text=" ".join(["w"] * n_tok), token_ids=tuple(range(n_tok)))
+            return dataclasses.replace(res, samples=(sample,), t_submit_s=t0, t_first_token_s=t0 + self.ttft_s, t_finish_s=t1)
+
+    res, summary = _run(tmp_path, ["plain"], LengthsVary(), cell_repeats=3, warmup_answers=0, limit=8)
+    row = summary["plain@batch"]
+    lat = [float(row["repeat_min_latency_p50_s"]), float(row["repeat_max_latency_p50_s"])]
+    assert lat[1] > 2.5 * lat[0]  # the latencies really differ
+    assert row["aa_metric"] == "tpot_s" and row["aa_ok"] == "True", row
+
+    # an engine without per-request TTFT falls back to latency, and there the difference shows
+    class NoTtft(LengthsVary):
+        async def agenerate(self, request, sampling):
+            return dataclasses.replace(await super().agenerate(request, sampling), t_first_token_s=None)
+
+    _, summary = _run(tmp_path / "no-ttft", ["plain"], NoTtft(), cell_repeats=3, warmup_answers=0, limit=8)
+    row = summary["plain@batch"]
+    assert row["aa_metric"] == "latency_s" and row["aa_ok"] == "False"
 
 
 def test_sanity_flag_cheaper_than_plain(tmp_path):

@@ -154,9 +154,10 @@ _STEADY = [
     Column("accounting_example", "text", "the first accounting violation, if any"),
     Column("sanity_flags", "text", "the raised flags, `;`-separated (empty when every check holds)"),
     Column("aa_pairs", "count", "plain rows: consecutive plain repeats compared in the A/A check"),
-    Column("aa_max_rel_diff", "fraction", "plain rows: largest relative difference of median latency between consecutive plain repeats"),
+    Column("aa_max_rel_diff", "fraction", "plain rows: largest relative difference between consecutive plain repeats of the median of a compared metric (time per output token where the engine reports TTFT: sampled answer lengths do not move it; else latency per answer)"),
     Column("aa_noise_band_rel", "fraction", "plain rows: the run's own noise band for that pair (1.96 x combined bootstrap standard error of the two medians, at least 5% for timer jitter; relative)"),
-    Column("aa_ok", "bool", "plain rows: every consecutive pair of plain repeats agrees within the noise band"),
+    Column("aa_ok", "bool", "plain rows: every consecutive pair of plain repeats agrees within the noise band on every compared metric"),
+    Column("aa_metric", "text", "plain rows: the compared metric of the worst pair: `tpot_s` or `latency_s`"),
 ]
 
 _TAX = [

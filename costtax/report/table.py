@@ -103,7 +103,7 @@ def row_warnings(df) -> list[str]:
             out.append(f"warning: {name}: sanity check failed: {flags.replace(';', ', ')} (see the flag_* columns)")
         if "aa_ok" in r and r["aa_ok"] is not None and r["aa_ok"] == r["aa_ok"] and not _truthy(r["aa_ok"]):
             out.append(
-                f"warning: {name}: plain repeats disagree beyond the run's noise band "
+                f"warning: {name}: plain repeats disagree on {r.get('aa_metric') or 'latency'} beyond the run's noise band "
                 f"({float(r['aa_max_rel_diff']):.0%} vs {float(r['aa_noise_band_rel']):.0%}): the machine drifted; treat multipliers with care"
             )
         for col, what in (("reward_length_strong", "final answers' reward"), ("candidate_reward_length_strong", "candidates' selection reward")):
