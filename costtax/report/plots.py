@@ -43,7 +43,7 @@ def write_plots(run_dir: str | Path, df=None) -> list[Path]:
             star = bool(r.get("pareto"))
             ax.errorbar([x], [y], yerr=yerr, fmt="*" if star else "o", ms=12 if star else 7, capsize=3,
                         color="tab:red" if star else "tab:blue")
-            ax.annotate(r["cell"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+            _label(ax, df[xcol], x, y, r["cell"])
         front = df[df.get("pareto", False) == True].sort_values(xcol)  # noqa: E712
         if len(front) > 1:
             ax.plot(front[xcol], front[ycol], "--", color="tab:red", lw=1, label="Pareto front")
@@ -142,6 +142,16 @@ def _load_plot(run_dir: Path, df, title: str, plt) -> Path:
 
 
 
+def _label(ax, xs, x, y, text) -> None:
+    """A point's cell name: to its right, or to its left in the right third of the x range, so
+    long names (bon_es:n=16,checkpoint=8,keep=0.25) stay inside the figure."""
+    vals = [v for v in xs if v is not None and v == v]
+    lo, hi = (min(vals), max(vals)) if vals else (x, x)
+    right = hi > lo and x > lo + 0.66 * (hi - lo)
+    ax.annotate(text, (x, y), textcoords="offset points", xytext=(-6, 4) if right else (6, 4), fontsize=8,
+                ha="right" if right else "left")
+
+
 def _cost_metric_plot(run_dir: Path, df, xcol: str, ycol: str, lo_col: str, hi_col: str, label: str, title: str, plt, path: Path) -> Path:
     """Cost multiplier vs one quality metric, one point per cell with its 95% interval."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
@@ -152,7 +162,7 @@ def _cost_metric_plot(run_dir: Path, df, xcol: str, ycol: str, lo_col: str, hi_c
         lo, hi = r.get(lo_col), r.get(hi_col)
         yerr = [[max(y - lo, 0)], [max(hi - y, 0)]] if (lo is not None and hi is not None and lo == lo and hi == hi) else None
         ax.errorbar([x], [y], yerr=yerr, fmt="o", ms=7, capsize=3, color="tab:blue")
-        ax.annotate(r["cell"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        _label(ax, df[xcol], x, y, r["cell"])
     ax.set_xlabel("latency p50 × plain" if xcol == "latency_p50_x" else "latency p50 (s)")
     ax.set_ylabel(label)
     n = int(df["answers"].min()) if "answers" in df else 0
