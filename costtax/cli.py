@@ -209,9 +209,14 @@ def report(run_dir: str = typer.Argument(..., help="a run directory")):
         raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
     from .report import write_plots, write_summary
 
+    from .console import warnings_line
+
     df = write_summary(p)
     for f in write_plots(p, df):
         typer.echo(f"plot: {f}", err=True)
+    note = warnings_line(p)
+    if note:
+        typer.echo(f"costtax: {note}", err=True)
     _print_table(p, df)
 
 

@@ -94,3 +94,17 @@ def test_a_quiet_run_has_no_warning_line(tmp_path):
                     judge_calibration=False)
     res = profile(cfg, engine=FakeEngine(), scorer=FakeReward(), eval_scorer=FakeReward())
     assert warnings_line(res.run_dir) is None
+
+
+def test_report_repeats_the_warning_line(tmp_path, capsys):
+    from costtax.cli import main
+
+    cfg = RunConfig(techniques=("plain",), prompts=("helpful",), limit=1, max_tokens=4, out=str(tmp_path / "run"),
+                    judge_calibration=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        res = profile(cfg, engine=WarningEngine(), scorer=FakeReward(), eval_scorer=FakeReward())
+    capsys.readouterr()
+    assert main(["report", str(res.run_dir)]) in (0, None)
+    err = capsys.readouterr().err
+    assert "costtax: 1 warning" in err and "deprecated sampling flag" in err
