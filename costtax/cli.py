@@ -278,6 +278,13 @@ def plan(
     src = df["quality_source"].dropna().iloc[0] if "quality_source" in df and df["quality_source"].notna().any() else None
     if floors and src == "proxy":
         console.print("note: quality floors use the selection reward model as a proxy (no --eval-reward-model in this run)")
+    from .report.table import CONTENTION_WARN_SHARE
+
+    for _, r in df.iterrows():
+        share = r.get("curve_foreign_cpu_share_max")
+        if share is not None and share == share and share > CONTENTION_WARN_SHARE:
+            console.print(f"note: {r['cell']} was measured while other processes kept up to {share:.0%} of the CPUs busy: "
+                          "its capacity is understated; re-measure on a quiet machine")
     console.print(f"replica: what ran the profile ({df['device'].dropna().iloc[0] if 'device' in df and df['device'].notna().any() else '?'}); model: {df['model'].dropna().iloc[0] if 'model' in df and df['model'].notna().any() else ''}")
     console.print(f"plan: {out}")
 

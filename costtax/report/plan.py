@@ -108,6 +108,9 @@ def capacity_plan(
         if not _num(e):
             e = next((x for x in g.get("energy_j_per_answer", []) if _num(x)), None)
         replicas = math.ceil(qps / cap - 1e-9) if cap else None
+        # neighbours during the measurement understate capacity: the worst share over the rows used
+        used = loaded if len(loaded) else g.iloc[0:1]
+        shares = [x for x in used.get("foreign_cpu_share", []) if _num(x)]
         quality_row = g[g["load_mode"] == "batch"].iloc[0] if ("load_mode" in g and (g["load_mode"] == "batch").any()) else g.iloc[0]
         row: dict[str, Any] = {
             "cell": cell,
@@ -128,6 +131,7 @@ def capacity_plan(
             "device": ref.get("device"),
             "model": ref.get("model"),
             "quality_source": quality_row.get("eval_reward_source"),
+            "curve_foreign_cpu_share_max": max(shares) if shares else None,
         }
         holds = True
         for name, floor in floors.items():

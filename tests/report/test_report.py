@@ -205,3 +205,15 @@ def test_contention_of_a_row_is_its_worst_repeat(tmp_path):
     (res.run_dir / "cells.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cells))
     df = build_summary(res.run_dir)
     assert df.loc[df["cell"] == "plain", "foreign_cpu_share"].item() == pytest.approx(0.7)
+
+
+def test_capacity_plan_names_a_curve_measured_beside_neighbours(run_dir, capsys):
+    from costtax.cli import main
+
+    plan = capacity_plan(run_dir, qps=1.0, slo_p95_s=100.0).set_index("cell")
+    assert plan.loc["bon:n=4", "curve_foreign_cpu_share_max"] == pytest.approx(0.6)
+    assert plan.loc["plain", "curve_foreign_cpu_share_max"] == pytest.approx(0.05)
+    assert main(["plan", str(run_dir), "--qps", "1", "--slo-p95-s", "100"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "note: bon:n=4 was measured while other processes kept up to 60% of the CPUs busy" in out
+    assert "note: plain was measured" not in out
