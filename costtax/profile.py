@@ -216,8 +216,10 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
             engine_start_s = time.monotonic() - t_server
             meta["server"] = {"log": str(state.run_dir / "server.log"), "base_url": getattr(engine, "base_url", None), "started_by": "costtax"}
         meta["engine"] = engine.provenance()
-        meta["engine_start"] = {"engine_start_s": engine_start_s, "meter": _reading(start_meter)}
-        _say_if_busy(start_meter, emit)
+        external = server is None and getattr(engine, "name", None) == "openai"
+        meta["engine_start"] = {"engine_start_s": engine_start_s, "meter": _reading(start_meter, external=external)}
+        if not external:
+            _say_if_busy(start_meter, emit)
         scorer, eval_scorer = _reward_models(config, meta, scorer, eval_scorer, emit)
         # an injected scorer (tests, library users) brings no judge model of the run's own
         refusal_judge = _refusal_judge(state, emit) if injected_scorer is None else None
@@ -418,7 +420,7 @@ def run_unit(
             status="ok",
             answers=ctx.answers_written,
             cell_wall_s=t1 - t0,
-            meter=_reading(meter) if meter is not None else {},
+            meter=_reading(meter, external=_external_server(models)) if meter is not None else {},
             engine_stats={**_counter_delta(before, after), **peaks, "eval_answers": n_eval, "scored_answers": n_scored},
             t_start_s=t0 - state.epoch,
             t_end_s=t1 - state.epoch,
@@ -631,9 +633,20 @@ def _profile_units(state: RunState, config: RunConfig, emit: Event, **models_kw)
         close_run(state, models, status)
 
 
-def _reading(meter) -> dict[str, Any]:
+def _external_server(models: Models) -> bool:
+    """An OpenAI-compatible server costtax did not start: its processes are not in our tree."""
+    return models.server is None and getattr(models.engine, "name", None) == "openai"
+
+
+def _reading(meter, *, external: bool = False) -> dict[str, Any]:
     r = meter.result()
-    return r.as_dict() if r is not None else {}
+    d = r.as_dict() if r is not None else {}
+    if external and d:
+        # A server costtax did not start runs outside the process tree: on this machine its work
+        # would count as other tenants' CPU, so the contention gauge cannot tell it from
+        # neighbours. Left empty rather than wrong (the CPU and memory columns say "process tree").
+        d["foreign_cpu_share"] = None
+    return d
 
 
 def _warm(engine, sampling) -> None:

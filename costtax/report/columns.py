@@ -76,7 +76,7 @@ _COST = [
     Column("cpu_s_per_answer", "s", "process-tree CPU seconds per answer"),
     Column("gpu_s_per_answer", "s", "GPU seconds per answer: wall time x GPUs in use (NVML); empty without an NVIDIA GPU"),
     Column("peak_memory_bytes", "bytes", "gpu_mem_peak_bytes where measured, else rss_peak_bytes"),
-    Column("foreign_cpu_share", "fraction", "share of the run's CPUs that other processes kept busy during the cell (/proc/stat busy time minus the process tree's CPU, over wall x CPUs); the largest over cell repeats; above 0.25 the table warns that the cell's times are inflated by neighbours; empty without /proc/stat"),
+    Column("foreign_cpu_share", "fraction", "share of the run's CPUs that other processes kept busy during the cell (/proc/stat busy time minus the process tree's CPU, over wall x CPUs); the largest over cell repeats; above 0.25 the table warns that the cell's times are inflated by neighbours; empty without /proc/stat, for cells under 0.5 s, and with `--engine openai` against a server costtax did not start (its work would count as a neighbour's)"),
 ]
 
 _QUALITY = [

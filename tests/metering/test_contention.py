@@ -110,3 +110,22 @@ def test_a_busy_machine_is_said_before_the_cells_run(tmp_path):
     busy = [m for m in seen if m and m.startswith("machine busy: other processes kept")]
     share = json.loads((res.run_dir / "run.json").read_text())["engine_start"]["meter"]["foreign_cpu_share"]
     assert share > 0.25 and len(busy) == 1, (share, seen)
+
+
+def test_a_server_costtax_did_not_start_gets_no_share():
+    """--engine openai against someone else's server: its work is outside our process tree, so on
+    this machine it would read as a neighbour's. The share is left empty, the rest kept."""
+    from types import SimpleNamespace
+
+    from costtax.profile import Models, _external_server, _reading
+
+    class Meter:
+        def result(self):
+            return SimpleNamespace(as_dict=lambda: {"cpu_s": 1.0, "foreign_cpu_share": 0.7})
+
+    assert _reading(Meter()) == {"cpu_s": 1.0, "foreign_cpu_share": 0.7}
+    assert _reading(Meter(), external=True) == {"cpu_s": 1.0, "foreign_cpu_share": None}
+    openai = SimpleNamespace(name="openai")
+    assert _external_server(Models(engine=openai)) is True
+    assert _external_server(Models(engine=openai, server=object())) is False  # --serve: our child
+    assert _external_server(Models(engine=SimpleNamespace(name="vllm"))) is False
