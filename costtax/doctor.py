@@ -61,4 +61,13 @@ def run_doctor() -> list[str]:
     if not cuda and "avx512_bf16" not in provenance.cpu_flags() and "amx_bf16" not in provenance.cpu_flags():
         lines.append("              no bf16 units: engines run float32 on this CPU")
     lines.append(f"cache         {__import__('costtax.models', fromlist=['cache_root']).cache_root()}")
+    from .metering.contention import our_cpus, sample_now
+    from .report.table import CONTENTION_WARN_SHARE
+
+    share = sample_now(1.0)
+    if share is None:
+        lines.append("neighbours    unknown (no /proc/stat): foreign_cpu_share columns stay empty")
+    else:
+        verdict = "busy: timings measured now would be inflated" if share > CONTENTION_WARN_SHARE else "quiet enough to measure"
+        lines.append(f"neighbours    other processes use {share:.0%} of this process's {len(our_cpus())} CPUs (1 s sample): {verdict}")
     return lines

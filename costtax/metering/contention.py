@@ -93,3 +93,17 @@ class ContentionGauge:
 
     def share(self, own_cpu_s: Optional[float], wall_s: float) -> Optional[float]:
         return foreign_share(self.busy_s, own_cpu_s, wall_s, len(self.cpus))
+
+
+def sample_now(window_s: float = 1.0, path: str = _PROC_STAT) -> Optional[float]:
+    """Other processes' share of our CPUs over the next `window_s` seconds, this process idle
+    meanwhile (`costtax doctor`: is this machine quiet enough to measure on right now?)."""
+    import time
+
+    g = ContentionGauge(path)
+    g.start()
+    c0, t0 = time.process_time(), time.perf_counter()
+    time.sleep(window_s)
+    wall, own = time.perf_counter() - t0, time.process_time() - c0
+    g.stop()
+    return g.share(own, wall)

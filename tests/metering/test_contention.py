@@ -129,3 +129,19 @@ def test_a_server_costtax_did_not_start_gets_no_share():
     assert _external_server(Models(engine=openai)) is True
     assert _external_server(Models(engine=openai, server=object())) is False  # --serve: our child
     assert _external_server(Models(engine=SimpleNamespace(name="vllm"))) is False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs /proc/stat (Linux)")
+def test_doctor_samples_the_neighbours_now():
+    """`costtax doctor` says whether the machine is quiet enough to measure on: a neighbour busy on
+    every CPU we may use during its 1 s sample makes it say busy."""
+    from costtax.doctor import run_doctor
+    from costtax.metering.contention import sample_now
+
+    cpus = our_cpus()
+    for i in range(len(cpus)):
+        _neighbour(8.0, cpus[i:] + cpus[:i])  # outlives the doctor's own checks (torch import) before its sample
+    time.sleep(0.3)
+    assert sample_now(1.0) > 0.5
+    line = [x for x in run_doctor() if x.startswith("neighbours")]
+    assert len(line) == 1 and "busy: timings measured now would be inflated" in line[0], line
