@@ -61,6 +61,17 @@ def _neighbour(seconds: float, cpus) -> int:
     return int(out.stdout.strip())
 
 
+def _stop(pids) -> None:
+    """Neighbours must not outlive their test: later tests time things."""
+    import signal
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs /proc/stat (Linux)")
 def test_meter_sees_a_busy_neighbour_outside_its_process_tree():
     """The neighbour's own CPU seconds during the window must show up as foreign busy time: a
@@ -76,6 +87,7 @@ def test_meter_sees_a_busy_neighbour_outside_its_process_tree():
     with ResourceMeter() as busy:
         time.sleep(1.5)
     neighbour_cpu_s = sum(proc.cpu_times()[:2]) - c0
+    _stop([pid])
     r = busy.reading
     assert r.foreign_cpu_share is not None and r.cpu_s is not None
     foreign_s = r.foreign_cpu_share * r.wall_s * len(cpus)
@@ -98,15 +110,19 @@ def test_a_busy_machine_is_said_before_the_cells_run(tmp_path):
 
     class SlowStart(FakeEngine):
         def start(self):
-            for i in range(len(cpus)):  # one busy loop per CPU we may use: the share is unmistakable
-                _neighbour(2.0, cpus[i:] + cpus[:i])
+            # one busy loop per CPU we may use: the share is unmistakable
+            self.pids = [_neighbour(2.0, cpus[i:] + cpus[:i]) for i in range(len(cpus))]
             time.sleep(1.5)
             return super().start()
 
     seen = []
     cfg = RunConfig(techniques=("plain",), prompts=("helpful",), limit=1, max_tokens=4, out=str(tmp_path / "run"), judge_calibration=False)
-    res = profile(cfg, engine=SlowStart(), scorer=FakeReward(), eval_scorer=FakeReward(),
-                  on_event=lambda kind, data: seen.append(data.get("msg")) if kind == "status" else None)
+    engine = SlowStart()
+    try:
+        res = profile(cfg, engine=engine, scorer=FakeReward(), eval_scorer=FakeReward(),
+                      on_event=lambda kind, data: seen.append(data.get("msg")) if kind == "status" else None)
+    finally:
+        _stop(getattr(engine, "pids", []))
     busy = [m for m in seen if m and m.startswith("machine busy: other processes kept")]
     share = json.loads((res.run_dir / "run.json").read_text())["engine_start"]["meter"]["foreign_cpu_share"]
     assert share > 0.25 and len(busy) == 1, (share, seen)
@@ -139,9 +155,12 @@ def test_doctor_samples_the_neighbours_now():
     from costtax.metering.contention import sample_now
 
     cpus = our_cpus()
-    for i in range(len(cpus)):
-        _neighbour(8.0, cpus[i:] + cpus[:i])  # outlives the doctor's own checks (torch import) before its sample
-    time.sleep(0.3)
-    assert sample_now(1.0) > 0.5
-    line = [x for x in run_doctor() if x.startswith("neighbours")]
+    # outlive the doctor's own checks (torch import) before its sample; stopped when done
+    pids = [_neighbour(8.0, cpus[i:] + cpus[:i]) for i in range(len(cpus))]
+    try:
+        time.sleep(0.3)
+        assert sample_now(1.0) > 0.5
+        line = [x for x in run_doctor() if x.startswith("neighbours")]
+    finally:
+        _stop(pids)
     assert len(line) == 1 and "busy: timings measured now would be inflated" in line[0], line
