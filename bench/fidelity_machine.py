@@ -16,7 +16,9 @@ from fidelity_stats import QUIET_LIMIT
 
 def cpu_count() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from costtax.metering.contention import our_cpus
+
+    return len(our_cpus())
 
 
 def loadavg() -> list[float] | None:
@@ -67,24 +69,20 @@ def tree_cpu_s() -> float | None:
 
 
 def machine_busy_s() -> float | None:
-    """Busy CPU seconds of the whole machine so far (all CPUs, /proc/stat: everything but idle
-    and iowait). Minus our process tree's CPU over the same window it gives the CPU the other
-    tenants used: a direct, per-measurement gauge of contention."""
-    try:
-        with open("/proc/stat", encoding="ascii") as fh:
-            f = [int(x) for x in fh.readline().split()[1:]]
-        busy = sum(f[:8]) - f[3] - f[4]  # user nice system idle iowait irq softirq steal
-        return busy / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
+    """Busy CPU seconds so far of the CPUs this process may run on (/proc/stat; costtax's own
+    contention gauge, costtax/metering/contention.py, which every profiled cell records too).
+    Minus our process tree's CPU over the same window it gives the CPU the other tenants used."""
+    from costtax.metering.contention import busy_cpu_s, our_cpus
+
+    return busy_cpu_s(our_cpus())
 
 
 def foreign_share(busy_s: float | None, own_cpu_s: float | None, wall_s: float, ncpu: int) -> float | None:
-    """Fraction of the machine's CPU capacity over a window used by other processes: busy_s is the
-    machine's busy CPU seconds over the window (a difference of machine_busy_s()), own_cpu_s ours."""
-    if busy_s is None or own_cpu_s is None or wall_s <= 0 or ncpu < 1:
-        return None
-    return max(0.0, busy_s - own_cpu_s) / (wall_s * ncpu)
+    """Fraction of our CPUs' capacity over a window used by other processes (busy_s: a difference
+    of machine_busy_s(); own_cpu_s: ours): costtax.metering.contention.foreign_share."""
+    from costtax.metering.contention import foreign_share as share
+
+    return share(busy_s, own_cpu_s, wall_s, ncpu)
 
 
 def quiet_pairs(raw: Sequence[float], inst: Sequence[float], share_raw: Sequence[float | None], share_inst: Sequence[float | None], limit: float) -> list[int]:

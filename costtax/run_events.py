@@ -18,6 +18,7 @@ Stdlib only (no torch/vllm imports).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -46,8 +47,7 @@ class WarningEvents:
         self._lock = threading.Lock()
         self._catch: warnings.catch_warnings | None = None
         self._handler: logging.Handler | None = None
-        self.recorded = 0  # distinct warnings recorded this session
-        self.dropped = 0
+        self._dropped: dict[str, Any] | None = None  # the warnings_dropped event, once there is one
 
     # -- recording --------------------------------------------------------------------------------
     def record(self, source: str, category: str, message: str, where: str) -> None:
@@ -61,9 +61,12 @@ class WarningEvents:
                 ev["count"] += 1
                 ev["last_t"] = self.now()
                 return
-            if self.recorded >= MAX_WARNING_EVENTS:
-                self.dropped += 1
-                self._note_dropped()
+            if len(self._by_key) >= MAX_WARNING_EVENTS:
+                if self._dropped is None:
+                    self._dropped = {"t": self.now(), "event": "warnings_dropped", "session": self.session, "count": 0,
+                                     "limit": MAX_WARNING_EVENTS}
+                    self.events.append(self._dropped)
+                self._dropped["count"] += 1
                 return
             ev = {"t": self.now(), "event": "warning", "source": source, "category": category, "message": message,
                   "where": where, "count": 1}
@@ -71,22 +74,13 @@ class WarningEvents:
                 ev["session"] = self.session
             self._by_key[key] = ev
             self.events.append(ev)
-            self.recorded += 1
-
-    def _note_dropped(self) -> None:
-        for ev in reversed(self.events):
-            if ev.get("event") == "warnings_dropped" and ev.get("session") == self.session:
-                ev["count"] = self.dropped
-                return
-        self.events.append({"t": self.now(), "event": "warnings_dropped", "session": self.session, "count": self.dropped,
-                            "limit": MAX_WARNING_EVENTS})
 
     # -- hooks ------------------------------------------------------------------------------------
     def __enter__(self) -> "WarningEvents":
         self._catch = warnings.catch_warnings()
         self._catch.__enter__()
         for prefix in self.ignore:
-            warnings.filterwarnings("ignore", message=_escape(prefix))
+            warnings.filterwarnings("ignore", message=re.escape(prefix))
         shown = warnings.showwarning
 
         def showwarning(message, category, filename, lineno, file=None, line=None):
@@ -132,8 +126,3 @@ def _short(path: str) -> str:
     root = str(Path(__file__).resolve().parents[1]) + "/"
     return p[len(root):] if p.startswith(root) else p
 
-
-def _escape(prefix: str) -> str:
-    import re
-
-    return re.escape(prefix)
