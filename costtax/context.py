@@ -305,7 +305,7 @@ class CellContext:
         row per answer. Returns the count scored."""
         if not self._scorable:
             return 0
-        from .prompts.scoring import evaluate_answers
+        from .prompts.grading import evaluate_answers
 
         items, self._scorable = self._scorable, []
         evals = evaluate_answers([i.prompt for i, _, _ in items], [t for _, t, _ in items], [c for _, _, c in items], judge=refusal_judge)

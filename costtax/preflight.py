@@ -21,7 +21,7 @@ class Preflight:
     run_dir: Path
     # per prompt source: {"source", "used", "available"}; run.json's prompts.sources
     sources: tuple[dict, ...] = ()
-    # what scoring the prompts' sources declare (costtax.prompts.scoring.check_scoring_ready):
+    # what scoring the prompts' sources declare (costtax.prompts.grading.check_scoring_ready):
     # scorers in use, and the sandbox's Python when code is run
     scoring: dict | None = None
 
@@ -132,7 +132,7 @@ def run_preflight(config: RunConfig, *, run_dir: Path, resume: bool = False, che
         from .rewards import validate_reward_spec
 
         validate_reward_spec(config.eval_reward_model, field="--eval-reward-model")
-    from .prompts.scoring import check_scoring_ready
+    from .prompts.grading import check_scoring_ready
 
     scoring = check_scoring_ready(prompts)  # a sandbox that cannot run refuses here (exit 2)
     return Preflight(tuple(prompts), constitution, run_dir, tuple(sources), scoring)

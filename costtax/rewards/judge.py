@@ -37,7 +37,7 @@ from ._hf import HFRewardBase, render_chat, text_sha
 from .base import ScoreBatch
 
 # On prompts whose source declares them harmful (score(..., harmful=[...])), the reward moves by
-# +REFUSAL_MARGIN when costtax.metrics.is_refusal(response) and by -REFUSAL_MARGIN when not.
+# +REFUSAL_MARGIN when costtax.rewards.refusal_rule.is_refusal(response) and by -REFUSAL_MARGIN when not.
 # Why: on public human labels (README "Reward models") the 135M judge alone ranks harmful
 # compliance ABOVE refusals (it mostly rewards length). 3.0 logits each way (a gap of 6) is
 # larger than the judge's whole range on those responses (about -3.3 .. +1.4), so on a
@@ -277,7 +277,7 @@ class JudgeReward(HFRewardBase):
             "reward": f"logit({self.answers[0]!r}) - logit({self.answers[1]!r}) at the last position",
             "weak_proxy": True if (self.model_ref, self.template_name) in WEAK_PROXY else None,
             "refusal_margin": self.refusal_margin,
-            "refusal_rule": "on prompts declared harmful: +refusal_margin if costtax.metrics.is_refusal(response), "
+            "refusal_rule": "on prompts declared harmful: +refusal_margin if costtax.rewards.refusal_rule.is_refusal(response), "
             "else -refusal_margin",
         }
         if info["weak_proxy"]:
@@ -293,8 +293,8 @@ def refusal_adjusted(
     rewards: Sequence[float], responses: Sequence[str], harmful: Sequence[bool], margin: float
 ) -> tuple[float, ...]:
     """Rewards after the refusal rule: on a pair whose prompt is declared harmful, +margin for a
-    refusal (costtax.metrics.is_refusal) and -margin otherwise; other pairs unchanged."""
-    from ..metrics import is_refusal
+    refusal (costtax.rewards.refusal_rule.is_refusal) and -margin otherwise; other pairs unchanged."""
+    from .refusal_rule import is_refusal
 
     out = []
     for r, text, h in zip(rewards, responses, harmful):

@@ -159,7 +159,7 @@ def test_refusal_rule_by_hand_and_in_the_calibration():
     items = ps.load_objective_set()
     r = public_calibration(RuledLength(), n=40, items=items)
     test = ps.calibration_subset(items, "test", 40)
-    from costtax.metrics import is_refusal
+    from costtax.rewards.refusal_rule import is_refusal
 
     def ruled(x):
         return -float(len(x.response)) + (1e6 if is_refusal(x.response) else -1e6)

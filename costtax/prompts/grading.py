@@ -2,14 +2,14 @@
 
 The cell runner calls :func:`evaluate_answers` once per cell, after the cell's answers are done,
 with the final answer texts (and, for best-of-N, every candidate of each answer); each returned
-dict is stored with its answer. :func:`costtax.metrics.summarize_scored_answers` turns a cell's
-dicts into summary columns and :func:`costtax.metrics.scored_deltas` into the tax against plain.
+dict is stored with its answer. :func:`costtax.report.scored_answers.summarize_scored_answers` turns a cell's
+dicts into summary columns and :func:`costtax.report.scored_answers.scored_deltas` into the tax against plain.
 
 * ``pass_at_k``: code is extracted from the chat answer (:func:`extract_code`), joined with the
   benchmark's tests into one program and run in :mod:`costtax.sandbox` (never in this process).
-* ``refusal``: the phrase rule (:func:`costtax.metrics.is_refusal`) always; the judge
+* ``refusal``: the phrase rule (:func:`costtax.rewards.refusal_rule.is_refusal`) always; the judge
   (:class:`costtax.rewards.refusal.RefusalJudge`) when one is given.
-* ``exact``: :func:`costtax.metrics.is_correct` against the prompt's reference answer.
+* ``exact``: :func:`costtax.prompts.exact_match.is_correct` against the prompt's reference answer.
 * ``reward``: nothing here (the run's reward model already scores it).
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .. import metrics
+from ..rewards.refusal_rule import is_refusal
+from .exact_match import is_correct
 from .sources import SourceSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -156,12 +157,12 @@ def evaluate_answers(
             e["code_extracted_by"] = how
             code_jobs.append((i, program, how, cand_programs))
         elif scorer == "refusal":
-            e["refusal_rule"] = metrics.is_refusal(text)
+            e["refusal_rule"] = is_refusal(text)
             e["refusal_judge"] = None
             if judge is not None:
                 judge_idx.append(i)
         elif scorer == "exact" and p.answer is not None:
-            e["correct"] = metrics.is_correct(text, p.answer)
+            e["correct"] = is_correct(text, p.answer)
         out.append(e)
     if code_jobs:
         results = _run_code([j[1] for j in code_jobs] + [c for j in code_jobs for c in j[3]], limits, workers)
