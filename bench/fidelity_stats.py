@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Sequence
 
-from costtax.models import DEFAULT_MODEL as MODEL  # noqa: F401  (the embedded default; both parts run it)
+from costtax.model_files import DEFAULT_MODEL as MODEL  # noqa: F401  (the embedded default; both parts run it)
 
 SCHEMA = "costtax-fidelity/1"
 TARGET_OVERHEAD_PCT = 2.0

@@ -14,7 +14,7 @@ import typer
 
 from .config import DEFAULT_TECHNIQUES, ENGINE_NAMES, RunConfig
 from .errors import CosttaxError
-from .models import DEFAULT_MODEL
+from .model_files import DEFAULT_MODEL
 
 app = typer.Typer(
     add_completion=False,
@@ -320,7 +320,7 @@ def compare(
 @app.command()
 def models():
     """List embedded model aliases and where their weights come from."""
-    from .models import list_models
+    from .model_files import list_models
 
     for m in list_models():
         state = "converted" if m["converted"] else ("installed" if m["installed"] else "NOT INSTALLED")

@@ -194,7 +194,7 @@ class CellContext:
     async def score(self, inst: PromptInstance, responses: Sequence[str], *, stage: str = "score") -> list[float]:
         """Selection scoring of one answer's candidates through the reward micro-batcher."""
         if self.batcher is None:
-            from .scoring import RewardBatcher
+            from .rewards.batcher import RewardBatcher
 
             self.batcher = RewardBatcher(self.scorer)
         spec = getattr(inst.prompt, "spec", None)
@@ -326,11 +326,8 @@ class CellContext:
         items, self._finished = self._finished, []
         for lo in range(0, len(items), chunk):
             part = items[lo : lo + chunk]
-            from .scoring import _takes_harmful
-
-            kwargs = {}
-            if _takes_harmful(self._eval_scorer):
-                kwargs["harmful"] = [bool(getattr(i.prompt, "spec", None) and i.prompt.spec.scorer == "refusal") for i, _ in part]
+            flags = [bool(getattr(i.prompt, "spec", None) and i.prompt.spec.scorer == "refusal") for i, _ in part]
+            kwargs = {"harmful": flags} if any(flags) else {}  # the RewardModel protocol's flag
             t0 = time.monotonic()
             res = self._eval_scorer.score([i.prompt.text for i, _ in part], [t for _, t in part], **kwargs)
             t1 = time.monotonic()

@@ -68,11 +68,11 @@ def check_server(base_url: str, field: str = "--base-url", timeout_s: float = 5.
 
 
 def check_model(model: str, field: str = "--model") -> None:
-    from .models import EMBEDDED, is_hf_model_dir
+    from .model_files import EMBEDDED, is_hf_model_dir
 
     if model in EMBEDDED:
         if EMBEDDED[model].source_path() is None and not is_hf_model_dir(Path(model)):
-            from .models import converted_dir
+            from .model_files import converted_dir
 
             if not is_hf_model_dir(converted_dir(model)):
                 raise ConfigError(

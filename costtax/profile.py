@@ -77,7 +77,7 @@ def _remote_engine(config: RunConfig):
     """--engine openai --base-url URL: a server costtax did not start. The model is the server's
     name for it; the embedded default alias means 'the server's only model'."""
     from .engines import make_engine
-    from .models import DEFAULT_MODEL
+    from .model_files import DEFAULT_MODEL
 
     model = None if config.model == DEFAULT_MODEL else config.model
     return make_engine("openai", model, base_url=config.base_url, seed=config.seed, max_model_len=config.max_model_len,
@@ -181,7 +181,7 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
     """Step 2: build and start the engine (cold start measured apart), load reward models,
     measure idle power where NVML is there."""
     from .metering import ResourceMeter
-    from .models import resolve_model
+    from .model_files import resolve_model
 
     emit = emit or (lambda kind, data: None)
     config, meta = state.config, state.meta
@@ -336,7 +336,7 @@ def run_unit(
     from .context import CellContext
     from .engines.base import SamplingSpec
     from .metering import ResourceMeter
-    from .scoring import RewardBatcher
+    from .rewards.batcher import RewardBatcher
 
     emit = emit or (lambda kind, data: None)
     config, meta = state.config, state.meta
@@ -675,7 +675,7 @@ def _engine_alive(engine, config: RunConfig) -> bool:
 
 
 def _restart(engine, config: RunConfig, meta: dict, emit: Event):
-    from .models import resolve_model
+    from .model_files import resolve_model
 
     try:
         engine.close()
@@ -723,7 +723,7 @@ def _pairs_accuracy(scorer, emit: Event) -> dict[str, Any]:
     pairs file): it costs minutes of CPU and only changes when one of those changes."""
     import hashlib
 
-    from .models import cache_root
+    from .model_files import cache_root
     from .rewards.calibration import judge_accuracy
 
     prov = scorer.provenance()
@@ -759,7 +759,7 @@ def _public_calibration(scorer, emit: Event) -> dict[str, Any]:
     _pairs_accuracy. Without the data package: {"skipped": <why, with the pip command>}."""
     import hashlib
 
-    from .models import cache_root
+    from .model_files import cache_root
     from .rewards import public_sets
     from .rewards.calibration import PUBLIC_CALIBRATION_VERSION, PUBLIC_N, public_calibration
 

@@ -271,7 +271,7 @@ class HFRewardBase:
         return self._model is not None
 
     def model_dir(self) -> Path:
-        from ..models import EMBEDDED, resolve_model
+        from ..model_files import EMBEDDED, resolve_model
 
         if self.model_ref in EMBEDDED:
             return resolve_model(self.model_ref)
@@ -661,7 +661,10 @@ class HFRewardBase:
             self.load()
         return self._model
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> ScoreBatch:
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[str], *, harmful: Sequence[bool] | None = None
+    ) -> ScoreBatch:
+        """Rewards for the pairs; ``harmful`` is ignored here (the judge subclass applies its rule)."""
         import torch
 
         prompts, responses = [str(p) for p in prompts], list(responses)

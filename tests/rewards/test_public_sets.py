@@ -184,7 +184,7 @@ def test_embedded_judge_on_public_labels():
     the shared one, load 30): the refusal
     rule must rank in the right direction where the judge alone does not, and the static
     weak_proxy flag in provenance must agree with the measurement."""
-    from costtax.models import EMBEDDED, converted_dir, is_hf_model_dir
+    from costtax.model_files import EMBEDDED, converted_dir, is_hf_model_dir
     from costtax.rewards import DEFAULT_JUDGE, make_reward_model
 
     if EMBEDDED[DEFAULT_JUDGE].source_path() is None and not is_hf_model_dir(converted_dir(DEFAULT_JUDGE)):

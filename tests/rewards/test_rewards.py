@@ -342,7 +342,7 @@ def test_spec_parsing(tiny):
 
 
 def test_default_judge_spec():
-    from costtax.models import EMBEDDED, converted_dir, is_hf_model_dir
+    from costtax.model_files import EMBEDDED, converted_dir, is_hf_model_dir
     from costtax.rewards import DEFAULT_JUDGE
 
     available = EMBEDDED[DEFAULT_JUDGE].source_path() is not None or is_hf_model_dir(converted_dir(DEFAULT_JUDGE))
