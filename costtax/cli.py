@@ -15,6 +15,7 @@ import typer
 from .config import DEFAULT_TECHNIQUES, ENGINE_NAMES, RunConfig
 from .errors import CosttaxError
 from .model_files import DEFAULT_MODEL
+from .prompts import PUBLIC, SHIPPED
 
 app = typer.Typer(
     add_completion=False,
@@ -42,7 +43,7 @@ def profile(
     technique: Optional[List[str]] = typer.Option(
         None, "--technique", "-t", help="repeatable spec with sweeps, e.g. bon:n=1,4,16 (default: plain, bon:n=4, cai:rounds=1)"
     ),
-    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help="repeatable: helpful | harmful | arith | FILE.jsonl"),
+    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help=f"repeatable: a shipped set ({' | '.join(SHIPPED)}), a public benchmark ({' | '.join(PUBLIC)}, read from its PyPI wheel) or FILE.jsonl"),
     limit: Optional[int] = typer.Option(
         None, "--limit", help="first K prompts of every source (default: 8 of each shipped set, a JSONL file whole)"
     ),

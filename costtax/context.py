@@ -22,10 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class PromptInstance:
-    """One final answer to produce: a prompt and a repeat index."""
+    """One final answer to produce: a prompt and which of its --repeats answers this is."""
 
     prompt: "Prompt"
-    repeat: int
+    answer_repeat: int  # 0..repeats-1; written as the records' `repeat` field
     answer_id: str
 
 
@@ -239,7 +239,7 @@ class CellContext:
             latency_s=fields["t_finish_s"] - fields["t_submit_s"],
             batch_id=batch_id,
             answer_ids=(inst.answer_id,),
-            repeat=inst.repeat,
+            repeat=inst.answer_repeat,
             session=self.session,
             load=self.load,
             cell_repeat=self.cell_repeat,
@@ -280,7 +280,7 @@ class CellContext:
                 latency_s=latency,
                 cached_prompt_tokens=t.cached_prompt_tokens,
                 prompt_set=inst.prompt.prompt_set,
-                repeat=inst.repeat,
+                repeat=inst.answer_repeat,
                 reward_tokens=t.reward_tokens,
                 score_latency_s=t.score_latency_s,
                 selection_reward=selection_reward,

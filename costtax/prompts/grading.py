@@ -136,9 +136,16 @@ def evaluate_answers(
     workers: int = 2,
 ) -> list[dict[str, Any]]:
     """One evaluation dict per (prompt, final answer), in order; what is in it follows each
-    prompt's ``spec.scorer`` (see :func:`evaluate_answer`). ``candidates[i]``: every sample the
-    technique drew for answer i (best-of-N), or None. Sandbox runs go ``workers`` at a time;
-    refusal judging is one batched judge call for the whole cell."""
+    prompt's ``spec.scorer``. ``candidates[i]``: every sample the technique drew for answer i
+    (best-of-N), or None. Sandbox runs go ``workers`` at a time; refusal judging is one batched
+    judge call for the whole cell.
+
+    Keys: always ``prompt_id``, ``scorer``, ``source``; for ``pass_at_k``: ``code_passed`` (bool),
+    ``code_fail_reason`` (None or a :class:`~costtax.sandbox.SandboxResult` reason),
+    ``code_extracted_by``, ``code_wall_s`` and with candidates ``candidates_n``,
+    ``candidates_passed``, ``candidate_fail_reasons``; for ``refusal``: ``refusal_rule`` (bool),
+    ``refusal_judge`` (bool, None without a judge), ``refusal_judge_score``; for ``exact``:
+    ``correct``."""
     if len(prompts) != len(answer_texts):
         raise ValueError("prompts and answer_texts must have equal length")
     cands = list(candidates) if candidates is not None else [None] * len(prompts)
@@ -181,27 +188,3 @@ def evaluate_answers(
         for i, v in zip(judge_idx, verdicts):
             out[i].update(refusal_judge=v.refusal, refusal_judge_score=round(v.score, 4))
     return out
-
-
-def evaluate_answer(
-    spec: SourceSpec | None,
-    prompt: "Prompt",
-    answer_text: str,
-    candidates: Sequence[str] | None = None,
-    *,
-    judge: "RefusalJudge | None" = None,
-    limits: "SandboxLimits | None" = None,
-) -> dict[str, Any]:
-    """Evaluate one final answer. ``spec`` defaults to the prompt's own (``prompt.spec``).
-
-    Returned keys: always ``prompt_id``, ``scorer``, ``source``; for ``pass_at_k``:
-    ``code_passed`` (bool), ``code_fail_reason`` (None or a :class:`~costtax.sandbox.SandboxResult`
-    reason), ``code_extracted_by``, ``code_wall_s`` and with candidates ``candidates_n``,
-    ``candidates_passed``, ``candidate_fail_reasons``; for ``refusal``: ``refusal_rule`` (bool),
-    ``refusal_judge`` (bool, None without a judge), ``refusal_judge_score``; for ``exact``:
-    ``correct``."""
-    if spec is not None and spec.name != prompt.spec.name:
-        from dataclasses import replace
-
-        prompt = replace(prompt, source=spec.name, scorer=spec.scorer)
-    return evaluate_answers([prompt], [answer_text], [candidates], judge=judge, limits=limits, workers=1)[0]

@@ -50,7 +50,7 @@ class ConstitutionalAI(TechniqueBase):
         answer = initial = res.samples[0].text
         conv.append({"role": "assistant", "content": answer})
         for rnd in range(1, self.rounds + 1):
-            rng = random.Random(f"{seed}|{inst.prompt.id}|{inst.repeat}|{rnd}")
+            rng = random.Random(f"{seed}|{inst.prompt.id}|{inst.answer_repeat}|{rnd}")
             principle = rng.choice(constitution.principles)
             msgs = conv + [{"role": "user", "content": principle.critique}]
             if not await ctx.fits(msgs):
