@@ -28,13 +28,41 @@ a full forward). ``ScoreBatch.tokens`` still counts every token the judge read;
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from typing import Any, Sequence
 
 from ..devices import self_check_tol
 from ..errors import ConfigError
-from ._hf import HFRewardBase, render_chat, text_sha
+from ._hf import HFRewardBase
 from .base import ScoreBatch
+
+
+def render_chat(tok: Any, messages: list[dict], *, add_generation_prompt: bool) -> str:
+    """The tokenizer's chat template as text, or a plain fallback without one."""
+    if getattr(tok, "chat_template", None):
+        try:
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        except Exception:
+            # Some templates refuse a system role: fold it into the first user turn.
+            if not messages or messages[0]["role"] != "system" or len(messages) < 2:
+                raise
+            system, first, rest = messages[0], messages[1], messages[2:]
+            merged = {"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}
+            return tok.apply_chat_template([merged, *rest], tokenize=False, add_generation_prompt=add_generation_prompt)
+    parts = []
+    for m in messages:
+        role = {"system": "System", "user": "User", "assistant": "Assistant"}.get(m["role"], m["role"].title())
+        parts.append(f"{role}: {m['content']}")
+    text = "\n\n".join(parts)
+    if add_generation_prompt:
+        text += "\n\nAssistant:"
+    return text
+
+
+def text_sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
 
 # On prompts whose source declares them harmful (score(..., harmful=[...])), the reward moves by
 # +REFUSAL_MARGIN when costtax.rewards.refusal_rule.is_refusal(response) and by -REFUSAL_MARGIN when not.

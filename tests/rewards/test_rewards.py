@@ -16,7 +16,7 @@ import pytest
 
 from costtax.errors import ConfigError
 from costtax.rewards import ScoreBatch, make_reward_model, validate_reward_spec
-from costtax.rewards._hf import padding_fraction, plan_buckets, plan_packs
+from costtax.rewards.batch_plans import padding_fraction, plan_buckets, plan_packs
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
