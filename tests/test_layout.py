@@ -47,7 +47,7 @@ def test_readme_layout_matches_the_tree():
 
 def test_the_check_finds_missing_extra_duplicate_and_empty_lines():
     mods = {"costtax/a.py", "costtax/b.py", "kernels/c.py"}
-    section = "- `costtax/a.py`: does a\n- `costtax/a.py`: again\n- `costtax/gone.py`: was here\n- `kernels/c.py`: c\n"
+    section = "- `costtax/a.py`: does a\n- `costtax/a.py`: does a again\n- `costtax/gone.py`: was here\n- `kernels/c.py`: c\n"
     problems = layout_problems(section, mods)
     assert problems == [
         "listed twice: ['costtax/a.py']",
