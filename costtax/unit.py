@@ -81,7 +81,7 @@ def run_unit(
             scorer=models.scorer,
             eval_scorer=models.eval_scorer,
             skip_answers=skip,
-            options={"seed": config.seed, "constitution": config.constitution},
+            options={"seed": config.seed, "constitution": state.constitution},
             session=state.session,
             load=level.label,
             cell_repeat=cell_repeat,
