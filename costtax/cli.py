@@ -77,7 +77,7 @@ def profile(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the engine log (RUN_DIR/engine.log) to the terminal too"),
 ):
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
-    from .profile import config_from_run
+    from .rundir import config_from_run
 
     if resume and not (Path(resume) / "run.json").is_file():
         raise CosttaxError(f"--resume: bad value {resume!r}: not a costtax run directory (no run.json)")

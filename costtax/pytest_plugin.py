@@ -232,12 +232,11 @@ def _run_cell(config, *, engine, scorer, baseline_dir: Path | None, out: Path):
     resumes the copy, so only the new cell runs; run.json records where the baseline came from.
     """
     import dataclasses
-    import secrets
     import shutil
-    import time
 
     from .profile import profile
     from .records import RUN_JSON, read_run_json, write_json_atomic
+    from .rundir import new_run_id
 
     config = dataclasses.replace(config, out=str(out))
     if baseline_dir is None:
@@ -245,7 +244,7 @@ def _run_cell(config, *, engine, scorer, baseline_dir: Path | None, out: Path):
     shutil.copytree(baseline_dir, out, ignore=shutil.ignore_patterns("*.png", ".*"))
     meta = read_run_json(out)
     meta["baseline_from"] = {"run_dir": str(baseline_dir), "run_id": meta["run_id"]}
-    meta["run_id"] = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    meta["run_id"] = new_run_id()
     meta["config"] = config.to_dict()
     meta["cells"] = [c.cell for c in config.cells]
     write_json_atomic(out / RUN_JSON, meta)

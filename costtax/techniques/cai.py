@@ -38,9 +38,11 @@ class ConstitutionalAI(TechniqueBase):
         self.early_stop = early_stop
 
     async def answer(self, inst, ctx) -> None:
-        from ..constitution import NO_CHANGES, load_constitution
+        from ..constitution import NO_CHANGES, default_constitution
 
-        constitution = load_constitution(ctx.options.get("constitution"))
+        # parsed once per run by preflight (the runner passes the Constitution); never re-read here,
+        # inside the timed window. A context without one (a technique used on its own) gets the default.
+        constitution = ctx.options.get("constitution") or default_constitution()
         seed = ctx.options.get("seed", 0)
         conv = list(inst.prompt.messages())
         principles, critiques, changed = [], [], []
