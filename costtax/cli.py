@@ -16,6 +16,7 @@ from .config import DEFAULT_TECHNIQUES, ENGINE_NAMES, RunConfig
 from .errors import CosttaxError
 from .load import DEFAULT_LABEL
 from .models import DEFAULT_MODEL
+from .prompts import NAMED as NAMED_PROMPT_SETS  # light: names only; sets load in preflight
 
 app = typer.Typer(
     add_completion=False,
@@ -43,7 +44,7 @@ def profile(
     technique: Optional[List[str]] = typer.Option(
         None, "--technique", "-t", help="repeatable spec with sweeps, e.g. bon:n=1,4,16 (default: plain, bon:n=4, cai:rounds=1)"
     ),
-    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help="repeatable: helpful | harmful | arith | FILE.jsonl"),
+    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help="repeatable: " + " | ".join(NAMED_PROMPT_SETS) + " | FILE.jsonl"),
     limit: Optional[int] = typer.Option(
         None, "--limit", help="first K prompts of every source (default: 8 of each shipped set, a JSONL file whole)"
     ),

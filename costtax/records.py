@@ -105,7 +105,7 @@ class CellRecord:
     t_start_s: float | None = None
     t_end_s: float | None = None
     session: str | None = None
-    resumed_answers: int = 0  # answers of this cell finished by an earlier, interrupted session
+    resumed_answers: int = 0  # answers of this unit finished by an earlier, interrupted session
     load: str = DEFAULT_LABEL  # LoadLevel.label
     cell_repeat: int = 0
     warmup: dict[str, Any] = field(default_factory=dict)  # warm-up before the unit: answers, wall_s (never in statistics)
