@@ -213,7 +213,7 @@ def run_bare_llm(engine, prompts, sampling) -> dict[str, Any]:
 def part_overhead(args, cfg, log) -> tuple[dict[str, Any], list, Any]:
     from costtax.engines.base import SamplingSpec
     from costtax.engines.vllm import VllmEngine
-    from costtax.models import resolve_model
+    from costtax.model_files import resolve_model
 
     warnings.filterwarnings("once", message="NVML unavailable")
     sampling = SamplingSpec(temperature=0.0, top_p=1.0, max_tokens=cfg["max_tokens"], seed=0)

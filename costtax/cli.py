@@ -15,8 +15,8 @@ import typer
 from .config import DEFAULT_TECHNIQUES, ENGINE_NAMES, RunConfig
 from .errors import CosttaxError
 from .load import DEFAULT_LABEL
-from .models import DEFAULT_MODEL
-from .prompts import NAMED as NAMED_PROMPT_SETS  # light: names only; sets load in preflight
+from .model_files import DEFAULT_MODEL
+from .prompts import PUBLIC, SHIPPED
 
 app = typer.Typer(
     add_completion=False,
@@ -44,7 +44,7 @@ def profile(
     technique: Optional[List[str]] = typer.Option(
         None, "--technique", "-t", help="repeatable spec with sweeps, e.g. bon:n=1,4,16 (default: plain, bon:n=4, cai:rounds=1)"
     ),
-    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help="repeatable: " + " | ".join(NAMED_PROMPT_SETS) + " | FILE.jsonl"),
+    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help=f"repeatable: a shipped set ({' | '.join(SHIPPED)}), a public benchmark ({' | '.join(PUBLIC)}, read from its PyPI wheel) or FILE.jsonl"),
     limit: Optional[int] = typer.Option(
         None, "--limit", help="first K prompts of every source (default: 8 of each shipped set, a JSONL file whole)"
     ),
@@ -322,7 +322,7 @@ def compare(
 @app.command()
 def models():
     """List embedded model aliases and where their weights come from."""
-    from .models import list_models
+    from .model_files import list_models
 
     for m in list_models():
         state = "converted" if m["converted"] else ("installed" if m["installed"] else "NOT INSTALLED")

@@ -89,7 +89,7 @@ def meter_reading(meter, *, external: bool = False) -> dict[str, Any]:
 
 def _make_engine(config: RunConfig):
     from .engines import make_engine
-    from .models import resolve_model
+    from .model_files import resolve_model
 
     kwargs: dict[str, Any] = dict(seed=config.seed, max_model_len=config.max_model_len, trust_remote_code=config.trust_remote_code)
     if config.engine == "vllm":
@@ -101,7 +101,7 @@ def _remote_engine(config: RunConfig):
     """--engine openai --base-url URL: a server costtax did not start. The model is the server's
     name for it; the embedded default alias means 'the server's only model'."""
     from .engines import make_engine
-    from .models import DEFAULT_MODEL
+    from .model_files import DEFAULT_MODEL
 
     model = None if config.model == DEFAULT_MODEL else config.model
     return make_engine("openai", model, base_url=config.base_url, seed=config.seed, max_model_len=config.max_model_len,
@@ -113,7 +113,7 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
     """Build and start the engine (cold start measured apart), load reward models, measure idle
     power where NVML is there. Injected `engine`/`scorer`/`eval_scorer` are used as given."""
     from .metering import ResourceMeter
-    from .models import resolve_model
+    from .model_files import resolve_model
 
     emit = emit or no_events
     config, meta = state.config, state.meta

@@ -45,7 +45,7 @@ def run_unit(
     from .context import CellContext
     from .engines.base import SamplingSpec
     from .metering import ResourceMeter
-    from .scoring import RewardBatcher
+    from .rewards.batcher import RewardBatcher
 
     emit = emit or no_events
     config, meta = state.config, state.meta

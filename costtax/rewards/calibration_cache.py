@@ -36,7 +36,7 @@ def cached(path: Path, compute: Callable[[], dict[str, Any]], emit: Event, msg: 
 def pairs_accuracy(scorer, emit: Event) -> dict[str, Any]:
     """The reward model's accuracy on the shipped good/bad pairs, cached per (model, template,
     pairs file)."""
-    from ..models import cache_root
+    from ..model_files import cache_root
     from .calibration import judge_accuracy
 
     prov = scorer.provenance()
@@ -53,7 +53,7 @@ def public_calibration(scorer, emit: Event) -> dict[str, Any]:
     and accuracy on a held-out part of PyRIT's labelled responses to harmful requests), cached per
     (model, template, data package version, calibration settings) like pairs_accuracy. Without
     the data package: {"skipped": <why, with the pip command>}."""
-    from ..models import cache_root
+    from ..model_files import cache_root
     from . import public_sets
     from .calibration import PUBLIC_CALIBRATION_VERSION, PUBLIC_N
     from .calibration import public_calibration as measure
