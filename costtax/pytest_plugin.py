@@ -312,14 +312,11 @@ class CellResult:
         }
 
 
-def _clean(rec: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
-
-
 def _cell_result(run_dir: Path, cell: str, test: str) -> CellResult:
-    from .compare import cell_estimates, summary_rows
+    from .estimates import cell_estimates
+    from .report import summary_records
 
-    rows = tuple(_clean(r) for r in summary_rows(run_dir))
+    rows = tuple(summary_records(run_dir))
     mine = [r for r in rows if r["cell"] == cell]
     if not mine:
         raise RuntimeError(f"cell {cell} has no row in {run_dir / 'summary.csv'}")
