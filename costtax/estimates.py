@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import metrics as M
-from .load import LoadLevel
+from .load import BATCH, LoadLevel
 from .rundata import RunData
 
 NOTCH = 1.58  # boxplot notch: median ± 1.58·IQR/√n is a ~95% interval for the median
@@ -71,7 +71,7 @@ def _int(v) -> int | None:
 def row_level(row: Mapping[str, Any]) -> LoadLevel:
     """The load level of a summary row (rows of runs before load levels: batch)."""
     label = row.get("load")
-    return LoadLevel.from_label(label if isinstance(label, str) and label else "batch")
+    return LoadLevel.from_label(label) if isinstance(label, str) and label else BATCH
 
 
 def _ratio_ci(num_: list[float], den: list[float], stat: Callable, n_boot: int = 1000, seed: int = 0):

@@ -26,6 +26,8 @@ from typing import Any, Awaitable, Callable, Sequence
 from .errors import ConfigError
 
 MODES = ("batch", "concurrency", "rate")
+BATCH_MODE, CONCURRENCY_MODE, RATE_MODE = MODES  # the one place mode names are spelled
+LOADED_MODES = (CONCURRENCY_MODE, RATE_MODE)  # modes whose levels form a latency-vs-throughput curve
 SATURATION_SHORTFALL = 0.10
 
 
@@ -54,6 +56,9 @@ class LoadLevel:
     @classmethod
     def from_label(cls, label: str) -> "LoadLevel":
         return parse_load((label,))[0]
+
+
+BATCH = LoadLevel(BATCH_MODE)  # the offline level; also what rows of runs before load levels were
 
 
 def parse_load(specs: Sequence[str], field: str = "--load") -> tuple[LoadLevel, ...]:

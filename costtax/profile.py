@@ -564,6 +564,7 @@ def profile(
     scorer=None,
     eval_scorer=None,
     restart_dead_engine: bool | None = None,
+    baseline_from: str | Path | None = None,
 ) -> RunResult:
     """Run every unit of `config` (cell x load level x cell repeat) and write the run directory.
 
@@ -571,9 +572,14 @@ def profile(
     otherwise they are built from the config. With `resume`, the run directory's config must
     match (apart from --out) and finished units/answers are skipped. Order: for each load level,
     for each cell repeat, every cell in turn (plain first), so drift shows up as spread across
-    repeats rather than as a tax.
+    repeats rather than as a tax. With `baseline_from` (a run directory), that run's plain
+    cell is reused instead of run again (costtax/baseline.py).
     """
     emit = on_event or (lambda kind, data: None)
+    if baseline_from is not None:  # reuse an earlier run's plain cell: costtax/baseline.py
+        from .baseline import seed_from_baseline
+
+        resume = seed_from_baseline(config, baseline_from, _new_run_id())
     state = open_run(config, resume=resume, check_rewards=scorer is None, emit=emit)
     # Warnings raised while the run is open become run.json events (run_events.py); the filters
     # are restored afterwards. NVML missing (any CPU machine) is dropped: the CLI states it once

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import CosttaxError
-from .load import LoadLevel
+from .load import BATCH, LoadLevel
 from .records import ANSWERS, CALLS, CELLS, RUN_JSON, SCHEMA_VERSION, SCORES, SUMMARY, read_jsonl
 
 RECORD_FILES = (CALLS, ANSWERS, CELLS, SCORES)
@@ -224,7 +224,7 @@ class RunData:
         recorded = self.meta.get("load_levels")
         if isinstance(recorded, list) and recorded:
             return tuple(_level(x, self.path / RUN_JSON) for x in recorded)
-        return tuple(dict.fromkeys(u.load for u in self.units)) or (LoadLevel("batch"),)
+        return tuple(dict.fromkeys(u.load for u in self.units)) or (BATCH,)
 
     @cached_property
     def prompts(self) -> tuple:
@@ -311,7 +311,7 @@ _LEVELS: dict[str, LoadLevel] = {}
 
 
 def _level(label, where: Path) -> LoadLevel:
-    label = label or "batch"
+    label = label or BATCH.label
     lvl = _LEVELS.get(label)
     if lvl is None:
         try:
