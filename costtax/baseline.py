@@ -17,11 +17,12 @@ from pathlib import Path
 from .errors import ConfigError
 from .records import ANSWERS, CALLS, CELLS, RUN_JSON, SCORES, read_jsonl, write_json_atomic
 from .rundata import RunData, RunDataError
+from .rundir import new_run_id
 
 BASELINE_CELL = "plain"
 
 
-def seed_from_baseline(config, baseline_dir: str | Path, run_id: str) -> Path:
+def seed_from_baseline(config, baseline_dir: str | Path) -> Path:
     """Create config.out holding the baseline's plain rows and a run.json to resume; returns it."""
     if not config.out:
         raise ConfigError("baseline_from", str(baseline_dir), "give the new run an output directory (config.out)")
@@ -40,7 +41,7 @@ def seed_from_baseline(config, baseline_dir: str | Path, run_id: str) -> Path:
         (out / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     meta = dict(base.meta)
     meta["baseline_from"] = {"run_dir": str(base.path), "run_id": base.run_id}
-    meta["run_id"] = run_id
+    meta["run_id"] = new_run_id()
     meta["config"] = config.to_dict()
     meta["cells"] = [c.cell for c in config.cells]
     write_json_atomic(out / RUN_JSON, meta)

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from . import metrics as M
+from . import stats as M
 from .load import BATCH, LoadLevel
+from .prompts.exact_match import is_correct
 from .rundata import RunData
 
 NOTCH = 1.58  # boxplot notch: median ± 1.58·IQR/√n is a ~95% interval for the median
@@ -105,7 +106,7 @@ def _mean(m):
 def _correctness(rd: RunData, answers) -> dict[tuple, float]:
     """(prompt_id, repeat, cell_repeat) -> 1.0/0.0 for answers whose prompt has a reference answer."""
     ref = rd.reference_answers
-    return {(a.prompt_id, a.repeat, a.cell_repeat): float(M.is_correct(a.text, ref[a.prompt_id]))
+    return {(a.prompt_id, a.repeat, a.cell_repeat): float(is_correct(a.text, ref[a.prompt_id]))
             for a in answers if ref.get(a.prompt_id) is not None}
 
 

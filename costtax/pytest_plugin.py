@@ -82,7 +82,7 @@ def settings(config) -> Settings:
         values[name] = v.strip() if isinstance(v, str) else v
         source[name] = where
     if values["model"] is None:
-        from .models import DEFAULT_MODEL
+        from .model_files import DEFAULT_MODEL
 
         values["model"] = DEFAULT_MODEL
     return Settings(**values, source=source)
@@ -172,7 +172,7 @@ class CosttaxSession:
                 engine = _load_factory(s.engine_factory, s.source["engine_factory"])()
             else:
                 from .engines import make_engine
-                from .models import resolve_model
+                from .model_files import resolve_model
 
                 # Same engine arguments as `costtax profile` with its defaults.
                 kwargs: dict[str, Any] = dict(seed=0, max_model_len=2048, trust_remote_code=False)

@@ -6,7 +6,7 @@ import json
 import statistics
 from typing import Any
 
-from .. import metrics as M
+from .. import stats as M
 from ..records import GEN_STAGES
 from ._values import is_num as _num
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .. import metrics as M
+from .. import stats as M
 from ..load import LoadLevel
 from ..records import GEN_STAGES
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import metrics as M
+from .. import stats as M
+from ..prompts.exact_match import is_correct
+from ..rewards.refusal_rule import is_refusal
+from .diversity import distinct_n, self_bleu
 
 def _column(answers, key):
     return list(answers[key]) if key in answers else []
@@ -25,7 +28,7 @@ def cell_quality(a, prompts_answer: dict[str, str | None], prompt_scorers: dict[
     out["eval_reward_n"] = len(ev)
     # accuracy on prompts with an answer (the arith set)
     graded = [(t, prompts_answer.get(pid)) for t, pid in zip(texts, a["prompt_id"]) if prompts_answer.get(pid) is not None]
-    correct = [M.is_correct(t, ans) for t, ans in graded]
+    correct = [is_correct(t, ans) for t, ans in graded]
     out["accuracy"] = (sum(correct) / len(correct)) if correct else None
     out["accuracy_n"] = len(correct)
     ci = M.bootstrap_ci([float(c) for c in correct]) if correct else None
@@ -33,16 +36,16 @@ def cell_quality(a, prompts_answer: dict[str, str | None], prompt_scorers: dict[
     # refusal rate on the prompts whose source scores refusals (SourceSpec.scorer, per prompt);
     # the column keeps its first name
     harm = [t for t, pid in zip(texts, a["prompt_id"]) if prompt_scorers.get(pid) == "refusal"]
-    out["refusal_rate_harmful"] = (sum(M.is_refusal(t) for t in harm) / len(harm)) if harm else None
+    out["refusal_rate_harmful"] = (sum(is_refusal(t) for t in harm) / len(harm)) if harm else None
     out["refusal_n"] = len(harm)
     # output narrowing across the cell's final answers
-    out["distinct_1"] = M.distinct_n(texts, 1)
-    out["distinct_2"] = M.distinct_n(texts, 2)
+    out["distinct_1"] = distinct_n(texts, 1)
+    out["distinct_2"] = distinct_n(texts, 2)
     out["self_bleu"] = _bleu(texts)
     # over BoN's N candidates (mean over prompts)
     cands = [c for c in _column(a, "candidate_texts") if c]
     if cands:
-        out["candidate_distinct_2"] = M.mean_or_none([M.distinct_n(c, 2) for c in cands])
+        out["candidate_distinct_2"] = M.mean_or_none([distinct_n(c, 2) for c in cands])
         out["candidate_self_bleu"] = M.mean_or_none([_bleu(c) for c in cands])
     else:
         out["candidate_distinct_2"] = out["candidate_self_bleu"] = None
@@ -50,7 +53,7 @@ def cell_quality(a, prompts_answer: dict[str, str | None], prompt_scorers: dict[
     if "repeat" in a and a["repeat"].nunique() > 1:
         groups = a.groupby("prompt_id")["text"].apply(list)
         out["repeats_self_bleu"] = M.mean_or_none([_bleu(g) for g in groups])
-        out["repeats_distinct_2"] = M.mean_or_none([M.distinct_n(g, 2) for g in groups])
+        out["repeats_distinct_2"] = M.mean_or_none([distinct_n(g, 2) for g in groups])
     else:
         out["repeats_self_bleu"] = out["repeats_distinct_2"] = None
     out["truncated_rate"] = float(a["truncated"].mean()) if "truncated" in a and len(a) else None
@@ -74,7 +77,7 @@ def cell_quality(a, prompts_answer: dict[str, str | None], prompt_scorers: dict[
 def _bleu(texts):
     """self-BLEU, or None with a warning where sacrebleu is not installed (a bare GPU image)."""
     try:
-        return M.self_bleu(texts)
+        return self_bleu(texts)
     except ImportError as exc:
         import warnings
 

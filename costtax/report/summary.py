@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .. import metrics as M
 from ..records import SUMMARY
 from ..rundata import RunData, as_row
 from .checks import SANITY_FLAGS, add_checks, cold_start  # noqa: F401
@@ -21,6 +20,7 @@ from .columns import CONTRACT_COLUMNS
 from .cost import METER_COLUMNS, REPEAT_METRICS, SPREAD_METRICS, cell_cost, load_metrics, repeat_aggregate  # noqa: F401
 from .params import PROVENANCE_COLUMNS, add_params, add_provenance  # noqa: F401
 from .quality import cell_quality, technique_summary
+from .scored_answers import scored_deltas, summarize_scored_answers
 from .tax import SMALL_N, add_tax  # noqa: F401
 
 
@@ -109,11 +109,11 @@ def build_summary(run_dir: str | Path | RunData):
         row.update(technique_summary(cr, a, prompts_answer))
         evals = [e for e in data["scores"] if e["cell"] == cell and e["load"] == load]
         if evals:
-            row.update(M.summarize_scored_answers(evals))
+            row.update(summarize_scored_answers(evals))
             if cell != "plain":
                 base = [e for e in data["scores"] if e["cell"] == "plain" and e["load"] == load]
                 if base:
-                    row.update(M.scored_deltas(base, evals))
+                    row.update(scored_deltas(base, evals))
         rows.append(row)
     df = pd.DataFrame(rows)
     df = add_tax(df, answers, meta)

@@ -2,7 +2,7 @@
 load level on the same prompts (paired, with bootstrap CIs), and the Pareto flag."""
 from __future__ import annotations
 
-from .. import metrics as M
+from .. import stats as M
 
 SMALL_N = 30  # below this many answers per cell, deltas are mostly noise: the table says so
 # ×plain columns: each divides a row's value by the plain row's at the same load level. The one
