@@ -360,9 +360,9 @@ class Profiler:
             self._fail(problem)
         res = done[-1]
         if res.cells_failed:
-            from .records import read_run_json
+            from .rundata import RunData
 
-            errs = [f["error"] for f in read_run_json(res.run_dir).get("failures", []) if f.get("cell") == cell]
+            errs = [f["error"] for f in RunData.open(res.run_dir, records=False).meta.get("failures", []) if f.get("cell") == cell]
             self._fail(f"cell {cell} failed: {errs[-1] if errs else 'see run.json'} (run dir {res.run_dir})")
         result = cell_result(res.run_dir, cell, test)
         if benchmark is not None:

@@ -140,3 +140,16 @@ def test_cli_refuses_bad_directory_in_one_line(run, capsys, command, how, needle
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert needle in err, err
+
+
+@pytest.mark.parametrize("how, needle", [("invalid", "run.json: not valid JSON"), ("foreign", "answers.jsonl: row 4 belongs to run")])
+def test_plugin_assertion_on_a_bad_run_fails_in_one_line(run, how, needle):
+    """assert_cost on a summary row whose run directory is unreadable fails the test with
+    RunData's line (pytest.fail without a traceback), not an exception from deep inside."""
+    from costtax.assertions import assert_cost
+
+    row = {"cell": "bon:n=2", "run_dir": str(run), "latency_p95_x": 1.0}
+    _break(run, how)
+    with pytest.raises(pytest.fail.Exception) as exc:
+        assert_cost(row, max_latency_p95_x=2.0)
+    assert needle in str(exc.value) and "\n" not in str(exc.value).strip()
