@@ -14,8 +14,9 @@ summary, plan, plots, compare and the pytest plugin open runs only through `RunD
 - exposes typed frozen records: the fields the report reads (queue_s, score_wait_s, ...) are
   fields, not entries of an `extra` dict. `extra` keeps only what no generic reader reads: the
   technique's own answer fields (its summary() and check() read them) and engine details;
-- reads summary-only directories (run.json + summary.csv, as the committed capacity runs under
-  bench/results): `summary_only` is then True and the record tuples are empty.
+- reads summary-only directories (run.json + summary.csv and no answers.jsonl, as the committed
+  capacity runs under bench/results): `summary_only` is then True, the record tuples are empty,
+  and `costtax report` prints the stored summary instead of rebuilding (and erasing) it.
 
 A leaf module: no pandas here; DataFrames are built by costtax.report from these records.
 """
@@ -258,11 +259,13 @@ class RunData:
         """Read and check a run directory. records=False reads run.json only (summary readers)."""
         path = Path(path).expanduser()
         meta = read_meta(path)
-        present = [f for f in RECORD_FILES if (path / f).is_file()]
-        if not records or not present:
-            if not present and not (path / SUMMARY).is_file() and records:
-                raise RunDataError(path / ANSWERS, "missing, and there is no summary.csv either: the run recorded nothing")
-            return cls(path, meta, (), (), (), (), summary_only=not present)
+        # A run writes answers.jsonl from its start (empty until the first answer), so a missing
+        # one means the records were left out on purpose: a summary-only directory.
+        summary_only = not (path / ANSWERS).is_file()
+        if summary_only and records and not (path / SUMMARY).is_file():
+            raise RunDataError(path / ANSWERS, "missing, and there is no summary.csv either: nothing to read")
+        if not records or summary_only:
+            return cls(path, meta, (), (), (), (), summary_only=summary_only)
         run_ids = {meta["run_id"]}
         base = meta.get("baseline_from")
         if isinstance(base, Mapping) and isinstance(base.get("run_id"), str):

@@ -153,3 +153,19 @@ def test_plugin_assertion_on_a_bad_run_fails_in_one_line(run, how, needle):
     with pytest.raises(pytest.fail.Exception) as exc:
         assert_cost(row, max_latency_p95_x=2.0)
     assert needle in str(exc.value) and "\n" not in str(exc.value).strip()
+
+
+def test_report_on_a_summary_only_directory_keeps_its_summary(tmp_path, capsys):
+    """The committed capacity runs hold run.json and summary.csv (one also cells.jsonl), no
+    answers: `costtax report` prints their table and leaves summary.csv byte-identical."""
+    for name in ("capacity-cpu-2026-11-27", "capacity-cpu-2026-11-27-quiet"):
+        src = CAPACITY.parent / name
+        dst = tmp_path / name
+        dst.mkdir()
+        for f in ("run.json", "summary.csv", "cells.jsonl"):
+            if (src / f).exists():
+                shutil.copy(src / f, dst / f)
+        assert RunData.open(dst).summary_only
+        assert _cli(["report", str(dst)]) == 0
+        assert (dst / "summary.csv").read_bytes() == (src / "summary.csv").read_bytes()
+        assert "concurrency=8" in capsys.readouterr().out

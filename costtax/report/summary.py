@@ -128,10 +128,13 @@ def build_summary(run_dir: str | Path | RunData):
 
 
 def write_summary(run_dir: str | Path):
-    """Rebuild summary.csv (atomically) from the run directory; returns the DataFrame."""
+    """Rebuild summary.csv (atomically) from the run directory; returns the DataFrame. A
+    summary-only directory (no answers.jsonl) keeps its summary.csv as it is."""
     import os
 
     rd = RunData.open(run_dir)
+    if rd.summary_only:  # nothing to rebuild from: the stored summary stands
+        return load_summary(rd.path)
     df = build_summary(rd)
     tmp = rd.path / f".{SUMMARY}.tmp"
     df.to_csv(tmp, index=False)
