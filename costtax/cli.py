@@ -183,11 +183,11 @@ def _print_table(run_dir: Path, df=None) -> None:
     for r in rows:
         table.add_row(*r)
     console = Console(width=200)
-    try:
-        import json as _json
+    from .rundata import RunData
 
-        line = reward_model_line(_json.loads((Path(run_dir) / "run.json").read_text()))
-    except (OSError, ValueError):
+    try:
+        line = reward_model_line(RunData.open(run_dir, records=False).meta)
+    except CosttaxError:
         line = None
     if line:
         console.print(line)
@@ -206,9 +206,9 @@ def _print_table(run_dir: Path, df=None) -> None:
 @app.command()
 def report(run_dir: str = typer.Argument(..., help="a run directory")):
     """Rebuild summary.csv from a run directory and print the tax table."""
-    p = Path(run_dir)
-    if not (p / "run.json").is_file():
-        raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
+    from .rundata import RunData
+
+    p = RunData.open(run_dir).path  # a bad directory: one line naming the file, exit 2
     from .report import write_plots, write_summary
 
     from .console import warnings_line
@@ -234,9 +234,9 @@ def plan(
 ):
     """Capacity plan from the measured latency-vs-throughput curve: replicas for a target QPS
     under a p95 SLO, $ and kWh per 1M answers, quality floors, the cheapest cell that holds them."""
-    p = Path(run_dir)
-    if not (p / "run.json").is_file():
-        raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
+    from .rundata import RunData
+
+    p = RunData.open(run_dir, records=False).path  # a bad directory: one line naming the file, exit 2
     if qps <= 0:
         raise CosttaxError(f"--qps: bad value {qps!r}: use a positive number of answers per second")
     if slo_p95_s <= 0:

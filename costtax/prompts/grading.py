@@ -104,7 +104,7 @@ def check_scoring_ready(prompts: Sequence["Prompt"]) -> dict[str, Any]:
     the sandbox works here (raises :class:`costtax.sandbox.SandboxUnavailable`, a CosttaxError:
     exit 2 before any engine starts). Returns what the run needs to know, for run.json:
     ``{"scorers": [...], "sandbox_python": path or None}``."""
-    scorers = sorted({p.scorer or p.spec.scorer for p in prompts})
+    scorers = sorted({p.effective_scorer for p in prompts})
     info: dict[str, Any] = {"scorers": scorers, "sandbox_python": None}
     if "pass_at_k" in scorers:
         from ..sandbox import check_sandbox
@@ -156,7 +156,7 @@ def evaluate_answers(
     judge_idx: list[int] = []
     for i, (p, text) in enumerate(zip(prompts, answer_texts)):
         spec: SourceSpec = p.spec
-        scorer = p.scorer or spec.scorer
+        scorer = p.effective_scorer
         e: dict[str, Any] = {"prompt_id": p.id, "scorer": scorer, "source": spec.name}
         if scorer == "pass_at_k":
             program, how = build_program(p, text)
