@@ -278,9 +278,10 @@ def run_program(source: str, limits: SandboxLimits = SandboxLimits(), *, check_c
             "code without it (it needs unshare, user or root namespaces, and Linux >= 5.12)"
         )
     mode = "root" if cfg["drop_uid"] else "userns"
+    containment = {"path": PATH_NAME, "mode": mode, "masked": cfg["masks"], **(msgs.get("facts") or {})}
     if timed_out or "result" not in msgs:
         return SandboxResult(False, "timeout" if timed_out else "sandbox_lost", None, None, wall, None, None, "", "",
-                             containment={"path": PATH_NAME, "mode": mode})
+                             containment=containment)
     rep = msgs["result"]
     reason, stage, via = _outcome(rep, limits.cpu_s)
     sig = rep["signal"]
@@ -290,7 +291,7 @@ def run_program(source: str, limits: SandboxLimits = SandboxLimits(), *, check_c
             sig_name = signal.Signals(sig).name
         except ValueError:
             sig_name = str(sig)
-    containment = {"path": PATH_NAME, "mode": mode, "masked": cfg["masks"], **rep.get("containment", {})}
+    containment.update(rep.get("containment") or {})
     return SandboxResult(
         reason == "passed", reason, rep["exit_code"], sig_name, wall, rep["cpu_s"], rep["max_rss_kb"],
         rep["stdout_tail"], rep["stderr_tail"], stage, via, bool(rep["completed"]), int(rep["processes_left"]),

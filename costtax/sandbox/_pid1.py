@@ -165,7 +165,16 @@ def main():  # noqa: C901 - one linear setup sequence reads best in one place
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         die("sandbox set-up failed in the sample's process: " + why.decode("utf-8", "replace"))
-    emit({"ready": True})
+    # What the sample holds, read from outside it right after its exec (kept even if it is killed
+    # later by the wall-clock limit; the driver's own reading, from inside, replaces it).
+    facts = {}
+    try:
+        st = dict(ln.split(":", 1) for ln in open("/proc/%d/status" % pid).read().splitlines() if ":" in ln)
+        facts = {k: st.get(k, "").strip() for k in ("Uid", "Gid", "CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs")}
+        facts.update(uid=int(facts["Uid"].split()[0]), uid_map=" ".join(open("/proc/%d/uid_map" % pid).read().split()))
+    except (OSError, ValueError, IndexError):
+        pass
+    emit({"ready": True, "facts": facts})
 
     while True:  # PID 1 reaps every orphan; stop when the sample itself is gone
         wpid, status, ru = os.wait4(-1, 0)
