@@ -205,10 +205,12 @@ def _outcome(rep: dict, cpu_limit: int) -> tuple[str, str | None, str | None]:
     exits = [e for e in events if "system_exit" in e]
     errors = [e for e in events if isinstance(e.get("error"), str)]
     code, sig = rep["exit_code"], rep["signal"]
-    via = None
+    via, fallback = None, _stderr_reason(code, rep["stderr_tail"])
     if exits:
         via = "raise SystemExit" if exits[0]["system_exit"] == "raise" else "sys.exit"
-    elif stage in ("program", "tests") and not errors and sig is None:
+    elif stage in ("program", "tests") and not errors and sig is None and fallback.startswith("exit:"):
+        # neither an exception (reported, or printed by Python when the report could not be
+        # written, e.g. out of memory) nor the marker: the process ended without unwinding
         via = "os._exit"
     if sig is not None:
         return _signal_reason(sig, rep["cpu_s"], cpu_limit), stage, None
@@ -223,9 +225,7 @@ def _outcome(rep: dict, cpu_limit: int) -> tuple[str, str | None, str | None]:
         return _ERROR_REASONS.get(name, f"error:{name}"), stage, None
     if rep["completed"]:
         return ("passed" if code == 0 else f"exit:{code}"), stage, None
-    if stage is None:
-        return _stderr_reason(code, rep["stderr_tail"]), stage, None
-    return "no_marker", stage, None
+    return fallback, stage, None  # the driver could not report (it never started, or no memory)
 
 
 def run_program(source: str, limits: SandboxLimits = SandboxLimits(), *, check_call: str | None = None) -> SandboxResult:
