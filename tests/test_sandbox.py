@@ -190,3 +190,24 @@ def test_scores_record_the_containment(humaneval0):
     box = e["code_sandbox"]
     assert box["path"] == "unshare" and box["mode"] in ("root", "userns")
     assert box["CapEff"] == box["CapBnd"] == "0" * 16 and box["NoNewPrivs"] == "1" and box["uid_map"]
+
+
+def test_readme_sandbox_section_names_tests_that_exist():
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme.split("### The sandbox\n", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(test_sandbox\w*\.py)::(\w+)`", section)
+    assert len(named) >= 20
+    defined: dict[str, set[str]] = {}
+    for fname, test in named:
+        if fname not in defined:
+            tree = ast.parse((root / "tests" / fname).read_text())
+            defined[fname] = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert test in defined[fname], f"README names {fname}::{test}, which does not exist"
+    # and every attack test of the suite is named there
+    attacks = {n for n in defined["test_sandbox_attacks.py"] if n.startswith("test_")}
+    assert attacks <= {t for f, t in named if f == "test_sandbox_attacks.py"}
