@@ -215,11 +215,16 @@ def run_cases(ctx: dict) -> dict:
     os.close(w)
     forged = os.read(r, 100).decode()
     os.close(r)
+    sentinel = _sleeper()  # and a same-uid process can ptrace another one (PTRACE_ATTACH = 16)
+    ptrace = _host(_probe(f"attempt('ptrace', lambda: sysret(libc.ptrace(16, {sentinel.pid}, 0, 0)))"))
+    sentinel.kill()
+    sentinel.wait()
     sb = _sandbox(_probe("attempt('fd_list', lambda: os.listdir('/proc/1/fd'))\n"
                          "attempt('fd_write', lambda: open('/proc/1/fd/1', 'w').write('{\"result\": {}}\\n'))\n"
                          "attempt('fd_write_ns', lambda: [open(f'/proc/{p}/fd/1', 'w').write('x') for p in os.listdir('/proc') "
-                         "if p.isdigit() and p != str(os.getpid())])"))
-    out["result_pipe"] = {"control": {"rc": ctl["rc"], "read_back": forged}, "sandbox": sb}
+                         "if p.isdigit() and p != str(os.getpid())])\n"
+                         "attempt('ptrace_pid1', lambda: sysret(libc.ptrace(16, 1, 0, 0)))"))
+    out["result_pipe"] = {"control": {"rc": ctl["rc"], "read_back": forged, "ptrace": ptrace["R"].get("ptrace")}, "sandbox": sb}
 
     # fork bomb: contained, and no process of it survives
     before = set(_uid_procs(ctx["sandbox_uid"]))

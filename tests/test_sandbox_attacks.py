@@ -174,11 +174,13 @@ def test_other_processes_environ_and_cmdline_are_hidden(res):
 
 
 def test_result_pipe_cannot_be_reached_through_proc(res):
+    """Nor can PID 1 be ptraced (which would reach the pipe too)."""
     _, c = res[0], res[1]["result_pipe"]
-    assert c["control"] == {"rc": 0, "read_back": "forged"}  # the attack works between host processes
+    assert c["control"] == {"rc": 0, "read_back": "forged", "ptrace": "ok"}  # both work between host processes
     r = _r(c)
     assert r["fd_list"].startswith("fail:FileNotFoundError") and r["fd_write"].startswith("fail:FileNotFoundError")
     assert r["fd_write_ns"] == "ok:[]"
+    assert r["ptrace_pid1"].startswith("fail:PermissionError")  # PID 1 is not dumpable (root: other uid too)
 
 
 def test_fork_bomb_is_contained_and_nothing_survives(res):
