@@ -82,8 +82,15 @@ def test_missing_namespaces_refuse_instead_of_weaker_fallback(monkeypatch):
         return [sys.executable, "-c", "import sys; sys.stderr.write('unshare: unshare failed: Operation not permitted'); sys.exit(1)"]
 
     monkeypatch.setattr(sandbox, "_command", fake_command)
-    with pytest.raises(SandboxUnavailable, match="Operation not permitted"):
+    with pytest.raises(SandboxUnavailable, match="Operation not permitted") as exc:
         run_program("print(1)", FAST)
+    assert "\n" not in str(exc.value)  # one line saying why
+    # PID 1 itself refuses when it was not started in new namespaces (its own set-up channel)
+    bootstrap = (sandbox._HERE / "_pid1.py").read_text()
+    monkeypatch.setattr(sandbox, "_command", lambda: [sys.executable, "-I", "-S", "-c", bootstrap])
+    with pytest.raises(SandboxUnavailable, match="not PID 1 of a new PID namespace") as exc:
+        run_program("print(1)", FAST)
+    assert "\n" not in str(exc.value)
 
 
 def test_build_program_keeps_prompt_helpers():

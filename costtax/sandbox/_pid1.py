@@ -40,6 +40,8 @@ def main():  # noqa: C901 - one linear setup sequence reads best in one place
         if rc != 0:
             die("%s: %s" % (what, os.strerror(ctypes.get_errno())))
 
+    if os.getpid() != 1:  # never touch the mounts of a namespace this process did not make
+        die("the bootstrap is not PID 1 of a new PID namespace (run it only under `unshare --pid --fork --mount`)")
     MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
     # 1. Not dumpable: without CAP_SYS_PTRACE nobody may ptrace this process or open /proc/1/fd.
     ok(libc.prctl(4, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE, 0)")
