@@ -124,9 +124,10 @@ def test_candidates_give_pass_at_k_inputs_and_identical_programs_run_once(humane
 def test_scoring_preflight_checks_the_sandbox_only_for_code(monkeypatch):
     from costtax.prompts.scoring import check_scoring_ready
 
-    assert check_scoring_ready(load_source("advbench")[:2]) == {"scorers": ["refusal"], "sandbox_python": None}
+    assert check_scoring_ready(load_source("advbench")[:2]) == {"scorers": ["refusal"], "sandbox_python": None, "sandbox": None}
     info = check_scoring_ready(load_source("humaneval")[:1] + load_source("helpful")[:1])
     assert info["scorers"] == ["pass_at_k", "reward"] and info["sandbox_python"]
+    assert info["sandbox"]["path"] == "unshare" and info["sandbox"]["CapEff"] == "0" * 16  # lands in run.json
     monkeypatch.setattr(sandbox, "_checked", {})
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     with pytest.raises(SandboxUnavailable):

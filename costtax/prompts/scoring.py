@@ -102,13 +102,14 @@ def check_scoring_ready(prompts: Sequence["Prompt"]) -> dict[str, Any]:
     """Preflight for a run's prompts: when any prompt is scored by running code, check once that
     the sandbox works here (raises :class:`costtax.sandbox.SandboxUnavailable`, a CosttaxError:
     exit 2 before any engine starts). Returns what the run needs to know, for run.json:
-    ``{"scorers": [...], "sandbox_python": path or None}``."""
+    ``{"scorers": [...], "sandbox_python": path or None, "sandbox": containment facts or None}``."""
     scorers = sorted({p.scorer or p.spec.scorer for p in prompts})
-    info: dict[str, Any] = {"scorers": scorers, "sandbox_python": None}
+    info: dict[str, Any] = {"scorers": scorers, "sandbox_python": None, "sandbox": None}
     if "pass_at_k" in scorers:
-        from ..sandbox import check_sandbox
+        from ..sandbox import check_sandbox, sandbox_facts
 
         info["sandbox_python"] = check_sandbox()
+        info["sandbox"] = sandbox_facts()
     return info
 
 

@@ -307,6 +307,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 _checked: dict[tuple, str] = {}
+_facts: dict[tuple, dict] = {}
 
 
 def check_sandbox(limits: SandboxLimits | None = None) -> str:
@@ -322,4 +323,12 @@ def check_sandbox(limits: SandboxLimits | None = None) -> str:
         if any(int(c.get(k) or "1", 16) for k in ("CapEff", "CapPrm", "CapBnd")) or c.get("NoNewPrivs") != "1":
             raise SandboxUnavailable(f"sandbox: the sample kept privileges ({c}); costtax will not run generated code")
         _checked[key] = res.stdout_tail.strip()
+        _facts[key] = dict(c)
     return _checked[key]
+
+
+def sandbox_facts() -> dict:
+    """The containment :func:`check_sandbox` found here (path, mode, the sample's uid_map,
+    CapEff, CapBnd, NoNewPrivs, ...), for run.json; runs the check if it has not run yet."""
+    check_sandbox()
+    return dict(_facts.get((os.geteuid(), shutil.which("unshare")), {}))
