@@ -105,13 +105,15 @@ def _sandbox(code: str, limits: SandboxLimits = LIMITS) -> dict:
     return run_program(code, limits).to_dict()
 
 
-def _uid_procs(uid: int) -> list[int]:
+def _named(comm: str) -> list[int]:
+    """Host pids whose command name (PR_SET_NAME, inherited by fork) is ``comm``."""
     out = []
     for p in os.listdir("/proc"):
         if p.isdigit():
             try:
-                if os.stat(f"/proc/{p}").st_uid == uid:
-                    out.append(int(p))
+                with open(f"/proc/{p}/comm") as fh:
+                    if fh.read().strip() == comm:
+                        out.append(int(p))
             except OSError:
                 pass
     return out
@@ -226,15 +228,17 @@ def run_cases(ctx: dict) -> dict:
                          "attempt('ptrace_pid1', lambda: sysret(libc.ptrace(16, 1, 0, 0)))"))
     out["result_pipe"] = {"control": {"rc": ctl["rc"], "read_back": forged, "ptrace": ptrace["R"].get("ptrace")}, "sandbox": sb}
 
-    # fork bomb: contained, and no process of it survives
-    before = set(_uid_procs(ctx["sandbox_uid"]))
+    # fork bomb: contained, and no process of it survives (its processes carry a unique name,
+    # so other sandboxes running on the machine at the same time are not counted)
+    comm = ("cx" + tag.replace("-", ""))[:15]
     ctl = _host("import os, sys\nkids = []\nfor _ in range(40):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n"
                 "    kids.append(pid)\nfor k in kids:\n    os.waitpid(k, 0)\nprint('R', '{\"forks\": %d}' % len(kids))")
-    sb = _sandbox("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+    sb = _sandbox(f"import ctypes, os\nctypes.CDLL(None).prctl(15, {comm.encode()!r}, 0, 0, 0)\n"
+                  "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
                   SandboxLimits(timeout_s=2.0, cpu_s=1, max_processes=16))
     deadline, extra = time.monotonic() + 15, []
     while time.monotonic() < deadline:
-        extra = sorted(set(_uid_procs(ctx["sandbox_uid"])) - before)
+        extra = _named(comm)
         if not extra:
             break
         time.sleep(0.2)

@@ -40,8 +40,7 @@ def root_results():
     p = subprocess.run(UNSHARE_PROBE, capture_output=True, text=True)
     if p.returncode != 0:
         pytest.skip(f"namespaces cannot be created here as root: {p.stderr.strip()}")
-    ctx = {"home": os.path.expanduser("~"), "project": str(ROOT), "tag": f"ctx-{uuid.uuid4().hex[:8]}",
-           "sandbox_uid": 65534}
+    ctx = {"home": os.path.expanduser("~"), "project": str(ROOT), "tag": f"ctx-{uuid.uuid4().hex[:8]}"}
     return sc.run_cases(ctx)
 
 
@@ -56,7 +55,7 @@ def nonroot_results():
         if p.returncode != 0:
             pytest.skip(f"user namespaces cannot be created by this uid here: {p.stderr.strip()}")
         return sc.run_cases({"home": os.path.expanduser("~"), "project": tempfile.mkdtemp(dir=os.path.expanduser("~")),
-                             "tag": f"ctx-{uuid.uuid4().hex[:8]}", "sandbox_uid": os.getuid()})
+                             "tag": f"ctx-{uuid.uuid4().hex[:8]}"})
     _skip_without("setpriv")
     p = subprocess.run([*UNPRIV, "unshare", "--map-root-user", *UNSHARE_PROBE[1:]], capture_output=True, text=True, cwd="/")
     if p.returncode != 0:
@@ -73,8 +72,7 @@ def nonroot_results():
             shutil.copy(f, pkg / "costtax" / "sandbox")
         shutil.copy(Path(__file__).with_name("sandbox_cases.py"), pkg)
         ctx_file = base / "ctx.json"
-        ctx_file.write_text(json.dumps({"home": str(home), "project": str(proj), "tag": f"ctx-{uuid.uuid4().hex[:8]}",
-                                        "sandbox_uid": 65534}))
+        ctx_file.write_text(json.dumps({"home": str(home), "project": str(proj), "tag": f"ctx-{uuid.uuid4().hex[:8]}"}))
         for d, _, files in os.walk(base):
             os.chown(d, 65534, 65534)
             os.chmod(d, 0o755)
