@@ -21,7 +21,7 @@ import time
 
 from costtax.sandbox import SandboxLimits, run_program
 
-LIMITS = SandboxLimits(timeout_s=6.0, cpu_s=1, memory_bytes=256 << 20, max_processes=16,
+LIMITS = SandboxLimits(timeout_s=30.0, cpu_s=1, memory_bytes=256 << 20, max_processes=16,
                        max_file_bytes=1 << 20, max_open_files=32)
 
 PRELUDE = """

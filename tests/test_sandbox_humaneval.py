@@ -19,7 +19,7 @@ from costtax.prompts.scoring import evaluate_answers
 from costtax.sandbox import SandboxLimits
 
 ROOT = Path(__file__).resolve().parents[1]
-LIMITS = SandboxLimits(timeout_s=10.0)
+LIMITS = SandboxLimits(timeout_s=30.0)
 
 
 def _committed() -> dict:
