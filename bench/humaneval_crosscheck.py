@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import sandbox_cases as sc
     from costtax.prompts import load_source
-    from costtax.prompts.scoring import build_program, check_call
+    from costtax.prompts.grading import build_program, check_call
     from costtax.sandbox import SandboxLimits, check_sandbox, run_program
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

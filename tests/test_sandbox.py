@@ -17,7 +17,7 @@ import sandbox_cases as sc
 
 from costtax import sandbox
 from costtax.prompts import load_source
-from costtax.prompts.scoring import build_program, check_call, evaluate_answers
+from costtax.prompts.grading import build_program, check_call, evaluate_answers
 from costtax.sandbox import SandboxLimits, SandboxUnavailable, check_sandbox, run_program
 
 # a generous wall clock: CI machines are shared; tests of the wall-clock limit set their own
@@ -123,7 +123,7 @@ def test_candidates_give_pass_at_k_inputs_and_identical_programs_run_once(humane
 
 
 def test_scoring_preflight_checks_the_sandbox_only_for_code(monkeypatch):
-    from costtax.prompts.scoring import check_scoring_ready
+    from costtax.prompts.grading import check_scoring_ready
 
     assert check_scoring_ready(load_source("advbench")[:2]) == {"scorers": ["refusal"], "sandbox_python": None, "sandbox": None}
     info = check_scoring_ready(load_source("humaneval")[:1] + load_source("helpful")[:1])

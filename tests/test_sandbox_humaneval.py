@@ -15,7 +15,7 @@ import pytest
 
 import sandbox_cases as sc
 from costtax.prompts import load_source
-from costtax.prompts.scoring import evaluate_answers
+from costtax.prompts.grading import evaluate_answers
 from costtax.sandbox import SandboxLimits
 
 ROOT = Path(__file__).resolve().parents[1]
