@@ -20,7 +20,9 @@ collected test uses a costtax fixture: a bad one stops the session with one line
 
 Fixtures: `costtax_engine` (session: started once, closed at the end), `costtax_scorer` (session,
 loaded on first use), `costtax_profile` (function: call it to run one cell). The plain baseline
-that the ×plain columns need runs once per session per (prompts, limit, sampling) and is shared.
+that the ×plain columns need runs once per session per (prompts, limit, sampling) and is shared:
+each cell's run reuses it through profile(..., baseline_from=DIR). The result type and the
+assertions live in costtax/assertions.py and are re-exported here.
 """
 from __future__ import annotations
 
