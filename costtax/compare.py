@@ -472,27 +472,20 @@ def _fmt_limit(row: DeltaRow) -> str:
     return f"{row.limit:.0%}" if row.metric.relative else f"{row.limit:.3g}"
 
 
-def print_result(result: CompareResult, console=None) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+def print_result(result: CompareResult, console=None, width: int | None = None) -> None:
+    """The table fitted to the terminal stdout is (complete off a terminal; costtax/report/fit.py)."""
+    import sys
 
-    console = console or Console(width=200)
-    # Cell and benchmark names carry brackets (test_technique[bon:n=4]) that rich would read as markup.
-    t = Table(title=escape(f"costtax compare: OLD {result.old.path}  NEW {result.new.path}"), title_justify="left")
-    for h in ("cell", "metric", "OLD [95% CI]", "NEW [95% CI]", "worse by", "limit", "verdict"):
-        t.add_column(h, justify="left" if h in ("cell", "metric", "verdict") else "right", overflow="fold")
-    last = None
-    for r in result.rows:
-        style = "bold red" if r.verdict == "REGRESSION" else ("yellow" if r.verdict == "noise" else None)
-        t.add_row(escape(r.key) if r.key != last else "", r.metric.label, _fmt_est(r.metric, r.old), _fmt_est(r.metric, r.new),
-                  _fmt_change(r), _fmt_limit(r), r.verdict, style=style)
-        last = r.key
-    console.print(t)
-    console.print(
-        "worse by: relative change for latency/throughput/tokens/memory/energy (answers/s: increase in time per answer), "
-        "absolute drop for win-rate and accuracy. noise = over the limit but a point estimate lies inside the other run's CI."
-    )
+    from rich.markup import escape
+
+    from .compare_table import NOTE, compare_table
+    from .report.fit import output_console, print_table, terminal_width
+
+    if console is None:
+        width = width or terminal_width(sys.stdout)
+        console = output_console(sys.stdout, width)
+    print_table(console, compare_table(result), width)
+    console.print(NOTE)
     for k in result.only_old:
         console.print(escape(f"only in OLD (not compared): {k}"))
     for k in result.only_new:

@@ -1,0 +1,35 @@
+"""The printed `costtax compare` table, as a FitTable (costtax/report/fit.py).
+
+compare_columns() is the one list of its columns: the width test iterates over it, so a column
+added here is fitted and tested like the others. The cell is a group: a column off a terminal,
+a heading line above its metrics on one (a benchmark's name can be 40 characters).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from .report.fit import FitColumn, FitTable, make_table
+
+NOTE = ("worse by: relative change for latency/throughput/tokens/memory/energy (answers/s: increase in time per answer), "
+        "absolute drop for win-rate and accuracy. noise = over the limit but a point estimate lies inside the other run's CI.")
+
+
+def compare_columns() -> list[tuple[FitColumn, Callable]]:
+    from .compare import _fmt_change, _fmt_est, _fmt_limit
+
+    return [
+        (FitColumn("cell", "cell", justify="left", group=True), lambda r: r.key),
+        (FitColumn("metric", "metric", justify="left", label=True), lambda r: r.metric.label),
+        (FitColumn("old", "OLD [95% CI]", "OLD"), lambda r: _fmt_est(r.metric, r.old)),
+        (FitColumn("new", "NEW [95% CI]", "NEW"), lambda r: _fmt_est(r.metric, r.new)),
+        (FitColumn("worse_by", "worse by", "worse"), _fmt_change),
+        (FitColumn("limit", "limit"), _fmt_limit),
+        (FitColumn("verdict", "verdict", justify="left"), lambda r: r.verdict),
+    ]
+
+
+def compare_table(result) -> FitTable:
+    cols = compare_columns()
+    rows = [[fmt(r) for _, fmt in cols] for r in result.rows]
+    styles = ["bold red" if r.verdict == "REGRESSION" else ("yellow" if r.verdict == "noise" else None) for r in result.rows]
+    return make_table(f"costtax compare: OLD {result.old.path}  NEW {result.new.path}", [c for c, _ in cols], rows, styles)
