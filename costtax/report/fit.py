@@ -143,7 +143,7 @@ def _legend(table: FitTable, idx: list[int], width: int | None, out: Rendered) -
     line = "legend:"
     for e in entries:
         piece = (" " if line == "legend:" else "; ") + e
-        if cell_len(line + piece) > width and line != "legend:":
+        if cell_len(line + piece) + 1 > width and line != "legend:":
             out.add(line + ";")
             line = "  " + e
         else:
