@@ -26,6 +26,19 @@ ENGINE_LOG = "engine.log"
 NO_GPU_NOTE = "no NVIDIA GPU: GPU memory and energy columns are empty"
 
 
+def terminal_width(stream: IO[str] | None) -> int | None:
+    """Columns of the terminal `stream` writes to; None off a terminal (a pipe, a file, CI).
+
+    Asked of the stream's own descriptor, so it holds while fds 1/2 point at engine.log
+    (`costtax profile`): rich would fall back to stdin or 80 columns there."""
+    try:
+        if stream is None or not stream.isatty():
+            return None
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def _terminal_stream(stream: IO[str]) -> tuple[IO[str], bool]:
     """A stream that keeps reaching what `stream` reaches now, after fds 1/2 are redirected.
 
@@ -166,35 +179,119 @@ class EngineLog:
                 self._drain(self.path)
 
 
-def _bar_columns():
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+SHORT_PHASE_S = 0.5
 
-    return (
-        TextColumn("{task.description:<20}"),
-        BarColumn(bar_width=30),
-        MofNCompleteColumn(),
-        TextColumn("answers"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
+
+def _clock(seconds: float | None) -> str:
+    s = int(seconds or 0)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def log_stage(path) -> str:
+    """The last line of a log (vLLM's engine or server log), minus its level/time/source prefix:
+    names the stage a start is in ("Loading weights took 0.52 seconds"). '' when unreadable."""
+    import re
+
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode("utf-8", errors="replace")
+    except (OSError, TypeError):
+        return ""
+    lines = [line.strip() for line in tail.replace("\r", "\n").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = re.sub(r"\x1b\[[0-9;]*m", "", lines[-1])
+    # "(EngineCore pid=12) INFO 12-02 09:40:01 [core.py:123] text" -> "text"
+    line = re.sub(r"^(\(\w+ pid=\d+\)\s*)?(INFO|WARNING|DEBUG|ERROR)\s+\S+\s+\S+\s+\[[^\]]*\]\s*", "", line)
+    return line
+
+
+def _progress_line(task, width: int, log_path=None) -> str:
+    """One task of the live display as one line of at most `width` columns: spinner (a tick when
+    done), label, bar (a count) or a moving segment (no count), done/total unit, elapsed, and
+    ETA (a count) or the log's last line (a start)."""
+    import time as _t
+
+    f = task.fields
+    done_mark = "✓" if task.finished else SPINNER[int(_t.monotonic() * 8) % len(SPINNER)]
+    label = task.description
+    label_w = max(12, min(34, width // 3))  # one width for every line: the bars line up
+    if len(label) > label_w:
+        label = label[: label_w - 1] + "…"
+    parts = [done_mark, label.ljust(label_w)]
+    count = ""
+    if task.total is not None:
+        count = f"{int(task.completed)}/{int(task.total)} {f.get('unit', '')}".rstrip()
+    elapsed = _clock(task.finished_time if task.finished else task.elapsed)
+    tail = ""
+    if task.total is not None and not task.finished and log_path is None:
+        left = task.time_remaining if task.completed else None
+        tail = f"ETA {_clock(left)}" if left is not None else "ETA -:--:--"
+    elif log_path is not None and not task.finished:
+        tail = log_stage(log_path)
+    fixed = sum(len(x) + 1 for x in parts) + (len(count) + 1 if count else 0) + len(elapsed)
+    reserve = (len(tail) + 2) if tail.startswith("ETA") else (min(len(tail), 24) + 2 if tail else 0)
+    bar_w = max(6, min(30, width - fixed - 1 - reserve))
+    if task.total:
+        filled = int(bar_w * min(task.completed, task.total) / task.total)
+        bar = "━" * filled + "╺" * (filled < bar_w) + " " * max(0, bar_w - filled - 1)
+    else:  # alive, no count: a segment sweeping the bar
+        pos = int(_t.monotonic() * 8) % (2 * bar_w - 6 if bar_w > 6 else 1)
+        pos = pos if pos <= bar_w - 3 else 2 * bar_w - 6 - pos
+        bar = " " * pos + "━━━" + " " * max(0, bar_w - pos - 3)
+        if task.finished:
+            bar = "━" * bar_w
+    line = " ".join(parts + [bar[:bar_w]] + ([count] if count else []) + [elapsed])
+    if tail and len(line) + 2 < width:
+        line += "  " + tail[: width - len(line) - 2]
+    return line[:width]
+
+
+def _line_column(display: "RunDisplay"):
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class LineColumn(ProgressColumn):
+        max_refresh = None
+
+        def render(self, task):
+            log = task.fields.get("log")
+            path = (display.log.path if display.log is not None else None) if log == "engine" else log
+            return Text(_progress_line(task, display.width - 1, path), no_wrap=True, overflow="crop")
+
+    return LineColumn()
 
 
 class RunDisplay:
-    """profile() events -> terminal. Events used: run_dir, status, cell_start, answer_done
-    {cell, done, total}, cell_done, cell_failed; unknown events are ignored. At run_dir it also
-    prints the prompts used per source (from run.json) and, without an NVIDIA GPU, says so once."""
+    """profile() events -> terminal. Events used: run_dir, status, cell_start, unit_start
+    {cell, total, done}, answer_done {cell, done, total}, cell_done, cell_failed, and the phase
+    events of costtax/phases.py (phase_start/phase_progress/phase_end); unknown events are
+    ignored. At run_dir it also prints the prompts used per source (from run.json) and, without
+    an NVIDIA GPU, says so once.
 
-    def __init__(self, stream: IO[str], *, tty: bool | None = None, log: EngineLog | None = None, gpu_check: bool = True):
+    On a terminal: one live line per running phase or cell (spinner, bar or count, elapsed,
+    ETA or the engine log's last line), refreshed 8 times a second from rich's own thread, so
+    a phase that blocks the main thread (engine start) still moves; a finished phase leaves
+    one line with its duration. Off a terminal: a line when a phase starts and one when it
+    ends, with its duration; per-answer events print nothing. The width is the stream's own
+    terminal's (fds 1/2 may point at engine.log meanwhile)."""
+
+    def __init__(self, stream: IO[str], *, tty: bool | None = None, log: EngineLog | None = None, gpu_check: bool = True,
+                 width: int | None = None):
         from rich.console import Console
 
         self.tty = stream.isatty() if tty is None else tty
-        self.console = Console(file=stream, force_terminal=self.tty, no_color=not self.tty, width=None if self.tty else 200,
-                               highlight=False, soft_wrap=True)
+        self.width = width or terminal_width(stream) or 80
+        self.console = Console(file=stream, force_terminal=self.tty, no_color=not self.tty, width=self.width if self.tty else 1000,
+                               highlight=False, soft_wrap=not self.tty)
         self.log = log
         self.gpu_check = gpu_check
         self.progress = None
         self.tasks: dict[str, Any] = {}
+        self.phases: dict[int, Any] = {}  # phase id -> task id (terminal) or start data (off one)
         self.lines = 0  # plain lines printed (the progress bars aside)
         if log is not None and log.echo:
             log.set_echo_writer(lambda text: self._print(text.rstrip("\n"), count=False))
@@ -213,8 +310,8 @@ class RunDisplay:
             from rich.progress import Progress
 
             # redirect_*=False: sys.stdout/err must keep going to the engine log, not to the bars
-            self.progress = Progress(*_bar_columns(), console=self.console, redirect_stdout=False, redirect_stderr=False,
-                                     refresh_per_second=4)
+            self.progress = Progress(_line_column(self), console=self.console, redirect_stdout=False, redirect_stderr=False,
+                                     refresh_per_second=8)
             self.progress.start()
         return self.progress
 
@@ -223,7 +320,29 @@ class RunDisplay:
             self.progress.stop()
             self.progress = None
 
+    def _cell_task(self, data: dict, total=None, done: int = 0):
+        cell = _unit(data)
+        task = self.tasks.get(cell)
+        if task is None and self._ensure_progress() is not None:
+            task = self.tasks[cell] = self.progress.add_task(cell, total=total, completed=done, unit="answers")
+        return task
+
+    def _task(self, task_id):
+        return next(t for t in self.progress.tasks if t.id == task_id)
+
     def __call__(self, kind: str, data: dict) -> None:
+        """A display problem never stops a run: it is reported once and the display goes on."""
+        try:
+            self._handle(kind, data)
+        except Exception as exc:  # noqa: BLE001
+            if not getattr(self, "_display_error", False):
+                self._display_error = True
+                try:
+                    self.line(f"progress display error (the run goes on): {type(exc).__name__}: {exc}")
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _handle(self, kind: str, data: dict) -> None:
         if kind == "run_dir":
             # The flags passed preflight: from here on the run has a directory and a log.
             if self.log is not None:
@@ -240,21 +359,25 @@ class RunDisplay:
                     self.line(note)
         elif kind == "status":
             self.line(data["msg"])
+        elif kind in ("phase_start", "phase_progress", "phase_end"):
+            self._phase(kind, data)
         elif kind == "cell_start":
-            cell = _unit(data)
-            if self._ensure_progress() is not None:
-                self.tasks[cell] = self.progress.add_task(cell, total=None)
-            else:
-                self.line(f"cell {cell} ...")
+            # on a terminal the cell's bar appears with its total (unit_start), after its warm-up
+            if not self.tty:
+                self.line(f"cell {_unit(data)} ...")
+        elif kind == "unit_start":
+            task = self._cell_task(data, data.get("total"), data.get("done") or 0)
+            if task is not None:
+                self.progress.update(task, total=data.get("total"), completed=data.get("done") or 0)
         elif kind == "answer_done":
-            task = self.tasks.get(_unit(data))
-            if task is not None and self.progress is not None:
+            task = self._cell_task(data, data.get("total"))
+            if task is not None:
                 self.progress.update(task, completed=data.get("done", 0), total=data.get("total"))
         elif kind == "cell_done":
             cell = _unit(data)
             task = self.tasks.pop(cell, None)
             if task is not None and self.progress is not None:
-                total = self.progress.tasks[task].total or data.get("answers") or 0
+                total = self._task(task).total or data.get("answers") or 0
                 self.progress.update(task, completed=total, total=total)
                 self.progress.stop_task(task)
             else:
@@ -265,6 +388,28 @@ class RunDisplay:
                 self.progress.update(task, description=f"{_unit(data)} FAILED")
                 self.progress.stop_task(task)
             self.line(f"cell {_unit(data)} FAILED: {data['error']}")
+
+    def _phase(self, kind: str, data: dict) -> None:
+        pid = data.get("id")
+        if kind == "phase_start":
+            if self._ensure_progress() is not None:
+                self.phases[pid] = self.progress.add_task(data["phase"], total=data.get("total"), unit=data.get("unit") or "",
+                                                          log=data.get("log"))
+            else:
+                self.phases[pid] = data
+                self.line(f"{data['phase']} ...")
+        elif kind == "phase_progress":
+            task = self.phases.get(pid)
+            if task is not None and self.progress is not None:
+                self.progress.update(task, completed=data.get("done") or 0, total=data.get("total"))
+        elif kind == "phase_end":
+            task = self.phases.pop(pid, None)
+            if self.progress is not None and task is not None:
+                self.progress.remove_task(task)
+            how = "done" if data.get("ok", True) else "stopped"
+            # on a terminal a phase too short to notice leaves no line; off one, every phase ends in one
+            if not self.tty or not data.get("ok", True) or (data.get("wall_s") or 0) >= SHORT_PHASE_S:
+                self.line(f"{data['phase']}: {how} in {data.get('wall_s', 0):.1f} s")
 
 
 def _unit(data: dict) -> str:

@@ -21,6 +21,7 @@ from . import provenance
 from .config import RunConfig
 from .errors import ConfigError, CosttaxError
 from .records import CELLS, RUN_JSON, SCHEMA_VERSION, CellRecord, RunWriter, read_jsonl, read_run_json, write_json_atomic
+from .phases import ENGINE_LOG, phase
 from .run_events import WarningEvents
 
 Event = Callable[[str, dict], None]
@@ -193,23 +194,24 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
         from .engines import make_engine
         from .engines.serve import ServedVllm
 
-        emit("status", {"msg": f"resolving model {config.model}"})
-        model_dir = resolve_model(config.model)
+        with phase(emit, f"resolving model {config.model}"):
+            model_dir = resolve_model(config.model)
         log = state.run_dir / "server.log"
-        emit("status", {"msg": f"starting vLLM's OpenAI server for {config.model} (log: {log})"})
+        emit("status", {"msg": f"vLLM's OpenAI server for {config.model}: log {log}"})
         server = ServedVllm(model_dir, log, seed=config.seed, max_model_len=config.max_model_len,
                             enable_prefix_caching=config.prefix_caching, health_timeout_s=config.server_timeout_s)
-        server.__enter__()
+        with phase(emit, "starting vLLM's OpenAI server (polling /health)", log=str(log)):
+            server.__enter__()
         engine = make_engine("openai", server.model_name, **server.engine_kwargs(), seed=config.seed)
     elif engine is None and config.engine == "openai":
         engine = _remote_engine(config)
         emit("status", {"msg": f"connecting to {config.base_url}"})
     elif engine is None:
-        emit("status", {"msg": f"resolving model {config.model}"})
-        engine = _make_engine(config, resolve_model(config.model))
-        emit("status", {"msg": f"starting {config.engine} engine (cold start is measured apart)"})
+        with phase(emit, f"resolving model {config.model}"):
+            engine = _make_engine(config, resolve_model(config.model))
     try:
-        with ResourceMeter() as start_meter:
+        with phase(emit, f"starting {getattr(engine, 'name', config.engine)} engine (cold start, measured apart)", log=ENGINE_LOG), \
+                ResourceMeter() as start_meter:
             engine_start_s = engine.start()
         if server is not None:
             # cold start of a served engine: server launch to healthy, plus the client's own start
@@ -254,8 +256,8 @@ def _refusal_judge(state: RunState, emit: Event):
     except ConfigError as exc:
         state.meta["refusal_judge"] = {"skipped": str(exc)}
         return None
-    emit("status", {"msg": "loading the refusal judge"})
-    state.meta["refusal_judge"] = {"spec": state.config.reward_model, "load_s": judge.load(), **getattr(judge, "provenance", lambda: {})()}
+    with phase(emit, "loading the refusal judge"):
+        state.meta["refusal_judge"] = {"spec": state.config.reward_model, "load_s": judge.load(), **getattr(judge, "provenance", lambda: {})()}
     return judge
 
 
@@ -391,7 +393,8 @@ def run_unit(
             wctx = context(_NullWriter(), tag_cell=f"warmup:{cell}")
             winsts = wctx.expand(state.prompts)[: config.warmup_count(level, len(state.prompts) * config.repeats)]
             t0 = time.monotonic()
-            asyncio.run(_drive_unit(level, winsts, technique, wctx, config, None))
+            with phase(emit, f"warm-up {cell} (discarded)", total=len(winsts), unit="answers") as ph:
+                asyncio.run(_drive_unit(level, winsts, technique, wctx, config, None, on_answer=ph.update))
             warm = {"answers": len(winsts), "wall_s": time.monotonic() - t0}
         # Same starting state for every unit: drop the prefix cache, so order never changes
         # another unit's numbers (the warm-up above filled it with this cell's prompts).
@@ -411,8 +414,10 @@ def run_unit(
             drive_res, peaks = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total))
         t1 = time.monotonic()
         after = _counters(engine)
-        n_eval = ctx.run_eval()
-        n_scored = ctx.run_scoring(models.refusal_judge)
+        with phase(emit if ctx.pending_scoring() else None, f"scoring {cell}'s answers (not metered)",
+                   total=ctx.pending_scoring(), unit="answers") as ph:
+            n_eval = ctx.run_eval(progress=ph.update)
+            n_scored = ctx.run_scoring(models.refusal_judge, progress=lambda k: ph.update(n_eval + k))
         stats = drive_res.stats(level)
         if drive_res.timed_out:
             stats["error"] = f"level time cap {config.level_timeout_s:g} s reached: {drive_res.finished} of {len(insts)} answers finished"
@@ -444,7 +449,7 @@ def run_unit(
         return rec
 
 
-async def _drive_unit(level, insts, technique, ctx, config: RunConfig, emit, total: int | None = None):
+async def _drive_unit(level, insts, technique, ctx, config: RunConfig, emit, total: int | None = None, on_answer=None):
     """Release the unit's answers by the load level; sample engine gauges every 0.5 s."""
     import asyncio
 
@@ -456,6 +461,8 @@ async def _drive_unit(level, insts, technique, ctx, config: RunConfig, emit, tot
         done[0] += 1
         if emit:
             emit("answer_done", {"cell": ctx.cell, "load": ctx.load, "cell_repeat": ctx.cell_repeat, "done": done[0], "total": total})
+        if on_answer is not None:
+            on_answer(done[0])
 
     peaks: dict[str, float] = {}
     stop = asyncio.Event()
@@ -517,7 +524,7 @@ def _counter_delta(before: dict, after: dict) -> dict[str, Any]:
     return out
 
 
-def close_run(state: RunState, models: Models | None, status: str) -> None:
+def close_run(state: RunState, models: Models | None, status: str, emit: Event | None = None) -> None:
     """Step 4: final run.json, summary and plots rebuilt, engine and reward models closed."""
     meta = state.meta
     meta["status"] = status
@@ -527,12 +534,14 @@ def close_run(state: RunState, models: Models | None, status: str) -> None:
     try:
         from .report import write_plots, write_summary
 
-        write_plots(state.run_dir, write_summary(state.run_dir))
+        with phase(emit, "rebuilding summary.csv and plots"):
+            write_plots(state.run_dir, write_summary(state.run_dir))
     except Exception as exc:  # a report failure never loses the rows already written
         warnings.warn(f"could not rebuild summary/plots: {exc}", RuntimeWarning)
     try:
         if models is not None:
-            _close_models(models)
+            with phase(emit, "shutting down the engine" + (" and server" if models.server is not None else "")):
+                _close_models(models)
     finally:
         # again: warnings raised while rebuilding the report or closing the engines are events too
         write_json_atomic(state.run_dir / RUN_JSON, meta)
@@ -616,7 +625,8 @@ def _profile_units(state: RunState, config: RunConfig, emit: Event, **models_kw)
             try:
                 from .report import write_summary
 
-                write_summary(state.run_dir)
+                with phase(emit, "updating summary.csv"):
+                    write_summary(state.run_dir)
             except Exception as exc:  # the rows are safe; the table is rebuilt at the end or by `report`
                 warnings.warn(f"could not rebuild summary.csv after {spec.cell}: {exc}", RuntimeWarning)
         done = done_units(state.run_dir)
@@ -630,7 +640,7 @@ def _profile_units(state: RunState, config: RunConfig, emit: Event, **models_kw)
         status = "interrupted"
         raise RunInterrupted(state.run_dir) from None
     finally:
-        close_run(state, models, status)
+        close_run(state, models, status, emit)
 
 
 def _external_server(models: Models) -> bool:
@@ -695,9 +705,9 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
     if scorer is None and (needs_selection or eval_spec is None):
         from .rewards import make_reward_model
 
-        emit("status", {"msg": f"loading reward model {config.reward_model}"})
-        scorer = make_reward_model(config.reward_model, trust_remote_code=config.trust_remote_code)
-        meta["reward_model"] = {"spec": config.reward_model, "load_s": scorer.load(), **scorer.provenance()}
+        with phase(emit, f"loading reward model {config.reward_model}"):
+            scorer = make_reward_model(config.reward_model, trust_remote_code=config.trust_remote_code)
+            meta["reward_model"] = {"spec": config.reward_model, "load_s": scorer.load(), **scorer.provenance()}
         if config.judge_calibration:
             meta["reward_model"]["pairs_accuracy"] = _pairs_accuracy(scorer, emit)
             # agreement with public human labels nobody here wrote (held-out part; cached)
@@ -711,8 +721,9 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
         else:
             from .rewards import make_reward_model
 
-            eval_scorer = make_reward_model(eval_spec, trust_remote_code=config.trust_remote_code)
-            meta["eval_reward"] = {"source": "eval", "spec": eval_spec, "load_s": eval_scorer.load(), **eval_scorer.provenance()}
+            with phase(emit, f"loading evaluation reward model {eval_spec}"):
+                eval_scorer = make_reward_model(eval_spec, trust_remote_code=config.trust_remote_code)
+                meta["eval_reward"] = {"source": "eval", "spec": eval_spec, "load_s": eval_scorer.load(), **eval_scorer.provenance()}
     else:
         meta["eval_reward"] = {"source": "eval" if eval_scorer is not scorer else "proxy", "spec": getattr(eval_scorer, "name", "injected")}
     return scorer, eval_scorer
@@ -733,7 +744,8 @@ def _pairs_accuracy(scorer, emit: Event) -> dict[str, Any]:
     if pairs.exists():
         h.update(pairs.read_bytes())
     path = cache_root() / "calibration" / f"{h.hexdigest()[:16]}.json"
-    return _cached(path, lambda: judge_accuracy(scorer), emit, "measuring the reward model on the shipped good/bad pairs (cached afterwards)")
+    return _cached(path, lambda ph: judge_accuracy(scorer, progress=ph.update), emit,
+                   "measuring the reward model on the shipped good/bad pairs (cached afterwards)")
 
 
 def _cached(path: Path, compute, emit: Event, msg: str) -> dict[str, Any]:
@@ -745,8 +757,8 @@ def _cached(path: Path, compute, emit: Event, msg: str) -> dict[str, Any]:
             return data
         except ValueError:
             pass
-    emit("status", {"msg": msg})
-    data = compute()
+    with phase(emit, msg, unit="pairs") as ph:
+        data = compute(ph)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, data)
     return data
@@ -779,5 +791,5 @@ def _public_calibration(scorer, emit: Event) -> dict[str, Any]:
     )
     h = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
     path = cache_root() / "calibration" / f"public-{h.hexdigest()[:16]}.json"
-    return _cached(path, lambda: public_calibration(scorer), emit,
+    return _cached(path, lambda ph: public_calibration(scorer, progress=ph.update), emit,
                    f"measuring the reward model on public human labels ({public_sets.DATASET}; cached afterwards)")

@@ -112,17 +112,45 @@ def check_scoring_ready(prompts: Sequence["Prompt"]) -> dict[str, Any]:
     return info
 
 
-def _run_code(programs: Sequence[str], limits: "SandboxLimits | None", workers: int) -> dict[str, Any]:
+def _run_code(programs: Sequence[str], limits: "SandboxLimits | None", workers: int, on_done=None) -> dict[str, Any]:
     """Sandbox results by program text; identical programs (common among best-of-N candidates
-    at low temperature) run once."""
+    at low temperature) run once. ``on_done()`` after each program finishes."""
     from ..sandbox import SandboxLimits, run_program
 
     lim = limits or SandboxLimits()
     unique = list(dict.fromkeys(programs))
+
+    def run(p):
+        r = run_program(p, lim)
+        if on_done is not None:
+            on_done()
+        return r
+
     if workers <= 1 or len(unique) <= 1:
-        return {p: run_program(p, lim) for p in unique}
+        return {p: run(p) for p in unique}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(unique, pool.map(lambda p: run_program(p, lim), unique)))
+        return dict(zip(unique, pool.map(run, unique)))
+
+
+class _Ticker:
+    """evaluate_answers' progress: answers evaluated so far, reported to ``progress(done)``."""
+
+    def __init__(self, total: int, progress):
+        import threading
+
+        self.total, self.progress, self.done = total, progress, 0
+        self._lock = threading.Lock()
+
+    def set(self, done: float) -> None:
+        with self._lock:
+            self.done = min(self.total, done)
+            if self.progress is not None:
+                self.progress(int(self.done))
+
+    def share(self, answers: int, programs: int):
+        """A callback advancing by answers/programs per finished program."""
+        step = answers / programs if programs else 0
+        return lambda: self.set(self.done + step)
 
 
 def evaluate_answers(
@@ -133,11 +161,16 @@ def evaluate_answers(
     judge: "RefusalJudge | None" = None,
     limits: "SandboxLimits | None" = None,
     workers: int = 2,
+    progress=None,
 ) -> list[dict[str, Any]]:
     """One evaluation dict per (prompt, final answer), in order; what is in it follows each
     prompt's ``spec.scorer`` (see :func:`evaluate_answer`). ``candidates[i]``: every sample the
     technique drew for answer i (best-of-N), or None. Sandbox runs go ``workers`` at a time;
-    refusal judging is one batched judge call for the whole cell."""
+    refusal judging is one batched judge call for the whole cell. ``progress(done)``: answers
+    evaluated so far (sandboxed programs and judged pairs counted as they finish)."""
+    from ..rewards.progress import batch_progress
+
+    tick = _Ticker(len(prompts), progress)
     if len(prompts) != len(answer_texts):
         raise ValueError("prompts and answer_texts must have equal length")
     cands = list(candidates) if candidates is not None else [None] * len(prompts)
@@ -164,7 +197,9 @@ def evaluate_answers(
             e["correct"] = metrics.is_correct(text, p.answer)
         out.append(e)
     if code_jobs:
-        results = _run_code([j[1] for j in code_jobs] + [c for j in code_jobs for c in j[3]], limits, workers)
+        programs = [j[1] for j in code_jobs] + [c for j in code_jobs for c in j[3]]
+        # a program done = its share of the code answers (candidates included), counted as they finish
+        results = _run_code(programs, limits, workers, tick.share(len(code_jobs), len(set(programs))))
         for i, program, _how, cand_programs in code_jobs:
             r = results[program]
             out[i].update(code_passed=r.passed, code_fail_reason=None if r.passed else r.reason,
@@ -176,9 +211,12 @@ def evaluate_answers(
                     candidate_fail_reasons=[None if x.passed else x.reason for x in rs],
                 )
     if judge_idx:
-        verdicts = judge.judge([prompts[i].text for i in judge_idx], [answer_texts[i] for i in judge_idx])
+        base = tick.done
+        with batch_progress(judge, len(judge_idx), progress and (lambda k, _n: tick.set(base + k))):
+            verdicts = judge.judge([prompts[i].text for i in judge_idx], [answer_texts[i] for i in judge_idx])
         for i, v in zip(judge_idx, verdicts):
             out[i].update(refusal_judge=v.refusal, refusal_judge_score=round(v.score, 4))
+    tick.set(len(prompts))
     return out
 
 

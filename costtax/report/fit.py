@@ -23,10 +23,11 @@ Stdlib and rich only; no pandas here.
 """
 from __future__ import annotations
 
-import os
 import textwrap
 from dataclasses import dataclass, field
 from typing import IO, Sequence
+
+from ..console import terminal_width  # noqa: F401  (re-exported: where tables ask for the width)
 
 GAP = "  "
 MIN_WIDTH = 40  # below this the terminal is treated as 40 columns wide (stacked blocks)
@@ -263,19 +264,6 @@ def layout(table: FitTable, width: int | None) -> Rendered:
 
 
 # -- where the table goes ------------------------------------------------------------------------
-def terminal_width(stream: IO[str] | None) -> int | None:
-    """Columns of the terminal `stream` writes to; None off a terminal (a pipe, a file, CI).
-
-    Asked of the stream's own descriptor, so it holds while fds 1/2 point at engine.log
-    (`costtax profile`): rich would fall back to stdin or 80 columns there."""
-    try:
-        if stream is None or not stream.isatty():
-            return None
-        return os.get_terminal_size(stream.fileno()).columns
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
 def output_console(stream: IO[str], width: int | None):
     """A rich console for the lines around a table: word-wrapped at `width` on a terminal,
     whole lines (no wrapping) off one."""

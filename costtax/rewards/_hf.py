@@ -179,6 +179,8 @@ class HFRewardBase:
     kind = "base"
     # a group prefix is worth its own forward only with this many new shared tokens
     GROUP_MIN_SHARED = 8
+    # set by costtax.rewards.progress.batch_progress: called with the pairs each batch scored
+    on_batch_scored = None
 
     def __init__(
         self,
@@ -452,6 +454,8 @@ class HFRewardBase:
             lengths = [len(x) for x in sub]
             for bucket in plan_buckets(lengths, self.max_batch, self.max_tokens):
                 vals, width = self._run_bucket([sub[j] for j in bucket], offset)
+                if self.on_batch_scored is not None:
+                    self.on_batch_scored(len(bucket))
                 for j, v in zip(bucket, vals):
                     rewards[indices[j]] = v
                 computed += width * len(bucket)
@@ -559,6 +563,8 @@ class HFRewardBase:
         computed = real = L - start
         for bucket in plan_buckets(lengths, self.max_batch, self.max_tokens):
             vals, width = self._run_bucket([sub[j] for j in bucket], L, prefix)
+            if self.on_batch_scored is not None:
+                self.on_batch_scored(len(bucket))
             for j, v in zip(bucket, vals):
                 rewards[j] = v
             computed += width * len(bucket)
@@ -643,6 +649,8 @@ class HFRewardBase:
             self._last_path = path
             for i, v in zip(pack, vals):
                 rewards[i] = v
+            if self.on_batch_scored is not None:
+                self.on_batch_scored(len(pack))
             self.stats["positions_computed"] += len(flat)
         return sum(lengths), sum(lengths), [0] * len(seqs)
 
