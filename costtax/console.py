@@ -233,8 +233,10 @@ def _progress_line(task, width: int, log_path=None) -> str:
     elif log_path is not None and not task.finished:
         tail = log_stage(log_path)
     fixed = sum(len(x) + 1 for x in parts) + (len(count) + 1 if count else 0) + len(elapsed)
-    reserve = (len(tail) + 2) if tail.startswith("ETA") else (min(len(tail), 24) + 2 if tail else 0)
-    bar_w = max(6, min(30, width - fixed - 1 - reserve))
+    if log_path is not None:  # a start: the log's stage is the news, a short sweep says "alive"
+        bar_w = 8
+    else:
+        bar_w = max(6, min(30, width - fixed - 1 - (len(tail) + 2 if tail else 0)))
     if task.total:
         filled = int(bar_w * min(task.completed, task.total) / task.total)
         bar = "━" * filled + "╺" * (filled < bar_w) + " " * max(0, bar_w - filled - 1)
