@@ -21,8 +21,9 @@ app = typer.Typer(
     no_args_is_help=False,
     help="costtax: what inference-time alignment (best-of-N, Constitutional AI) costs, and what it buys.",
 )
+_WIDE_HELP = "print every table column on one line, however wide (default: fit the terminal; complete off one)"
 # profile's flags that are not RunConfig fields
-_NOT_CONFIG = ("resume", "verbose")
+_NOT_CONFIG = ("resume", "verbose", "wide")
 
 
 def _err(msg: str) -> None:
@@ -74,6 +75,7 @@ def profile(
     serve: bool = typer.Option(False, "--serve", help="start vLLM's OpenAI server for --model on a free loopback port and profile through it"),
     server_timeout_s: float = typer.Option(600.0, "--server-timeout-s", help="--serve: how long to wait for the server's /health"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the engine log (RUN_DIR/engine.log) to the terminal too"),
+    wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP),
 ):
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
     from .profile import config_from_run
@@ -128,7 +130,7 @@ def profile(
         )
 
     result = _run_with_display(config, resume=resume, verbose=verbose)
-    _print_table(result.run_dir)
+    _print_table(result.run_dir, wide=wide)
     if result.cells_failed:
         typer.echo(f"costtax: {len(result.cells_failed)} cell(s) failed: {', '.join(result.cells_failed)} (see run.json)", err=True)
         raise typer.Exit(1)
@@ -197,9 +199,6 @@ def _print_table(run_dir: Path, df=None, *, width: int | None = None, wide: bool
     console.print(f"summary: {run_dir / 'summary.csv'}", markup=False)
 
 
-_WIDE_HELP = "print every table column on one line, however wide (the default fits the terminal)"
-
-
 @app.command()
 def report(run_dir: str = typer.Argument(..., help="a run directory"),
            wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP)):
@@ -207,12 +206,18 @@ def report(run_dir: str = typer.Argument(..., help="a run directory"),
     p = Path(run_dir)
     if not (p / "run.json").is_file():
         raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
+    from .console import RunDisplay, warnings_line
+    from .phases import phase
     from .report import write_plots, write_summary
 
-    from .console import warnings_line
-
-    df = write_summary(p)
-    for f in write_plots(p, df):
+    display = RunDisplay(sys.stderr, gpu_check=False)  # a spinner on a terminal; two lines off one
+    try:
+        with phase(display, "rebuilding summary.csv and plots"):
+            df = write_summary(p)
+            files = write_plots(p, df)
+    finally:
+        display.close()
+    for f in files:
         typer.echo(f"plot: {f}", err=True)
     note = warnings_line(p)
     if note:
