@@ -218,10 +218,10 @@ def report(run_dir: str = typer.Argument(..., help="a run directory"),
     finally:
         display.close()
     for f in files:
-        typer.echo(f"plot: {f}", err=True)
+        display.say(f"plot: {f}")
     note = warnings_line(p)
     if note:
-        typer.echo(f"costtax: {note}", err=True)
+        display.line(note)
     _print_table(p, df, wide=wide)
 
 

@@ -307,6 +307,10 @@ class RunDisplay:
     def line(self, msg: str) -> None:
         self._print(f"costtax: {msg}")
 
+    def say(self, msg: str) -> None:
+        """A line without the costtax: prefix (wrapped at the terminal's width like the others)."""
+        self._print(msg)
+
     def _ensure_progress(self):
         if self.progress is None and self.tty:
             from rich.progress import Progress
