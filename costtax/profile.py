@@ -692,7 +692,8 @@ def _restart(engine, config: RunConfig, meta: dict, emit: Event):
     except Exception:
         pass
     new = _make_engine(config, resolve_model(config.model))
-    start_s = new.start()
+    with phase(emit, f"restarting {getattr(new, 'name', config.engine)} engine", log=ENGINE_LOG):
+        start_s = new.start()
     meta.setdefault("events", []).append({"t": provenance.now_iso(), "event": "engine_restart", "engine_start_s": start_s})
     return new
 
