@@ -333,6 +333,12 @@ class RunDisplay:
             task = self.tasks[cell] = self.progress.add_task(cell, total=total, completed=done, unit="answers")
         return task
 
+    def _settle(self, task_id) -> None:
+        """A finished cell's bar becomes a printed line: the live area keeps only what runs."""
+        line = _progress_line(self._task(task_id), self.width - 1, None)
+        self.progress.remove_task(task_id)
+        self._print(line, count=False)
+
     def _task(self, task_id):
         return next(t for t in self.progress.tasks if t.id == task_id)
 
@@ -386,6 +392,7 @@ class RunDisplay:
                 total = self._task(task).total or data.get("answers") or 0
                 self.progress.update(task, completed=total, total=total)
                 self.progress.stop_task(task)
+                self._settle(task)
             else:
                 self.line(f"cell {cell}: {data['answers']} answers in {data['wall_s']:.1f} s")
         elif kind == "cell_failed":
@@ -393,6 +400,7 @@ class RunDisplay:
             if task is not None and self.progress is not None:
                 self.progress.update(task, description=f"{_unit(data)} FAILED")
                 self.progress.stop_task(task)
+                self._settle(task)
             self.line(f"cell {_unit(data)} FAILED: {data['error']}")
 
     def _phase(self, kind: str, data: dict) -> None:
