@@ -45,3 +45,25 @@ def batch_progress(model: Any, total: int, callback: Progress | None) -> Iterato
         if owner is not None:
             owner.on_batch_scored = before
     callback(total, total)
+
+
+class AnswerCount:
+    """Answers evaluated so far (sandboxed programs finishing on worker threads, judged pairs),
+    reported to ``progress(done)``; thread-safe, never above ``total``."""
+
+    def __init__(self, total: int, progress: Callable[[int], Any] | None):
+        import threading
+
+        self.total, self.progress, self.done = total, progress, 0.0
+        self._lock = threading.Lock()
+
+    def set(self, done: float) -> None:
+        with self._lock:
+            self.done = min(self.total, done)
+            if self.progress is not None:
+                self.progress(int(self.done))
+
+    def share(self, answers: int, programs: int) -> Callable[[], None]:
+        """A callback advancing by answers/programs per finished program (candidates included)."""
+        step = answers / programs if programs else 0
+        return lambda: self.set(self.done + step)
