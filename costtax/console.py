@@ -189,15 +189,16 @@ def _clock(seconds: float | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def log_stage(path) -> str:
-    """The last line of a log (vLLM's engine or server log), minus its level/time/source prefix:
-    names the stage a start is in ("Loading weights took 0.52 seconds"). '' when unreadable."""
+def log_stage(path, since: int = 0) -> str:
+    """The last line of a log (vLLM's engine or server log) written after byte `since`, minus its
+    level/time/source prefix: names the stage a start is in ("Loading weights took 0.52
+    seconds"). '' when unreadable or nothing new."""
     import re
 
     try:
         with open(path, "rb") as f:
             f.seek(0, 2)
-            f.seek(max(0, f.tell() - 4096))
+            f.seek(max(since, f.tell() - 4096))
             tail = f.read().decode("utf-8", errors="replace")
     except (OSError, TypeError):
         return ""
@@ -210,7 +211,14 @@ def log_stage(path) -> str:
     return line
 
 
-def _progress_line(task, width: int, log_path=None) -> str:
+def _size(path) -> int:
+    try:
+        return os.path.getsize(path) if path else 0
+    except OSError:
+        return 0
+
+
+def _progress_line(task, width: int, log_path=None, log_since: int = 0) -> str:
     """One task of the live display as one line of at most `width` columns: spinner (a tick when
     done), label, bar (a count) or a moving segment (no count), done/total unit, elapsed, and
     ETA (a count) or the log's last line (a start)."""
@@ -232,7 +240,7 @@ def _progress_line(task, width: int, log_path=None) -> str:
         left = task.time_remaining if task.completed else None
         tail = f"ETA {_clock(left)}" if left is not None else "ETA -:--:--"
     elif log_path is not None and not task.finished:
-        tail = log_stage(log_path)
+        tail = log_stage(log_path, log_since) or task.fields.get("hint") or ""
     fixed = sum(len(x) + 1 for x in parts) + (len(count) + 1 if count else 0) + len(elapsed)
     if log_path is not None:  # a start: the log's stage is the news, a short sweep says "alive"
         bar_w = 8
@@ -261,9 +269,8 @@ def _line_column(display: "RunDisplay"):
         max_refresh = None
 
         def render(self, task):
-            log = task.fields.get("log")
-            path = (display.log.path if display.log is not None else None) if log == "engine" else log
-            return Text(_progress_line(task, display.width - 1, path), no_wrap=True, overflow="crop")
+            path = display._log_path(task.fields.get("log"))
+            return Text(_progress_line(task, display.width - 1, path, task.fields.get("log_since") or 0), no_wrap=True, overflow="crop")
 
     return LineColumn()
 
@@ -340,6 +347,12 @@ class RunDisplay:
         self.progress.remove_task(task_id)
         self._print(line, count=False)
 
+    def _log_path(self, log):
+        """phase(log=...): "engine" is this run's engine.log (wherever EngineLog keeps it now)."""
+        if log == "engine":
+            return self.log.path if self.log is not None else None
+        return log
+
     def _task(self, task_id):
         return next(t for t in self.progress.tasks if t.id == task_id)
 
@@ -409,7 +422,8 @@ class RunDisplay:
         if kind == "phase_start":
             if self._ensure_progress() is not None:
                 self.phases[pid] = self.progress.add_task(data["phase"], total=data.get("total"), unit=data.get("unit") or "",
-                                                          log=data.get("log"))
+                                                          log=data.get("log"), log_since=_size(self._log_path(data.get("log"))),
+                                                          hint=data.get("hint"))
             else:
                 self.phases[pid] = data
                 self.line(f"{data['phase']} ...")

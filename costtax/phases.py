@@ -42,10 +42,13 @@ class Phase:
 
 
 @contextmanager
-def phase(emit: Event | None, name: str, *, total: int | None = None, unit: str = "", log: str | None = None) -> Iterator[Phase]:
+def phase(emit: Event | None, name: str, *, total: int | None = None, unit: str = "", log: str | None = None,
+          hint: str | None = None) -> Iterator[Phase]:
+    """`log`: a log file whose newest line names the stage (ENGINE_LOG: the run's engine.log);
+    `hint`: what to show until that log has a new line."""
     emit = emit or (lambda kind, data: None)
     ph = Phase(emit, next(_ids), total)
-    emit("phase_start", {"phase": name, "id": ph.id, "total": total, "unit": unit, "log": log})
+    emit("phase_start", {"phase": name, "id": ph.id, "total": total, "unit": unit, "log": log, "hint": hint})
     t0 = time.monotonic()
     ok = False
     try:

@@ -132,7 +132,7 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
         emit("status", {"msg": f"vLLM's OpenAI server for {config.model}: log {log}"})
         server = ServedVllm(model_dir, log, seed=config.seed, max_model_len=config.max_model_len,
                             enable_prefix_caching=config.prefix_caching, health_timeout_s=config.server_timeout_s)
-        with phase(emit, "starting vLLM's OpenAI server (polling /health)", log=str(log)):
+        with phase(emit, "starting vLLM's OpenAI server (polling /health)", log=str(log), hint="launching the server process"):
             server.__enter__()
         engine = make_engine("openai", server.model_name, **server.engine_kwargs(), seed=config.seed)
     elif engine is None and config.engine == "openai":
@@ -142,7 +142,8 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
         with phase(emit, f"resolving model {config.model}"):
             engine = _make_engine(config)
     try:
-        with phase(emit, f"starting {getattr(engine, 'name', config.engine)} engine (cold start, measured apart)", log=ENGINE_LOG), \
+        with phase(emit, f"starting {getattr(engine, 'name', config.engine)} engine (cold start, measured apart)", log=ENGINE_LOG,
+                   hint="importing vLLM" if getattr(engine, "name", "") == "vllm" else None), \
                 ResourceMeter() as start_meter:
             engine_start_s = engine.start()
         if server is not None:

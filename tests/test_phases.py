@@ -60,17 +60,21 @@ def test_on_a_terminal_a_live_line_moves_while_the_main_thread_blocks(tmp_path):
     """The engine start blocks the main thread; rich's refresh thread keeps the line moving:
     elapsed time, and the log's last line naming the stage."""
     log = tmp_path / "server.log"
-    log.write_text("(APIServer pid=7) INFO 12-02 09:40:01 [api_server.py:1] Starting vLLM API server\n"
-                   "(EngineCore pid=9) INFO 12-02 09:40:03 [gpu_model_runner.py:2] Loading weights took 0.52 seconds\n")
+    log.write_text("(APIServer pid=7) INFO 12-02 09:30:01 [api_server.py:1] an earlier session's last line\n")
     buf = io.StringIO()
     d = RunDisplay(buf, tty=True, width=80)
-    with phase(d, "starting vLLM's OpenAI server (polling /health)", log=str(log)):
-        time.sleep(1.3)  # blocked, as in ServedVllm.__enter__
+    with phase(d, "starting vLLM's OpenAI server (polling /health)", log=str(log), hint="launching the server"):
+        time.sleep(0.6)  # blocked, as in ServedVllm.__enter__; the server's log grows meanwhile
+        with open(log, "a") as f:
+            f.write("(EngineCore pid=9) INFO 12-02 09:40:03 [gpu_model_runner.py:2] Loading weights took 0.52 seconds\n")
+        time.sleep(0.9)
     d.close()
     frames = [f for f in _plain(buf.getvalue()).split("\r") if "starting vLLM" in f]
     assert len(frames) >= 3  # refreshed while blocked
     assert any("0:00:01" in f for f in frames)
-    assert any("Loading weights took 0.52" in f for f in frames)  # the stage, from the log
+    assert any("launching the server" in f for f in frames)  # before the log has a line of this start
+    assert any("Loading weights took 0.52" in f for f in frames)  # then the stage, from the log
+    assert not any("earlier session" in f for f in frames)
     assert "costtax: starting vLLM's OpenAI server (polling /health): done in 1." in _plain(buf.getvalue())
 
 
