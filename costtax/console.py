@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import CosttaxError
+from .live_line import SHORT_PHASE_S, file_size, log_stage  # noqa: F401  (log_stage: re-exported)
 from .load import DEFAULT_LABEL
 
 ENGINE_LOG = "engine.log"
@@ -180,89 +181,10 @@ class EngineLog:
                 self._drain(self.path)
 
 
-SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-SHORT_PHASE_S = 0.5
-
-
-def _clock(seconds: float | None) -> str:
-    s = int(seconds or 0)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def log_stage(path, since: int = 0) -> str:
-    """The last line of a log (vLLM's engine or server log) written after byte `since`, minus its
-    level/time/source prefix: names the stage a start is in ("Loading weights took 0.52
-    seconds"). '' when unreadable or nothing new."""
-    import re
-
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(since, f.tell() - 4096))
-            tail = f.read().decode("utf-8", errors="replace")
-    except (OSError, TypeError):
-        return ""
-    lines = [line.strip() for line in tail.replace("\r", "\n").splitlines() if line.strip()]
-    if not lines:
-        return ""
-    line = re.sub(r"\x1b\[[0-9;]*m", "", lines[-1])
-    # "(EngineCore pid=12) INFO 12-02 09:40:01 [core.py:123] text" -> "text"
-    line = re.sub(r"^(\(\w+ pid=\d+\)\s*)?(INFO|WARNING|DEBUG|ERROR)\s+\S+\s+\S+\s+\[[^\]]*\]\s*", "", line)
-    return line
-
-
-def _size(path) -> int:
-    try:
-        return os.path.getsize(path) if path else 0
-    except OSError:
-        return 0
-
-
-def _progress_line(task, width: int, log_path=None, log_since: int = 0) -> str:
-    """One task of the live display as one line of at most `width` columns: spinner (a tick when
-    done), label, bar (a count) or a moving segment (no count), done/total unit, elapsed, and
-    ETA (a count) or the log's last line (a start)."""
-    import time as _t
-
-    f = task.fields
-    done_mark = "✓" if task.finished else SPINNER[int(_t.monotonic() * 8) % len(SPINNER)]
-    label = task.description
-    label_w = max(12, min(34, width // 3))  # one width for every line: the bars line up
-    if len(label) > label_w:
-        label = label[: label_w - 1] + "…"
-    parts = [done_mark, label.ljust(label_w)]
-    count = ""
-    if task.total is not None:
-        count = f"{int(task.completed)}/{int(task.total)} {f.get('unit', '')}".rstrip()
-    elapsed = _clock(task.finished_time if task.finished else task.elapsed)
-    tail = ""
-    if task.total is not None and not task.finished and log_path is None:
-        left = task.time_remaining if task.completed else None
-        tail = f"ETA {_clock(left)}" if left is not None else "ETA -:--:--"
-    elif log_path is not None and not task.finished:
-        tail = log_stage(log_path, log_since) or task.fields.get("hint") or ""
-    fixed = sum(len(x) + 1 for x in parts) + (len(count) + 1 if count else 0) + len(elapsed)
-    if log_path is not None:  # a start: the log's stage is the news, a short sweep says "alive"
-        bar_w = 8
-    else:
-        bar_w = max(6, min(30, width - fixed - 1 - (len(tail) + 2 if tail else 0)))
-    if task.total:
-        filled = int(bar_w * min(task.completed, task.total) / task.total)
-        bar = "━" * filled + "╺" * (filled < bar_w) + " " * max(0, bar_w - filled - 1)
-    else:  # alive, no count: a segment sweeping the bar
-        pos = int(_t.monotonic() * 8) % (2 * bar_w - 6 if bar_w > 6 else 1)
-        pos = pos if pos <= bar_w - 3 else 2 * bar_w - 6 - pos
-        bar = " " * pos + "━━━" + " " * max(0, bar_w - pos - 3)
-        if task.finished:
-            bar = "━" * bar_w
-    line = " ".join(parts + [bar[:bar_w]] + ([count] if count else []) + [elapsed])
-    if tail and len(line) + 2 < width:
-        line += "  " + tail[: width - len(line) - 2]
-    return line[:width]
-
-
 def _line_column(display: "RunDisplay"):
     from rich.progress import ProgressColumn
+
+    from .live_line import progress_line
     from rich.text import Text
 
     class LineColumn(ProgressColumn):
@@ -270,7 +192,7 @@ def _line_column(display: "RunDisplay"):
 
         def render(self, task):
             path = display._log_path(task.fields.get("log"))
-            return Text(_progress_line(task, display.width - 1, path, task.fields.get("log_since") or 0), no_wrap=True, overflow="crop")
+            return Text(progress_line(task, display.width - 1, path, task.fields.get("log_since") or 0), no_wrap=True, overflow="crop")
 
     return LineColumn()
 
@@ -343,7 +265,9 @@ class RunDisplay:
 
     def _settle(self, task_id) -> None:
         """A finished cell's bar becomes a printed line: the live area keeps only what runs."""
-        line = _progress_line(self._task(task_id), self.width - 1, None)
+        from .live_line import progress_line
+
+        line = progress_line(self._task(task_id), self.width - 1, None)
         self.progress.remove_task(task_id)
         self._print(line, count=False)
 
@@ -422,7 +346,7 @@ class RunDisplay:
         if kind == "phase_start":
             if self._ensure_progress() is not None:
                 self.phases[pid] = self.progress.add_task(data["phase"], total=data.get("total"), unit=data.get("unit") or "",
-                                                          log=data.get("log"), log_since=_size(self._log_path(data.get("log"))),
+                                                          log=data.get("log"), log_since=file_size(self._log_path(data.get("log"))),
                                                           hint=data.get("hint"))
             else:
                 self.phases[pid] = data

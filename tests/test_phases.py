@@ -9,7 +9,8 @@ import time
 import pytest
 
 from costtax.config import RunConfig
-from costtax.console import RunDisplay, _progress_line, log_stage
+from costtax.console import RunDisplay, log_stage
+from costtax.live_line import progress_line as _progress_line
 from costtax.phases import phase
 from costtax.profile import profile
 from fakes import FakeReward, TimedEngine
