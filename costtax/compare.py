@@ -485,7 +485,7 @@ def print_result(result: CompareResult, console=None, width: int | None = None) 
     if console is None:
         width = width or terminal_width(sys.stdout)
         console = output_console(sys.stdout, width)
-    print_table(console, compare_table(result), width)
+    print_table(console, compare_table(result, est=_fmt_est, change=_fmt_change, limit=_fmt_limit), width)
     console.print(NOTE)
     for k in result.only_old:
         console.print(escape(f"only in OLD (not compared): {k}"))

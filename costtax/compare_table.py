@@ -14,22 +14,21 @@ NOTE = ("worse by: relative change for latency/throughput/tokens/memory/energy (
         "absolute drop for win-rate and accuracy. noise = over the limit but a point estimate lies inside the other run's CI.")
 
 
-def compare_columns() -> list[tuple[FitColumn, Callable]]:
-    from .compare import _fmt_change, _fmt_est, _fmt_limit
-
+def compare_columns(est: Callable, change: Callable, limit: Callable) -> list[tuple[FitColumn, Callable]]:
+    """The columns with the formatters compare.py passes in (estimate with CI, change, limit)."""
     return [
         (FitColumn("cell", "cell", justify="left", group=True), lambda r: r.key),
         (FitColumn("metric", "metric", justify="left", label=True), lambda r: r.metric.label),
-        (FitColumn("old", "OLD [95% CI]", "OLD"), lambda r: _fmt_est(r.metric, r.old)),
-        (FitColumn("new", "NEW [95% CI]", "NEW"), lambda r: _fmt_est(r.metric, r.new)),
-        (FitColumn("worse_by", "worse by", "worse"), _fmt_change),
-        (FitColumn("limit", "limit"), _fmt_limit),
+        (FitColumn("old", "OLD [95% CI]", "OLD"), lambda r: est(r.metric, r.old)),
+        (FitColumn("new", "NEW [95% CI]", "NEW"), lambda r: est(r.metric, r.new)),
+        (FitColumn("worse_by", "worse by", "worse"), change),
+        (FitColumn("limit", "limit"), limit),
         (FitColumn("verdict", "verdict", justify="left"), lambda r: r.verdict),
     ]
 
 
-def compare_table(result) -> FitTable:
-    cols = compare_columns()
+def compare_table(result, *, est: Callable, change: Callable, limit: Callable) -> FitTable:
+    cols = compare_columns(est, change, limit)
     rows = [[fmt(r) for _, fmt in cols] for r in result.rows]
     styles = ["bold red" if r.verdict == "REGRESSION" else ("yellow" if r.verdict == "noise" else None) for r in result.rows]
     return make_table(f"costtax compare: OLD {result.old.path}  NEW {result.new.path}", [c for c, _ in cols], rows, styles)

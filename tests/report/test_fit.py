@@ -19,7 +19,7 @@ import termios
 import pandas as pd
 import pytest
 
-from costtax.compare import METRICS, CompareConfig, Estimate, Source, compare_sources
+from costtax.compare import METRICS, CompareConfig, Estimate, Source, _fmt_change, _fmt_est, _fmt_limit, compare_sources
 from costtax.compare_table import compare_columns, compare_table
 from costtax.report.fit import FitColumn, cell_len, layout, make_table, output_console, print_table, terminal_width
 from costtax.report.plan_table import PLAN_COLUMNS, plan_table
@@ -98,7 +98,7 @@ def _tables():
     df = _tax_df()
     yield "tax", tax_table(df, "alignment tax vs plain — /some/run/dir")
     yield "plan", plan_table(_plan_df(), "capacity plan: 2 answers/s, p95 <= 5s", floors=True)
-    yield "compare", compare_table(_compare_result())
+    yield "compare", compare_table(_compare_result(), est=_fmt_est, change=_fmt_change, limit=_fmt_limit)
 
 
 # -- reading the text back, without the renderer's help -------------------------------------------
@@ -179,7 +179,7 @@ def test_registries_are_what_the_tables_print():
     """The test tables carry every registered column: nothing added later escapes the check."""
     tables = dict(_tables())
     assert [c.key for c in tables["plan"].columns] == [k for k, *_ in PLAN_COLUMNS]
-    assert [c.key for c in tables["compare"].columns] == [c.key for c, _ in compare_columns()]
+    assert [c.key for c in tables["compare"].columns] == [c.key for c, _ in compare_columns(_fmt_est, _fmt_change, _fmt_limit)]
     tax_keys = {c.key for c in tables["tax"].columns}
     assert {k for k, _, _ in HEADLINE + LOAD_COLUMNS} - tax_keys == set()
     # and the test data is wide enough to need fitting at 80 columns
