@@ -28,7 +28,8 @@ while :; do
   grep -q '^CAPTURE-EXIT=' <<<"$pane" && break
   sleep 0.5
 done
-tmux capture-pane -J -p -t "$session" -S - | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' | grep -v '^CAPTURE-EXIT=' > "$out"
+# joined lines, up to the exit marker (the shell prompt after it is not costtax's), trailing blanks cut
+tmux capture-pane -J -p -t "$session" -S - | sed '/^CAPTURE-EXIT=/,$d' | sed -e 's/[[:space:]]*$//' > "$out"
 tmux kill-session -t "$session"
 python3 - "$out" "$width" <<'PY'
 import sys
