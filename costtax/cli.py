@@ -173,8 +173,6 @@ def _print_table(run_dir: Path, df=None, *, width: int | None = None, wide: bool
     it here would recompute every metric, self-BLEU included, a second time). Fitted to the
     terminal stdout is (`width`: that terminal's columns, measured before anything redirected
     it); complete off a terminal or with `wide` (costtax/report/fit.py)."""
-    import json as _json
-
     from .report import load_summary, reward_model_line, row_warnings
     from .report.fit import output_console, print_table, terminal_width
     from .report.table import tax_table
@@ -183,9 +181,11 @@ def _print_table(run_dir: Path, df=None, *, width: int | None = None, wide: bool
         df = load_summary(run_dir)
     width = None if wide else (width or terminal_width(sys.stdout))
     console = output_console(sys.stdout, width)
+    from .rundata import RunData
+
     try:
-        line = reward_model_line(_json.loads((Path(run_dir) / "run.json").read_text()))
-    except (OSError, ValueError):
+        line = reward_model_line(RunData.open(run_dir, records=False).meta)
+    except CosttaxError:
         line = None
     if line:
         console.print(line, markup=False)
@@ -205,11 +205,11 @@ def _print_table(run_dir: Path, df=None, *, width: int | None = None, wide: bool
 def report(run_dir: str = typer.Argument(..., help="a run directory"),
            wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP)):
     """Rebuild summary.csv from a run directory and print the tax table."""
-    p = Path(run_dir)
-    if not (p / "run.json").is_file():
-        raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
     from .console import RunDisplay, warnings_line
     from .phases import phase
+    from .rundata import RunData
+
+    p = RunData.open(run_dir).path  # a bad directory: one line naming the file, exit 2
     from .report import write_plots, write_summary
 
     display = RunDisplay(sys.stderr, gpu_check=False)  # a spinner on a terminal; two lines off one
@@ -240,9 +240,9 @@ def plan(
 ):
     """Capacity plan from the measured latency-vs-throughput curve: replicas for a target QPS
     under a p95 SLO, $ and kWh per 1M answers, quality floors, the cheapest cell that holds them."""
-    p = Path(run_dir)
-    if not (p / "run.json").is_file():
-        raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
+    from .rundata import RunData
+
+    p = RunData.open(run_dir, records=False).path  # a bad directory: one line naming the file, exit 2
     if qps <= 0:
         raise CosttaxError(f"--qps: bad value {qps!r}: use a positive number of answers per second")
     if slo_p95_s <= 0:

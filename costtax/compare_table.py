@@ -17,7 +17,7 @@ NOTE = ("worse by: relative change for latency/throughput/tokens/memory/energy (
 def compare_columns(est: Callable, change: Callable, limit: Callable) -> list[tuple[FitColumn, Callable]]:
     """The columns with the formatters compare.py passes in (estimate with CI, change, limit)."""
     return [
-        (FitColumn("cell", "cell", justify="left", group=True), lambda r: r.key),
+        (FitColumn("cell", "cell", justify="left", group=True), lambda r: r.key[0]),
         (FitColumn("metric", "metric", justify="left", label=True), lambda r: r.metric.label),
         (FitColumn("old", "OLD [95% CI]", "OLD"), lambda r: est(r.metric, r.old)),
         (FitColumn("new", "NEW [95% CI]", "NEW"), lambda r: est(r.metric, r.new)),
@@ -27,8 +27,11 @@ def compare_columns(est: Callable, change: Callable, limit: Callable) -> list[tu
     ]
 
 
-def compare_table(result, *, est: Callable, change: Callable, limit: Callable) -> FitTable:
+def compare_table(result, level=None, *, est: Callable, change: Callable, limit: Callable) -> FitTable:
+    """The rows of one load level (None: a benchmark file's, which have none)."""
     cols = compare_columns(est, change, limit)
-    rows = [[fmt(r) for _, fmt in cols] for r in result.rows]
-    styles = ["bold red" if r.verdict == "REGRESSION" else ("yellow" if r.verdict == "noise" else None) for r in result.rows]
-    return make_table(f"costtax compare: OLD {result.old.path}  NEW {result.new.path}", [c for c, _ in cols], rows, styles)
+    picked = [r for r in result.rows if r.key[1] == level]
+    rows = [[fmt(r) for _, fmt in cols] for r in picked]
+    styles = ["bold red" if r.verdict == "REGRESSION" else ("yellow" if r.verdict == "noise" else None) for r in picked]
+    title = f"costtax compare: OLD {result.old.path}  NEW {result.new.path}" + (f"  load {level.label}" if level is not None else "")
+    return make_table(title, [c for c, _ in cols], rows, styles)

@@ -294,7 +294,7 @@ class CellContext:
         )
         self.answers_written += 1
         self._finished.append((inst, text))
-        if (inst.prompt.scorer or inst.prompt.spec.scorer) in ("pass_at_k", "refusal"):
+        if inst.prompt.effective_scorer in ("pass_at_k", "refusal"):
             self._scorable.append((inst, text, extra.get("candidate_texts")))
 
     def pending_scoring(self) -> int:

@@ -26,6 +26,8 @@ from typing import Any, Awaitable, Callable, Sequence
 from .errors import ConfigError
 
 MODES = ("batch", "concurrency", "rate")
+BATCH_MODE, CONCURRENCY_MODE, RATE_MODE = MODES  # the one place mode names are spelled
+LOADED_MODES = (CONCURRENCY_MODE, RATE_MODE)  # modes whose levels form a latency-vs-throughput curve
 SATURATION_SHORTFALL = 0.10
 RATE_WARMUP_ANSWERS = 4  # warm-up answers before the first repeat of a rate level (see LoadLevel.warmup_count)
 
@@ -76,7 +78,7 @@ class LoadLevel:
         return min(answers, RATE_WARMUP_ANSWERS)
 
 
-BATCH = LoadLevel("batch")
+BATCH = LoadLevel(BATCH_MODE)
 DEFAULT_LABEL = BATCH.label  # the `load` of rows written before load levels existed
 
 

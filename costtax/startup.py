@@ -180,7 +180,7 @@ def _refusal_judge(state: RunState, emit: Event):
     """The refusal question asked of the configured judge model, when some prompt's source is
     scored by refusal (AdvBench, DoNotAnswer, HarmBench, harmful). A scalar reward model cannot
     answer a question: the judge column is then empty and run.json says why."""
-    if not any((p.scorer or p.spec.scorer) == "refusal" for p in state.prompts):
+    if not any(p.effective_scorer == "refusal" for p in state.prompts):
         return None
     from .rewards.refusal import RefusalJudge
 

@@ -81,14 +81,18 @@ def _plan_df() -> pd.DataFrame:
 
 
 def _compare_result():
-    cells = {name: {} for name in ("plain", "test_technique[bon:n=4-helpful-long-benchmark-name]", "cai:rounds=1 @ concurrency=8")}
+    from costtax.load import LoadLevel
+
+    names = ("plain", "test_technique[bon:n=4-helpful-long-benchmark-name]", "cai:rounds=1")
     old, new = {}, {}
-    for c, name in enumerate(cells):
-        old[name], new[name] = {}, {}
-        for j, m in enumerate(METRICS):
-            v = (c + 1) * (j + 1) * (2**30 if m.unit == "B" else 1.234)
-            old[name][m.name] = Estimate(v, v * 0.9, v * 1.1, 8)
-            new[name][m.name] = Estimate(v * 1.5, v * 1.4, v * 1.6, 8) if j % 2 else Estimate(v * 0.99)
+    for lv, level in enumerate((LoadLevel("batch"), LoadLevel("concurrency", 16))):
+        for c, name in enumerate(names):
+            key = (name, level)
+            old[key], new[key] = {}, {}
+            for j, m in enumerate(METRICS):
+                v = (lv + 1) * (c + 1) * (j + 1) * (2**30 if m.unit == "B" else 1.234)
+                old[key][m.name] = Estimate(v, v * 0.9, v * 1.1, 8)
+                new[key][m.name] = Estimate(v * 1.5, v * 1.4, v * 1.6, 8) if j % 2 else Estimate(v * 0.99)
     config = CompareConfig(old="a", new="b", max_memory_increase=0.1, max_energy_increase=0.2)
     return compare_sources(Source("/runs/old-run-with-a-long-name-2026-12-02", "run", old),
                            Source("/runs/new-run-with-a-long-name-2026-12-02", "run", new), config)
@@ -98,7 +102,9 @@ def _tables():
     df = _tax_df()
     yield "tax", tax_table(df, "alignment tax vs plain — /some/run/dir")
     yield "plan", plan_table(_plan_df(), "capacity plan: 2 answers/s, p95 <= 5s", floors=True)
-    yield "compare", compare_table(_compare_result(), est=_fmt_est, change=_fmt_change, limit=_fmt_limit)
+    result = _compare_result()
+    for level in dict.fromkeys(r.key[1] for r in result.rows):  # one table per load level
+        yield f"compare {level.label}", compare_table(result, level, est=_fmt_est, change=_fmt_change, limit=_fmt_limit)
 
 
 # -- reading the text back, without the renderer's help -------------------------------------------
@@ -178,8 +184,9 @@ def test_every_table_fits_and_keeps_every_value(width):
 def test_registries_are_what_the_tables_print():
     """The test tables carry every registered column: nothing added later escapes the check."""
     tables = dict(_tables())
+    assert {"compare batch", "compare concurrency=16"} <= set(tables)
     assert [c.key for c in tables["plan"].columns] == [k for k, *_ in PLAN_COLUMNS]
-    assert [c.key for c in tables["compare"].columns] == [c.key for c, _ in compare_columns(_fmt_est, _fmt_change, _fmt_limit)]
+    assert [c.key for c in tables["compare batch"].columns] == [c.key for c, _ in compare_columns(_fmt_est, _fmt_change, _fmt_limit)]
     tax_keys = {c.key for c in tables["tax"].columns}
     assert {k for k, _, _ in HEADLINE + LOAD_COLUMNS} - tax_keys == set()
     # and the test data is wide enough to need fitting at 80 columns
@@ -219,7 +226,7 @@ def test_off_a_terminal_the_format_is_complete_and_width_independent():
 
 def test_printed_through_rich_the_lines_stay_as_laid_out():
     """print_table on a 80-column terminal console: rich neither wraps nor crops a line."""
-    table = dict(_tables())["compare"]
+    table = dict(_tables())["compare batch"]
     buf = io.StringIO()
     print_table(output_console(buf, 80), table, 80)
     plain = re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue()).splitlines()
