@@ -301,34 +301,22 @@ def _only(keys: tuple[Key, ...], other: Source) -> list[str]:
     return out
 
 
-def print_result(result: CompareResult, console=None) -> None:
-    """One table per load level (one for benchmark files), then the lists, notes and verdict."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+def print_result(result: CompareResult, console=None, width: int | None = None) -> None:
+    """One table per load level (one for benchmark files), fitted to the terminal stdout is
+    (complete off a terminal; costtax/report/fit.py), then the lists, notes and verdict."""
+    import sys
 
-    console = console or Console(width=200)
+    from rich.markup import escape
+
+    from .compare_table import NOTE, compare_table
+    from .report.fit import output_console, print_table, terminal_width
+
+    if console is None:
+        width = width or terminal_width(sys.stdout)
+        console = output_console(sys.stdout, width)
     for level in _levels(r.key for r in result.rows):
-        title = f"costtax compare: OLD {result.old.path}  NEW {result.new.path}"
-        if level is not None:
-            title += f"  load {level.label}"
-        # Cell and benchmark names carry brackets (test_technique[bon:n=4]) that rich would read as markup.
-        t = Table(title=escape(title), title_justify="left")
-        for h in ("cell", "metric", "OLD [95% CI]", "NEW [95% CI]", "worse by", "limit", "verdict"):
-            t.add_column(h, justify="left" if h in ("cell", "metric", "verdict") else "right", overflow="fold")
-        last = None
-        for r in result.rows:
-            if r.key[1] != level:
-                continue
-            style = "bold red" if r.verdict == "REGRESSION" else ("yellow" if r.verdict == "noise" else None)
-            t.add_row(escape(r.key[0]) if r.key != last else "", r.metric.label, _fmt_est(r.metric, r.old), _fmt_est(r.metric, r.new),
-                      _fmt_change(r), _fmt_limit(r), r.verdict, style=style)
-            last = r.key
-        console.print(t)
-    console.print(
-        "worse by: relative change for latency/throughput/tokens/memory/energy (answers/s: increase in time per answer), "
-        "absolute drop for win-rate and accuracy. noise = over the limit but a point estimate lies inside the other run's CI."
-    )
+        print_table(console, compare_table(result, level, est=_fmt_est, change=_fmt_change, limit=_fmt_limit), width)
+    console.print(NOTE)
     for k in _only(result.only_old, result.new):
         console.print(escape(f"only in OLD (not compared): {k}"))
     for k in _only(result.only_new, result.old):

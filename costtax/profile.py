@@ -107,7 +107,7 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
                 failed.append(spec.cell)
                 restart_if_dead(state, models, emit)
             save_meta(state)
-            rebuild_summary(state, after=spec.cell)
+            rebuild_summary(state, after=spec.cell, emit=emit)
         ok, failed = _cell_outcomes(state, failed)
         status = "finished"
         return RunResult(state.run_dir, state.run_id, "finished", ok, failed)
@@ -115,7 +115,7 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
         status = "interrupted"
         raise RunInterrupted(state.run_dir) from None
     finally:
-        close_run(state, models, status)
+        close_run(state, models, status, emit)
 
 
 def _cell_outcomes(state: RunState, failed_now: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -119,17 +119,20 @@ def check_call(prompt: "Prompt") -> str:
     return f"check({prompt.entry_point})"
 
 
-def _run_code(jobs: Sequence[tuple[str, str]], limits: "SandboxLimits | None", workers: int) -> dict[tuple[str, str], Any]:
+def _run_code(jobs: Sequence[tuple[str, str]], limits: "SandboxLimits | None", workers: int, on_done=None) -> dict[tuple[str, str], Any]:
     """Sandbox results by (program, check call); identical programs (common among best-of-N
     candidates at low temperature) run once. Passing needs the check call to return (the
-    sandbox's per-run marker), not just exit status 0."""
+    sandbox's per-run marker), not just exit status 0. ``on_done()`` after each (progress display)."""
     from .. import sandbox
 
     lim = limits or sandbox.SandboxLimits()
     unique = list(dict.fromkeys(jobs))
 
     def one(job: tuple[str, str]):
-        return sandbox.run_program(job[0], lim, check_call=job[1])
+        r = sandbox.run_program(job[0], lim, check_call=job[1])
+        if on_done is not None:
+            on_done()
+        return r
 
     if workers <= 1 or len(unique) <= 1:
         return {j: one(j) for j in unique}
@@ -145,6 +148,7 @@ def evaluate_answers(
     judge: "RefusalJudge | None" = None,
     limits: "SandboxLimits | None" = None,
     workers: int = 2,
+    progress=None,
 ) -> list[dict[str, Any]]:
     """One evaluation dict per (prompt, final answer), in order; what is in it follows each
     prompt's ``spec.scorer``. ``candidates[i]``: every sample the technique drew for answer i
@@ -159,7 +163,10 @@ def evaluate_answers(
     NoNewPrivs) and with candidates ``candidates_n``, ``candidates_passed``,
     ``candidate_fail_reasons``; for ``refusal``: ``refusal_rule`` (bool),
     ``refusal_judge`` (bool, None without a judge), ``refusal_judge_score``; for ``exact``:
-    ``correct``."""
+    ``correct``. ``progress(done)``: answers evaluated so far (rewards/progress.py)."""
+    from ..rewards.progress import AnswerCount, batch_progress
+
+    tick = AnswerCount(len(prompts), progress)
     if len(prompts) != len(answer_texts):
         raise ValueError("prompts and answer_texts must have equal length")
     cands = list(candidates) if candidates is not None else [None] * len(prompts)
@@ -187,7 +194,8 @@ def evaluate_answers(
             e["correct"] = is_correct(text, p.answer)
         out.append(e)
     if code_jobs:
-        results = _run_code([j[1] for j in code_jobs] + [c for j in code_jobs for c in j[2]], limits, workers)
+        jobs = [j[1] for j in code_jobs] + [c for j in code_jobs for c in j[2]]
+        results = _run_code(jobs, limits, workers, tick.share(len(code_jobs), len(set(jobs))))
         for i, job, cand_jobs in code_jobs:
             r = results[job]
             out[i].update(code_passed=r.passed, code_fail_reason=None if r.passed else r.reason,
@@ -200,7 +208,10 @@ def evaluate_answers(
                     candidate_fail_reasons=[None if x.passed else x.reason for x in rs],
                 )
     if judge_idx:
-        verdicts = judge.judge([prompts[i].text for i in judge_idx], [answer_texts[i] for i in judge_idx])
+        base = tick.done
+        with batch_progress(judge, len(judge_idx), progress and (lambda k, _n: tick.set(base + k))):
+            verdicts = judge.judge([prompts[i].text for i in judge_idx], [answer_texts[i] for i in judge_idx])
         for i, v in zip(judge_idx, verdicts):
             out[i].update(refusal_judge=v.refusal, refusal_judge_score=round(v.score, 4))
+    tick.set(len(prompts))
     return out
