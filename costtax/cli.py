@@ -1,7 +1,9 @@
 """The typer CLI: parse flags, build a RunConfig, call one function. No torch/vllm imports here.
 
-What `profile` prints (costtax/console.py): one line per phase, a progress bar per cell on a
-terminal, the final table; engine and library output goes to RUN_DIR/engine.log (`-v` shows it too).
+What `profile` prints (costtax/console.py): a live line per long phase and a bar per cell on a
+terminal (start and end lines off one), then the table fitted to the terminal
+(costtax/report/fit.py; --wide or off a terminal: complete); engine and library output goes to
+RUN_DIR/engine.log (`-v` shows it too).
 """
 from __future__ import annotations
 
