@@ -5,6 +5,7 @@
 #
 #   bench/terminal_capture.sh 80 OUT.txt costtax profile --limit 2 --max-tokens 16 --out /tmp/run
 #   bench/terminal_capture.sh 120 OUT.txt costtax report /tmp/copy-of-a-run
+#   bench/terminal_capture.sh 80 OUT.txt bench/terminal_demo.py /tmp/demo-run   # a script: fake engine
 #
 # `report` and `plan` rewrite files in the run directory they read: point them at a copy.
 # A real `profile` starts vLLM: wrap the call in `flock /tmp/costtax-heavy.lock` on a shared machine.
@@ -18,7 +19,8 @@ frames="$out.frames"; rm -rf "$frames"; mkdir -p "$frames"
 tmux new-session -d -s "$session" -x "$width" -y 50
 tmux set-option -t "$session" history-limit 10000 >/dev/null
 cmd=$(printf '%q ' "$@")
-tmux send-keys -t "$session" "clear; PYTHONPATH=$root $root/.venv/bin/python -m $cmd; echo CAPTURE-EXIT=\$?" Enter
+case "$1" in *.py) run="$root/.venv/bin/python $cmd" ;; *) run="$root/.venv/bin/python -m $cmd" ;; esac
+tmux send-keys -t "$session" "clear; PYTHONPATH=$root $run; echo CAPTURE-EXIT=\$?" Enter
 i=0
 while :; do
   i=$((i + 1))

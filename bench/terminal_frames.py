@@ -10,17 +10,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
-def still_stretches(frames_dir: Path) -> list[tuple[float, str]]:
+
+def still_stretches(frames_dir: Path) -> list[tuple[float, str, bool]]:
+    """(seconds the pane stood still, its last non-blank line, whether costtax had printed yet)."""
     snaps = sorted(frames_dir.glob("*.txt"))
-    out: list[tuple[float, str]] = []
-    start_t, prev = None, None
+    out: list[tuple[float, str, bool]] = []
+    start_t, prev, started = None, None, False
     for f in snaps:
         t = float(f.with_suffix(".t").read_text())
         text = f.read_text(encoding="utf-8")
         if prev is None or text != prev:
             if prev is not None:
-                out.append((t - start_t, [x for x in prev.splitlines() if x.strip()][-1:][0] if prev.strip() else ""))
+                lines = [x for x in prev.splitlines() if x.strip()]
+                out.append((t - start_t, lines[-1] if lines else "", started))
+            # costtax's own first line (not the shell echoing the command before `clear` ran)
+            started = started or any(x.startswith(("costtax: ", "✓ ")) or (x[:1] != "" and x[0] in SPINNER) for x in text.splitlines())
             start_t, prev = t, text
     return out
 
@@ -31,9 +37,12 @@ def main(argv: list[str]) -> int:
     if not stretches:
         print(f"{d}: no change recorded")
         return 1
-    longest = max(stretches)
     n = len(sorted(d.glob("*.txt")))
-    print(f"{d}: {n} snapshots; longest still screen {longest[0]:.1f} s, ending at: {longest[1]!r}")
+    top = sorted(stretches, reverse=True)[:3]
+    print(f"{d}: {n} snapshots; longest still screens: " + "; ".join(f"{s:.1f} s at {t!r}" for s, t, _ in top))
+    after = [s for s, _, started in stretches if started]
+    if after:
+        print(f"  once costtax had printed its first line: longest {max(after):.1f} s")
     return 0
 
 

@@ -1,7 +1,9 @@
 """The typer CLI: parse flags, build a RunConfig, call one function. No torch/vllm imports here.
 
-What `profile` prints (costtax/console.py): one line per phase, a progress bar per cell on a
-terminal, the final table; engine and library output goes to RUN_DIR/engine.log (`-v` shows it too).
+What `profile` prints (costtax/console.py): a live line per long phase and a bar per cell on a
+terminal (start and end lines off one), then the table fitted to the terminal
+(costtax/report/fit.py; --wide or off a terminal: complete); engine and library output goes to
+RUN_DIR/engine.log (`-v` shows it too).
 """
 from __future__ import annotations
 
@@ -254,8 +256,16 @@ def plan(
             raise CosttaxError(f"{flag}: bad value {v!r}: use a fraction between 0 and 1")
     from .report import capacity_plan
 
-    df = capacity_plan(p, qps=qps, slo_p95_s=slo_p95_s, usd_per_device_hour=usd_per_device_hour,
-                       min_reward=min_reward, min_accuracy=min_accuracy, min_win_rate=min_win_rate)
+    from .console import RunDisplay
+    from .phases import phase
+
+    display = RunDisplay(sys.stderr, gpu_check=False)
+    try:
+        with phase(display if display.tty else None, "reading the latency-vs-throughput curve"):
+            df = capacity_plan(p, qps=qps, slo_p95_s=slo_p95_s, usd_per_device_hour=usd_per_device_hour,
+                               min_reward=min_reward, min_accuracy=min_accuracy, min_win_rate=min_win_rate)
+    finally:
+        display.close()
     out = p / "plan.csv"
     df.to_csv(out, index=False)
     floors = any(v is not None for v in (min_reward, min_accuracy, min_win_rate))
@@ -302,9 +312,18 @@ def compare(
         max_memory_increase=parse_fraction(max_memory_increase, "--max-memory-increase"),
         max_energy_increase=parse_fraction(max_energy_increase, "--max-energy-increase"),
     )
+    from .console import RunDisplay
     from .report.fit import output_console
 
-    if run_compare(config, output_console(sys.stdout, None) if wide else None).regressions:
+    # a spinner while the CIs are bootstrapped, on a terminal only: off one, stderr keeps bad
+    # input to its one line
+    display = RunDisplay(sys.stderr, gpu_check=False)
+    try:
+        regressions = run_compare(config, output_console(sys.stdout, None) if wide else None,
+                                  on_event=display if display.tty else None).regressions
+    finally:
+        display.close()
+    if regressions:
         # SystemExit, not typer.Exit: main() runs typer with standalone_mode=False, where a
         # typer.Exit is returned as a value and main() drops it (the exit code would be 0).
         sys.exit(1)

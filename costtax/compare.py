@@ -332,10 +332,13 @@ def print_result(result: CompareResult, console=None, width: int | None = None) 
         console.print("no regression beyond the limits and noise" + (f" ({noisy} over a limit inside the CIs)" if noisy else ""))
 
 
-def run_compare(config: CompareConfig, console=None) -> CompareResult:
+def run_compare(config: CompareConfig, console=None, on_event=None) -> CompareResult:
     """Load both sides, compare every shared cell, print the table; the caller sets the exit code."""
-    old = load_source(config.old, "OLD")
-    new = load_source(config.new, "NEW")
+    from .phases import phase
+
+    with phase(on_event, "reading OLD and NEW (bootstrap CIs)"):
+        old = load_source(config.old, "OLD")
+        new = load_source(config.new, "NEW")
     if old.kind != new.kind:
         raise ConfigError("NEW", config.new, f"is a {new.kind} but OLD is a {old.kind}; compare two of the same kind")
     result = compare_sources(old, new, config)

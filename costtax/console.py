@@ -270,6 +270,13 @@ class RunDisplay:
         line = progress_line(self._task(task_id), self.width - 1, None)
         self.progress.remove_task(task_id)
         self._print(line, count=False)
+        self._idle()
+
+    def _idle(self) -> None:
+        """Nothing left to animate: the live display stops (and restarts with the next task), so
+        what the command prints next (a table on stdout) never meets a redraw."""
+        if self.progress is not None and not self.progress.tasks:
+            self.close()
 
     def _log_path(self, log):
         """phase(log=...): "engine" is this run's engine.log (wherever EngineLog keeps it now)."""
@@ -359,6 +366,7 @@ class RunDisplay:
             task = self.phases.pop(pid, None)
             if self.progress is not None and task is not None:
                 self.progress.remove_task(task)
+                self._idle()
             how = "done" if data.get("ok", True) else "stopped"
             # on a terminal a phase too short to notice leaves no line; off one, every phase ends in one
             if not self.tty or not data.get("ok", True) or (data.get("wall_s") or 0) >= SHORT_PHASE_S:

@@ -226,7 +226,7 @@ def test_display_on_a_terminal_shows_progress(tmp_path, monkeypatch):
     assert "3/4" in shown and "answers" in shown and "ETA" in shown
     assert display.progress.tasks[0].completed == 3 and display.progress.tasks[0].total == 4
     display("cell_done", {"cell": "plain", "answers": 4, "wall_s": 2.5})
-    assert not display.progress.tasks  # the finished bar left the live area ...
+    assert display.progress is None  # the finished bar left the live area, which stopped (nothing runs) ...
     display.close()
     assert "✓ plain" in buf.getvalue() and "4/4" in buf.getvalue() and "no NVIDIA GPU" not in buf.getvalue()  # ... as a line
     assert display.lines == 1  # the run-directory line; the bars are not lines

@@ -258,6 +258,8 @@ def test_report_command_off_a_terminal_prints_the_complete_table(tmp_path, capsy
     _print_table(tmp_path, df, width=80)
     fitted = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out).splitlines()
     assert max(cell_len(line) for line in fitted) <= 80
+    _print_table(tmp_path, df, width=80, wide=True)  # --wide on an 80-column terminal: complete again
+    assert capsys.readouterr().out.splitlines() == out
 
 
 
