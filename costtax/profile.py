@@ -8,7 +8,6 @@ The run directory is the single source of truth; costtax.report rebuilds every t
 """
 from __future__ import annotations
 
-import json
 import secrets
 import time
 import traceback
@@ -699,9 +698,11 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
         scorer = make_reward_model(config.reward_model, trust_remote_code=config.trust_remote_code)
         meta["reward_model"] = {"spec": config.reward_model, "load_s": scorer.load(), **scorer.provenance()}
         if config.judge_calibration:
-            meta["reward_model"]["pairs_accuracy"] = _pairs_accuracy(scorer, emit)
+            from .rewards.calibration_cache import pairs_accuracy, public_calibration
+
+            meta["reward_model"]["pairs_accuracy"] = pairs_accuracy(scorer, emit)
             # agreement with public human labels nobody here wrote (held-out part; cached)
-            meta["reward_model"]["public_calibration"] = _public_calibration(scorer, emit)
+            meta["reward_model"]["public_calibration"] = public_calibration(scorer, emit)
     if eval_scorer is None:
         if eval_spec is None:
             eval_scorer = scorer
@@ -716,68 +717,3 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
     else:
         meta["eval_reward"] = {"source": "eval" if eval_scorer is not scorer else "proxy", "spec": getattr(eval_scorer, "name", "injected")}
     return scorer, eval_scorer
-
-
-def _pairs_accuracy(scorer, emit: Event) -> dict[str, Any]:
-    """The reward model's accuracy on the shipped good/bad pairs, cached per (model, template,
-    pairs file): it costs minutes of CPU and only changes when one of those changes."""
-    import hashlib
-
-    from .models import cache_root
-    from .rewards.calibration import judge_accuracy
-
-    prov = scorer.provenance()
-    keyed = {k: prov.get(k) for k in ("name", "kind", "model_dir", "model_source", "judge_template_sha", "answer_token_ids", "dtype")}
-    pairs = Path(__file__).parent / "rewards" / "data" / "judge_pairs.jsonl"
-    h = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
-    if pairs.exists():
-        h.update(pairs.read_bytes())
-    path = cache_root() / "calibration" / f"{h.hexdigest()[:16]}.json"
-    return _cached(path, lambda: judge_accuracy(scorer), emit, "measuring the reward model on the shipped good/bad pairs (cached afterwards)")
-
-
-def _cached(path: Path, compute, emit: Event, msg: str) -> dict[str, Any]:
-    """A calibration result from its cache file, or computed (announced) and cached."""
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-            data["cached"] = str(path)
-            return data
-        except ValueError:
-            pass
-    emit("status", {"msg": msg})
-    data = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, data)
-    return data
-
-
-def _public_calibration(scorer, emit: Event) -> dict[str, Any]:
-    """The reward model on public human-labelled responses (rewards.calibration.public_calibration:
-    AUC and accuracy on a held-out part of PyRIT's labelled responses to harmful requests),
-    cached per (model, template, data package version, calibration settings) like
-    _pairs_accuracy. Without the data package: {"skipped": <why, with the pip command>}."""
-    import hashlib
-
-    from .models import cache_root
-    from .rewards import public_sets
-    from .rewards.calibration import PUBLIC_CALIBRATION_VERSION, PUBLIC_N, public_calibration
-
-    try:
-        public_sets.data_dir()
-    except ConfigError as e:
-        return {"skipped": str(e), "dataset": public_sets.DATASET}
-    prov = scorer.provenance()
-    fields = ("name", "kind", "model_dir", "model_source", "judge_template_sha", "answer_token_ids", "dtype", "refusal_margin")
-    keyed = {k: prov.get(k) for k in fields}
-    keyed.update(
-        data=public_sets.DATASET,
-        version=public_sets.package_version(),
-        n=PUBLIC_N,
-        max_chars=public_sets.MAX_RESPONSE_CHARS,
-        calibration=PUBLIC_CALIBRATION_VERSION,
-    )
-    h = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
-    path = cache_root() / "calibration" / f"public-{h.hexdigest()[:16]}.json"
-    return _cached(path, lambda: public_calibration(scorer), emit,
-                   f"measuring the reward model on public human labels ({public_sets.DATASET}; cached afterwards)")

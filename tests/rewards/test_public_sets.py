@@ -134,7 +134,7 @@ class _CountingReward(_LengthReward):
 
 
 def test_profile_caches_the_public_calibration(tmp_path, monkeypatch):
-    from costtax.profile import _public_calibration
+    from costtax.rewards.calibration_cache import public_calibration as _public_calibration
 
     monkeypatch.setenv("COSTTAX_CACHE", str(tmp_path))
     rm, events = _CountingReward(), []
