@@ -88,7 +88,7 @@ def render_table(data: dict) -> str:
     lines.append("")
     lines.append(
         f"Measured {prov.get('created_utc', '?')[:10]} by `{prov.get('script')}` on {prov.get('machine', '?')} "
-        f"(model time {_f(prov.get('seconds'))} s)."
+        f"(wall time {float(prov.get('seconds') or 0):.0f} s, model loads and scoring)."
     )
     lines.append(README_END)
     return "\n".join(lines)
@@ -119,7 +119,7 @@ def weak_proxy_reasons(data: dict | None = None) -> dict[tuple[str, str], str]:
         f"held-out AUC on {test.get('n')} human-labelled responses to harmful requests "
         f"({data.get('dataset')} {prov.get('inputs', {}).get('pyrit_version', '?')}), target {target}: "
         f"judge alone {_f(alone)}, refusal rule alone {_f(rule)}, judge + rule {_f(both)} "
-        f"(the rule applies only to prompts declared harmful); reward tracks length "
-        f"(Spearman {_f(test.get('reward_length_rho'))}). Source: costtax/rewards/{CALIBRATION_FILE}"
+        f"(the rule applies only to prompts declared harmful); Spearman(reward, response length) "
+        f"{_f(test.get('reward_length_rho'))}. Source: costtax/rewards/{CALIBRATION_FILE}"
     )
     return {(data["model"], data["template"]): text}
