@@ -100,6 +100,21 @@ def test_table_covers_exactly_the_grid_and_only_reward_head():
     assert sum(m.winner == "torch" for m in MEASURED) == n_torch
 
 
+def test_grid_has_no_threshold_to_interpolate():
+    """Why unmeasured shapes get the kernel (the rule in _crossover.py): the kernel's readings
+    spread over more than 5x and, at every H, are not ordered in B, and torch wins on both sides
+    of a kernel win, so no size threshold separates the two."""
+    rows = _grid_rows()
+    k = [r["rh_kernel"] for r in rows]
+    assert max(k) / min(k) > 5
+    for H in {r["H"] for r in rows}:
+        by_b = [r["rh_kernel"] for r in sorted(rows, key=lambda r: r["B"]) if r["H"] == H]
+        assert by_b != sorted(by_b) and by_b != sorted(by_b, reverse=True), H
+    ordered = [r["rh_gather_bf16"] < r["rh_kernel"] for r in sorted(rows, key=lambda r: r["T"] * r["H"])]
+    first_kernel_win = ordered.index(False)
+    assert any(ordered[first_kernel_win:]), "torch never wins above the first kernel win"
+
+
 @pytest.mark.parametrize(
     "op,shape,card",
     [
