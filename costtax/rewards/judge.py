@@ -60,7 +60,10 @@ def weak_proxy_reason(model_ref: str, template_name: str, template_sha: str | No
     measure this model and template (or measured a different template text)."""
     from .calibration_report import load_calibration, weak_proxy_reasons
 
-    data = load_calibration()
+    try:
+        data = load_calibration()
+    except (FileNotFoundError, ValueError):  # a broken install: unknown, not a crash
+        return None
     if template_sha is not None and data.get("template_sha") not in (None, template_sha):
         return None
     return weak_proxy_reasons(data).get((model_ref, template_name))
