@@ -14,7 +14,9 @@ import typer
 
 from .config import DEFAULT_TECHNIQUES, ENGINE_NAMES, RunConfig
 from .errors import CosttaxError
-from .models import DEFAULT_MODEL
+from .load import DEFAULT_LABEL
+from .model_files import DEFAULT_MODEL
+from .prompts import PUBLIC, SHIPPED
 
 app = typer.Typer(
     add_completion=False,
@@ -42,7 +44,7 @@ def profile(
     technique: Optional[List[str]] = typer.Option(
         None, "--technique", "-t", help="repeatable spec with sweeps, e.g. bon:n=1,4,16 (default: plain, bon:n=4, cai:rounds=1)"
     ),
-    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help="repeatable: helpful | harmful | arith | FILE.jsonl"),
+    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help=f"repeatable: a shipped set ({' | '.join(SHIPPED)}), a public benchmark ({' | '.join(PUBLIC)}, read from its PyPI wheel) or FILE.jsonl"),
     limit: Optional[int] = typer.Option(
         None, "--limit", help="first K prompts of every source (default: 8 of each shipped set, a JSONL file whole)"
     ),
@@ -76,7 +78,7 @@ def profile(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the engine log (RUN_DIR/engine.log) to the terminal too"),
 ):
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
-    from .profile import config_from_run
+    from .rundir import config_from_run
 
     if resume and not (Path(resume) / "run.json").is_file():
         raise CosttaxError(f"--resume: bad value {resume!r}: not a costtax run directory (no run.json)")
@@ -116,7 +118,7 @@ def profile(
             judge_calibration=judge_calibration,
             cell_repeats=cell_repeats,
             warmup_answers=warmup_answers,
-            load=tuple(load or ("batch",)),
+            load=tuple(load or (DEFAULT_LABEL,)),
             level_timeout_s=level_timeout_s,
             slo_p95_s=slo_p95_s,
             ignore_eos=ignore_eos,
@@ -181,11 +183,11 @@ def _print_table(run_dir: Path, df=None) -> None:
     for r in rows:
         table.add_row(*r)
     console = Console(width=200)
-    try:
-        import json as _json
+    from .rundata import RunData
 
-        line = reward_model_line(_json.loads((Path(run_dir) / "run.json").read_text()))
-    except (OSError, ValueError):
+    try:
+        line = reward_model_line(RunData.open(run_dir, records=False).meta)
+    except CosttaxError:
         line = None
     if line:
         console.print(line)
@@ -204,9 +206,9 @@ def _print_table(run_dir: Path, df=None) -> None:
 @app.command()
 def report(run_dir: str = typer.Argument(..., help="a run directory")):
     """Rebuild summary.csv from a run directory and print the tax table."""
-    p = Path(run_dir)
-    if not (p / "run.json").is_file():
-        raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
+    from .rundata import RunData
+
+    p = RunData.open(run_dir).path  # a bad directory: one line naming the file, exit 2
     from .report import write_plots, write_summary
 
     from .console import warnings_line
@@ -232,9 +234,9 @@ def plan(
 ):
     """Capacity plan from the measured latency-vs-throughput curve: replicas for a target QPS
     under a p95 SLO, $ and kWh per 1M answers, quality floors, the cheapest cell that holds them."""
-    p = Path(run_dir)
-    if not (p / "run.json").is_file():
-        raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
+    from .rundata import RunData
+
+    p = RunData.open(run_dir, records=False).path  # a bad directory: one line naming the file, exit 2
     if qps <= 0:
         raise CosttaxError(f"--qps: bad value {qps!r}: use a positive number of answers per second")
     if slo_p95_s <= 0:
@@ -320,7 +322,7 @@ def compare(
 @app.command()
 def models():
     """List embedded model aliases and where their weights come from."""
-    from .models import list_models
+    from .model_files import list_models
 
     for m in list_models():
         state = "converted" if m["converted"] else ("installed" if m["installed"] else "NOT INSTALLED")

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+from .load import BATCH, LoadLevel
 from .records import AnswerRecord, CallRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,10 +23,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class PromptInstance:
-    """One final answer to produce: a prompt and a repeat index."""
+    """One final answer to produce: a prompt and which of its --repeats answers this is."""
 
     prompt: "Prompt"
-    repeat: int
+    answer_repeat: int  # 0..repeats-1; written as the records' `repeat` field
     answer_id: str
 
 
@@ -80,7 +81,7 @@ class CellContext:
         skip_answers: frozenset[str] = frozenset(),
         options: dict[str, Any] | None = None,
         session: str | None = None,
-        load: str = "batch",
+        level: LoadLevel = BATCH,
         cell_repeat: int = 0,
         batcher=None,
     ):
@@ -92,12 +93,12 @@ class CellContext:
         self.skip_answers = skip_answers
         self.options = dict(options or {})
         self.session = session
-        self.load = load
+        self.level = level
+        self.load = level.label  # what the rows record
         self.cell_repeat = cell_repeat
         self.batcher = batcher
         self._finished: list[tuple[PromptInstance, str]] = []
         self._scorable: list[tuple[PromptInstance, str, Any]] = []  # for run_scoring
-        self.engine_stats: dict[str, Any] = {}
         self._totals: dict[str, _AnswerTotals] = {}
         self._arrivals: dict[str, float] = {}
         self._ids = itertools.count()
@@ -108,7 +109,7 @@ class CellContext:
     def unit_tag(self) -> str:
         """'' for the default unit (offline batch, first cell repeat), so answer ids of a plain
         run read as before; '@LOAD#K' otherwise."""
-        return "" if (self.load == "batch" and self.cell_repeat == 0) else f"@{self.load}#{self.cell_repeat}"
+        return "" if (self.level.is_batch and self.cell_repeat == 0) else f"@{self.load}#{self.cell_repeat}"
 
     def expand(self, prompts: Sequence["Prompt"]) -> list[PromptInstance]:
         """Prompt x repeat instances still to answer (finished ones are skipped on resume)."""
@@ -194,7 +195,7 @@ class CellContext:
     async def score(self, inst: PromptInstance, responses: Sequence[str], *, stage: str = "score") -> list[float]:
         """Selection scoring of one answer's candidates through the reward micro-batcher."""
         if self.batcher is None:
-            from .scoring import RewardBatcher
+            from .rewards.batcher import RewardBatcher
 
             self.batcher = RewardBatcher(self.scorer)
         spec = getattr(inst.prompt, "spec", None)
@@ -239,15 +240,12 @@ class CellContext:
             latency_s=fields["t_finish_s"] - fields["t_submit_s"],
             batch_id=batch_id,
             answer_ids=(inst.answer_id,),
-            repeat=inst.repeat,
+            repeat=inst.answer_repeat,
             session=self.session,
             load=self.load,
             cell_repeat=self.cell_repeat,
             **fields,
         )
-
-    def add_engine_stats(self, stats: dict[str, Any]) -> None:
-        self.engine_stats.update(stats)
 
     def _record(self, rec: CallRecord) -> None:
         self.writer.call(rec)
@@ -280,7 +278,7 @@ class CellContext:
                 latency_s=latency,
                 cached_prompt_tokens=t.cached_prompt_tokens,
                 prompt_set=inst.prompt.prompt_set,
-                repeat=inst.repeat,
+                repeat=inst.answer_repeat,
                 reward_tokens=t.reward_tokens,
                 score_latency_s=t.score_latency_s,
                 selection_reward=selection_reward,
@@ -296,7 +294,7 @@ class CellContext:
         )
         self.answers_written += 1
         self._finished.append((inst, text))
-        if (inst.prompt.scorer or inst.prompt.spec.scorer) in ("pass_at_k", "refusal"):
+        if inst.prompt.effective_scorer in ("pass_at_k", "refusal"):
             self._scorable.append((inst, text, extra.get("candidate_texts")))
 
     def run_scoring(self, refusal_judge=None) -> int:
@@ -305,7 +303,7 @@ class CellContext:
         row per answer. Returns the count scored."""
         if not self._scorable:
             return 0
-        from .prompts.scoring import evaluate_answers
+        from .prompts.grading import evaluate_answers
 
         items, self._scorable = self._scorable, []
         evals = evaluate_answers([i.prompt for i, _, _ in items], [t for _, t, _ in items], [c for _, _, c in items], judge=refusal_judge)
@@ -326,11 +324,8 @@ class CellContext:
         items, self._finished = self._finished, []
         for lo in range(0, len(items), chunk):
             part = items[lo : lo + chunk]
-            from .scoring import _takes_harmful
-
-            kwargs = {}
-            if _takes_harmful(self._eval_scorer):
-                kwargs["harmful"] = [bool(getattr(i.prompt, "spec", None) and i.prompt.spec.scorer == "refusal") for i, _ in part]
+            flags = [bool(getattr(i.prompt, "spec", None) and i.prompt.spec.scorer == "refusal") for i, _ in part]
+            kwargs = {"harmful": flags} if any(flags) else {}  # the RewardModel protocol's flag
             t0 = time.monotonic()
             res = self._eval_scorer.score([i.prompt.text for i, _ in part], [t for _, t in part], **kwargs)
             t1 = time.monotonic()

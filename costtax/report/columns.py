@@ -26,7 +26,7 @@ class Column:
 _CONTRACT = [
     Column("run_id", "text", "run identifier (the run directory's name by default)"),
     Column("cell", "text", "canonical technique spec of the cell, e.g. `bon:n=4`"),
-    Column("technique", "text", "technique name: plain, bon, cai"),
+    Column("technique", "text", "technique name, a key of costtax.techniques.REGISTRY"),
     Column("params", "text", "the cell's technique parameters as a JSON object (see also the `param_*` columns)"),
     Column("answers", "count", "final answers the cell produced"),
     Column("latency_p50_s", "s", "median end-to-end latency per final answer (all its calls, selection scoring included)"),
@@ -89,7 +89,7 @@ _QUALITY = [
     Column("accuracy_n", "count", "answers graded for accuracy"),
     Column("accuracy_ci95_lo", "fraction", "bootstrap 95% interval of accuracy, low end"),
     Column("accuracy_ci95_hi", "fraction", "bootstrap 95% interval of accuracy, high end"),
-    Column("refusal_rate_harmful", "fraction", "share of answers to the `harmful` set that refuse"),
+    Column("refusal_rate_harmful", "fraction", "share of answers that refuse (phrase rule), over prompts whose source scores refusals (SourceSpec scorer `refusal`: harmful, advbench, ...)"),
     Column("refusal_n", "count", "answers to the `harmful` set"),
     Column("distinct_1", "fraction", "distinct / all lowercased whitespace unigrams over the cell's final answers"),
     Column("distinct_2", "fraction", "distinct / all bigrams over the cell's final answers"),
@@ -116,7 +116,7 @@ _QUALITY = [
     Column("n_refusal_answers", "count", "answers scored for refusal"),
     Column("reward_length_rho", "—", "Spearman correlation of final answers' evaluation reward with their length in words (reward hacking's classic direction: > 0)"),
     Column("reward_length_n", "count", "answers behind reward_length_rho"),
-    Column("reward_length_strong", "bool", "|reward_length_rho| >= metrics.REWARD_LENGTH_STRONG_RHO over enough answers: the reward may be buying length"),
+    Column("reward_length_strong", "bool", "|reward_length_rho| >= stats.REWARD_LENGTH_STRONG_RHO over enough answers: the reward may be buying length"),
     Column("candidate_reward_length_rho", "—", "the same over every BoN candidate's selection reward and length (what selection optimises)"),
     Column("candidate_reward_length_strong", "bool", "candidate_reward_length_rho is strong"),
 ]
@@ -188,7 +188,7 @@ _TAX = [
 
 _PROVENANCE = [
     Column("device", "text", "what ran the profile (GPU name, or CPU model)"),
-    Column("engine", "text", "`vllm` or `hf`"),
+    Column("engine", "text", "engine that served the run, a name in costtax.engines.ENGINES"),
     Column("model", "text", "the generation model (alias or directory)"),
     Column("dtype", "text", "the engine's dtype"),
     Column("seed", "count", "sampling seed (--seed)"),
@@ -210,7 +210,7 @@ PARAM_PREFIX = "param_"  # plain parameter columns, prefixed so they never colli
 
 
 # Written only when the run's prompt sources declare a scorer that runs after the unit (pass@k,
-# refusal): summary.py takes them from costtax.metrics.summarize_scored_answers / scored_deltas.
+# refusal): summary.py takes them from costtax.report.scored_answers.
 SCORED_COLUMNS = frozenset(
     c.name for c in COLUMNS
     if c.name.startswith(("pass_at_1", "n_code_answers", "code_timeouts", "candidates_pass_at_", "refusal_rate_rule", "refusal_rate_judge", "refusal_disagreement", "n_refusal_answers"))

@@ -1,7 +1,7 @@
 """Calibration results of a reward model, cached on disk: each costs minutes of CPU and changes
 only when what it was measured on changes (the model, its template, the data, the settings).
 The measurements themselves are in rewards/calibration.py; this module only keys, reads and
-writes their cache files under models.cache_root()/calibration/."""
+writes their cache files under model_files.cache_root()/calibration/."""
 from __future__ import annotations
 
 import hashlib
@@ -36,7 +36,7 @@ def cached(path: Path, compute: Callable[[], dict[str, Any]], emit: Event, msg: 
 def pairs_accuracy(scorer, emit: Event) -> dict[str, Any]:
     """The reward model's accuracy on the shipped good/bad pairs, cached per (model, template,
     pairs file, code version)."""
-    from ..models import cache_root
+    from ..model_files import cache_root
     from .calibration import judge_accuracy
 
     prov = scorer.provenance()
@@ -90,8 +90,8 @@ def public_calibration_key(prov: dict[str, Any]) -> dict[str, Any]:
 
 
 def key_path(keyed: dict[str, Any], prefix: str = "") -> Path:
-    """The cache file for a key: models.cache_root()/calibration/<prefix><sha256[:16]>.json."""
-    from ..models import cache_root
+    """The cache file for a key: model_files.cache_root()/calibration/<prefix><sha256[:16]>.json."""
+    from ..model_files import cache_root
 
     h = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
     return cache_root() / "calibration" / f"{prefix}{h.hexdigest()[:16]}.json"

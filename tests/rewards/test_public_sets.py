@@ -159,7 +159,7 @@ def test_refusal_rule_by_hand_and_in_the_calibration():
     items = ps.load_objective_set()
     r = public_calibration(RuledLength(), n=40, items=items)
     test = ps.calibration_subset(items, "test", 40)
-    from costtax.metrics import is_refusal
+    from costtax.rewards.refusal_rule import is_refusal
 
     def ruled(x):
         return -float(len(x.response)) + (1e6 if is_refusal(x.response) else -1e6)
@@ -184,7 +184,7 @@ def test_embedded_judge_on_public_labels():
     the shared one, load 30): the refusal
     live figures must match the committed calibration file, and the weak_proxy flag in
     provenance (built from that file) must agree with the measurement."""
-    from costtax.models import EMBEDDED, converted_dir, is_hf_model_dir
+    from costtax.model_files import EMBEDDED, converted_dir, is_hf_model_dir
     from costtax.rewards import DEFAULT_JUDGE, make_reward_model
 
     if EMBEDDED[DEFAULT_JUDGE].source_path() is None and not is_hf_model_dir(converted_dir(DEFAULT_JUDGE)):

@@ -2,14 +2,14 @@
 
 The cell runner calls :func:`evaluate_answers` once per cell, after the cell's answers are done,
 with the final answer texts (and, for best-of-N, every candidate of each answer); each returned
-dict is stored with its answer. :func:`costtax.metrics.summarize_scored_answers` turns a cell's
-dicts into summary columns and :func:`costtax.metrics.scored_deltas` into the tax against plain.
+dict is stored with its answer. :func:`costtax.report.scored_answers.summarize_scored_answers` turns a cell's
+dicts into summary columns and :func:`costtax.report.scored_answers.scored_deltas` into the tax against plain.
 
 * ``pass_at_k``: code is extracted from the chat answer (:func:`extract_code`), joined with the
   benchmark's tests into one program and run in :mod:`costtax.sandbox` (never in this process).
-* ``refusal``: the phrase rule (:func:`costtax.metrics.is_refusal`) always; the judge
+* ``refusal``: the phrase rule (:func:`costtax.rewards.refusal_rule.is_refusal`) always; the judge
   (:class:`costtax.rewards.refusal.RefusalJudge`) when one is given.
-* ``exact``: :func:`costtax.metrics.is_correct` against the prompt's reference answer.
+* ``exact``: :func:`costtax.prompts.exact_match.is_correct` against the prompt's reference answer.
 * ``reward``: nothing here (the run's reward model already scores it).
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .. import metrics
+from ..rewards.refusal_rule import is_refusal
+from .exact_match import is_correct
 from .sources import SourceSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,27 +103,38 @@ def check_scoring_ready(prompts: Sequence["Prompt"]) -> dict[str, Any]:
     """Preflight for a run's prompts: when any prompt is scored by running code, check once that
     the sandbox works here (raises :class:`costtax.sandbox.SandboxUnavailable`, a CosttaxError:
     exit 2 before any engine starts). Returns what the run needs to know, for run.json:
-    ``{"scorers": [...], "sandbox_python": path or None}``."""
-    scorers = sorted({p.scorer or p.spec.scorer for p in prompts})
-    info: dict[str, Any] = {"scorers": scorers, "sandbox_python": None}
+    ``{"scorers": [...], "sandbox_python": path or None, "sandbox": containment facts or None}``."""
+    scorers = sorted({p.effective_scorer for p in prompts})
+    info: dict[str, Any] = {"scorers": scorers, "sandbox_python": None, "sandbox": None}
     if "pass_at_k" in scorers:
-        from ..sandbox import check_sandbox
+        from ..sandbox import check_sandbox, sandbox_facts
 
         info["sandbox_python"] = check_sandbox()
+        info["sandbox"] = sandbox_facts()
     return info
 
 
-def _run_code(programs: Sequence[str], limits: "SandboxLimits | None", workers: int) -> dict[str, Any]:
-    """Sandbox results by program text; identical programs (common among best-of-N candidates
-    at low temperature) run once."""
-    from ..sandbox import SandboxLimits, run_program
+def check_call(prompt: "Prompt") -> str:
+    """The last line :func:`build_program` writes: the call whose return earns the pass marker."""
+    return f"check({prompt.entry_point})"
 
-    lim = limits or SandboxLimits()
-    unique = list(dict.fromkeys(programs))
+
+def _run_code(jobs: Sequence[tuple[str, str]], limits: "SandboxLimits | None", workers: int) -> dict[tuple[str, str], Any]:
+    """Sandbox results by (program, check call); identical programs (common among best-of-N
+    candidates at low temperature) run once. Passing needs the check call to return (the
+    sandbox's per-run marker), not just exit status 0."""
+    from .. import sandbox
+
+    lim = limits or sandbox.SandboxLimits()
+    unique = list(dict.fromkeys(jobs))
+
+    def one(job: tuple[str, str]):
+        return sandbox.run_program(job[0], lim, check_call=job[1])
+
     if workers <= 1 or len(unique) <= 1:
-        return {p: run_program(p, lim) for p in unique}
+        return {j: one(j) for j in unique}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(unique, pool.map(lambda p: run_program(p, lim), unique)))
+        return dict(zip(unique, pool.map(one, unique)))
 
 
 def evaluate_answers(
@@ -135,42 +147,54 @@ def evaluate_answers(
     workers: int = 2,
 ) -> list[dict[str, Any]]:
     """One evaluation dict per (prompt, final answer), in order; what is in it follows each
-    prompt's ``spec.scorer`` (see :func:`evaluate_answer`). ``candidates[i]``: every sample the
-    technique drew for answer i (best-of-N), or None. Sandbox runs go ``workers`` at a time;
-    refusal judging is one batched judge call for the whole cell."""
+    prompt's ``spec.scorer``. ``candidates[i]``: every sample the technique drew for answer i
+    (best-of-N), or None. Sandbox runs go ``workers`` at a time; refusal judging is one batched
+    judge call for the whole cell.
+
+    Keys: always ``prompt_id``, ``scorer``, ``source``; for ``pass_at_k``: ``code_passed`` (bool),
+    ``code_fail_reason`` (None or a :class:`~costtax.sandbox.SandboxResult` reason),
+    ``code_extracted_by``, ``code_wall_s``, ``code_exit_code``, ``code_stage`` (where the program
+    stopped: program | tests | done), ``code_exit_via`` (sys.exit | raise SystemExit | os._exit |
+    None), ``code_sandbox`` (the containment path and the sample's uid_map, CapEff, CapBnd,
+    NoNewPrivs) and with candidates ``candidates_n``, ``candidates_passed``,
+    ``candidate_fail_reasons``; for ``refusal``: ``refusal_rule`` (bool),
+    ``refusal_judge`` (bool, None without a judge), ``refusal_judge_score``; for ``exact``:
+    ``correct``."""
     if len(prompts) != len(answer_texts):
         raise ValueError("prompts and answer_texts must have equal length")
     cands = list(candidates) if candidates is not None else [None] * len(prompts)
     if len(cands) != len(prompts):
         raise ValueError("candidates must have one entry (a list or None) per answer")
     out: list[dict[str, Any]] = []
-    code_jobs: list[tuple[int, str, str, list[str]]] = []
+    code_jobs: list[tuple[int, tuple[str, str], list[tuple[str, str]]]] = []
     judge_idx: list[int] = []
     for i, (p, text) in enumerate(zip(prompts, answer_texts)):
         spec: SourceSpec = p.spec
-        scorer = p.scorer or spec.scorer
+        scorer = p.effective_scorer
         e: dict[str, Any] = {"prompt_id": p.id, "scorer": scorer, "source": spec.name}
         if scorer == "pass_at_k":
             program, how = build_program(p, text)
-            cand_programs = [build_program(p, c)[0] for c in (cands[i] or [])]
+            call = check_call(p)
+            cand_jobs = [(build_program(p, c)[0], call) for c in (cands[i] or [])]
             e["code_extracted_by"] = how
-            code_jobs.append((i, program, how, cand_programs))
+            code_jobs.append((i, (program, call), cand_jobs))
         elif scorer == "refusal":
-            e["refusal_rule"] = metrics.is_refusal(text)
+            e["refusal_rule"] = is_refusal(text)
             e["refusal_judge"] = None
             if judge is not None:
                 judge_idx.append(i)
         elif scorer == "exact" and p.answer is not None:
-            e["correct"] = metrics.is_correct(text, p.answer)
+            e["correct"] = is_correct(text, p.answer)
         out.append(e)
     if code_jobs:
-        results = _run_code([j[1] for j in code_jobs] + [c for j in code_jobs for c in j[3]], limits, workers)
-        for i, program, _how, cand_programs in code_jobs:
-            r = results[program]
+        results = _run_code([j[1] for j in code_jobs] + [c for j in code_jobs for c in j[2]], limits, workers)
+        for i, job, cand_jobs in code_jobs:
+            r = results[job]
             out[i].update(code_passed=r.passed, code_fail_reason=None if r.passed else r.reason,
-                          code_wall_s=round(r.wall_s, 4))
-            if cand_programs:
-                rs = [results[c] for c in cand_programs]
+                          code_wall_s=round(r.wall_s, 4), code_exit_code=r.exit_code, code_stage=r.stage,
+                          code_exit_via=r.exit_via, code_sandbox=r.containment)
+            if cand_jobs:
+                rs = [results[c] for c in cand_jobs]
                 out[i].update(
                     candidates_n=len(rs), candidates_passed=sum(x.passed for x in rs),
                     candidate_fail_reasons=[None if x.passed else x.reason for x in rs],
@@ -180,27 +204,3 @@ def evaluate_answers(
         for i, v in zip(judge_idx, verdicts):
             out[i].update(refusal_judge=v.refusal, refusal_judge_score=round(v.score, 4))
     return out
-
-
-def evaluate_answer(
-    spec: SourceSpec | None,
-    prompt: "Prompt",
-    answer_text: str,
-    candidates: Sequence[str] | None = None,
-    *,
-    judge: "RefusalJudge | None" = None,
-    limits: "SandboxLimits | None" = None,
-) -> dict[str, Any]:
-    """Evaluate one final answer. ``spec`` defaults to the prompt's own (``prompt.spec``).
-
-    Returned keys: always ``prompt_id``, ``scorer``, ``source``; for ``pass_at_k``:
-    ``code_passed`` (bool), ``code_fail_reason`` (None or a :class:`~costtax.sandbox.SandboxResult`
-    reason), ``code_extracted_by``, ``code_wall_s`` and with candidates ``candidates_n``,
-    ``candidates_passed``, ``candidate_fail_reasons``; for ``refusal``: ``refusal_rule`` (bool),
-    ``refusal_judge`` (bool, None without a judge), ``refusal_judge_score``; for ``exact``:
-    ``correct``."""
-    if spec is not None and spec.name != prompt.spec.name:
-        from dataclasses import replace
-
-        prompt = replace(prompt, source=spec.name, scorer=spec.scorer)
-    return evaluate_answers([prompt], [answer_text], [candidates], judge=judge, limits=limits, workers=1)[0]
