@@ -1,4 +1,4 @@
-"""A fingerprint of the phrase-based refusal rule (costtax.metrics.is_refusal).
+"""A fingerprint of the phrase-based refusal rule (costtax.rewards.refusal_rule.is_refusal).
 
 Anything that changes which responses count as refusals changes calibration results that use
 the rule (judge + rule, rule alone), so the calibration cache key and the calibration data
@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-# The names that define the rule, in the module that holds them today.
+# The names that define the rule (costtax/rewards/refusal_rule.py).
 RULE_FIELDS = (
     "REFUSAL_PATTERNS",
     "SOFT_REFUSAL_PATTERNS",
@@ -21,15 +21,11 @@ RULE_FIELDS = (
 
 
 def refusal_rule_fields() -> dict:
-    """{name: value} for every field of the rule, read from costtax.metrics or, where a field
-    has moved, from costtax.rewards.refusal (missing ones as None)."""
-    import importlib
+    """{name: value} for every field of the rule, read from costtax.rewards.refusal_rule (the
+    module that defines it; missing ones as None)."""
+    from . import refusal_rule
 
-    mods = [importlib.import_module("costtax.metrics"), importlib.import_module("costtax.rewards.refusal")]
-    out = {}
-    for name in RULE_FIELDS:
-        out[name] = next((getattr(m, name) for m in mods if hasattr(m, name)), None)
-    return out
+    return {name: getattr(refusal_rule, name, None) for name in RULE_FIELDS}
 
 
 def refusal_rule_fingerprint() -> str:

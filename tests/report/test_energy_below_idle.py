@@ -1,13 +1,13 @@
 """flag_energy_below_idle: a row whose energy per answer is below what the machine draws idle
 over the same wall time (idle power x cell wall time / answers) cannot be right (the meter missed
-part of the cell, or the idle reading is wrong) and is flagged; summary.py computes it in
-_add_checks from run.json's idle_power_w."""
+part of the cell, or the idle reading is wrong) and is flagged; report/checks.py computes it in
+add_checks from run.json's idle_power_w."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from costtax.report.summary import _add_checks
+from costtax.report.checks import add_checks as _add_checks
 
 
 def _checked(energy_j_per_answer, idle_w, *, wall_s=4.0, answers=2):

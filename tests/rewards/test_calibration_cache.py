@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from costtax import metrics
+from costtax.rewards import refusal_rule as metrics
 from costtax.rewards import calibration, calibration_cache as cc
 from costtax.rewards import public_sets as ps
 

@@ -84,7 +84,7 @@ def test_file_was_measured_with_todays_rule_and_template():
     either changes, its figures are stale and this fails until the script is rerun."""
     assert DATA["provenance"]["refusal_rule_sha256"] == refusal_rule_fingerprint()
     j = JudgeReward(DATA["model"], template=DATA["template"])
-    from costtax.rewards._hf import text_sha
+    from costtax.rewards.judge import text_sha
 
     assert DATA["template_sha"] == text_sha(j.template_text())
 
@@ -112,3 +112,11 @@ def test_judge_provenance_reads_the_reason_only_for_the_measured_template():
     assert weak_proxy_reason(DATA["model"], DATA["template"], "0" * 16) is None  # a different template text
     assert weak_proxy_reason("some-other-model", DATA["template"], sha) is None
     assert weak_proxy_reason(DATA["model"], "zeroshot", None) is None
+
+
+def test_missing_data_file_means_unknown_not_a_crash(monkeypatch):
+    def gone():
+        raise FileNotFoundError("public_calibration.json")
+
+    monkeypatch.setattr(cr, "_calibration_text", gone)
+    assert weak_proxy_reason(DATA["model"], DATA["template"], DATA["template_sha"]) is None
