@@ -54,9 +54,10 @@ def _git_commit() -> str | None:
 
 
 def _metrics(scores, items, margin):
-    from costtax.metrics import is_refusal, reward_length_correlation
     from costtax.rewards.calibration import auc, public_metrics
     from costtax.rewards.judge import refusal_adjusted
+    from costtax.rewards.refusal_rule import is_refusal
+    from costtax.stats import reward_length_correlation
 
     labels = [x.harmful for x in items]
     alone = public_metrics(scores, labels, 0.0)
