@@ -109,10 +109,13 @@ def reward_model_line(meta: dict) -> str | None:
         parts.append(f"own good/bad pairs {pa.get('correct', round(pa['accuracy'] * pa.get('n', 0)))}/{pa.get('n')}")
     pc = rm.get("public_calibration") or {}
     if pc.get("auc") is not None:
-        s = f"public held-out AUC {pc['auc']:.2f} (n={pc.get('n')}, {pc.get('dataset', 'public set')})"
+        # side by side, so the judge's marginal value over the rule is visible (it can be negative)
         rule = pc.get("with_refusal_rule") or {}
+        s = f"public held-out AUC (n={pc.get('n')}, {pc.get('dataset', 'public set')}): judge alone {pc['auc']:.2f}"
+        if rule.get("rule_alone_auc") is not None:
+            s += f", refusal rule alone {rule['rule_alone_auc']:.2f}"
         if rule.get("auc") is not None:
-            s += f", {rule['auc']:.2f} with the refusal rule on harmful prompts"
+            s += f", judge + rule {rule['auc']:.2f} (rule on declared-harmful prompts only)"
         parts.append(s)
     elif pc.get("skipped"):
         parts.append("public calibration skipped: " + str(pc["skipped"]))

@@ -72,8 +72,10 @@ def judge_accuracy(reward_model: Any, pairs: Sequence[dict] | None = None, progr
 PUBLIC_N = 80
 # Target from issue 9: below it the judge is labelled a weak proxy.
 PUBLIC_AUC_TARGET = 0.7
-# Bump when the subsets, the threshold rule or the metrics change: it keys the run cache.
-PUBLIC_CALIBRATION_VERSION = 1
+# Bump when the subsets, the threshold rule or the metrics change: it keys the run cache
+# (calibration_cache.public_calibration_key, with this file's sha256, the refusal phrases'
+# fingerprint and the data files' hashes). 2: the key gained the refusal phrases and data hashes.
+PUBLIC_CALIBRATION_VERSION = 2
 
 
 def auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
