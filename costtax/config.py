@@ -160,6 +160,15 @@ class RunConfig:
     load: tuple[str, ...] = ("batch",)
     level_timeout_s: float | None = None
     slo_p95_s: float | None = None
+    # --load search (costtax.search): cap, start, probe budget, answers per probe (k x C, at
+    # least the minimum); oversaturation_stop: stop a loaded level whose signal keeps rising
+    # (costtax.oversaturation).
+    search_max: float | None = None
+    search_start: float | None = None
+    search_probes: int = 10
+    search_answers_per_slot: int = 4
+    search_min_answers: int = 16
+    oversaturation_stop: bool = True
     ignore_eos: bool = False
     # Reward micro-batcher under load: max prompt/response pairs per reward-model pass, and how
     # long the first score call of a batch waits for others.
@@ -221,11 +230,49 @@ class RunConfig:
             raise ConfigError("--base-url", self.base_url, "only the openai engine talks to a server; add --engine openai")
         if not self.server_timeout_s > 0:
             raise ConfigError("--server-timeout-s", self.server_timeout_s, "use a number of seconds > 0")
-        from .load import parse_load
+        from .load import parse_load, parse_search
 
         object.__setattr__(self, "load", tuple(self.load))
-        parse_load(self.load)
+        search = parse_search(self.load)
+        if search is None:
+            parse_load(self.load)
+        self._check_search(search)
         object.__setattr__(self, "cells", expand_techniques(self.techniques))
+
+    def _check_search(self, search: str | None) -> None:
+        given = [(f, v) for f, v, d in (("--search-max", self.search_max, None), ("--search-start", self.search_start, None),
+                                        ("--search-probes", self.search_probes, 10),
+                                        ("--search-answers-per-slot", self.search_answers_per_slot, 4),
+                                        ("--search-min-answers", self.search_min_answers, 16)) if v != d]
+        if search is None:
+            if given:
+                raise ConfigError(given[0][0], given[0][1], "applies only to --load search (or search=rate); add it or drop this flag")
+            return
+        if self.slo_p95_s is None:
+            raise ConfigError("--slo-p95-s", "", "--load search needs the p95 SLO it searches for, e.g. --slo-p95-s 10")
+        whole = search == "concurrency"
+        for flag, v in (("--search-max", self.search_max), ("--search-start", self.search_start)):
+            if v is None:
+                continue
+            if not v > 0 or (whole and (v < 1 or int(v) != v)):
+                raise ConfigError(flag, v, "use an integer >= 1 (answers in flight)" if whole else "use answers/s > 0")
+        if self.search_max is not None and self.search_start is not None and self.search_start > self.search_max:
+            raise ConfigError("--search-start", self.search_start, f"must not exceed --search-max ({self.search_max:g})")
+        if self.search_max is None and self.search_start is not None and self.search_start > 64:
+            raise ConfigError("--search-start", self.search_start, "above the default cap 64; give --search-max too")
+        if not 1 <= self.search_probes <= 100:
+            raise ConfigError("--search-probes", self.search_probes, "use an integer between 1 and 100")
+        if not 1 <= self.search_answers_per_slot <= 1000:
+            raise ConfigError("--search-answers-per-slot", self.search_answers_per_slot, "use an integer between 1 and 1000")
+        if not 1 <= self.search_min_answers <= 100_000:
+            raise ConfigError("--search-min-answers", self.search_min_answers, "use an integer between 1 and 100000")
+
+    @property
+    def search(self):
+        """The SearchSpec of --load search, or None."""
+        from .search import SearchSpec
+
+        return SearchSpec.from_config(self)
 
     def warmup_count(self, level, answers: int) -> int:
         """Answers the warm-up runs before the first repeat of a (cell, level): --warmup-answers
@@ -246,9 +293,10 @@ class RunConfig:
 
     @property
     def load_levels(self):
-        from .load import parse_load
+        """The fixed load levels; () for --load search (its levels are chosen as it runs)."""
+        from .load import parse_load, parse_search
 
-        return parse_load(self.load)
+        return () if parse_search(self.load) else parse_load(self.load)
 
     def sampling_dict(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed, "ignore_eos": self.ignore_eos}

@@ -163,6 +163,7 @@ def open_run(config: RunConfig, *, resume: str | Path | None = None, check_rewar
         "scoring": pre.scoring,
         "cells": [c.cell for c in config.cells],
         "load_levels": [lvl.label for lvl in config.load_levels],
+        "search": config.search.to_dict() if config.search else None,
         "cell_repeats": config.cell_repeats,
         "baseline_cell": "plain",
         "events": [],
@@ -397,7 +398,8 @@ def run_unit(
         # another unit's numbers (the warm-up above filled it with this cell's prompts).
         engine.reset_prefix_cache()
         ctx = context(state.writer, skip=_done_answers(state.run_dir, cell, level.label, cell_repeat))
-        insts = ctx.expand(state.prompts)
+        search = config.search
+        insts = ctx.expand(state.prompts, answers=search.planned_answers(level.value) if search else None)
         total = len(insts) + len(ctx.skip_answers)
         emit("unit_start", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "total": total, "done": len(ctx.skip_answers)})
         before = _counters(engine)
@@ -408,12 +410,17 @@ def run_unit(
 
         meter = ResourceMeter() if meter_factory is None else meter_factory()
         with meter if meter is not None else contextlib.nullcontext():
-            drive_res, peaks = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total))
+            from .oversaturation import level_watch
+
+            watch = level_watch(level, total, slo_p95_s=search.slo_p95_s if search else None, slope=config.oversaturation_stop)
+            drive_res, peaks = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total, watch=watch))
         t1 = time.monotonic()
         after = _counters(engine)
         n_eval = ctx.run_eval()
         n_scored = ctx.run_scoring(models.refusal_judge)
         stats = drive_res.stats(level)
+        if drive_res.stop_reason:
+            stats["error"] = f"stopped early: {drive_res.stop_reason}"
         if drive_res.timed_out:
             stats["error"] = f"level time cap {config.level_timeout_s:g} s reached: {drive_res.finished} of {len(insts)} answers finished"
         rec = record(
@@ -444,7 +451,7 @@ def run_unit(
         return rec
 
 
-async def _drive_unit(level, insts, technique, ctx, config: RunConfig, emit, total: int | None = None):
+async def _drive_unit(level, insts, technique, ctx, config: RunConfig, emit, total: int | None = None, watch=None):
     """Release the unit's answers by the load level; sample engine gauges every 0.5 s."""
     import asyncio
 
@@ -485,6 +492,7 @@ async def _drive_unit(level, insts, technique, ctx, config: RunConfig, emit, tot
             timeout_s=config.level_timeout_s,
             on_release=ctx.arrived,
             on_done=on_done,
+            watch=watch,
         )
     finally:
         stop.set()
@@ -593,6 +601,11 @@ def _profile_units(state: RunState, config: RunConfig, emit: Event, **models_kw)
         for spec in config.cells
     ]
     todo = [u for u in plan if (u[0].cell, u[1].label, u[2]) not in done]
+    search = config.search
+    if search is not None:  # --load search: the units come round by round (costtax.search)
+        from .search import SearchUnits
+
+        todo = SearchUnits(state.run_dir, config, search)
     ok: list[str] = []
     failed: list[str] = []
     models = None
@@ -603,9 +616,11 @@ def _profile_units(state: RunState, config: RunConfig, emit: Event, **models_kw)
         warmed: set[tuple[str, str]] = {(c, lv) for c, lv, _ in done}
         for spec, level, k in todo:
             emit("cell_start", {"cell": spec.cell, "load": level.label, "cell_repeat": k})
-            first = (spec.cell, level.label) not in warmed
+            # a search warms each cell up once, before its first probe
+            key = (spec.cell, "search" if search else level.label)
+            first = key not in warmed and not (search and any(c == spec.cell for c, _ in warmed))
             rec = run_unit(state, models, spec, level, k, warmup=first, emit=emit)
-            warmed.add((spec.cell, level.label))
+            warmed.add(key)
             if rec.status != "ok":
                 failed.append(spec.cell)
                 if models.restart and not _engine_alive(models.engine, config):
@@ -621,7 +636,7 @@ def _profile_units(state: RunState, config: RunConfig, emit: Event, **models_kw)
                 warnings.warn(f"could not rebuild summary.csv after {spec.cell}: {exc}", RuntimeWarning)
         done = done_units(state.run_dir)
         for spec in config.cells:
-            units = [(spec.cell, lv.label, k) for lv in config.load_levels for k in range(config.cell_repeats)]
+            units = todo.units_of(spec.cell) if search else [(spec.cell, lv.label, k) for lv in config.load_levels for k in range(config.cell_repeats)]
             (ok if all(u in done for u in units) else failed).append(spec.cell)
         failed = list(dict.fromkeys(c for c in failed if c not in ok))
         status = "finished"

@@ -204,7 +204,35 @@ _PROVENANCE = [
     Column("reward_model", "text", "the selection reward-model spec (--reward-model)"),
 ]
 
-COLUMNS: list[Column] = [*_CONTRACT, *_CELL, *_COST, *_LOAD, *_QUALITY, *_STEADY, *_TAX, *_PROVENANCE]
+# Capacity search and early stops (report/capacity.py; rules in costtax/search.py and
+# costtax/oversaturation.py). Probe columns are set on a search's probe rows; cell columns on
+# every row of a searched cell.
+_CAPACITY = [
+    Column("latency_p95_ci95_lo_s", "s", "bootstrap 95% interval of the p95 latency over the row's answers (repeats pooled), low end; for a search probe widened to cover every repeat's p95"),
+    Column("latency_p95_ci95_hi_s", "s", "the same interval's high end"),
+    Column("stop_reason", "text", "why the level was stopped early: `oversaturated: ...` (queue or latency kept rising, slope test) or `slo_out_of_reach: ...` (search probes: enough answers over the SLO that p95 cannot meet it); finished rows kept"),
+    Column("oversaturated", "bool", "a repeat of the level was stopped by the over-saturation slope test"),
+    Column("search_probe_index", "count", "--load search: this level's place in the cell's probe sequence (0 = first)"),
+    Column("search_role", "text", "--load search: `start`, `double` (doubling phase) or `bisect`"),
+    Column("search_held", "bool", "--load search: the probe met the SLO (all planned answers, not saturated or stopped, p95 <= SLO)"),
+    Column("search_verdict_certain", "bool", "--load search: the p95's 95% CI lies wholly on the verdict's side of the SLO (or the probe was stopped, saturated or failed)"),
+    Column("search_planned_answers", "count", "--load search: answers the probe ran: max(k x C, minimum), prompts cycled"),
+    Column("search_verdict", "text", "--load search: the probe's verdict in words, with p95 and its CI"),
+    Column("capacity_concurrency", "count", "--load search (closed loop): the highest concurrency that held, below the lowest that did not"),
+    Column("capacity_rate", "1/s", "--load search=rate: the highest offered rate that held, below the lowest that did not"),
+    Column("capacity_answers_per_s", "1/s", "--load search: achieved answers/s at the capacity level (per replica)"),
+    Column("capacity_lo", "—", "capacity interval, low end (concurrency or offered answers/s): the highest probed level that held with its whole p95 CI at or below the SLO; 0 when none did"),
+    Column("capacity_hi", "—", "capacity interval, high end: one below the lowest probed level that failed for certain (rate: that level); the highest probed level when none did"),
+    Column("capacity_hi_bounded", "bool", "false when no probed level failed for certain (capacity_hi is then only the highest level probed)"),
+    Column("capacity_answers_per_s_lo", "1/s", "achieved answers/s at capacity_lo (0 when it is 0)"),
+    Column("capacity_answers_per_s_hi", "1/s", "achieved answers/s at the level just above capacity_hi (the first certain failure), an upper bound on the capacity's throughput"),
+    Column("search_status", "text", "--load search: `bracketed` (a level that held next to one that did not), `hit_cap` (--search-max held), `budget` (--search-probes spent first), `infeasible` (the lowest level did not hold) or `running`"),
+    Column("search_bracket", "text", "--load search: the two levels that bracket the capacity"),
+    Column("search_probes", "count", "--load search: probes the cell's search ran"),
+    Column("search_slo_p95_s", "s", "--load search: the p95 SLO the search ran against"),
+]
+
+COLUMNS: list[Column] = [*_CONTRACT, *_CELL, *_COST, *_LOAD, *_QUALITY, *_STEADY, *_TAX, *_PROVENANCE, *_CAPACITY]
 CONTRACT_COLUMNS = [c.name for c in _CONTRACT]
 PARAM_PREFIX = "param_"  # plain parameter columns, prefixed so they never collide with provenance (seed, max_tokens)
 

@@ -313,6 +313,9 @@ def build_summary(run_dir: str | Path):
     df = _add_checks(df, answers, calls, meta)
     df = _add_provenance(df, meta)
     df = _add_params(df, cells)
+    from .capacity import add_capacity_columns  # capacity search, early stops (report/capacity.py)
+
+    df = add_capacity_columns(df, data)
     cols = CONTRACT_COLUMNS + [c for c in df.columns if c not in CONTRACT_COLUMNS]
     for c in CONTRACT_COLUMNS:
         if c not in df:

@@ -1,0 +1,172 @@
+"""--load search (costtax.search): the sequence against known latency curves, the capacity
+interval against a noisy one, and a whole search run through profile() on a fake engine whose
+latency is a + b x (answers in flight)."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import math
+import random
+import time
+
+import pytest
+
+from costtax.config import RunConfig
+from costtax.context import CellContext
+from costtax.search import SearchSpec, capacity, judge, next_probe, replay
+from fakes import FakeEngine, FakeReward
+
+
+def _search(spec, latencies_at):
+    """Run the search against a measurement function: value -> list of latencies."""
+    measured = {}
+    while True:
+        seq, nxt = replay(spec, measured)
+        if nxt is None:
+            return seq, capacity(spec, seq)
+        v = nxt[0]
+        measured[v] = judge(spec, v, {0: latencies_at(v)}, planned=spec.planned_answers(v), achieved_answers_per_s=v / 2)
+
+
+@pytest.mark.parametrize("a, b, slo, cap", [(0.5, 0.3, 3.0, 64), (1.0, 1.0, 10.5, 64), (0.2, 0.01, 1.0, 128), (2.0, 0.5, 2.6, 64)])
+def test_search_finds_the_exact_capacity_of_a_linear_curve(a, b, slo, cap):
+    spec = SearchSpec("concurrency", slo, 1, cap, probe_budget=16)
+    seq, res = _search(spec, lambda c: [a + b * c] * spec.planned_answers(c))
+    truth = math.floor((slo - a) / b + 1e-9)
+    assert res.status == "bracketed" and res.capacity == truth and res.bracket_fail == truth + 1
+    # doubling then bisection: at most log2 twice, within the budget
+    assert res.probes <= 2 * math.ceil(math.log2(truth + 1)) + 1 <= spec.probe_budget
+    assert [r for _, r in seq][0] == "start" and set(r for _, r in seq) <= {"start", "double", "bisect"}
+    assert len({v.value for v, _ in seq}) == len(seq)  # no level probed twice
+    # a noiseless curve: every verdict is certain, the interval is the point
+    assert (res.lo, res.hi) == (truth, truth)
+
+
+def test_search_cap_infeasible_budget_and_start():
+    lin = lambda c: [0.1 * c] * 64  # noqa: E731  capacity 100 at SLO 10
+    res = _search(SearchSpec("concurrency", 10.0, 1, 16), lin)[1]
+    assert res.status == "hit_cap" and res.capacity == 16 and res.probes == 5
+    res = _search(SearchSpec("concurrency", 0.05, 1, 16), lin)[1]
+    assert res.status == "infeasible" and res.capacity is None and res.probes == 1
+    res = _search(SearchSpec("concurrency", 10.0, 1, 1000, probe_budget=4), lin)[1]
+    assert res.status == "budget" and res.capacity == 8 and res.probes == 4
+    # a start above the capacity bisects down towards 1
+    seq, res = _search(SearchSpec("concurrency", 0.55, 8, 64), lambda c: [0.1 * c] * 64)
+    assert res.capacity == 5 and [v.value for v, _ in seq][0] == 8
+
+
+def test_rate_search_brackets_within_its_resolution():
+    spec = SearchSpec("rate", 2.0, 0.25, 64, probe_budget=12)
+    # p95 = 1 / (mu - r): an M/M/1-like curve with mu = 3, capacity at r = 2.5
+    seq, res = _search(spec, lambda r: [1 / max(3 - r, 1e-6)] * spec.planned_answers(r))
+    assert res.status == "bracketed" and res.capacity <= 2.5 < res.bracket_fail <= 2.5 * 1.1 + 1e-9
+
+
+def test_a_stopped_saturated_or_short_probe_does_not_hold():
+    spec = SearchSpec("concurrency", 1.0, 1, 8)
+    fast = {0: [0.1] * 16}
+    assert judge(spec, 2, fast, planned=16).held
+    assert not judge(spec, 2, fast, planned=16, stop_reason="oversaturated: x").held
+    assert not judge(spec, 2, fast, planned=16, saturated=True).held
+    assert not judge(spec, 2, {0: [0.1] * 15}, planned=16).held
+    # with repeats the verdict uses the median of the repeats' p95s, the CI covers each of them
+    v = judge(spec, 2, {0: [0.5] * 16, 1: [0.6] * 16, 2: [1.4] * 16}, planned=16)
+    assert v.held and v.p95_s == pytest.approx(0.6) and v.p95_ci95_hi_s >= 1.4 and not v.certain
+
+
+def test_capacity_interval_covers_the_true_capacity_under_noise():
+    """Latency a + b C + noise, noise uniform on [0, w]: the true p95 at C is a + b C + 0.95 w,
+    so the true capacity is floor((S - a - 0.95 w) / b). Over 20 seeds the interval covers it
+    every time, and the point estimate is inside its own interval. The SLO sits 0.01 s above
+    the true p95 at C = 10, closer than the p95 of ~40 answers can resolve."""
+    a, b, w, slo = 0.5, 0.25, 1.0, 3.96
+    truth = math.floor((slo - a - 0.95 * w) / b)
+    assert truth == 10
+    widths = []
+    for seed in range(20):
+        rng = random.Random(seed)
+        spec = SearchSpec("concurrency", slo, 1, 64, probe_budget=12)
+        res = _search(spec, lambda c: [a + b * c + rng.uniform(0, w) for _ in range(spec.planned_answers(c))])[1]
+        assert res.lo <= truth <= res.hi, (seed, res)
+        assert res.lo <= res.capacity <= res.hi
+        assert res.answers_per_s_lo <= res.answers_per_s <= res.answers_per_s_hi
+        widths.append(res.hi - res.lo)
+    assert max(widths) >= 1  # the noise shows as width
+
+
+def test_expand_cycles_prompts_to_the_planned_answers():
+    from costtax.prompts import select_prompts
+
+    prompts, _ = select_prompts(["helpful"], limit=3, seed=0)
+    ctx = CellContext(run_id="r", cell="plain", technique="plain", engine=None, sampling=None, writer=None, epoch=0.0,
+                      load="concurrency=4", cell_repeat=0)
+    insts = ctx.expand(prompts, answers=8)
+    assert len(insts) == 8 and len({i.answer_id for i in insts}) == 8
+    assert [i.prompt.id for i in insts[:3]] == [p.id for p in prompts] and [i.repeat for i in insts] == [0, 0, 0, 1, 1, 1, 2, 2]
+
+
+class LinearEngine(FakeEngine):
+    """Every request takes a + b x (requests in flight when it starts) seconds."""
+
+    def __init__(self, a: float, b: float, **kw):
+        super().__init__(**kw)
+        self.a, self.b, self.in_flight = a, b, 0
+
+    async def agenerate(self, request, sampling):
+        import dataclasses
+
+        self.in_flight += 1
+        t0 = time.monotonic()
+        try:
+            res = self._results([request], sampling, t0)[0]
+            await asyncio.sleep(self.a + self.b * self.in_flight)
+        finally:
+            self.in_flight -= 1
+        t1 = time.monotonic()
+        return dataclasses.replace(res, t_first_token_s=t0 + 0.001, t_finish_s=t1)
+
+
+def test_profile_search_finds_floor_s_minus_a_over_b(tmp_path):
+    a, b = 0.02, 0.04
+    slo = a + b * 4.75  # capacity floor((S - a) / b) = 4; C=4 takes 0.18 s, C=5 0.22 s
+    cfg = RunConfig(techniques=("plain",), prompts=("helpful",), limit=4, max_tokens=8, out=str(tmp_path / "run"),
+                    judge_calibration=False, load=("search",), slo_p95_s=slo, search_max=16, search_probes=8,
+                    warmup_answers=0)
+    from costtax.profile import profile
+
+    res = profile(cfg, engine=LinearEngine(a, b), scorer=FakeReward())
+    assert res.status == "finished" and res.cells_ok == ("plain",)
+    rows = list(csv.DictReader(open(res.run_dir / "summary.csv")))
+    probes = sorted((int(r["search_probe_index"]), r["load"], r["search_role"], r["search_held"]) for r in rows)
+    loads = [p[1] for p in probes]
+    assert loads[:4] == ["concurrency=1", "concurrency=2", "concurrency=4", "concurrency=8"]
+    assert {"concurrency=4", "concurrency=5"} <= set(loads) and len(probes) <= cfg.search_probes
+    r = rows[0]
+    assert float(r["capacity_concurrency"]) == 4 and r["search_status"] == "bracketed"
+    assert r["search_bracket"] == "concurrency=4 held, concurrency=5 did not"
+    by_load = {x["load"]: x for x in rows}
+    # each probe ran k x C answers (at least 16), prompts cycled
+    assert int(by_load["concurrency=4"]["answers"]) == 16
+    assert float(by_load["concurrency=4"]["latency_p95_s"]) <= slo
+    assert float(r["capacity_answers_per_s"]) == pytest.approx(float(by_load["concurrency=4"]["achieved_answers_per_s"]))
+    # the failing levels stopped as soon as their p95 was out of reach (rows kept)
+    assert by_load["concurrency=8"]["stop_reason"].startswith("slo_out_of_reach")
+    assert int(by_load["concurrency=8"]["answers"]) < 32
+    # a resume replays the decisions from the rows and runs nothing new
+    n_cells = sum(1 for _ in open(res.run_dir / "cells.jsonl"))
+    res2 = profile(cfg, resume=res.run_dir, engine=LinearEngine(a, b), scorer=FakeReward())
+    assert res2.cells_ok == ("plain",) and sum(1 for _ in open(res.run_dir / "cells.jsonl")) == n_cells
+
+
+def test_search_config_errors_name_the_flag():
+    from costtax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--slo-p95-s"):
+        RunConfig(load=("search",))
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match="--search-max"):
+            RunConfig(load=("search",), slo_p95_s=5, search_max=bad)
+    assert RunConfig(load=("search",), slo_p95_s=5).load_levels == ()
+    spec = RunConfig(load=("search=rate",), slo_p95_s=5).search
+    assert spec.mode == "rate" and spec.planned_answers(2.0) == 40 and spec.planned_answers(0.25) == 16
+    assert next_probe(spec, []) == (0.25, "start")
