@@ -28,8 +28,8 @@ Rules (README "Capacity search" restates them):
   below the SLO (0 when none did); high end = one below the lowest probed level that failed
   for certain (whole CI above the SLO, or stopped, saturated, failed), or the highest probed
   level when none did (`capacity_hi_bounded` false). In achieved answers/s: the low end's
-  throughput, and the throughput of the level just above the high end (throughput does not fall
-  as load rises below saturation; stated, not checked).
+  throughput, and the best throughput measured at or below the level just above the high end
+  (throughput does not fall as load rises below saturation; stated, not checked).
 - **A level probed twice** does not happen within a search (bisection never revisits); a unit
   already in the run directory (finished or failed) is read, never rerun: a failed probe counts
   as "did not hold", also after a resume.
@@ -238,13 +238,19 @@ def capacity(spec: SearchSpec, seq: list[tuple[Verdict, str]], pending: tuple[fl
     sure_fail = [v for v in failed if v.certain and (cap_v is None or v.value > cap_v.value)]
     f_v = min(sure_fail, key=lambda v: v.value, default=None)
     by_value = {v.value: v for v in history}
+    # throughput bounds: the best achieved answers/s at or below the level that bounds the
+    # interval (a stopped level's own span includes its ramp, so it alone can read low)
+    def best_up_to(value: float) -> float | None:
+        vals = [v.achieved_answers_per_s for v in history if v.value <= value and v.achieved_answers_per_s is not None]
+        return max(vals) if vals else None
+
     if f_v is not None:
         hi = f_v.value - 1 if spec.mode == "concurrency" else f_v.value
-        aps_hi = f_v.achieved_answers_per_s
+        aps_hi = best_up_to(f_v.value)
         bounded = True
     else:
         top = max(history, key=lambda v: v.value)
-        hi, aps_hi, bounded = top.value, top.achieved_answers_per_s, False
+        hi, aps_hi, bounded = top.value, best_up_to(top.value), False
     return Capacity(
         status,
         cap_v.value if cap_v else None,

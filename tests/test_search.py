@@ -152,6 +152,20 @@ def test_profile_search_finds_floor_s_minus_a_over_b(tmp_path):
     # the failing levels stopped as soon as their p95 was out of reach (rows kept)
     assert by_load["concurrency=8"]["stop_reason"].startswith("slo_out_of_reach")
     assert int(by_load["concurrency=8"]["answers"]) < 32
+    # the plan at the search's SLO takes the bracket directly, with its interval
+    from costtax.report import capacity_plan
+
+    plan = capacity_plan(res.run_dir, qps=10, slo_p95_s=slo, usd_per_device_hour=1.0).set_index("cell")
+    p = plan.loc["plain"]
+    assert p["capacity_answers_per_s"] == pytest.approx(float(r["capacity_answers_per_s"]))
+    assert p["basis"].startswith("search: concurrency=4 held, concurrency=5 did not") and "beyond" not in p["basis"]
+    assert p["replicas_needed"] == math.ceil(10 / p["capacity_answers_per_s"])
+    if p["capacity_answers_per_s_lo"]:
+        assert p["replicas_low"] <= p["replicas_needed"] <= p["replicas_high"]
+        assert p["usd_per_1m_answers_low"] <= p["usd_per_1m_answers"] <= p["usd_per_1m_answers_high"]
+    # at another SLO the probes are read as a curve, and the basis says so
+    other = capacity_plan(res.run_dir, qps=10, slo_p95_s=slo * 2).set_index("cell").loc["plain"]
+    assert "search ran at p95" in other["basis"] and other["capacity_answers_per_s"] >= p["capacity_answers_per_s"]
     # a resume replays the decisions from the rows and runs nothing new
     n_cells = sum(1 for _ in open(res.run_dir / "cells.jsonl"))
     res2 = profile(cfg, resume=res.run_dir, engine=LinearEngine(a, b), scorer=FakeReward())

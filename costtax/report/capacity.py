@@ -71,3 +71,44 @@ def add_capacity_columns(df, data: dict[str, Any]):
         for k, v in values.items():
             df.loc[idx, k] = v
     return df
+
+
+def search_capacity(g, slo_p95_s: float) -> dict[str, Any] | None:
+    """The plan's reading of a searched cell's rows `g` (summary.csv rows of one cell), or None
+    when the cell was not searched, or was searched against another SLO (the plan then reads the
+    probed levels as an ordinary curve; see plan.py). Keys: capacity, capacity_lo, capacity_hi
+    (answers/s per replica), basis, curve."""
+    from ._values import is_num
+
+    if "search_status" not in g or not g["search_status"].notna().any():
+        return None
+    r = g[g["search_status"].notna()].iloc[0]
+    s = r.get("search_slo_p95_s")
+    if not is_num(s) or abs(float(s) - slo_p95_s) > 1e-9 * max(1.0, slo_p95_s):
+        return None
+    status = r["search_status"]
+    cap = r.get("capacity_answers_per_s")
+    lo, hi = r.get("capacity_answers_per_s_lo"), r.get("capacity_answers_per_s_hi")
+    probes = g[g["search_probe_index"].notna()].sort_values("search_probe_index") if "search_probe_index" in g else g.iloc[0:0]
+    curve = "search probes: " + ", ".join(str(x) for x in probes["load"])
+    level = r.get("capacity_concurrency") if is_num(r.get("capacity_concurrency")) else r.get("capacity_rate")
+    lvl = f"{int(level)} in flight" if is_num(r.get("capacity_concurrency")) else (f"{level:g} answers/s offered" if is_num(level) else "")
+    interval = f"; interval {r.get('capacity_lo'):g}..{r.get('capacity_hi'):g}" if is_num(r.get("capacity_lo")) and is_num(r.get("capacity_hi")) else ""
+    if status == "bracketed":
+        basis = f"search: {r.get('search_bracket')} ({lvl}{interval})"
+    elif status == "hit_cap":
+        basis = f"search hit its cap ({lvl} held): at least"
+    elif status == "budget":
+        basis = f"search probe budget spent: {lvl} held, no adjacent failing level{interval}"
+    elif status == "infeasible":
+        return {"capacity": None, "capacity_lo": None, "capacity_hi": None, "curve": curve,
+                "basis": "infeasible: the search's lowest level did not meet the SLO"}
+    else:
+        basis = "search unfinished (run interrupted)"
+    return {
+        "capacity": float(cap) if is_num(cap) and cap > 0 else None,
+        "capacity_lo": float(lo) if is_num(lo) else None,
+        "capacity_hi": float(hi) if is_num(hi) and status != "hit_cap" and bool(r.get("capacity_hi_bounded")) else None,
+        "basis": basis,
+        "curve": curve,
+    }
