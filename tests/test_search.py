@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import itertools
 import math
 import random
 import time
@@ -184,3 +185,45 @@ def test_search_config_errors_name_the_flag():
     spec = RunConfig(load=("search=rate",), slo_p95_s=5).search
     assert spec.mode == "rate" and spec.planned_answers(2.0) == 40 and spec.planned_answers(0.25) == 16
     assert next_probe(spec, []) == (0.25, "start")
+
+
+class SwitchingReward(FakeReward):
+    """A stand-in scorer whose passes cost 2 ms in cell repeat 0 and 150 ms in repeat 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.pass_s = 0.002
+
+    def score(self, prompts, responses):
+        time.sleep(self.pass_s)
+        return super().score(prompts, responses)
+
+
+def test_repeats_that_disagree_name_score_batching_with_numbers(tmp_path):
+    """Repeat 0: the four answers in flight finish generating together and every reward pass
+    merges all four (16 pairs). Repeat 1: every other generation call is slower, so the answers
+    fall into two cohorts that alternate on the reward model (8 pairs per pass), and each pass
+    costs 150 ms: p95 and the scoring share rise. The row names both, with numbers."""
+    from costtax.profile import profile
+    from fakes import TimedEngine
+
+    scorer = SwitchingReward()
+    turn = itertools.count()
+    state = {"repeat": 0}
+
+    def on_event(kind, data):
+        if kind == "cell_start":
+            state["repeat"] = data["cell_repeat"]
+            scorer.pass_s = 0.002 if data["cell_repeat"] == 0 else 0.15
+
+    engine = TimedEngine(base_s=0.02, slow_s=0.045, slow=lambda rid: state["repeat"] == 1 and next(turn) % 2 == 0)
+    cfg = RunConfig(techniques=("bon:n=4",), prompts=("helpful",), limit=8, max_tokens=8, out=str(tmp_path / "run"),
+                    judge_calibration=False, load=("concurrency=4",), cell_repeats=2, warmup_answers=4)
+    res = profile(cfg, engine=engine, scorer=scorer, eval_scorer=FakeReward(), on_event=on_event)
+    row = next(r for r in csv.DictReader(open(res.run_dir / "summary.csv")) if r["cell"] == "bon:n=4")
+    pairs = [float(x) for x in row["repeat_score_pairs_per_pass"].split(";")]
+    shares = [float(x) for x in row["repeat_score_share_of_wall"].split(";")]
+    assert pairs[0] == 16 and pairs[1] < 12 and shares[1] > 2 * shares[0]
+    note = row["repeat_drift_note"]
+    assert note.startswith("latency p95 ") and "score batching moved: pairs per pass" in note and "scoring share of wall" in note
+    assert f"{pairs[0]:.1f} -> {pairs[1]:.1f}" in note and f"{shares[0]:.2f} -> {shares[1]:.2f}" in note
