@@ -235,7 +235,26 @@ _CAPACITY = [
     Column("repeat_score_share_of_wall", "fraction", "per cell repeat (`;`-separated): the reward passes' scoring time / the unit's wall time"),
 ]
 
-COLUMNS: list[Column] = [*_CONTRACT, *_CELL, *_COST, *_LOAD, *_QUALITY, *_STEADY, *_TAX, *_PROVENANCE, *_CAPACITY]
+# Cost per stage and the waste ratio (report/stages.py, which defines busy-time attribution).
+STAGE_COLUMNS = [
+    col
+    for s in ("sample", "continue", "critique", "revise", "score")
+    for col in (
+        Column(f"stage_{s}_tokens_per_answer", "tokens", f"{s} stage: tokens computed per answer (prefill computed + decoded; score: reward-model tokens computed)"),
+        Column(f"stage_{s}_call_s_per_answer", "s", f"{s} stage: summed call latency per answer (overlapping calls each counted)"),
+        Column(f"stage_{s}_latency_share", "fraction", f"{s} stage: share of an answer's latency spent in its {s} calls (mean over answers)"),
+        Column(f"stage_{s}_busy_share", "fraction", f"{s} stage: share of the cell's wall time attributed to it (busy-time attribution: stages with a call in progress split each moment equally; report/stages.py)"),
+        Column(f"stage_{s}_cpu_s_per_answer", "s", f"{s} stage: process-tree CPU seconds per answer x the stage's busy share"),
+    )
+] + [
+    Column("stage_other_latency_share", "fraction", "share of an answer's latency outside its own calls (the harness between calls)"),
+    Column("stage_idle_share", "fraction", "share of the cell's wall time with no call in progress; with the stages' busy shares it sums to 1"),
+    Column("tokens_computed_per_answer", "tokens", "prefill computed + decoded + reward-model tokens computed, per answer"),
+    Column("tokens_min_per_answer", "tokens", "the technique's analytic minimum per answer: the conversation prefilled once, each generated token once, the reward model's shared part once plus each response"),
+    Column("waste_ratio", "x", "tokens_computed_per_answer / tokens_min_per_answer (1.0 = the physical minimum)"),
+]
+
+COLUMNS: list[Column] = [*_CONTRACT, *_CELL, *_COST, *_LOAD, *_QUALITY, *_STEADY, *_TAX, *_PROVENANCE, *_CAPACITY, *STAGE_COLUMNS]
 CONTRACT_COLUMNS = [c.name for c in _CONTRACT]
 PARAM_PREFIX = "param_"  # plain parameter columns, prefixed so they never collide with provenance (seed, max_tokens)
 

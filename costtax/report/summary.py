@@ -319,6 +319,9 @@ def build_summary(run_dir: str | Path):
     from .repeats import add_repeat_drift  # what moved when cell repeats disagree (report/repeats.py)
 
     df = add_repeat_drift(df, data)
+    from .stages import add_stage_columns  # cost per stage, waste ratio (report/stages.py)
+
+    df = add_stage_columns(df, data)
     cols = CONTRACT_COLUMNS + [c for c in df.columns if c not in CONTRACT_COLUMNS]
     for c in CONTRACT_COLUMNS:
         if c not in df:
