@@ -103,7 +103,7 @@ def test_expand_cycles_prompts_to_the_planned_answers():
                       load="concurrency=4", cell_repeat=0)
     insts = ctx.expand(prompts, answers=8)
     assert len(insts) == 8 and len({i.answer_id for i in insts}) == 8
-    assert [i.prompt.id for i in insts[:3]] == [p.id for p in prompts] and [i.repeat for i in insts] == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert [i.prompt.id for i in insts[:3]] == [p.id for p in prompts] and [i.answer_repeat for i in insts] == [0, 0, 0, 1, 1, 1, 2, 2]
 
 
 class LinearEngine(FakeEngine):
@@ -218,12 +218,13 @@ def test_repeats_that_disagree_name_score_batching_with_numbers(tmp_path):
 
     engine = TimedEngine(base_s=0.02, slow_s=0.045, slow=lambda rid: state["repeat"] == 1 and next(turn) % 2 == 0)
     cfg = RunConfig(techniques=("bon:n=4",), prompts=("helpful",), limit=8, max_tokens=8, out=str(tmp_path / "run"),
-                    judge_calibration=False, load=("concurrency=4",), cell_repeats=2, warmup_answers=4)
+                    judge_calibration=False, load=("concurrency=4",), cell_repeats=2, warmup_answers=4,
+                    score_max_wait_ms=15)  # absorbs timer jitter on a busy machine
     res = profile(cfg, engine=engine, scorer=scorer, eval_scorer=FakeReward(), on_event=on_event)
     row = next(r for r in csv.DictReader(open(res.run_dir / "summary.csv")) if r["cell"] == "bon:n=4")
     pairs = [float(x) for x in row["repeat_score_pairs_per_pass"].split(";")]
     shares = [float(x) for x in row["repeat_score_share_of_wall"].split(";")]
-    assert pairs[0] == 16 and pairs[1] < 12 and shares[1] > 2 * shares[0]
+    assert pairs[0] >= 12 and pairs[1] <= 10 and shares[1] > 2 * shares[0], (pairs, shares)
     note = row["repeat_drift_note"]
     assert note.startswith("latency p95 ") and "score batching moved: pairs per pass" in note and "scoring share of wall" in note
     assert f"{pairs[0]:.1f} -> {pairs[1]:.1f}" in note and f"{shares[0]:.2f} -> {shares[1]:.2f}" in note
