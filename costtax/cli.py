@@ -266,6 +266,9 @@ def plan(
                        min_reward=min_reward, min_accuracy=min_accuracy, min_win_rate=min_win_rate)
     out = p / "plan.csv"
     df.to_csv(out, index=False)
+    from .report.plan_out import write_plan_outputs
+
+    extra = write_plan_outputs(df, p, qps=qps, slo_p95_s=slo_p95_s)
     floors = any(v is not None for v in (min_reward, min_accuracy, min_win_rate))
     t = Table(title=f"capacity plan: {qps:g} answers/s, p95 <= {slo_p95_s:g}s", title_justify="left")
     heads = ["cell", "ans/s per replica", "basis", "replicas", "× plain", "$/1M answers", "kWh/1M answers"]
@@ -299,7 +302,7 @@ def plan(
             console.print(f"note: {r['cell']} was measured while other processes kept up to {share:.0%} of the CPUs busy: "
                           "its capacity is understated; re-measure on a quiet machine")
     console.print(f"replica: what ran the profile ({df['device'].dropna().iloc[0] if 'device' in df and df['device'].notna().any() else '?'}); model: {df['model'].dropna().iloc[0] if 'model' in df and df['model'].notna().any() else ''}")
-    console.print(f"plan: {out}")
+    console.print(f"plan: {out}" + "".join(f", {x}" for x in extra))
 
 
 @app.command()

@@ -24,6 +24,7 @@ from typing import Any
 
 from ._values import is_num as _num, truthy as _truthy
 from .capacity import search_capacity
+from .plan_out import stage_split
 from .summary import ensure_summary
 
 FLOOR_COLUMNS = {  # floor name -> (summary column of the CI low end, point estimate)
@@ -160,6 +161,9 @@ def capacity_plan(
             "quality_source": quality_row.get("eval_reward_source"),
             "curve_foreign_cpu_share_max": max(shares) if shares else None,
         }
+        row.update(stage_split(ref, row))  # $ and kWh per 1M answers by stage (plan_out.py)
+        for q in ("eval_reward_mean", "eval_reward_ci95_lo", "eval_reward_ci95_hi"):
+            row[f"quality_{q}"] = quality_row.get(q) if _num(quality_row.get(q)) else None
         holds = True
         for name, floor in floors.items():
             lo_col, est_col = FLOOR_COLUMNS[name]
