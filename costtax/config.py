@@ -174,6 +174,7 @@ class RunConfig:
     # long the first score call of a batch waits for others.
     score_max_pairs: int = 64
     score_max_wait_ms: float = 5.0
+    score_gather_ms: float = 0.0  # gather policy: hold a pass for the answers still in flight (0: off)
     # Served engines: `openai` drives any OpenAI-compatible server at base_url; serve=True starts
     # vLLM's OpenAI server for `model` on a free loopback port and profiles through `openai`.
     base_url: str | None = None
@@ -218,6 +219,8 @@ class RunConfig:
             raise ConfigError("--score-max-pairs", self.score_max_pairs, "use an integer >= 1")
         if not 0 <= self.score_max_wait_ms <= 60_000:
             raise ConfigError("--score-max-wait-ms", self.score_max_wait_ms, "use milliseconds between 0 and 60000")
+        if not 0 <= self.score_gather_ms <= 600_000:
+            raise ConfigError("--score-gather-ms", self.score_gather_ms, "use milliseconds between 0 (off) and 600000")
         if self.serve and self.engine not in ("vllm", "openai"):
             raise ConfigError("--serve", "true", f"--serve starts vLLM's OpenAI server; it cannot be combined with --engine {self.engine}")
         if self.serve and self.base_url:

@@ -85,7 +85,8 @@ def run_unit(
             session=state.session,
             load=level.label,
             cell_repeat=cell_repeat,
-            batcher=RewardBatcher(models.scorer, max_pairs=config.score_max_pairs, max_wait_s=config.score_max_wait_ms / 1000)
+            batcher=RewardBatcher(models.scorer, max_pairs=config.score_max_pairs, max_wait_s=config.score_max_wait_ms / 1000,
+                                  gather_s=config.score_gather_ms / 1000)
             if models.scorer is not None
             else None,
         )
@@ -162,7 +163,17 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
 
     done = [total - len(insts)] if total is not None else [0]
 
+    flight = [0]  # answers released and not finished: the batcher's gather policy waits for them
+
+    def on_release(inst, t: float) -> None:
+        flight[0] += 1
+        ctx.arrived(inst, t)
+
+    if ctx.batcher is not None:
+        ctx.batcher.in_flight = lambda: flight[0]
+
     def on_done(inst) -> None:
+        flight[0] -= 1
         done[0] += 1
         if emit:
             emit("answer_done", {"cell": ctx.cell, "load": ctx.load, "cell_repeat": ctx.cell_repeat, "done": done[0], "total": total})
@@ -193,7 +204,7 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
             lambda inst: technique.answer(inst, ctx),
             seed=config.seed,
             timeout_s=config.level_timeout_s,
-            on_release=ctx.arrived,
+            on_release=on_release,
             on_done=on_done,
             watch=watch,
         )

@@ -99,6 +99,7 @@ CASES = [
     (["--slo-p95-s", "-1"], "--slo-p95-s", "> 0"),
     (["--score-max-pairs", "0"], "--score-max-pairs", ">= 1"),
     (["--score-max-wait-ms", "-5"], "--score-max-wait-ms", "between 0"),
+    (["--score-gather-ms", "-1"], "--score-gather-ms", "between 0"),
     (["--engine", "openai"], "--base-url", "needs the server's URL"),
     (["--engine", "openai", "--base-url", "ftp://x"], "--base-url", "http(s) URL"),
     (["--base-url", "http://127.0.0.1:8000/v1"], "--base-url", "--engine openai"),

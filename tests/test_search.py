@@ -14,6 +14,7 @@ import pytest
 
 from costtax.config import RunConfig
 from costtax.context import CellContext
+from costtax.records import read_jsonl
 from costtax.search import SearchSpec, capacity, judge, next_probe, replay
 from fakes import FakeEngine, FakeReward
 
@@ -228,3 +229,26 @@ def test_repeats_that_disagree_name_score_batching_with_numbers(tmp_path):
     note = row["repeat_drift_note"]
     assert note.startswith("latency p95 ") and "score batching moved: pairs per pass" in note and "scoring share of wall" in note
     assert f"{pairs[0]:.1f} -> {pairs[1]:.1f}" in note and f"{shares[0]:.2f} -> {shares[1]:.2f}" in note
+
+
+@pytest.mark.parametrize("gather_ms, full", [(0, False), (400, True)])
+def test_gather_policy_keeps_reward_passes_full(tmp_path, gather_ms, full):
+    """Staggered generation (every other call slower) and 150 ms reward passes split four
+    answers in flight into cohorts of two (8 pairs per pass) under the default policy; holding
+    a pass for the answers still in flight (--score-gather-ms) keeps every pass at 16 pairs."""
+    from costtax.profile import profile
+    from fakes import TimedEngine
+
+    scorer = SwitchingReward()
+    scorer.pass_s = 0.15
+    turn = itertools.count()
+    engine = TimedEngine(base_s=0.02, slow_s=0.045, slow=lambda rid: next(turn) % 2 == 0)
+    cfg = RunConfig(techniques=("bon:n=4",), prompts=("helpful",), limit=8, repeats=2, max_tokens=8, out=str(tmp_path / "run"),
+                    judge_calibration=False, load=("concurrency=4",), warmup_answers=0, score_gather_ms=gather_ms)
+    res = profile(cfg, engine=engine, scorer=scorer, eval_scorer=FakeReward())
+    rec = next(r for r in read_jsonl(res.run_dir / "cells.jsonl") if r["cell"] == "bon:n=4")
+    pairs = [b["pairs"] for b in rec["score_batches"]]
+    if full:
+        assert all(p == 16 for p in pairs), pairs
+    else:
+        assert sum(p == 8 for p in pairs) >= len(pairs) // 2, pairs
