@@ -16,6 +16,7 @@ from typing import Any
 
 from .engines import ENGINES as ENGINE_NAMES  # light: the engine modules load only in make_engine
 from .errors import ConfigError
+from .load import DEFAULT_LABEL, LoadLevel, parse_load, parse_search
 from .model_files import DEFAULT_MODEL
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -156,13 +157,14 @@ class RunConfig:
     cell_repeats: int = 1  # whole-cell reruns (--cell-repeats); each record's `cell_repeat` index
     warmup_answers: int | None = None  # None: one real batch's worth (see warmup_count)
     # Load levels (costtax.load): batch | concurrency=C,... | rate=R,...; each (cell x level) is
-    # one summary row. `level_timeout_s` caps one unit (cell x level x repeat).
-    load: tuple[str, ...] = ("batch",)
+    # one summary row. `level_timeout_s` caps one unit (cell x level x repeat). `load` holds the
+    # specs as given (run.json's config.load); `load_levels` the LoadLevels parsed from them once.
+    load: tuple[str, ...] = (DEFAULT_LABEL,)
     level_timeout_s: float | None = None
     slo_p95_s: float | None = None
     # --load search (costtax.search): cap, start, probe budget, answers per probe (k x C, at
     # least the minimum); oversaturation_stop: stop a loaded level whose signal keeps rising
-    # (costtax.oversaturation).
+    # (costtax.oversaturation). A search has no fixed levels: `load_levels` is then ().
     search_max: float | None = None
     search_start: float | None = None
     search_probes: int = 10
@@ -181,6 +183,7 @@ class RunConfig:
     serve: bool = False
     server_timeout_s: float = 600.0
     cells: tuple[TechniqueSpec, ...] = field(default=(), compare=False)
+    load_levels: tuple[LoadLevel, ...] = field(default=(), init=False, compare=False)
 
     def __post_init__(self):
         if self.engine not in ENGINE_NAMES:
@@ -233,12 +236,9 @@ class RunConfig:
             raise ConfigError("--base-url", self.base_url, "only the openai engine talks to a server; add --engine openai")
         if not self.server_timeout_s > 0:
             raise ConfigError("--server-timeout-s", self.server_timeout_s, "use a number of seconds > 0")
-        from .load import parse_load, parse_search
-
         object.__setattr__(self, "load", tuple(self.load))
         search = parse_search(self.load)
-        if search is None:
-            parse_load(self.load)
+        object.__setattr__(self, "load_levels", () if search else parse_load(self.load))
         self._check_search(search)
         object.__setattr__(self, "cells", expand_techniques(self.techniques))
 
@@ -277,35 +277,24 @@ class RunConfig:
 
         return SearchSpec.from_config(self)
 
-    def warmup_count(self, level, answers: int) -> int:
+    def warmup_count(self, level: LoadLevel, answers: int) -> int:
         """Answers the warm-up runs before the first repeat of a (cell, level): --warmup-answers
-        when given, else the shape of the unit's first real engine batch, capped: every answer
-        of an offline batch (at most WARMUP_CAP), C answers at concurrency C, a few for rate."""
+        when given, else the shape of the unit's first real engine batch (LoadLevel.warmup_count),
+        at most WARMUP_CAP."""
         if self.warmup_answers is not None:
             return min(self.warmup_answers, answers)
-        if level.mode == "batch":
-            return min(answers, WARMUP_CAP)
-        if level.mode == "concurrency":
-            return min(answers, int(level.value), WARMUP_CAP)
-        return min(answers, 4)
+        return level.warmup_count(answers, WARMUP_CAP)
 
     @property
     def engine_kind(self) -> str:
         """The engine actually driven: --serve profiles through the openai engine."""
         return "openai" if self.serve else self.engine
 
-    @property
-    def load_levels(self):
-        """The fixed load levels; () for --load search (its levels are chosen as it runs)."""
-        from .load import parse_load, parse_search
-
-        return () if parse_search(self.load) else parse_load(self.load)
-
     def sampling_dict(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed, "ignore_eos": self.ignore_eos}
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "cells"}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("cells", "load_levels")}
         d["techniques"] = list(self.techniques)
         d["prompts"] = list(self.prompts)
         d["load"] = list(self.load)

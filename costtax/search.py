@@ -352,4 +352,4 @@ class SearchUnits:
 
     def units_of(self, cell: str) -> list[tuple[str, str, int]]:
         self._round()
-        return [(cell, label, k) for label in self.probed.get(cell, []) for k in range(self.config.cell_repeats)]
+        return [(cell, LoadLevel.from_label(label), k) for label in self.probed.get(cell, []) for k in range(self.config.cell_repeats)]

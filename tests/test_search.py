@@ -14,6 +14,7 @@ import pytest
 
 from costtax.config import RunConfig
 from costtax.context import CellContext
+from costtax.load import LoadLevel
 from costtax.records import read_jsonl
 from costtax.search import SearchSpec, capacity, judge, next_probe, replay
 from fakes import FakeEngine, FakeReward
@@ -101,7 +102,7 @@ def test_expand_cycles_prompts_to_the_planned_answers():
 
     prompts, _ = select_prompts(["helpful"], limit=3, seed=0)
     ctx = CellContext(run_id="r", cell="plain", technique="plain", engine=None, sampling=None, writer=None, epoch=0.0,
-                      load="concurrency=4", cell_repeat=0)
+                      level=LoadLevel("concurrency", 4), cell_repeat=0)
     insts = ctx.expand(prompts, answers=8)
     assert len(insts) == 8 and len({i.answer_id for i in insts}) == 8
     assert [i.prompt.id for i in insts[:3]] == [p.id for p in prompts] and [i.answer_repeat for i in insts] == [0, 0, 0, 1, 1, 1, 2, 2]
