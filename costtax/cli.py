@@ -274,7 +274,7 @@ def plan(
     extra = write_plan_outputs(df, p, qps=qps, slo_p95_s=slo_p95_s)
     floors = any(v is not None for v in (min_reward, min_accuracy, min_win_rate))
     t = Table(title=f"capacity plan: {qps:g} answers/s, p95 <= {slo_p95_s:g}s", title_justify="left")
-    heads = ["cell", "ans/s per replica", "basis", "replicas", "× plain", "$/1M answers", "kWh/1M answers"]
+    heads = ["cell", "ans/s per replica", "basis", "replicas (interval)", "× plain", "$/1M answers", "kWh/1M answers"]
     if floors:
         heads.append("quality floor")
     heads.append("cheapest")
@@ -285,7 +285,8 @@ def plan(
         return "—" if v is None or v != v else fmt.format(v)
 
     for _, r in df.iterrows():
-        cells = [r["cell"], f(r.get("capacity_answers_per_s"), "{:.3g}"), str(r.get("basis")), f(r.get("replicas_needed"), "{:.0f}"),
+        rng = f" ({f(r.get('replicas_low'), '{:.0f}')}..{f(r.get('replicas_high'), '{:.0f}')})" if f(r.get("capacity_answers_per_s_lo"), "{}") != "—" else ""
+        cells = [r["cell"], f(r.get("capacity_answers_per_s"), "{:.3g}"), str(r.get("basis")), f(r.get("replicas_needed"), "{:.0f}") + rng,
                  f(r.get("replicas_x_plain"), "{:.2f}"), f(r.get("usd_per_1m_answers"), "{:,.0f}"), f(r.get("kwh_per_1m_answers"), "{:,.1f}")]
         if floors:
             holds = r.get("quality_floor_holds")
