@@ -253,3 +253,20 @@ def test_gather_policy_keeps_reward_passes_full(tmp_path, gather_ms, full):
         assert all(p == 16 for p in pairs), pairs
     else:
         assert sum(p == 8 for p in pairs) >= len(pairs) // 2, pairs
+
+
+def test_rate_search_runs_open_loop_probes(tmp_path):
+    """search=rate: probes are rate levels (Poisson arrivals), doubled then bisected; the
+    engine's latency a / (1 - b R) blows up near R = 1 / b = 25 answers/s."""
+    from costtax.profile import profile
+
+    cfg = RunConfig(techniques=("plain",), prompts=("helpful",), limit=4, max_tokens=8, out=str(tmp_path / "run"),
+                    judge_calibration=False, load=("search=rate",), slo_p95_s=0.2, search_start=4, search_max=64,
+                    search_probes=6, warmup_answers=0)
+    res = profile(cfg, engine=LinearEngine(0.02, 0.04), scorer=FakeReward())
+    rows = list(csv.DictReader(open(res.run_dir / "summary.csv")))
+    probes = sorted((int(r["search_probe_index"]), r["load"], r["search_role"]) for r in rows)
+    assert [p[1] for p in probes[:2]] == ["rate=4", "rate=8"] and all(p[1].startswith("rate=") for p in probes)
+    r = rows[0]
+    assert r["search_status"] in ("bracketed", "budget") and 4 <= float(r["capacity_rate"]) < 64
+    assert r["capacity_concurrency"] == ""
