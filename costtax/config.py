@@ -16,7 +16,7 @@ from typing import Any
 
 from .engines import ENGINES as ENGINE_NAMES  # light: the engine modules load only in make_engine
 from .errors import ConfigError
-from .load import DEFAULT_LABEL, LoadLevel, parse_load, parse_search
+from .load import CLOSED_LOOP, DEFAULT_LABEL, LoadLevel, parse_load, parse_search
 from .model_files import DEFAULT_MODEL
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -253,7 +253,7 @@ class RunConfig:
             return
         if self.slo_p95_s is None:
             raise ConfigError("--slo-p95-s", "", "--load search needs the p95 SLO it searches for, e.g. --slo-p95-s 10")
-        whole = search == "concurrency"
+        whole = search == CLOSED_LOOP
         for flag, v in (("--search-max", self.search_max), ("--search-start", self.search_start)):
             if v is None:
                 continue

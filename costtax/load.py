@@ -34,8 +34,9 @@ from typing import Any, Awaitable, Callable, Sequence
 from .errors import ConfigError
 
 MODES = ("batch", "concurrency", "rate")
+CLOSED_LOOP, OPEN_LOOP = MODES[1], MODES[2]  # other modules name the modes through these
 SEARCH = "search"
-SEARCH_PROBE_MODES = ("concurrency", "rate")  # `search` alone means concurrency (closed loop)
+SEARCH_PROBE_MODES = (CLOSED_LOOP, OPEN_LOOP)  # `search` alone means concurrency (closed loop)
 SATURATION_SHORTFALL = 0.10
 RATE_WARMUP_ANSWERS = 4  # warm-up answers before the first repeat of a rate level (see LoadLevel.warmup_count)
 
@@ -133,7 +134,7 @@ def parse_search(specs: Sequence[str], field: str = "--load") -> str | None:
         return None
     if len(texts) > 1:
         raise ConfigError(field, " ".join(texts), "--load search chooses its own levels; give it alone (run fixed levels in another run)")
-    mode = "concurrency" if hits[0] == SEARCH else hits[0].partition("=")[2].strip()
+    mode = CLOSED_LOOP if hits[0] == SEARCH else hits[0].partition("=")[2].strip()
     if mode not in SEARCH_PROBE_MODES:
         raise ConfigError(field, hits[0], "use search (closed loop: concurrency probes) or search=rate (open loop: rate probes)")
     return mode

@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .load import CLOSED_LOOP, OPEN_LOOP
+
 MIN_POINTS = 8
 T_MIN = 3.0
 RISE_MIN = 0.5
@@ -84,7 +86,7 @@ class LevelWatch:
     _over_slo: int = 0
 
     def released(self, t: float, in_flight: int) -> str | None:
-        if self.mode != "rate" or not self.slope:
+        if self.mode != OPEN_LOOP or not self.slope:
             return None
         self._arrivals.append((t, float(in_flight)))
         pts = self._arrivals[int(RAMP_FRACTION * self.planned):]
@@ -99,7 +101,7 @@ class LevelWatch:
             if self._over_slo >= need:
                 return (f"slo_out_of_reach: {self._over_slo} of {self.planned} planned answers took over "
                         f"{self.slo_p95_s:g} s, so their p95 cannot meet the SLO")
-        if self.mode != "concurrency" or not self.slope:
+        if self.mode != CLOSED_LOOP or not self.slope:
             return None
         self._finishes.append((t_finish, latency))
         skip = max(int(RAMP_FRACTION * self.planned), int(self.concurrency or 0))
@@ -110,7 +112,7 @@ class LevelWatch:
 
 def level_watch(level, planned: int, *, slo_p95_s: float | None = None, slope: bool = True) -> LevelWatch | None:
     """The watch for one unit's level (None for the offline batch: nothing to stop there)."""
-    if level.mode not in ("concurrency", "rate") or (not slope and slo_p95_s is None):
+    if level.mode not in (CLOSED_LOOP, OPEN_LOOP) or (not slope and slo_p95_s is None):
         return None
-    conc = int(level.value) if level.mode == "concurrency" else None
+    conc = int(level.value) if level.mode == CLOSED_LOOP else None
     return LevelWatch(level.mode, planned, conc, slo_p95_s, slope)

@@ -41,11 +41,11 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .load import LoadLevel
+from .load import CLOSED_LOOP, OPEN_LOOP, LoadLevel
 
 RATE_RESOLUTION = 0.10
-DEFAULT_CAP = {"concurrency": 64.0, "rate": 64.0}
-DEFAULT_START = {"concurrency": 1.0, "rate": 0.25}
+DEFAULT_CAP = {CLOSED_LOOP: 64.0, OPEN_LOOP: 64.0}
+DEFAULT_START = {CLOSED_LOOP: 1.0, OPEN_LOOP: 0.25}
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class SearchSpec:
             raise ValueError("slo_p95_s must be > 0")
         if not 0 < self.start <= self.cap:
             raise ValueError("need 0 < start <= cap")
-        if self.mode == "concurrency" and (int(self.start) != self.start or int(self.cap) != self.cap):
+        if self.mode == CLOSED_LOOP and (int(self.start) != self.start or int(self.cap) != self.cap):
             raise ValueError("concurrency start and cap must be integers")
         if self.probe_budget < 1 or self.answers_per_slot < 1 or self.min_answers < 1:
             raise ValueError("probe budget, answers per slot and minimum answers must be >= 1")
@@ -82,10 +82,10 @@ class SearchSpec:
                    config.search_min_answers)
 
     def level(self, value: float) -> LoadLevel:
-        return LoadLevel(self.mode, float(int(value)) if self.mode == "concurrency" else float(value))
+        return LoadLevel(self.mode, float(int(value)) if self.mode == CLOSED_LOOP else float(value))
 
     def planned_answers(self, value: float) -> int:
-        slots = value if self.mode == "concurrency" else value * self.slo_p95_s
+        slots = value if self.mode == CLOSED_LOOP else value * self.slo_p95_s
         return max(int(math.ceil(self.answers_per_slot * slots)), self.min_answers)
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def judge(spec: SearchSpec, value: float, latencies_by_repeat: dict[int, list[fl
 
 
 def _fmt(spec: SearchSpec, v: float) -> float:
-    return float(int(v)) if spec.mode == "concurrency" else float(f"{v:.3g}")
+    return float(int(v)) if spec.mode == CLOSED_LOOP else float(f"{v:.3g}")
 
 
 def next_probe(spec: SearchSpec, history: list[Verdict]) -> tuple[float, str] | None:
@@ -176,7 +176,7 @@ def next_probe(spec: SearchSpec, history: list[Verdict]) -> tuple[float, str] | 
     hi = min(failed)
     below = [v for v in held if v < hi]
     lo = max(below) if below else 0.0
-    if spec.mode == "concurrency":
+    if spec.mode == CLOSED_LOOP:
         if hi - lo <= 1:
             return None
         return float((int(lo) + int(hi)) // 2), "bisect"
@@ -229,7 +229,7 @@ def capacity(spec: SearchSpec, seq: list[tuple[Verdict, str]], pending: tuple[fl
         status = "infeasible"
     elif hi_v is None:
         status = "hit_cap" if cap_v.value >= spec.cap else "budget"
-    elif spec.mode == "concurrency":
+    elif spec.mode == CLOSED_LOOP:
         status = "bracketed" if hi_v - cap_v.value <= 1 else "budget"
     else:
         status = "bracketed" if hi_v / cap_v.value <= 1 + RATE_RESOLUTION or len(history) < spec.probe_budget else "budget"
@@ -245,7 +245,7 @@ def capacity(spec: SearchSpec, seq: list[tuple[Verdict, str]], pending: tuple[fl
         return max(vals) if vals else None
 
     if f_v is not None:
-        hi = f_v.value - 1 if spec.mode == "concurrency" else f_v.value
+        hi = f_v.value - 1 if spec.mode == CLOSED_LOOP else f_v.value
         aps_hi = best_up_to(f_v.value)
         bounded = True
     else:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..load import CLOSED_LOOP, OPEN_LOOP
+
 PROBE_COLUMNS = ("search_probe_index", "search_role", "search_held", "search_verdict_certain", "search_planned_answers", "search_verdict")
 CELL_COLUMNS = (
     "capacity_concurrency", "capacity_rate", "capacity_answers_per_s", "capacity_lo", "capacity_hi", "capacity_hi_bounded",
@@ -57,8 +59,8 @@ def add_capacity_columns(df, data: dict[str, Any]):
             df.loc[j, "search_planned_answers"] = v.planned
             df.loc[j, "search_verdict"] = v.reason
         values = {
-            "capacity_concurrency": cap.capacity if spec.mode == "concurrency" else None,
-            "capacity_rate": cap.capacity if spec.mode == "rate" else None,
+            "capacity_concurrency": cap.capacity if spec.mode == CLOSED_LOOP else None,
+            "capacity_rate": cap.capacity if spec.mode == OPEN_LOOP else None,
             "capacity_answers_per_s": cap.answers_per_s,
             "capacity_lo": cap.lo, "capacity_hi": cap.hi, "capacity_hi_bounded": cap.hi_bounded,
             "capacity_answers_per_s_lo": cap.answers_per_s_lo, "capacity_answers_per_s_hi": cap.answers_per_s_hi,
