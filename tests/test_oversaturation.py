@@ -83,3 +83,33 @@ def test_slo_rule_only_for_search_probes():
     assert w.finished(0.0, 1.0).startswith("slo_out_of_reach: 2 of 16")
     assert level_watch(LoadLevel("batch"), 16) is None
     assert level_watch(LoadLevel("concurrency", 2), 16, slope=False) is None
+
+
+def test_a_level_stopped_while_a_reward_pass_runs_closes_the_batcher():
+    """A stop (or the time cap) that lands while the reward model is mid-pass: aclose() must end
+    the batcher's worker, not hang waiting for a queue nobody fills."""
+    import time as _time
+
+    from costtax.rewards.batcher import RewardBatcher
+    from fakes import FakeReward
+
+    class Slow(FakeReward):
+        def score(self, prompts, responses):
+            _time.sleep(0.3)
+            return super().score(prompts, responses)
+
+    async def main():
+        b = RewardBatcher(Slow(), max_wait_s=0.001)
+        level = LoadLevel("concurrency", 2)
+        watch = LevelWatch("concurrency", planned=8, concurrency=2, slo_p95_s=0.01, slope=False)
+
+        async def run_one(item):
+            await asyncio.sleep(0.005 * item)
+            await b.score("p", ["a", "b"])
+
+        res = await drive(level, list(range(8)), run_one, watch=watch)
+        await asyncio.wait_for(b.aclose(), 5)
+        return res
+
+    res = asyncio.run(asyncio.wait_for(main(), 20))
+    assert res.stop_reason and res.stop_reason.startswith("slo_out_of_reach")

@@ -136,6 +136,13 @@ class RewardBatcher:
                 # The reward model is synchronous torch work: run it off the event loop so
                 # generation calls keep flowing while it scores.
                 res = await loop.run_in_executor(None, lambda: self.scorer.score(prompts, responses, **kwargs))
+            except asyncio.CancelledError:
+                # aclose() while a pass runs (a level stopped early or timed out): end the worker;
+                # swallowing this and looping back to the queue would hang aclose() for ever.
+                for p in batch:
+                    if not p.future.done():
+                        p.future.cancel()
+                raise
             except BaseException as exc:  # KeyboardInterrupt too: the awaiting answers re-raise it
                 for p in batch:
                     if not p.future.done():
