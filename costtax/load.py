@@ -34,7 +34,9 @@ from typing import Any, Awaitable, Callable, Sequence
 from .errors import ConfigError
 
 MODES = ("batch", "concurrency", "rate")
-CLOSED_LOOP, OPEN_LOOP = MODES[1], MODES[2]  # other modules name the modes through these
+BATCH_MODE, CONCURRENCY_MODE, RATE_MODE = MODES  # the one place mode names are spelled
+LOADED_MODES = (CONCURRENCY_MODE, RATE_MODE)  # modes whose levels form a latency-vs-throughput curve
+CLOSED_LOOP, OPEN_LOOP = CONCURRENCY_MODE, RATE_MODE  # the search's probe modes (costtax.search)
 SEARCH = "search"
 SEARCH_PROBE_MODES = (CLOSED_LOOP, OPEN_LOOP)  # `search` alone means concurrency (closed loop)
 SATURATION_SHORTFALL = 0.10
@@ -87,7 +89,7 @@ class LoadLevel:
         return min(answers, RATE_WARMUP_ANSWERS)
 
 
-BATCH = LoadLevel("batch")
+BATCH = LoadLevel(BATCH_MODE)
 DEFAULT_LABEL = BATCH.label  # the `load` of rows written before load levels existed
 
 

@@ -55,14 +55,20 @@ def profile(
     scorer=None,
     eval_scorer=None,
     restart_dead_engine: bool | None = None,
+    baseline_from: str | Path | None = None,
 ) -> RunResult:
     """Run every unit of `config` (cell x load level x cell repeat) and write the run directory.
 
     `engine`, `scorer`, `eval_scorer` may be injected (tests, library users who share one engine);
     otherwise they are built from the config. With `resume`, the run directory's config must
-    match (apart from --out) and finished units/answers are skipped.
+    match (apart from --out) and finished units/answers are skipped. With `baseline_from` (a run
+    directory), that run's plain cell is reused instead of run again (costtax/baseline.py).
     """
     emit = on_event or no_events
+    if baseline_from is not None:
+        from .baseline import seed_from_baseline
+
+        resume = seed_from_baseline(config, baseline_from)
     state = open_run(config, resume=resume, check_rewards=scorer is None, emit=emit)
     # Warnings raised while the run is open become run.json events (run_events.py); the filters
     # are restored afterwards. NVML missing (any CPU machine) is dropped: the CLI states it once
@@ -107,7 +113,7 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
                 failed.append(spec.cell)
                 restart_if_dead(state, models, emit)
             save_meta(state)
-            rebuild_summary(state, after=spec.cell)
+            rebuild_summary(state, after=spec.cell, emit=emit)
         ok, failed = _cell_outcomes(state, failed)
         status = "finished"
         return RunResult(state.run_dir, state.run_id, "finished", ok, failed)
@@ -115,7 +121,7 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
         status = "interrupted"
         raise RunInterrupted(state.run_dir) from None
     finally:
-        close_run(state, models, status)
+        close_run(state, models, status, emit)
 
 
 def _search_units(state: RunState, cell: str) -> list[tuple[str, str, int]]:

@@ -13,6 +13,7 @@ from typing import Any
 from .config import RunConfig
 from .errors import ConfigError
 from .load import LoadLevel
+from .phases import phase
 from .records import CellRecord
 from .rundir import Event, RunState, done_answers, no_events
 from .startup import StartedModels, meter_reading
@@ -102,7 +103,8 @@ def run_unit(
             wctx = context(_NullWriter(), tag_cell=f"warmup:{cell}")
             winsts = wctx.expand(state.prompts)[:n_warm]
             t0 = time.monotonic()
-            asyncio.run(_drive_unit(level, winsts, technique, wctx, config, None))
+            with phase(emit, f"warm-up {cell} (discarded)", total=len(winsts), unit="answers") as ph:
+                asyncio.run(_drive_unit(level, winsts, technique, wctx, config, None, on_answer=ph.update))
             warm = {"answers": len(winsts), "wall_s": time.monotonic() - t0}
         # Same starting state for every unit: drop the prefix cache, so order never changes
         # another unit's numbers (the warm-up above filled it with this cell's prompts).
@@ -122,8 +124,10 @@ def run_unit(
             drive_res, peaks = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total, watch=watch))
         t1 = time.monotonic()
         after = _counters(engine)
-        n_eval = ctx.run_eval()
-        n_scored = ctx.run_scoring(models.refusal_judge)
+        with phase(emit if ctx.pending_scoring() else None, f"scoring {cell}'s answers (not metered)",
+                   total=ctx.pending_scoring(), unit="answers") as ph:
+            n_eval = ctx.run_eval(progress=ph.update)
+            n_scored = ctx.run_scoring(models.refusal_judge, progress=lambda k: ph.update(n_eval + k))
         stats = drive_res.stats(level)
         if drive_res.stop_reason:
             stats["error"] = f"stopped early: {drive_res.stop_reason}"
@@ -157,7 +161,7 @@ def run_unit(
         return rec
 
 
-async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig, emit, total: int | None = None, watch=None):
+async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig, emit, total: int | None = None, on_answer=None, watch=None):
     """Release the unit's answers by the load level; sample engine gauges every 0.5 s."""
     from .load import drive
 
@@ -177,6 +181,8 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
         done[0] += 1
         if emit:
             emit("answer_done", {"cell": ctx.cell, "load": ctx.load, "cell_repeat": ctx.cell_repeat, "done": done[0], "total": total})
+        if on_answer is not None:
+            on_answer(done[0])
 
     peaks: dict[str, float] = {}
     stop = asyncio.Event()

@@ -136,7 +136,7 @@ def test_bad_input(files, capsys, argv, field, fragment):
 
 # profile's options that take no user value that could be bad (switches), or only one checked
 # elsewhere (--resume with a good directory: tests/test_reliability.py)
-NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help", "--ignore-eos", "--serve", "--oversaturation-stop"}
+NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help", "--ignore-eos", "--serve", "--wide", "--oversaturation-stop"}
 
 
 def test_every_profile_option_has_a_bad_input_case():
@@ -238,9 +238,9 @@ def test_display_on_a_terminal_shows_progress(tmp_path, monkeypatch):
     assert "3/4" in shown and "answers" in shown and "ETA" in shown
     assert display.progress.tasks[0].completed == 3 and display.progress.tasks[0].total == 4
     display("cell_done", {"cell": "plain", "answers": 4, "wall_s": 2.5})
-    assert display.progress.tasks[0].completed == 4 and display.progress.tasks[0].finished
+    assert display.progress is None  # the finished bar left the live area, which stopped (nothing runs) ...
     display.close()
-    assert "4/4" in buf.getvalue() and "no NVIDIA GPU" not in buf.getvalue()
+    assert "✓ plain" in buf.getvalue() and "4/4" in buf.getvalue() and "no NVIDIA GPU" not in buf.getvalue()  # ... as a line
     assert display.lines == 1  # the run-directory line; the bars are not lines
 
 
@@ -362,7 +362,7 @@ def test_failed_cells_exit_nonzero(monkeypatch, tmp_path):
         return RunResult(tmp_path, "r", "finished", ("plain",), ("bon:n=4",))
 
     monkeypatch.setattr("costtax.cli._run_with_display", fake_run)
-    monkeypatch.setattr("costtax.cli._print_table", lambda run_dir, df=None: None)
+    monkeypatch.setattr("costtax.cli._print_table", lambda run_dir, df=None, **kw: None)
     with pytest.raises(SystemExit) as exc:
         main(["profile", "--limit", "1", "--out", str(tmp_path / "o")])
     assert exc.value.code == 1

@@ -26,7 +26,7 @@ class Column:
 _CONTRACT = [
     Column("run_id", "text", "run identifier (the run directory's name by default)"),
     Column("cell", "text", "canonical technique spec of the cell, e.g. `bon:n=4`"),
-    Column("technique", "text", "technique name: plain, bon, cai"),
+    Column("technique", "text", "technique name, a key of costtax.techniques.REGISTRY"),
     Column("params", "text", "the cell's technique parameters as a JSON object (see also the `param_*` columns)"),
     Column("answers", "count", "final answers the cell produced"),
     Column("latency_p50_s", "s", "median end-to-end latency per final answer (all its calls, selection scoring included)"),
@@ -89,7 +89,7 @@ _QUALITY = [
     Column("accuracy_n", "count", "answers graded for accuracy"),
     Column("accuracy_ci95_lo", "fraction", "bootstrap 95% interval of accuracy, low end"),
     Column("accuracy_ci95_hi", "fraction", "bootstrap 95% interval of accuracy, high end"),
-    Column("refusal_rate_harmful", "fraction", "share of answers to the `harmful` set that refuse"),
+    Column("refusal_rate_harmful", "fraction", "share of answers that refuse (phrase rule), over prompts whose source scores refusals (SourceSpec scorer `refusal`: harmful, advbench, ...)"),
     Column("refusal_n", "count", "answers to the `harmful` set"),
     Column("distinct_1", "fraction", "distinct / all lowercased whitespace unigrams over the cell's final answers"),
     Column("distinct_2", "fraction", "distinct / all bigrams over the cell's final answers"),
@@ -188,7 +188,7 @@ _TAX = [
 
 _PROVENANCE = [
     Column("device", "text", "what ran the profile (GPU name, or CPU model)"),
-    Column("engine", "text", "`vllm` or `hf`"),
+    Column("engine", "text", "engine that served the run, a name in costtax.engines.ENGINES"),
     Column("model", "text", "the generation model (alias or directory)"),
     Column("dtype", "text", "the engine's dtype"),
     Column("seed", "count", "sampling seed (--seed)"),

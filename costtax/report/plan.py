@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..load import BATCH, LOADED_MODES
 from ._values import is_num as _num, truthy as _truthy
 from .capacity import search_capacity
 from .plan_out import stage_split
@@ -93,7 +94,7 @@ def capacity_plan(
         if g.empty:
             rows.append({"cell": cell, "feasible": False, "basis": "cell failed"})
             continue
-        loaded = g[g["load_mode"].isin(["concurrency", "rate"])] if "load_mode" in g else g.iloc[0:0]
+        loaded = g[g["load_mode"].isin(LOADED_MODES)] if "load_mode" in g else g.iloc[0:0]
         searched = search_capacity(g, slo_p95_s)  # --load search at this SLO: its bracket, directly
         cap_lo = cap_hi = None
         if searched is not None:
@@ -119,7 +120,7 @@ def capacity_plan(
             aps, p95 = b.get("answers_per_s"), b.get("latency_p95_s")
             cap = aps if (_num(aps) and _num(p95) and p95 <= slo_p95_s) else None
             basis = "offline batch estimate (no load levels: queueing not measured)" if cap else "infeasible at the measured batch size (offline batch)"
-            curve = "batch"
+            curve = BATCH.label
         # energy per answer: from the row closest to the chosen operating point, else any row
         ref = g.iloc[0]
         if cap is not None and len(loaded):
@@ -131,7 +132,7 @@ def capacity_plan(
         # neighbours during the measurement understate capacity: the worst share over the rows used
         used = loaded if len(loaded) else g.iloc[0:1]
         shares = [x for x in used.get("foreign_cpu_share", []) if _num(x)]
-        quality_row = g[g["load_mode"] == "batch"].iloc[0] if ("load_mode" in g and (g["load_mode"] == "batch").any()) else g.iloc[0]
+        quality_row = g[g["load_mode"] == BATCH.mode].iloc[0] if ("load_mode" in g and (g["load_mode"] == BATCH.mode).any()) else g.iloc[0]
         row: dict[str, Any] = {
             "cell": cell,
             "target_qps": qps,

@@ -17,8 +17,11 @@ Event = Callable[[str, dict], None]
 PAIRS_FILE = Path(__file__).parent / "data" / "judge_pairs.jsonl"
 
 
-def cached(path: Path, compute: Callable[[], dict[str, Any]], emit: Event, msg: str) -> dict[str, Any]:
-    """A calibration result from its cache file, or computed (announced) and cached."""
+def cached(path: Path, compute: Callable[[Any], dict[str, Any]], emit: Event, msg: str) -> dict[str, Any]:
+    """A calibration result from its cache file, or computed (shown as a phase with pairs done /
+    total: `compute(phase)`, costtax/phases.py) and cached."""
+    from ..phases import phase
+
     if path.is_file():
         try:
             data = json.loads(path.read_text())
@@ -26,8 +29,8 @@ def cached(path: Path, compute: Callable[[], dict[str, Any]], emit: Event, msg: 
             return data
         except ValueError:
             pass
-    emit("status", {"msg": msg})
-    data = compute()
+    with phase(emit, msg, unit="pairs") as ph:
+        data = compute(ph)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, data)
     return data
@@ -45,7 +48,7 @@ def pairs_accuracy(scorer, emit: Event) -> dict[str, Any]:
     if PAIRS_FILE.exists():
         h.update(PAIRS_FILE.read_bytes())
     path = cache_root() / "calibration" / f"{h.hexdigest()[:16]}.json"
-    return cached(path, lambda: judge_accuracy(scorer), emit, "measuring the reward model on the shipped good/bad pairs (cached afterwards)")
+    return cached(path, lambda ph: judge_accuracy(scorer, progress=ph.update), emit, "measuring the reward model on the shipped good/bad pairs (cached afterwards)")
 
 
 def public_calibration(scorer, emit: Event) -> dict[str, Any]:
@@ -74,5 +77,5 @@ def public_calibration(scorer, emit: Event) -> dict[str, Any]:
     )
     h = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
     path = cache_root() / "calibration" / f"public-{h.hexdigest()[:16]}.json"
-    return cached(path, lambda: measure(scorer), emit,
+    return cached(path, lambda ph: measure(scorer, progress=ph.update), emit,
                   f"measuring the reward model on public human labels ({public_sets.DATASET}; cached afterwards)")
