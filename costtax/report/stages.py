@@ -26,8 +26,9 @@ generated token once, and the reward model reading the prompt once (the generati
 tokens, a proxy for its length in the judge's template) plus each response; the judge template
 itself is the same for every call, so a reward model that caches it computes it once per run and
 it counts zero per answer (measured: the judge computes 352 of the 1714 tokens it reads for a
-best-of-4 group, fewer than its prompt's four copies alone). 1.0 is the physical minimum; vLLM on CPU recomputing the partial prefix block per
-sample shows up as > 1.
+best-of-4 group, fewer than its prompt's four copies alone). 1.0 is the physical minimum per answer; vLLM on CPU recomputing the partial prefix block per
+sample shows up as > 1, and answers that share a prompt (cycled prompts, --repeats) can read it
+from each other's prefix cache and go below 1.
 """
 from __future__ import annotations
 
