@@ -69,12 +69,19 @@ def profile(
     judge_calibration: bool = typer.Option(True, "--judge-calibration/--no-judge-calibration"),
     cell_repeats: int = typer.Option(1, "--cell-repeats", help="run every cell R times, interleaved; rows report the median and spread"),
     warmup_answers: Optional[int] = typer.Option(None, "--warmup-answers", help="answers of the cell's own prompts run (and discarded) before its first repeat (default: one real batch's worth, at most 64); 0: none"),
-    load: Optional[List[str]] = typer.Option(None, "--load", help="repeatable: batch | concurrency=1,2,4 | rate=0.5,1 (answers/s, Poisson)"),
+    load: Optional[List[str]] = typer.Option(None, "--load", help="repeatable: batch | concurrency=1,2,4 | rate=0.5,1 (answers/s, Poisson) | search (needs --slo-p95-s) | search=rate"),
     level_timeout_s: Optional[float] = typer.Option(None, "--level-timeout-s", help="time cap per cell x load level; hitting it marks the level saturated"),
     slo_p95_s: Optional[float] = typer.Option(None, "--slo-p95-s", help="latency SLO for the goodput column"),
+    search_max: Optional[float] = typer.Option(None, "--search-max", help="--load search: the highest level probed (concurrency, or answers/s for search=rate; default 64)"),
+    search_start: Optional[float] = typer.Option(None, "--search-start", help="--load search: first level probed (default concurrency 1, rate 0.25)"),
+    search_probes: int = typer.Option(10, "--search-probes", help="--load search: probe budget per cell"),
+    search_answers_per_slot: int = typer.Option(4, "--search-answers-per-slot", help="--load search: a probe at concurrency C runs this x C answers (prompts cycled)"),
+    search_min_answers: int = typer.Option(16, "--search-min-answers", help="--load search: fewest answers per probe"),
+    oversaturation_stop: bool = typer.Option(True, "--oversaturation-stop/--no-oversaturation-stop", help="stop a loaded level whose queue (rate) or latency (concurrency) keeps rising"),
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="fixed-length generation: every sample runs to --max-tokens"),
     score_max_pairs: int = typer.Option(64, "--score-max-pairs", help="reward micro-batcher: max prompt/response pairs per pass"),
     score_max_wait_ms: float = typer.Option(5.0, "--score-max-wait-ms", help="reward micro-batcher: max wait for more score calls"),
+    score_gather_ms: float = typer.Option(0.0, "--score-gather-ms", help="reward micro-batcher: hold a pass up to this long for every answer in flight to queue its score call (0: off)"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="--engine openai: an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
     serve: bool = typer.Option(False, "--serve", help="start vLLM's OpenAI server for --model on a free loopback port and profile through it"),
     server_timeout_s: float = typer.Option(600.0, "--server-timeout-s", help="--serve: how long to wait for the server's /health"),
@@ -125,9 +132,16 @@ def profile(
             load=tuple(load or (DEFAULT_LABEL,)),
             level_timeout_s=level_timeout_s,
             slo_p95_s=slo_p95_s,
+            search_max=search_max,
+            search_start=search_start,
+            search_probes=search_probes,
+            search_answers_per_slot=search_answers_per_slot,
+            search_min_answers=search_min_answers,
+            oversaturation_stop=oversaturation_stop,
             ignore_eos=ignore_eos,
             score_max_pairs=score_max_pairs,
             score_max_wait_ms=score_max_wait_ms,
+            score_gather_ms=score_gather_ms,
             base_url=base_url,
             serve=serve,
             server_timeout_s=server_timeout_s,
@@ -268,6 +282,9 @@ def plan(
         display.close()
     out = p / "plan.csv"
     df.to_csv(out, index=False)
+    from .report.plan_out import write_plan_outputs
+
+    extra = write_plan_outputs(df, p, qps=qps, slo_p95_s=slo_p95_s)
     floors = any(v is not None for v in (min_reward, min_accuracy, min_win_rate))
     from .report.fit import output_console, print_table, terminal_width
     from .report.plan_table import plan_table
@@ -286,7 +303,7 @@ def plan(
             console.print(f"note: {r['cell']} was measured while other processes kept up to {share:.0%} of the CPUs busy: "
                           "its capacity is understated; re-measure on a quiet machine", markup=False)
     console.print(f"replica: what ran the profile ({df['device'].dropna().iloc[0] if 'device' in df and df['device'].notna().any() else '?'}); model: {df['model'].dropna().iloc[0] if 'model' in df and df['model'].notna().any() else ''}", markup=False)
-    console.print(f"plan: {out}", markup=False)
+    console.print(f"plan: {out}" + "".join(f", {x}" for x in extra), markup=False)
 
 
 @app.command()

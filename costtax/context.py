@@ -111,11 +111,18 @@ class CellContext:
         run read as before; '@LOAD#K' otherwise."""
         return "" if (self.level.is_batch and self.cell_repeat == 0) else f"@{self.load}#{self.cell_repeat}"
 
-    def expand(self, prompts: Sequence["Prompt"]) -> list[PromptInstance]:
-        """Prompt x repeat instances still to answer (finished ones are skipped on resume)."""
+    def expand(self, prompts: Sequence["Prompt"], answers: int | None = None) -> list[PromptInstance]:
+        """Prompt x repeat instances still to answer (finished ones are skipped on resume).
+        `answers`: exactly that many instances, prompts cycled (each further pass over the set is
+        the next repeat), for a search probe's k x C answers."""
         out = []
-        for r in range(self.repeats):
+        n_rep = self.repeats if answers is None else -(-answers // max(len(prompts), 1))
+        count = 0
+        for r in range(n_rep):
             for p in prompts:
+                if answers is not None and count >= answers:
+                    return out
+                count += 1
                 aid = f"{self.cell}{self.unit_tag}|{p.id}|{r}"
                 if aid not in self.skip_answers:
                     out.append(PromptInstance(p, r, aid))

@@ -91,6 +91,11 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
         for spec in config.cells
     ]
     todo = [(spec, level, k) for spec, level, k in plan if (spec.cell, level, k) not in done]
+    search = config.search
+    if search is not None:  # --load search: the units come round by round (costtax.search)
+        from .search import SearchUnits
+
+        todo = SearchUnits(state.run_dir, config, search)
     failed: list[str] = []
     models = None
     status = "crashed"
@@ -100,7 +105,8 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
         warmed = {(cell, level) for cell, level, _ in done}
         for spec, level, k in todo:
             emit("cell_start", {"cell": spec.cell, "load": level.label, "cell_repeat": k})
-            first = (spec.cell, level) not in warmed
+            # a search warms each cell up once, before its first probe
+            first = (spec.cell, level) not in warmed and not (search and any(c == spec.cell for c, _ in warmed))
             rec = run_unit(state, models, spec, level, k, warmup=first, emit=emit)
             warmed.add((spec.cell, level))
             if rec.status != "ok":
@@ -118,6 +124,13 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
         close_run(state, models, status, emit)
 
 
+def _search_units(state: RunState, cell: str) -> list[tuple[str, str, int]]:
+    """The units a --load search ran for `cell` (its probes x cell repeats)."""
+    from .search import SearchUnits
+
+    return SearchUnits(state.run_dir, state.config, state.config.search).units_of(cell)
+
+
 def _cell_outcomes(state: RunState, failed_now: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A cell is ok when every one of its units (levels x cell repeats) finished in some session."""
     config = state.config
@@ -125,6 +138,6 @@ def _cell_outcomes(state: RunState, failed_now: list[str]) -> tuple[tuple[str, .
     ok: list[str] = []
     failed = list(failed_now)
     for spec in config.cells:
-        units = [(spec.cell, level, k) for level in config.load_levels for k in range(config.cell_repeats)]
+        units = _search_units(state, spec.cell) if config.search else [(spec.cell, level, k) for level in config.load_levels for k in range(config.cell_repeats)]
         (ok if all(u in done for u in units) else failed).append(spec.cell)
     return tuple(ok), tuple(dict.fromkeys(c for c in failed if c not in ok))

@@ -121,6 +121,7 @@ def new_run_meta(config: RunConfig, run_id: str, pre) -> dict[str, Any]:
         "scoring": pre.scoring,
         "cells": [c.cell for c in config.cells],
         "load_levels": [lvl.label for lvl in config.load_levels],
+        "search": config.search.to_dict() if config.search else None,
         "cell_repeats": config.cell_repeats,
         "baseline_cell": "plain",
         "events": [],

@@ -99,12 +99,24 @@ CASES = [
     (["--slo-p95-s", "-1"], "--slo-p95-s", "> 0"),
     (["--score-max-pairs", "0"], "--score-max-pairs", ">= 1"),
     (["--score-max-wait-ms", "-5"], "--score-max-wait-ms", "between 0"),
+    (["--score-gather-ms", "-1"], "--score-gather-ms", "between 0"),
     (["--engine", "openai"], "--base-url", "needs the server's URL"),
     (["--engine", "openai", "--base-url", "ftp://x"], "--base-url", "http(s) URL"),
     (["--base-url", "http://127.0.0.1:8000/v1"], "--base-url", "--engine openai"),
     (["--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "--out", "{dir}/unreachable"], "--base-url", "127.0.0.1:9"),
     (["--serve", "--engine", "hf"], "--serve", "--engine hf"),
     (["--serve", "--server-timeout-s", "0"], "--server-timeout-s", "> 0"),
+    (["--load", "search"], "--slo-p95-s", "needs the p95 SLO"),
+    (["--load", "search=qps", "--slo-p95-s", "5"], "--load", "search=rate"),
+    (["--load", "search", "--load", "batch", "--slo-p95-s", "5"], "--load", "give it alone"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-max", "0"], "--search-max", "integer >= 1"),
+    (["--load", "search=rate", "--slo-p95-s", "5", "--search-max", "-2"], "--search-max", "answers/s > 0"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-start", "1.5"], "--search-start", "integer >= 1"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-start", "8", "--search-max", "4"], "--search-start", "must not exceed"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-probes", "0"], "--search-probes", "between 1 and 100"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-answers-per-slot", "0"], "--search-answers-per-slot", "between 1"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-min-answers", "0"], "--search-min-answers", "between 1"),
+    (["--search-max", "8"], "--search-max", "only to --load search"),
 ]
 
 
@@ -124,7 +136,7 @@ def test_bad_input(files, capsys, argv, field, fragment):
 
 # profile's options that take no user value that could be bad (switches), or only one checked
 # elsewhere (--resume with a good directory: tests/test_reliability.py)
-NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help", "--ignore-eos", "--serve", "--wide"}
+NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help", "--ignore-eos", "--serve", "--wide", "--oversaturation-stop"}
 
 
 def test_every_profile_option_has_a_bad_input_case():

@@ -120,6 +120,15 @@ def build_summary(run_dir: str | Path | RunData):
     df = add_checks(df, answers, calls, meta)
     df = add_provenance(df, meta)
     df = add_params(df, cells)
+    from .capacity import add_capacity_columns  # capacity search, early stops (report/capacity.py)
+
+    df = add_capacity_columns(df, data)
+    from .repeats import add_repeat_drift  # what moved when cell repeats disagree (report/repeats.py)
+
+    df = add_repeat_drift(df, data)
+    from .stages import add_stage_columns  # cost per stage, waste ratio (report/stages.py)
+
+    df = add_stage_columns(df, data)
     cols = CONTRACT_COLUMNS + [c for c in df.columns if c not in CONTRACT_COLUMNS]
     for c in CONTRACT_COLUMNS:
         if c not in df:
