@@ -154,7 +154,10 @@ def main():  # noqa: C901 - one linear setup sequence reads best in one place
 
     for fd in (out_fd, err_fd, null_fd, rep_w, mk_r, er_w):
         os.close(fd)
-    os.write(mk_w, json.dumps({"marker": marker, "check_call": cfg["check_call"]}).encode())
+    try:
+        os.write(mk_w, json.dumps({"marker": marker, "check_call": cfg["check_call"]}).encode())
+    except BrokenPipeError:  # the child died before reading (its exec failed): why is on er_r
+        pass
     os.close(mk_w)
     why = b""
     while True:  # EOF at the child's exec (close-on-exec) or exit
