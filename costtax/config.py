@@ -170,6 +170,9 @@ class RunConfig:
     base_url: str | None = None
     serve: bool = False
     server_timeout_s: float = 600.0
+    # --serve-arg: arguments for the server --serve starts (costtax.engines.serve_args says
+    # which of costtax's own it may override and refuses the rest)
+    serve_args: tuple[str, ...] = ()
     cells: tuple[TechniqueSpec, ...] = field(default=(), compare=False)
 
     def __post_init__(self):
@@ -221,6 +224,9 @@ class RunConfig:
             raise ConfigError("--base-url", self.base_url, "only the openai engine talks to a server; add --engine openai")
         if not self.server_timeout_s > 0:
             raise ConfigError("--server-timeout-s", self.server_timeout_s, "use a number of seconds > 0")
+        from .engines.serve_args import validate_serve_args
+
+        object.__setattr__(self, "serve_args", validate_serve_args(self.serve_args, serve=self.serve))
         from .load import parse_load
 
         object.__setattr__(self, "load", tuple(self.load))
@@ -258,5 +264,6 @@ class RunConfig:
         d["techniques"] = list(self.techniques)
         d["prompts"] = list(self.prompts)
         d["load"] = list(self.load)
+        d["serve_args"] = list(self.serve_args)
         d["cells"] = [c.cell for c in self.cells]
         return d

@@ -168,6 +168,10 @@ def open_run(config: RunConfig, *, resume: str | Path | None = None, check_rewar
         "events": [],
     }
     meta["status"] = "running"
+    if resume is not None and meta.get("servers"):
+        from .engines.server_record import reap_on_resume
+
+        reap_on_resume(meta, emit)  # a server a dead session left holds memory and a port
     # A resumed run starts a new clock origin, recorded as its own event.
     epoch = time.monotonic()
     session = secrets.token_hex(4)
@@ -192,13 +196,16 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
     if engine is None and config.serve:
         from .engines import make_engine
         from .engines.serve import ServedVllm
+        from .engines.server_record import RunJsonHooks
 
         emit("status", {"msg": f"resolving model {config.model}"})
         model_dir = resolve_model(config.model)
         log = state.run_dir / "server.log"
         emit("status", {"msg": f"starting vLLM's OpenAI server for {config.model} (log: {log})"})
+        hooks = RunJsonHooks(meta, state.run_dir / RUN_JSON, state.session)  # run.json `servers`
         server = ServedVllm(model_dir, log, seed=config.seed, max_model_len=config.max_model_len,
-                            enable_prefix_caching=config.prefix_caching, health_timeout_s=config.server_timeout_s)
+                            enable_prefix_caching=config.prefix_caching, health_timeout_s=config.server_timeout_s,
+                            serve_args=config.serve_args, on_spawn=hooks.spawned, on_stop=hooks.stopped)
         server.__enter__()
         engine = make_engine("openai", server.model_name, **server.engine_kwargs(), seed=config.seed)
     elif engine is None and config.engine == "openai":

@@ -105,6 +105,10 @@ CASES = [
     (["--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "--out", "{dir}/unreachable"], "--base-url", "127.0.0.1:9"),
     (["--serve", "--engine", "hf"], "--serve", "--engine hf"),
     (["--serve", "--server-timeout-s", "0"], "--server-timeout-s", "> 0"),
+    (["--serve-arg=--tensor-parallel-size=2"], "--serve-arg", "add --serve"),
+    (["--serve", "--serve-arg=--port=9000"], "--serve-arg", "costtax sets --port itself"),
+    (["--serve", "--serve-arg=--max-model=99"], "--serve-arg", "--max-model-len"),
+    (["--serve", "--serve-arg=tensor-parallel-size"], "--serve-arg", "--name=value"),
 ]
 
 
