@@ -224,6 +224,10 @@ class RunConfig:
             raise ConfigError("--base-url", self.base_url, "only the openai engine talks to a server; add --engine openai")
         if not self.server_timeout_s > 0:
             raise ConfigError("--server-timeout-s", self.server_timeout_s, "use a number of seconds > 0")
+        from .rewards.server_spec import check_served_config
+
+        check_served_config(self.reward_model, "--reward-model", served_policy=self.engine_kind == "openai")
+        check_served_config(self.eval_reward_model, "--eval-reward-model", served_policy=self.engine_kind == "openai")
         from .engines.serve_args import validate_serve_args
 
         object.__setattr__(self, "serve_args", validate_serve_args(self.serve_args, serve=self.serve))

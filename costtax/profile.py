@@ -227,7 +227,7 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
         meta["engine_start"] = {"engine_start_s": engine_start_s, "meter": _reading(start_meter, external=external)}
         if not external:
             _say_if_busy(start_meter, emit)
-        scorer, eval_scorer = _reward_models(config, meta, scorer, eval_scorer, emit)
+        scorer, eval_scorer = _reward_models(config, meta, scorer, eval_scorer, emit, policy=engine)
         # an injected scorer (tests, library users) brings no judge model of the run's own
         refusal_judge = _refusal_judge(state, emit) if injected_scorer is None else None
         idle = _idle_power()
@@ -694,16 +694,17 @@ def _restart(engine, config: RunConfig, meta: dict, emit: Event):
     return new
 
 
-def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Event):
+def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Event, policy=None):
     """Selection scorer when a cell needs one; evaluation scorer: --eval-reward-model, or the
-    selection reward model as a proxy (labelled so), or none with --eval-reward-model none."""
+    selection reward model as a proxy (labelled so), or none with --eval-reward-model none.
+    `policy`: the run's engine (`served` scores through its server)."""
     needs_selection = any(getattr(c.build(), "needs_reward_model", False) for c in config.cells)
     eval_spec = config.eval_reward_model
     if scorer is None and (needs_selection or eval_spec is None):
         from .rewards import make_reward_model
 
         emit("status", {"msg": f"loading reward model {config.reward_model}"})
-        scorer = make_reward_model(config.reward_model, trust_remote_code=config.trust_remote_code)
+        scorer = make_reward_model(config.reward_model, trust_remote_code=config.trust_remote_code, policy=policy)
         meta["reward_model"] = {"spec": config.reward_model, "load_s": scorer.load(), **scorer.provenance()}
         if config.judge_calibration:
             meta["reward_model"]["pairs_accuracy"] = _pairs_accuracy(scorer, emit)
@@ -718,7 +719,7 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
         else:
             from .rewards import make_reward_model
 
-            eval_scorer = make_reward_model(eval_spec, trust_remote_code=config.trust_remote_code)
+            eval_scorer = make_reward_model(eval_spec, trust_remote_code=config.trust_remote_code, policy=policy)
             meta["eval_reward"] = {"source": "eval", "spec": eval_spec, "load_s": eval_scorer.load(), **eval_scorer.provenance()}
     else:
         meta["eval_reward"] = {"source": "eval" if eval_scorer is not scorer else "proxy", "spec": getattr(eval_scorer, "name", "injected")}

@@ -109,6 +109,11 @@ CASES = [
     (["--serve", "--serve-arg=--port=9000"], "--serve-arg", "costtax sets --port itself"),
     (["--serve", "--serve-arg=--max-model=99"], "--serve-arg", "--max-model-len"),
     (["--serve", "--serve-arg=tensor-parallel-size"], "--serve-arg", "--name=value"),
+    (["--reward-model", "served"], "--reward-model", "add --serve"),
+    (["--reward-model", "openai:localhost:8000"], "--reward-model", "http(s) URL"),
+    (["--reward-model", "openai:http://127.0.0.1:9/v1,kind=rm"], "--reward-model", "judge or scalar"),
+    (["--reward-model", "openai:http://127.0.0.1:9/v1", "--out", "{dir}/rm-unreachable"], "--reward-model", "no reward server answered"),
+    (["--eval-reward-model", "openai:http://127.0.0.1:9/v1", "--out", "{dir}/erm-unreachable"], "--eval-reward-model", "no reward server"),
 ]
 
 
