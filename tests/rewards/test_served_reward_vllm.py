@@ -1,0 +1,45 @@
+"""`--reward-model served` against vLLM's real OpenAI server (the session's embedded-model
+server): on the shipped good/bad pairs its rewards equal the in-process judge's within
+TOLERANCE_LOGITS, with identical pair verdicts (same model, fp32 both)."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+# Stated tolerance (README "Reward models"): vLLM's CPU model and transformers' compute the
+# same fp32 logits in a different order; measured differences are in bench/results/served-reward-*.json.
+TOLERANCE_LOGITS = 0.02
+
+
+def test_served_judge_equals_the_in_process_judge(embedded_server):
+    from costtax.models import DEFAULT_MODEL, resolve_model
+    from costtax.rewards import make_reward_model
+    from costtax.rewards.calibration import load_judge_pairs
+
+    class Policy:
+        base_url, model, tokenizer_dir = embedded_server.base_url, embedded_server.model_name, str(resolve_model(DEFAULT_MODEL))
+
+    pairs = load_judge_pairs()
+    prompts = [p["prompt"] for p in pairs] * 2
+    responses = [p["good"] for p in pairs] + [p["bad"] for p in pairs]
+    served = make_reward_model("served", policy=Policy())
+    served.load()
+    try:
+        got = served.score(prompts, responses)
+    finally:
+        served.close()
+    local = make_reward_model("judge")
+    local.load()
+    try:
+        ref = local.score(prompts, responses)
+        assert served.token_ids == local.token_ids
+    finally:
+        local.close()
+    diffs = [abs(a - b) for a, b in zip(got.rewards, ref.rewards)]
+    print(f"\nserved vs in-process judge on {len(diffs)} responses: max |diff| {max(diffs):.3g} logits")
+    assert max(diffs) <= TOLERANCE_LOGITS
+    n = len(pairs)
+    assert [got.rewards[i] > got.rewards[n + i] for i in range(n)] == [ref.rewards[i] > ref.rewards[n + i] for i in range(n)]
+    assert got.tokens == ref.tokens
+    assert got.cached_tokens and sum(got.cached_tokens) > 0  # the server's prefix cache held the instructions
