@@ -1,7 +1,7 @@
 """Part 1 of bench/fidelity.py, the profiler's overhead, in one VllmEngine session.
 
 The arms on any costtax Engine: ``run_raw`` (``engine.generate`` on the requests Plain would
-build), ``run_instrumented`` (costtax's cell runner ``costtax.profile.run_unit`` with its
+build), ``run_instrumented`` (costtax's cell runner ``costtax.unit.run_unit`` with its
 ResourceMeter, or without it / with another interval for the --diagnose arms) and, on vLLM only,
 ``run_bare_llm`` (VllmEngine.bare_generate: vLLM with none of costtax's bookkeeping).
 ``instrumentation_fixed_cost`` runs raw vs instrumented on tests/fakes.py's zero-cost engine;
@@ -53,19 +53,19 @@ def run_raw(engine, prompts, sampling) -> dict[str, Any]:
 
 
 def run_instrumented(engine, prompts, sampling, run_dir: Path, *, meter: bool | float = True) -> dict[str, Any]:
-    """Instrumented: costtax's own cell runner (costtax.profile.run_unit, the step profile()
+    """Instrumented: costtax's own cell runner (costtax.unit.run_unit, the step profile()
     runs for every cell) on one plain cell at the offline batch level, no warm-up, timed with
     perf_counter. The prefix-cache reset the runner does first is inside the timer (conservative).
 
     meter=True: ``ResourceMeter()`` as profile() uses it (NVML every 50 ms, process tree every
     250 ms); a float x: both samplers every x seconds; False: no meter at all (diagnostic arms
     that attribute the overhead)."""
-    import secrets
-
     from costtax.config import RunConfig
     from costtax.load import LoadLevel
     from costtax.metering import ResourceMeter
-    from costtax.profile import Models, RunState, run_unit
+    from costtax.rundir import RunState, new_session_id
+    from costtax.startup import StartedModels
+    from costtax.unit import run_unit
     from costtax.records import ANSWERS, CALLS, RunWriter, read_jsonl
 
     run_dir = Path(run_dir)
@@ -81,8 +81,8 @@ def run_instrumented(engine, prompts, sampling, run_dir: Path, *, meter: bool | 
     else:
         factory = lambda: ResourceMeter(interval_s=float(meter), process_interval_s=float(meter))  # noqa: E731
     t0 = time.perf_counter()
-    state = RunState(cfg, run_dir, "fidelity", {"engine_start": {}}, secrets.token_hex(4), time.monotonic(), RunWriter(run_dir), tuple(prompts))
-    models = Models(engine, owns_engine=False, restart=False)
+    state = RunState(cfg, run_dir, "fidelity", {"engine_start": {}}, new_session_id(), time.monotonic(), RunWriter(run_dir), tuple(prompts))
+    models = StartedModels(engine, owns_engine=False, restart=False)
     rec = run_unit(state, models, cfg.cells[0], LoadLevel("batch"), 0, warmup=False, meter_factory=factory)
     models.close_async()
     state.writer.close()
@@ -213,7 +213,7 @@ def run_bare_llm(engine, prompts, sampling) -> dict[str, Any]:
 def part_overhead(args, cfg, log) -> tuple[dict[str, Any], list, Any]:
     from costtax.engines.base import SamplingSpec
     from costtax.engines.vllm import VllmEngine
-    from costtax.models import resolve_model
+    from costtax.model_files import resolve_model
 
     warnings.filterwarnings("once", message="NVML unavailable")
     sampling = SamplingSpec(temperature=0.0, top_p=1.0, max_tokens=cfg["max_tokens"], seed=0)

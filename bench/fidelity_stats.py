@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Sequence
 
-from costtax.models import DEFAULT_MODEL as MODEL  # noqa: F401  (the embedded default; both parts run it)
+from costtax.model_files import DEFAULT_MODEL as MODEL  # noqa: F401  (the embedded default; both parts run it)
 
 SCHEMA = "costtax-fidelity/1"
 TARGET_OVERHEAD_PCT = 2.0
@@ -57,8 +57,8 @@ def paired_overhead_pcts(raw: Sequence[float], instrumented: Sequence[float]) ->
 
 def bootstrap_median_ci(xs: Sequence[float], *, level: float = 0.95, resamples: int = 4000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of the median (seeded: the same numbers give the same CI):
-    costtax.metrics.bootstrap_ci, with this bench's degenerate cases (0 or 1 value)."""
-    from costtax.metrics import bootstrap_ci
+    costtax.stats.bootstrap_ci, with this bench's degenerate cases (0 or 1 value)."""
+    from costtax.stats import bootstrap_ci
 
     xs = list(xs)
     if len(xs) < 2:

@@ -140,7 +140,7 @@ def run_vllm_bench(dataset: Path, n: int, max_tokens: int, model_dir: str, out_j
 def part_throughput(args, cfg, prompts, rendered, work: Path, log) -> dict[str, Any]:
     """Part 2 on the prompts part 1 selected (rendered: the same prompts with the chat template
     applied, for vLLM's ShareGPT file): cfg["runs"] rounds of fresh processes in rotating order."""
-    from costtax.models import resolve_model
+    from costtax.model_files import resolve_model
 
     model_dir = str(resolve_model(MODEL))
     n, T = len(prompts), cfg["max_tokens"]

@@ -14,7 +14,8 @@ import typer
 
 from .config import DEFAULT_TECHNIQUES, ENGINE_NAMES, RunConfig
 from .errors import CosttaxError
-from .models import DEFAULT_MODEL
+from .model_files import DEFAULT_MODEL
+from .prompts import PUBLIC, SHIPPED
 
 app = typer.Typer(
     add_completion=False,
@@ -42,7 +43,7 @@ def profile(
     technique: Optional[List[str]] = typer.Option(
         None, "--technique", "-t", help="repeatable spec with sweeps, e.g. bon:n=1,4,16 (default: plain, bon:n=4, cai:rounds=1)"
     ),
-    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help="repeatable: helpful | harmful | arith | FILE.jsonl"),
+    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help=f"repeatable: a shipped set ({' | '.join(SHIPPED)}), a public benchmark ({' | '.join(PUBLIC)}, read from its PyPI wheel) or FILE.jsonl"),
     limit: Optional[int] = typer.Option(
         None, "--limit", help="first K prompts of every source (default: 8 of each shipped set, a JSONL file whole)"
     ),
@@ -79,7 +80,7 @@ def profile(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the engine log (RUN_DIR/engine.log) to the terminal too"),
 ):
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
-    from .profile import config_from_run
+    from .rundir import config_from_run
 
     if resume and not (Path(resume) / "run.json").is_file():
         raise CosttaxError(f"--resume: bad value {resume!r}: not a costtax run directory (no run.json)")
@@ -326,7 +327,7 @@ def compare(
 @app.command()
 def models():
     """List embedded model aliases and where their weights come from."""
-    from .models import list_models
+    from .model_files import list_models
 
     for m in list_models():
         state = "converted" if m["converted"] else ("installed" if m["installed"] else "NOT INSTALLED")

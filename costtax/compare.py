@@ -8,7 +8,7 @@ benchmark's fullname (JSON).
 
 Measurement choices:
 - Latency per final answer: p50 with a bootstrap CI of the median (as summary.csv has), p95 with a
-  bootstrap CI of the 95th percentile (metrics.percentile_ci), both resampling the cell's answers
+  bootstrap CI of the 95th percentile (stats.percentile_ci), both resampling the cell's answers
   in answers.jsonl. answers/s is one number per cell (one timed window): no CI, judged on the
   limit alone. A pytest-benchmark round time gets the boxplot-notch CI of the median,
   median ± 1.58·IQR/√rounds (McGill, Tukey & Larsen 1978).
@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from . import metrics as M
+from . import stats as M
 from .errors import ConfigError
+from .prompts.exact_match import is_correct
 from .records import ANSWERS, RUN_JSON, SUMMARY, read_jsonl
 
 NOTCH = 1.58  # boxplot notch: median ± 1.58·IQR/√n is a ~95% interval for the median
@@ -204,7 +205,7 @@ def _correctness(run_dir: Path, answers: dict[str, list[dict]]) -> dict[str, dic
     out: dict[str, dict[tuple, float]] = {}
     for cell, rows in answers.items():
         out[cell] = {
-            (r["prompt_id"], r.get("repeat", 0)): float(M.is_correct(r.get("text"), ref[r["prompt_id"]]))
+            (r["prompt_id"], r.get("repeat", 0)): float(is_correct(r.get("text"), ref[r["prompt_id"]]))
             for r in rows
             if ref.get(r["prompt_id"]) is not None
         }

@@ -16,7 +16,7 @@ from typing import Any
 
 from .engines import ENGINES as ENGINE_NAMES  # light: the engine modules load only in make_engine
 from .errors import ConfigError
-from .models import DEFAULT_MODEL
+from .model_files import DEFAULT_MODEL
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -140,7 +140,7 @@ class RunConfig:
     temperature: float = 0.7
     top_p: float = 1.0
     seed: int = 0
-    repeats: int = 1
+    repeats: int = 1  # final answers per prompt inside a cell (--repeats); each answer's `repeat` index
     out: str | None = None
     reward_model: str = "judge"
     eval_reward_model: str | None = None
@@ -153,7 +153,7 @@ class RunConfig:
     # interleaved (plain, bon, cai, plain, bon, cai, ...); before the first repeat of each
     # (cell, load level) up to `warmup_answers` answers of the cell's own prompts run through the
     # same technique and load pattern, rows discarded (recorded as warm-up in cells.jsonl).
-    cell_repeats: int = 1
+    cell_repeats: int = 1  # whole-cell reruns (--cell-repeats); each record's `cell_repeat` index
     warmup_answers: int | None = None  # None: one real batch's worth (see warmup_count)
     # Load levels (costtax.load): batch | concurrency=C,... | rate=R,...; each (cell x level) is
     # one summary row. `level_timeout_s` caps one unit (cell x level x repeat).

@@ -2,6 +2,7 @@
 instruction. Loaded and validated before any model loads."""
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +63,9 @@ def load_constitution(path: str | None, field: str = "--constitution") -> Consti
         seen.add(pid)
         principles.append(Principle(pid, str(row.get("area", "")), row["critique"].strip(), row["revision"].strip()))
     return Constitution(str(data.get("name", p.stem)), tuple(principles), str(p))
+
+
+@functools.lru_cache(maxsize=1)
+def default_constitution() -> Constitution:
+    """The shipped constitution, parsed once per process."""
+    return load_constitution(None)

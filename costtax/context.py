@@ -22,10 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class PromptInstance:
-    """One final answer to produce: a prompt and a repeat index."""
+    """One final answer to produce: a prompt and which of its --repeats answers this is."""
 
     prompt: "Prompt"
-    repeat: int
+    answer_repeat: int  # 0..repeats-1; written as the records' `repeat` field
     answer_id: str
 
 
@@ -194,7 +194,7 @@ class CellContext:
     async def score(self, inst: PromptInstance, responses: Sequence[str], *, stage: str = "score") -> list[float]:
         """Selection scoring of one answer's candidates through the reward micro-batcher."""
         if self.batcher is None:
-            from .scoring import RewardBatcher
+            from .rewards.batcher import RewardBatcher
 
             self.batcher = RewardBatcher(self.scorer)
         spec = getattr(inst.prompt, "spec", None)
@@ -239,7 +239,7 @@ class CellContext:
             latency_s=fields["t_finish_s"] - fields["t_submit_s"],
             batch_id=batch_id,
             answer_ids=(inst.answer_id,),
-            repeat=inst.repeat,
+            repeat=inst.answer_repeat,
             session=self.session,
             load=self.load,
             cell_repeat=self.cell_repeat,
@@ -280,7 +280,7 @@ class CellContext:
                 latency_s=latency,
                 cached_prompt_tokens=t.cached_prompt_tokens,
                 prompt_set=inst.prompt.prompt_set,
-                repeat=inst.repeat,
+                repeat=inst.answer_repeat,
                 reward_tokens=t.reward_tokens,
                 score_latency_s=t.score_latency_s,
                 selection_reward=selection_reward,
@@ -305,7 +305,7 @@ class CellContext:
         row per answer. Returns the count scored."""
         if not self._scorable:
             return 0
-        from .prompts.scoring import evaluate_answers
+        from .prompts.grading import evaluate_answers
 
         items, self._scorable = self._scorable, []
         evals = evaluate_answers([i.prompt for i, _, _ in items], [t for _, t, _ in items], [c for _, _, c in items], judge=refusal_judge)
@@ -326,11 +326,8 @@ class CellContext:
         items, self._finished = self._finished, []
         for lo in range(0, len(items), chunk):
             part = items[lo : lo + chunk]
-            from .scoring import _takes_harmful
-
-            kwargs = {}
-            if _takes_harmful(self._eval_scorer):
-                kwargs["harmful"] = [bool(getattr(i.prompt, "spec", None) and i.prompt.spec.scorer == "refusal") for i, _ in part]
+            flags = [bool(getattr(i.prompt, "spec", None) and i.prompt.spec.scorer == "refusal") for i, _ in part]
+            kwargs = {"harmful": flags} if any(flags) else {}  # the RewardModel protocol's flag
             t0 = time.monotonic()
             res = self._eval_scorer.score([i.prompt.text for i, _ in part], [t for _, t in part], **kwargs)
             t1 = time.monotonic()

@@ -7,11 +7,21 @@ from __future__ import annotations
 from typing import Any
 
 
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device; False where torch is missing or broken."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
 def pick_device_dtype(device_name: str | None = None, dtype_name: str | None = None) -> tuple[str, Any]:
     """(device, torch dtype): explicit names win; else cuda + bf16 (when supported) or cpu + fp32."""
     import torch
 
-    device = device_name or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_name or ("cuda" if cuda_available() else "cpu")
     if dtype_name:
         return device, getattr(torch, dtype_name)
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():

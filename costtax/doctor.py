@@ -33,7 +33,7 @@ def run_doctor(stop_leftovers: bool = False) -> list[str]:
         lines.append("gguf          ok")
     else:
         lines.append("gguf          MISSING      -> disables converting the embedded GGUF model")
-    from .models import list_models
+    from .model_files import list_models
 
     for m in list_models():
         state = "converted" if m["converted"] else ("installed, converts on first use" if m["installed"] else "NOT INSTALLED")
@@ -60,7 +60,7 @@ def run_doctor(stop_leftovers: bool = False) -> list[str]:
     lines.append(f"cpu           {provenance.cpu_name()} x{os.cpu_count()} flags: {' '.join(provenance.cpu_flags())}")
     if not cuda and "avx512_bf16" not in provenance.cpu_flags() and "amx_bf16" not in provenance.cpu_flags():
         lines.append("              no bf16 units: engines run float32 on this CPU")
-    lines.append(f"cache         {__import__('costtax.models', fromlist=['cache_root']).cache_root()}")
+    lines.append(f"cache         {__import__('costtax.model_files', fromlist=['cache_root']).cache_root()}")
     from .metering.contention import our_cpus, sample_now
     from .report.table import CONTENTION_WARN_SHARE
 

@@ -21,7 +21,7 @@ class Preflight:
     run_dir: Path
     # per prompt source: {"source", "used", "available"}; run.json's prompts.sources
     sources: tuple[dict, ...] = ()
-    # what scoring the prompts' sources declare (costtax.prompts.scoring.check_scoring_ready):
+    # what scoring the prompts' sources declare (costtax.prompts.grading.check_scoring_ready):
     # scorers in use, and the sandbox's Python when code is run
     scoring: dict | None = None
 
@@ -68,11 +68,11 @@ def check_server(base_url: str, field: str = "--base-url", timeout_s: float = 5.
 
 
 def check_model(model: str, field: str = "--model") -> None:
-    from .models import EMBEDDED, is_hf_model_dir
+    from .model_files import EMBEDDED, is_hf_model_dir
 
     if model in EMBEDDED:
         if EMBEDDED[model].source_path() is None and not is_hf_model_dir(Path(model)):
-            from .models import converted_dir
+            from .model_files import converted_dir
 
             if not is_hf_model_dir(converted_dir(model)):
                 raise ConfigError(
@@ -132,7 +132,7 @@ def run_preflight(config: RunConfig, *, run_dir: Path, resume: bool = False, che
         from .rewards import validate_reward_spec
 
         validate_reward_spec(config.eval_reward_model, field="--eval-reward-model")
-    from .prompts.scoring import check_scoring_ready
+    from .prompts.grading import check_scoring_ready
 
     scoring = check_scoring_ready(prompts)  # a sandbox that cannot run refuses here (exit 2)
     return Preflight(tuple(prompts), constitution, run_dir, tuple(sources), scoring)

@@ -81,7 +81,7 @@ def settings(config) -> Settings:
         values[name] = v.strip() if isinstance(v, str) else v
         source[name] = where
     if values["model"] is None:
-        from .models import DEFAULT_MODEL
+        from .model_files import DEFAULT_MODEL
 
         values["model"] = DEFAULT_MODEL
     return Settings(**values, source=source)
@@ -171,7 +171,7 @@ class CosttaxSession:
                 engine = _load_factory(s.engine_factory, s.source["engine_factory"])()
             else:
                 from .engines import make_engine
-                from .models import resolve_model
+                from .model_files import resolve_model
 
                 # Same engine arguments as `costtax profile` with its defaults.
                 kwargs: dict[str, Any] = dict(seed=0, max_model_len=2048, trust_remote_code=False)
@@ -232,12 +232,11 @@ def _run_cell(config, *, engine, scorer, baseline_dir: Path | None, out: Path):
     resumes the copy, so only the new cell runs; run.json records where the baseline came from.
     """
     import dataclasses
-    import secrets
     import shutil
-    import time
 
     from .profile import profile
     from .records import RUN_JSON, read_run_json, write_json_atomic
+    from .rundir import new_run_id
 
     config = dataclasses.replace(config, out=str(out))
     if baseline_dir is None:
@@ -245,7 +244,7 @@ def _run_cell(config, *, engine, scorer, baseline_dir: Path | None, out: Path):
     shutil.copytree(baseline_dir, out, ignore=shutil.ignore_patterns("*.png", ".*"))
     meta = read_run_json(out)
     meta["baseline_from"] = {"run_dir": str(baseline_dir), "run_id": meta["run_id"]}
-    meta["run_id"] = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    meta["run_id"] = new_run_id()
     meta["config"] = config.to_dict()
     meta["cells"] = [c.cell for c in config.cells]
     write_json_atomic(out / RUN_JSON, meta)

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 SCHEMA_VERSION = 1
 RUN_JSON, CALLS, ANSWERS, CELLS, SUMMARY = "run.json", "calls.jsonl", "answers.jsonl", "cells.jsonl", "summary.csv"
 # One row per final answer whose prompt source declares a scorer that runs after the unit
-# (pass@k in the sandbox, refusal by rule and judge): costtax.prompts.scoring.evaluate_answers.
+# (pass@k in the sandbox, refusal by rule and judge): costtax.prompts.grading.evaluate_answers.
 SCORES = "scores.jsonl"
 STAGES = ("sample", "critique", "revise", "score", "eval", "continue")
 GEN_STAGES = ("sample", "critique", "revise", "continue")  # stages that generate tokens

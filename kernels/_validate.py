@@ -39,12 +39,6 @@ def hidden_matrix(hidden: Any, name: str = "hidden") -> torch.Tensor:
     return hidden
 
 
-def same_device(**tensors: torch.Tensor) -> None:
-    devs = {name: t.device for name, t in tensors.items()}
-    if len(set(devs.values())) > 1:
-        raise ValueError(f"tensors must be on one device, got {devs}")
-
-
 def _host(values: torch.Tensor) -> list[int]:
     return values.detach().to("cpu").tolist()
 

@@ -30,6 +30,9 @@ except Exception:  # pragma: no cover
     triton = None
     tl = None
 
+if triton is not None:
+    from .reward_head import _tl_score_rows  # the score-row rule, shared with the reward head
+
 MODES = ("diff", "logsoftmax")
 MAX_K = 256  # beyond this a tiled matmul over the vocabulary is the better tool
 
@@ -40,19 +43,6 @@ class JudgeHeadOutput(NamedTuple):
 
 
 if triton is not None:
-
-    @triton.jit
-    def _tl_score_rows(cu_ptr, pos_ptr, b, b_mask, T, HAS_POS: tl.constexpr):
-        """(row [BLOCK_B] int64, valid [BLOCK_B]) of each sequence's score row."""
-        if HAS_POS:
-            pos = tl.load(pos_ptr + b, mask=b_mask, other=0).to(tl.int64)
-            valid = b_mask & (pos >= 0) & (pos < T)
-        else:
-            start = tl.load(cu_ptr + b, mask=b_mask, other=0).to(tl.int64)
-            end = tl.load(cu_ptr + b + 1, mask=b_mask, other=0).to(tl.int64)
-            pos = end - 1
-            valid = b_mask & (end > start) & (pos >= 0) & (pos < T)
-        return pos, valid
 
     @triton.jit
     def _token_rows(tok_ptr, K, V, BLOCK_K: tl.constexpr):

@@ -31,6 +31,20 @@ except Exception:  # pragma: no cover - exercised only where triton is absent/br
 
 if triton is not None:
 
+    @triton.jit
+    def _tl_score_rows(cu_ptr, pos_ptr, b, b_mask, T, HAS_POS: tl.constexpr):
+        """(row [BLOCK_B] int64, valid [BLOCK_B]) of each sequence's score row (both heads use it;
+        _score_rows below is the same rule in torch)."""
+        if HAS_POS:
+            pos = tl.load(pos_ptr + b, mask=b_mask, other=0).to(tl.int64)
+            valid = b_mask & (pos >= 0) & (pos < T)
+        else:
+            start = tl.load(cu_ptr + b, mask=b_mask, other=0).to(tl.int64)
+            end = tl.load(cu_ptr + b + 1, mask=b_mask, other=0).to(tl.int64)
+            pos = end - 1
+            valid = b_mask & (end > start) & (pos >= 0) & (pos < T)
+        return pos, valid
+
     # B and T change every call; specialising on them (==1, %16) would only add recompiles
     # and per-call key work. Strides stay specialised (stride 1 -> vector loads).
     @triton.jit(do_not_specialize=["B", "T"])
@@ -56,14 +70,7 @@ if triton is not None:
         pid = tl.program_id(0)
         b = pid * BLOCK_B + tl.arange(0, BLOCK_B)
         b_mask = b < B
-        if HAS_POS:
-            pos = tl.load(pos_ptr + b, mask=b_mask, other=0).to(tl.int64)
-            valid = b_mask & (pos >= 0) & (pos < T)
-        else:
-            start = tl.load(cu_ptr + b, mask=b_mask, other=0).to(tl.int64)
-            end = tl.load(cu_ptr + b + 1, mask=b_mask, other=0).to(tl.int64)
-            pos = end - 1
-            valid = b_mask & (end > start) & (pos >= 0) & (pos < T)
+        pos, valid = _tl_score_rows(cu_ptr, pos_ptr, b, b_mask, T, HAS_POS)
         # Invalid rows read row 0 under a false mask: no out-of-bounds address is formed.
         row_off = tl.where(valid, pos, 0) * stride_ht
         acc = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)

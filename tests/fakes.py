@@ -155,7 +155,7 @@ class FakeReward:
     def load(self) -> float:
         return 0.0
 
-    def score(self, prompts, responses):
+    def score(self, prompts, responses, *, harmful=None):  # no refusal rule: harmful is ignored
         if self.fail:
             raise RuntimeError("fake reward failure")
         self.calls += 1

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from costtax import metrics as M
+from costtax import stats as M
 from costtax.cli import main
 from costtax.compare import CompareConfig, Estimate, beyond_noise, cell_estimates, compare_sources, load_source, parse_fraction
 from costtax.config import RunConfig

@@ -113,7 +113,7 @@ def test_unit_tag_keeps_default_ids_and_separates_units():
 def test_expand_is_repeat_major_and_unit_tags_read_as_documented():
     p2 = Prompt("p2", "yo", "helpful")
     ctx = _ctx(None, _Rows(), repeats=2)
-    assert [(i.prompt.id, i.repeat) for i in ctx.expand([P1, p2])] == [("p1", 0), ("p2", 0), ("p1", 1), ("p2", 1)]
+    assert [(i.prompt.id, i.answer_repeat) for i in ctx.expand([P1, p2])] == [("p1", 0), ("p2", 0), ("p1", 1), ("p2", 1)]
     assert ctx.unit_tag == ""
     assert _ctx(None, _Rows(), load="rate=2", cell_repeat=1).unit_tag == "@rate=2#1"
     assert _ctx(None, _Rows(), cell_repeat=1).unit_tag == "@batch#1"  # a repeat of the batch unit is tagged too

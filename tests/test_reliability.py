@@ -115,6 +115,7 @@ def test_engine_restart_after_death(tmp_path):
     import importlib
 
     prof_mod = importlib.import_module("costtax.profile")
+    startup = importlib.import_module("costtax.startup")
 
     class Dying(FakeEngine):
         def _results(self, requests, sampling, t0):
@@ -132,12 +133,12 @@ def test_engine_restart_after_death(tmp_path):
         meta.setdefault("events", []).append({"event": "engine_restart"})
         return e
 
-    orig = prof_mod._restart
-    prof_mod._restart = fake_restart
+    orig = startup._restart
+    startup._restart = fake_restart
     try:
         cfg = RunConfig(techniques=("cai:rounds=1", "bon:n=2"), prompts=("helpful",), limit=2, out=str(tmp_path / "r"), judge_calibration=False)
         res = prof_mod.profile(cfg, engine=Dying(), scorer=FakeReward(), restart_dead_engine=True)
     finally:
-        prof_mod._restart = orig
+        startup._restart = orig
     assert res.cells_failed == ("cai:rounds=1",) and "bon:n=2" in res.cells_ok
     assert started and json.loads((tmp_path / "r" / "run.json").read_text())["events"][-1]["event"] == "engine_restart"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from costtax.metrics import (
+from costtax.stats import (
     REWARD_LENGTH_MIN_N,
     REWARD_LENGTH_STRONG_RHO,
     reward_length_correlation,

@@ -17,7 +17,7 @@ import pytest
 
 from costtax import sandbox
 from costtax.prompts import load_source
-from costtax.prompts.scoring import build_program, evaluate_answers
+from costtax.prompts.grading import build_program, evaluate_answers
 from costtax.sandbox import SandboxLimits, SandboxUnavailable, check_sandbox, run_program
 
 FAST = SandboxLimits(timeout_s=6.0, cpu_s=1, memory_bytes=256 << 20, max_processes=16)
@@ -203,7 +203,7 @@ def test_candidates_give_pass_at_k_inputs_and_identical_programs_run_once(humane
 
 
 def test_scoring_preflight_checks_the_sandbox_only_for_code(monkeypatch):
-    from costtax.prompts.scoring import check_scoring_ready
+    from costtax.prompts.grading import check_scoring_ready
 
     assert check_scoring_ready(load_source("advbench")[:2]) == {"scorers": ["refusal"], "sandbox_python": None}
     info = check_scoring_ready(load_source("humaneval")[:1] + load_source("helpful")[:1])

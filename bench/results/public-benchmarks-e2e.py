@@ -19,9 +19,9 @@ from pathlib import Path
 
 
 def score_run(run_dir: Path, config, judge) -> dict:
-    from costtax.metrics import scored_deltas, summarize_scored_answers
+    from costtax.report.scored_answers import scored_deltas, summarize_scored_answers
     from costtax.prompts import load_prompts
-    from costtax.prompts.scoring import evaluate_answers
+    from costtax.prompts.grading import evaluate_answers
 
     prompts = {p.id: p for p in load_prompts(config.prompts, limit=config.limit, seed=config.seed)}
     answers = [json.loads(l) for l in (run_dir / "answers.jsonl").read_text().splitlines() if l.strip()]

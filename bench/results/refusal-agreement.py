@@ -28,7 +28,8 @@ import sys
 import time
 from datetime import date
 
-from costtax.metrics import refusal_agreement, is_refusal
+from costtax.rewards.refusal_rule import is_refusal
+from costtax.stats import refusal_agreement
 
 
 def _csv(path):

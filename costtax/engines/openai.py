@@ -21,134 +21,24 @@ Measurement choices recorded here:
 - Requests run on a private asyncio loop in a daemon thread with one connection pool without a
   connection limit: the client never queues requests itself, so any queueing measured is the
   server's. `agenerate` may be awaited from any event loop.
-- Server-side counters come from vLLM's Prometheus `/metrics` (parsed here, no dependency).
+- Server-side counters come from vLLM's Prometheus `/metrics` (engines/prometheus.py, no dependency).
+- One job per module: this file is the engine adaptor (lifecycle, tokens, server state, the fan-out
+  of n samples, provenance); engines/openai_stream.py sends and reads one streamed sample;
+  engines/openai_usage.py turns the samples into a GenResult with its token accounting.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ConfigError, CosttaxError, EngineUnavailable
-from .base import BatchStats, GenRequest, GenResult, Message, Sample, SamplingSpec
-
-
-class ServerRequestError(CosttaxError, RuntimeError):
-    """A request to the server failed (connection lost, server died, HTTP error, malformed or
-    truncated stream). The cell runner catches it to mark the level failed; it is never
-    swallowed here."""
-
-
-@dataclass(frozen=True)
-class CountedSample(Sample):
-    """A sample whose token ids the server did not return: `output_tokens` is the server's
-    `usage.completion_tokens` (see OpenAIEngine._aggregate for the fallbacks) instead of
-    len(token_ids)."""
-
-    reported_output_tokens: int = 0
-
-    @property
-    def output_tokens(self) -> int:  # type: ignore[override]
-        return self.reported_output_tokens
-
-
-# vLLM Prometheus metric -> counters() key. Counters are exposed with a `_total` suffix.
-_COUNTERS = {
-    "vllm:prefix_cache_queries_total": "prefix_cache_queries",
-    "vllm:prefix_cache_hits_total": "prefix_cache_hits",
-    "vllm:prompt_tokens_total": "prompt_tokens",
-    "vllm:generation_tokens_total": "generation_tokens",
-    "vllm:num_preemptions_total": "num_preemptions",
-    "vllm:request_success_total": "requests_finished",
-    "vllm:request_queue_time_seconds_sum": "request_queue_time_s_sum",
-    "vllm:request_queue_time_seconds_count": "request_queue_time_count",
-}
-_GAUGES = {
-    "vllm:kv_cache_usage_perc": "kv_cache_usage",
-    "vllm:num_requests_waiting": "num_requests_waiting",
-    "vllm:num_requests_running": "num_requests_running",
-}
-
-
-def parse_prometheus_text(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Prometheus text exposition format -> {sample name: [(labels, value), ...]}.
-
-    Enough of the format for vLLM's exporter: comments, optional labels (quoted values with
-    escapes), an optional timestamp after the value; malformed lines are skipped."""
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        labels: dict[str, str] = {}
-        if "{" in line:
-            name, rest = line.split("{", 1)
-            i, key, buf = 0, None, ""
-            # label block: k="v",k2="v2"} value
-            while i < len(rest) and rest[i] != "}":
-                j = rest.find("=", i)
-                if j < 0:
-                    break
-                key = rest[i:j].strip().lstrip(",").strip()
-                if j + 1 >= len(rest) or rest[j + 1] != '"':
-                    break
-                k, buf = j + 2, ""
-                while k < len(rest) and rest[k] != '"':
-                    if rest[k] == "\\" and k + 1 < len(rest):
-                        buf += {"n": "\n", "\\": "\\", '"': '"'}.get(rest[k + 1], rest[k + 1])
-                        k += 2
-                    else:
-                        buf += rest[k]
-                        k += 1
-                labels[key] = buf
-                i = k + 1
-                while i < len(rest) and rest[i] in ", ":
-                    i += 1
-            if i >= len(rest) or rest[i] != "}":
-                continue
-            value_part = rest[i + 1 :].split()
-        else:
-            parts = line.split()
-            name, value_part = parts[0], parts[1:]
-        if not value_part:
-            continue
-        try:
-            value = float(value_part[0])
-        except ValueError:
-            continue
-        out.setdefault(name.strip(), []).append((labels, value))
-    return out
-
-
-def counters_from_metrics(text: str) -> dict[str, Any]:
-    """The counters() dict from a vLLM `/metrics` page: counters summed over label sets (one per
-    engine under data parallelism), request gauges summed, KV-cache usage the max over engines."""
-    fam = parse_prometheus_text(text)
-    out: dict[str, Any] = {}
-    for metric, key in _COUNTERS.items():
-        if metric in fam:
-            out[key] = sum(v for _, v in fam[metric])
-    for metric, key in _GAUGES.items():
-        if metric in fam:
-            vals = [v for _, v in fam[metric]]
-            out[key] = max(vals) if key == "kv_cache_usage" else sum(vals)
-    for key in ("prefix_cache_queries", "prefix_cache_hits", "prompt_tokens", "generation_tokens",
-                "num_preemptions", "requests_finished", "request_queue_time_count",
-                "num_requests_waiting", "num_requests_running"):
-        if key in out:
-            out[key] = int(out[key])
-    return out
-
-
-def sample_seed(seed: int, request_id: str, k: int) -> int:
-    """Deterministic per-sample seed in [0, 2**31): same (seed, request id, index) -> same seed."""
-    h = hashlib.sha256(f"{seed}|{request_id}|{k}".encode()).digest()
-    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
+from ..errors import ConfigError, EngineUnavailable
+from .base import BatchStats, GenRequest, GenResult, Message, SamplingSpec
+from .openai_stream import ServerRequestError, chat_body, stream_sample
+from .openai_usage import UsageLedger
+from .prometheus import counters_from_metrics
 
 
 def _root_url(base_url: str) -> str:
@@ -215,9 +105,8 @@ class OpenAIEngine:
         self._max_model_len_source: str | None = None
         self._reset_state = "not requested"
         self._metrics_available: bool | None = None
-        self._usage_seen = {"prompt_tokens": None, "cached_tokens": None, "queue_time": None}
+        self._usage = UsageLedger()
         self._last_stats = BatchStats()
-        self._output_tokens_source: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -427,7 +316,7 @@ class OpenAIEngine:
         return True
 
     def counters(self) -> dict[str, Any]:
-        """vLLM's Prometheus counters and gauges (see _COUNTERS/_GAUGES); {} if unavailable."""
+        """vLLM's Prometheus counters and gauges (engines/prometheus.py); {} if unavailable."""
         if self._sync is None:
             return {}
         import httpx
@@ -448,97 +337,16 @@ class OpenAIEngine:
         return self._last_stats
 
     # -- generation ----------------------------------------------------------------------------
-    def _body(self, req: GenRequest, sampling: SamplingSpec, k: int) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": list(req.messages),
-            "n": 1,
-            "max_tokens": req.max_tokens or sampling.max_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if self.per_request_seed:
-            body["seed"] = sample_seed(sampling.seed, req.request_id, k)
-        if sampling.ignore_eos:
-            body["ignore_eos"] = True  # vLLM extension: run every sample to max_tokens
-        if not req.share_prefix:
-            # vLLM extension: a salt per sample keeps the samples from sharing prefix blocks.
-            body["cache_salt"] = f"costtax-{req.request_id}-{k}-{sample_seed(sampling.seed, req.request_id, k)}"
-        if self._is_vllm:
-            body["return_token_ids"] = True
-        if req.continue_final:
-            # vLLM chat extension: continue the partial assistant turn instead of opening a new one
-            body["continue_final_message"] = True
-            body["add_generation_prompt"] = False
-        return body
+    def _sample(self, req: GenRequest, sampling: SamplingSpec, k: int):
+        body = chat_body(req, sampling, k, model=self.model, per_request_seed=self.per_request_seed, vllm=self._is_vllm)
+        return stream_sample(self._aclient, f"{self.base_url}/chat/completions", body, req, k)
 
-    async def _one(self, req: GenRequest, sampling: SamplingSpec, k: int) -> dict[str, Any]:
-        """One streamed request (one sample); returns what it observed."""
-        import httpx
-
-        url = f"{self.base_url}/chat/completions"
-        body = self._body(req, sampling, k)
-        text: list[str] = []
-        ids: list[int] = []
-        got_ids = False
-        t_first = t_last = None
-        chunks = 0
-        finish = None
-        usage = None
-        metrics = None
-        done = False
-        try:
-            async with self._aclient.stream("POST", url, json=body) as resp:
-                if resp.status_code != 200:
-                    detail = (await resp.aread()).decode(errors="replace")[:300]
-                    raise ServerRequestError(f"POST {url} (request {req.request_id}, sample {k}): HTTP {resp.status_code}: {detail}")
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue  # blank separators and ": keep-alive" comments
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError as exc:
-                        raise ServerRequestError(f"POST {url}: malformed stream chunk {data[:120]!r}") from exc
-                    if "error" in chunk:
-                        raise ServerRequestError(f"POST {url} (request {req.request_id}, sample {k}): server error: {chunk['error']}")
-                    now = time.monotonic()
-                    for choice in chunk.get("choices") or []:
-                        delta = choice.get("delta") or {}
-                        piece = delta.get("content") or ""
-                        tok = choice.get("token_ids")
-                        if tok is not None:
-                            got_ids = True
-                            ids.extend(int(t) for t in tok)
-                        if piece or tok:
-                            chunks += 1
-                            text.append(piece)
-                            if t_first is None:
-                                t_first = now
-                            t_last = now
-                        if choice.get("finish_reason") is not None:
-                            finish = choice["finish_reason"]
-                            t_last = now if t_last is None else t_last
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    if chunk.get("metrics"):
-                        metrics = chunk["metrics"]
-        except httpx.HTTPError as exc:
-            raise ServerRequestError(
-                f"POST {url} (request {req.request_id}, sample {k}): {type(exc).__name__}: {exc or 'connection lost'}"
-            ) from exc
-        if finish is None and not done:
-            raise ServerRequestError(f"POST {url} (request {req.request_id}, sample {k}): the stream ended before the answer finished (server died?)")
-        return {"text": "".join(text), "ids": ids if got_ids else None, "finish": finish, "usage": usage,
-                "metrics": metrics, "chunks": chunks, "t_first": t_first, "t_last": t_last or time.monotonic()}
+    def _count_prompt(self, req: GenRequest) -> int:
+        """The prompt's tokens counted here (the server did not say)."""
+        return self.count_tokens(self.render(req.messages, continue_final=req.continue_final))
 
     async def _agen(self, req: GenRequest, sampling: SamplingSpec, t_submit: float) -> GenResult:
-        tasks = [asyncio.ensure_future(self._one(req, sampling, k)) for k in range(req.n)]
+        tasks = [asyncio.ensure_future(self._sample(req, sampling, k)) for k in range(req.n)]
         try:
             parts = await asyncio.gather(*tasks)
         except BaseException:
@@ -547,66 +355,8 @@ class OpenAIEngine:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         t_end = time.monotonic()
-        return self._aggregate(req, parts, t_submit, t_end)
-
-    def _aggregate(self, req: GenRequest, parts: list[dict], t_submit: float, t_end: float) -> GenResult:
-        samples: list[Sample] = []
-        plens: list[int] = []
-        cached: int | None = 0
-        queue: list[float] = []
-        for p in parts:
-            usage = p["usage"] or {}
-            if p["ids"] is not None:
-                samples.append(Sample(text=p["text"], token_ids=tuple(p["ids"]), finish_reason=p["finish"]))
-                self._output_tokens_source = "token_ids"
-            else:
-                n_out, src = usage.get("completion_tokens"), "usage"
-                if n_out is None and self._tok is not None:
-                    n_out, src = len(self._tok.encode(p["text"], add_special_tokens=False)), "local retokenisation"
-                if n_out is None:
-                    # Each streamed chunk carries at least one token: a lower bound, labelled.
-                    n_out, src = p["chunks"], "streamed chunks (lower bound)"
-                samples.append(CountedSample(text=p["text"], token_ids=(), finish_reason=p["finish"],
-                                             reported_output_tokens=int(n_out)))
-                self._output_tokens_source = src
-            if usage.get("prompt_tokens") is not None:
-                plens.append(int(usage["prompt_tokens"]))
-            details = usage.get("prompt_tokens_details") or {}
-            if cached is not None and details.get("cached_tokens") is not None:
-                cached += int(details["cached_tokens"])
-            else:
-                cached = None  # unknown for one sample -> unknown for the request, never 0
-            q = (p["metrics"] or {}).get("queue_time_ms")
-            if q is not None:
-                queue.append(float(q) / 1000.0)
-        # What the server reported, over every response so far (None until the first one).
-        for key, seen in (("prompt_tokens", len(plens) == len(parts)), ("cached_tokens", cached is not None),
-                          ("queue_time", len(queue) == len(parts))):
-            prev = self._usage_seen[key]
-            self._usage_seen[key] = seen if prev is None else (prev and seen)
-        plen: int | None = max(plens) if plens else None
-        if plen is None and self._tok is not None:
-            plen = self.count_tokens(self.render(req.messages, continue_final=req.continue_final))  # the server did not say: count it here
-        firsts = [p["t_first"] for p in parts if p["t_first"] is not None]
-        n = len(parts)
-        if plen is None:
-            computed = None
-        elif cached is None:
-            computed = plen * n  # unknown cache hits: every sample counted as prefilled (upper bound)
-        else:
-            computed = max(plen * n - cached, 0)
-        return GenResult(
-            request_id=req.request_id,
-            samples=tuple(samples),
-            prompt_tokens=plen,  # type: ignore[arg-type]  # None only where neither usage nor a tokenizer can say
-            prompt_tokens_computed=computed,  # type: ignore[arg-type]
-            cached_prompt_tokens=cached,
-            t_submit_s=t_submit,
-            t_first_token_s=min(firsts) if firsts else None,
-            t_finish_s=max(p["t_last"] for p in parts) if parts else t_end,
-            ttft_source="stream" if firsts else None,
-            queue_s=max(queue) if len(queue) == n and queue else None,
-        )
+        return self._usage.result(req, parts, t_submit, t_end, tokenizer=self._tok,
+                                  count_prompt=self._count_prompt if self._tok is not None else None)
 
     async def agenerate(self, request: GenRequest, sampling: SamplingSpec) -> GenResult:
         """One request of request.n samples (n concurrent streamed requests on the server)."""
@@ -663,11 +413,11 @@ class OpenAIEngine:
             "max_model_len_source": self._max_model_len_source,
             "prefix_cache_reset": self._reset_state,
             # True/False once a response was seen: did the server report these per request?
-            "usage_prompt_tokens": self._usage_seen["prompt_tokens"],
-            "usage_cached_tokens": self._usage_seen["cached_tokens"],
-            "per_request_queue_time": self._usage_seen["queue_time"],
+            "usage_prompt_tokens": self._usage.seen["prompt_tokens"],
+            "usage_cached_tokens": self._usage.seen["cached_tokens"],
+            "per_request_queue_time": self._usage.seen["queue_time"],
             "server_metrics": self._metrics_available,
-            "output_tokens_source": self._output_tokens_source,
+            "output_tokens_source": self._usage.output_tokens_source,
             "ttft_source": "stream",
             "samples_as_requests": True,
             "per_request_seed": self.per_request_seed,

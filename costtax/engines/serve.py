@@ -13,8 +13,9 @@ Choices recorded here:
   VLLM_SERVER_DEV_MODE=1 (the /reset_prefix_cache endpoint), prefix caching explicit,
   `--generation-config vllm` (no sampling defaults from the model's generation_config.json, so the
   server samples with exactly the parameters costtax sends, as the offline engine does).
-- On CPU the same settings as the offline engine: fp32, eager, KV block 32, 1 GiB KV cache,
-  OpenMP threads bound to every core this process may use, no reserved core.
+- The same device settings and environment as the in-process engine, from
+  engines/vllm_settings.py (CPU: fp32, eager, KV block 32, 1 GiB KV cache, OpenMP threads bound
+  to every core this process may use, no reserved core).
 - The server runs in its own session/process group (the engine core is a child process) and
   every exit path (normal, exception, Ctrl-C, SIGTERM to costtax, interpreter exit) stops the
   whole group: SIGTERM, then SIGKILL after a grace period. Its output goes to `log_path`.
@@ -37,13 +38,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..devices import cuda_available
 from ..errors import EngineUnavailable
-
-CPU_ENV_DEFAULTS = {
-    "VLLM_TARGET_DEVICE": "cpu",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-}
+from . import vllm_settings
 
 
 class ServerStartError(EngineUnavailable):
@@ -56,15 +53,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False
 
 
 def group_alive(pgid: int) -> bool:
@@ -195,35 +183,23 @@ class ServedVllm:
             "--enable-prefix-caching" if self.enable_prefix_caching else "--no-enable-prefix-caching",
             "--disable-uvicorn-access-log",
         ]
-        if on_cuda:
-            if self.dtype:
-                cmd += ["--dtype", self.dtype]
-            if self.block_size:
-                cmd += ["--block-size", str(self.block_size)]
-        else:
-            # vLLM's CPU default KV block is 128 tokens and only full blocks are cached: 32 lets
-            # short chat prompts hit the prefix cache (same as the offline engine).
-            cmd += ["--dtype", self.dtype or "float32", "--enforce-eager", "--block-size", str(self.block_size or 32)]
+        cmd += vllm_settings.server_flags(vllm_settings.engine_args(on_cuda=on_cuda, dtype=self.dtype, block_size=self.block_size))
         from .serve_args import merge
 
         return merge(cmd + self.extra_args, self.serve_args)
 
     def build_env(self, on_cuda: bool) -> dict[str, str]:
         env = dict(os.environ)
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        env.setdefault("TRANSFORMERS_OFFLINE", "1")
-        if not on_cuda:
-            for k, v in CPU_ENV_DEFAULTS.items():
-                env.setdefault(k, v)
-            cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{min(cpus)}-{max(cpus)}")
+        defaults = vllm_settings.env_defaults(on_cuda)
+        for k, v in defaults.items():
+            env.setdefault(k, v)
         env["VLLM_SERVER_DEV_MODE"] = "1"  # /reset_prefix_cache, needed per cell
         from .server_record import OWNER_ENV, RUN_DIR_ENV, owner_tag
 
         env[OWNER_ENV] = owner_tag()  # `costtax doctor` finds a server whose owner is gone
         env[RUN_DIR_ENV] = str(self.log_path.parent.resolve())
         env.update(self._env_overrides)
-        keys = set(CPU_ENV_DEFAULTS) | {"VLLM_CPU_OMP_THREADS_BIND", "VLLM_SERVER_DEV_MODE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"} | set(self._env_overrides)
+        keys = set(defaults) | {"VLLM_SERVER_DEV_MODE"} | set(self._env_overrides)
         self.env_used = {k: env[k] for k in sorted(keys) if k in env}
         return env
 
@@ -240,7 +216,7 @@ class ServedVllm:
             return self
         t0 = time.monotonic()
         if self.device is None:
-            on_cuda = _cuda_available()
+            on_cuda = cuda_available()
         else:
             on_cuda = self.device.startswith("cuda")
         pick_port = self.port is None

@@ -21,9 +21,8 @@ Measurement choices recorded here:
   counts we record are exactly what the engine saw. Only the final output of each request comes
   back (`RequestOutputKind.FINAL_ONLY`): no per-token detokenised deltas to the frontend.
 - `ignore_eos` maps to `SamplingParams(ignore_eos=True)`: every sample runs to max_tokens.
-- On CPU: fp32 + `enforce_eager=True` (bf16 is slow without AMX/AVX512-BF16 and torch.compile
-  costs minutes at start), a 1 GiB KV cache, KV block 32, OpenMP threads bound to every core we
-  may use.
+- Device settings (CPU: fp32, eager, KV block 32, 1 GiB KV cache, OpenMP threads bound to every
+  core we may use) come from engines/vllm_settings.py, shared with `--serve`.
 """
 from __future__ import annotations
 
@@ -36,28 +35,15 @@ import time
 import uuid
 from typing import Any, Coroutine, Sequence
 
+from ..devices import cuda_available
 from ..errors import EngineUnavailable
+from . import vllm_settings
 from ._chat import ChatTemplateMixin
 from .base import BatchStats, GenRequest, GenResult, Sample, SamplingSpec
 from .batching import EngineClosed
 
-_CPU_ENV_DEFAULTS = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}
 # Seconds to wait for AsyncLLM to shut down its engine core processes at close().
 _SHUTDOWN_TIMEOUT_S = 30.0
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:
-        return False
 
 
 class _LoopThread:
@@ -186,7 +172,7 @@ class VllmEngine(ChatTemplateMixin):
         dtype: str | None = None,
         max_model_len: int = 2048,
         enable_prefix_caching: bool = True,
-        gpu_memory_utilization: float = 0.85,
+        gpu_memory_utilization: float = vllm_settings.GPU_MEMORY_UTILIZATION,
         trust_remote_code: bool = False,
         block_size: int | None = None,
         max_num_seqs: int | None = None,
@@ -223,14 +209,11 @@ class VllmEngine(ChatTemplateMixin):
         if self._llm is not None:
             return self._start_s or 0.0
         t0 = time.monotonic()
-        self._on_cuda = _cuda_available()
-        if not self._on_cuda:
-            cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-            env = dict(_CPU_ENV_DEFAULTS)
-            env["VLLM_CPU_OMP_THREADS_BIND"] = f"{min(cpus)}-{max(cpus)}"
-            for k, v in env.items():
-                os.environ.setdefault(k, v)
-            self._env = {k: os.environ[k] for k in env}
+        self._on_cuda = cuda_available()
+        env = vllm_settings.env_defaults(self._on_cuda)
+        for k, v in env.items():
+            os.environ.setdefault(k, v)
+        self._env = {k: os.environ[k] for k in env}
         try:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.usage.usage_lib import UsageContext
@@ -239,26 +222,18 @@ class VllmEngine(ChatTemplateMixin):
             raise EngineUnavailable(
                 f"vllm is not importable here ({type(exc).__name__}: {exc}); use --engine hf or run `make setup`"
             ) from exc
-        dtype = self._dtype or ("auto" if self._on_cuda else "float32")
         kwargs: dict[str, Any] = dict(
             model=self.model_dir,
-            dtype=dtype,
             seed=self.seed,
             max_model_len=self._max_model_len,
             enable_prefix_caching=self.enable_prefix_caching,
             disable_log_stats=False,
             trust_remote_code=self.trust_remote_code,
+            **vllm_settings.engine_args(
+                on_cuda=self._on_cuda, dtype=self._dtype, block_size=self.block_size,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+            ),
         )
-        if self._on_cuda:
-            kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
-        else:
-            kwargs["enforce_eager"] = True
-            # vLLM's CPU default KV block is 128 tokens and only full blocks are cached, so chat
-            # prompts shorter than 128 tokens would never hit the prefix cache. 32 is the smallest
-            # size the CPU attention backend accepts without a warning (multiples of 32).
-            kwargs["block_size"] = self.block_size or 32
-        if self.block_size and self._on_cuda:
-            kwargs["block_size"] = self.block_size
         if self.max_num_seqs:
             kwargs["max_num_seqs"] = self.max_num_seqs
         if self.max_num_batched_tokens:

@@ -5,7 +5,8 @@ fields (with one ``RuntimeWarning`` for NVML).  Nothing here imports torch at im
 """
 
 from .meter import MeterReading, ResourceMeter
-from .nvml import NvmlDeviceReading, NvmlReading, NvmlSampler
+from .nvml import NvmlSampler
+from .nvml_reading import NvmlDeviceReading, NvmlReading
 from .process import ProcessReading, ProcessTreeSampler
 from .torch_mem import TorchMemReading, TorchPeakMemory, torch_peak_memory
 

@@ -36,7 +36,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
-from .nvml import DEFAULT_INTERVAL_S, NvmlReading, NvmlSampler, clamp_interval
+from .nvml import DEFAULT_INTERVAL_S, NvmlSampler, clamp_interval
+from .nvml_reading import NvmlReading
 from .contention import ContentionGauge
 from .process import MEMORY_SOURCE, ProcessReading, ProcessTreeSampler
 from .torch_mem import TorchMemReading, TorchPeakMemory

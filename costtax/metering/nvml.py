@@ -13,28 +13,7 @@ the window (other than ``NVMLError_NotSupported``, which is a capability, not a 
 sampler carries on with the samples that did succeed and emits ONE ``RuntimeWarning`` on exit
 summarising the failures; they are also listed in ``reading.errors``.
 
-What the numbers mean (and do not mean):
-
-* ``gpu_mem_*`` is ``nvmlDeviceGetMemoryInfo(handle).used``: device-wide memory in use by
-  *every* process (and the driver/context reservations), not just this process tree.  The peak
-  is the maximum over samples, so allocations that live shorter than ``interval_s`` can be
-  missed.  The total is the sum of per-device peaks (an upper bound on simultaneous use).
-* ``energy_j`` with ``energy_method="nvml_counter"`` is the delta of
-  ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since driver load, Volta+).  If the counter is
-  unsupported, did not advance (window shorter than its update period) or went backwards
-  (reset / wrap), it falls back to trapezoidal integration of the sampled
-  ``nvmlDeviceGetPowerUsage`` (mW) over time, ``energy_method="power_x_time"``; note that on
-  many GPUs that power value is itself a ~1 s moving average.  ``None`` when neither works.
-  The total's method is the weakest method used by any device (``power_x_time`` if any device
-  fell back), and the total energy is ``None`` if any device's energy is ``None``.
-* ``power_mean_w`` is the arithmetic mean of the power samples; the total is the sum over
-  devices.  ``util_mean_pct`` is the mean of ``nvmlDeviceGetUtilizationRates().gpu``; the total
-  is the mean over devices.
-* Device indices are NVML indices.  By default all devices are sampled, or the integer entries
-  of ``CUDA_VISIBLE_DEVICES`` (up to the first negative entry, as CUDA does; an empty value
-  means no devices).  NVML enumerates in PCI bus order, so this mapping is only exact with
-  ``CUDA_DEVICE_ORDER=PCI_BUS_ID``.  Non-integer entries (UUIDs, MIG ids) fall back to all
-  devices.
+What the numbers mean, and the arithmetic from samples to a reading: nvml_reading.py.
 """
 
 from __future__ import annotations
@@ -45,15 +24,13 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence
+
+from .nvml_reading import DeviceSamples, NvmlReading, aggregate, device_reading
 
 DEFAULT_INTERVAL_S = 0.05
 MIN_INTERVAL_S = 0.01
 MAX_INTERVAL_S = 1.0
-
-METHOD_COUNTER = "nvml_counter"
-METHOD_POWER = "power_x_time"
 
 
 def clamp_interval(interval_s: Any) -> float:
@@ -65,55 +42,6 @@ def clamp_interval(interval_s: Any) -> float:
     if math.isnan(value):
         return DEFAULT_INTERVAL_S
     return min(MAX_INTERVAL_S, max(MIN_INTERVAL_S, value))
-
-
-@dataclass(frozen=True)
-class NvmlDeviceReading:
-    index: int
-    name: Optional[str]
-    gpu_mem_peak_bytes: Optional[int]
-    gpu_mem_start_bytes: Optional[int]
-    energy_j: Optional[float]
-    energy_method: Optional[str]
-    power_mean_w: Optional[float]
-    util_mean_pct: Optional[float]
-    samples: int
-
-
-@dataclass(frozen=True)
-class NvmlReading:
-    available: bool
-    reason: Optional[str]
-    devices: tuple  # tuple[NvmlDeviceReading, ...]
-    gpu_mem_peak_bytes: Optional[int]
-    gpu_mem_start_bytes: Optional[int]
-    energy_j: Optional[float]
-    energy_method: Optional[str]
-    power_mean_w: Optional[float]
-    util_mean_pct: Optional[float]
-    samples: int  # sampling ticks with at least one successful read (max over devices)
-    wall_s: Optional[float]
-    errors: tuple = ()  # tuple[str, ...], de-duplicated, first occurrence order
-
-    @property
-    def n_devices(self) -> int:
-        return len(self.devices)
-
-    @classmethod
-    def unavailable(cls, reason: str, wall_s: Optional[float] = None) -> "NvmlReading":
-        return cls(
-            available=False,
-            reason=reason,
-            devices=(),
-            gpu_mem_peak_bytes=None,
-            gpu_mem_start_bytes=None,
-            energy_j=None,
-            energy_method=None,
-            power_mean_w=None,
-            util_mean_pct=None,
-            samples=0,
-            wall_s=wall_s,
-        )
 
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -165,23 +93,6 @@ def visible_device_indices(count: int, env: Optional[dict] = None) -> list[int]:
     return out
 
 
-class _DeviceState:
-    __slots__ = ("index", "handle", "name", "t", "mem", "power_mw", "util",
-                 "energy_start_mj", "energy_end_mj", "samples")
-
-    def __init__(self, index: int, handle: Any, name: Optional[str]):
-        self.index = index
-        self.handle = handle
-        self.name = name
-        self.t: list[float] = []
-        self.mem: list[Optional[int]] = []
-        self.power_mw: list[Optional[float]] = []
-        self.util: list[Optional[float]] = []
-        self.energy_start_mj: Optional[int] = None
-        self.energy_end_mj: Optional[int] = None
-        self.samples = 0
-
-
 class NvmlSampler:
     """Sample GPU memory, power and utilisation via NVML in a background thread.
 
@@ -199,7 +110,7 @@ class NvmlSampler:
         self.reading: Optional[NvmlReading] = None
         self._nvml: Any = None
         self._inited = False
-        self._states: list[_DeviceState] = []
+        self._states: list[DeviceSamples] = []
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._errors: list[str] = []  # failures that warrant a warning
@@ -227,7 +138,7 @@ class NvmlSampler:
             if msg not in target:
                 target.append(msg)
 
-    def _call(self, what: str, state: _DeviceState, fn_name: str):
+    def _call(self, what: str, state: DeviceSamples, fn_name: str):
         try:
             fn = getattr(self._nvml, fn_name)
             return fn(state.handle)
@@ -251,7 +162,7 @@ class NvmlSampler:
             if mem is not None or power is not None or util is not None:
                 st.samples += 1
 
-    def _read_energy(self, st: _DeviceState) -> Optional[int]:
+    def _read_energy(self, st: DeviceSamples) -> Optional[int]:
         value = self._call("nvmlDeviceGetTotalEnergyConsumption", st,
                            "nvmlDeviceGetTotalEnergyConsumption")
         return int(value) if value is not None else None
@@ -329,7 +240,7 @@ class NvmlSampler:
                 name = raw.decode() if isinstance(raw, bytes) else str(raw)
             except Exception:  # noqa: BLE001 - cosmetic only
                 name = None
-            states.append(_DeviceState(i, handle, name))
+            states.append(DeviceSamples(i, handle, name))
         self._states = states
         for st in states:
             st.energy_start_mj = self._read_energy(st)
@@ -374,81 +285,10 @@ class NvmlSampler:
         if not thread_alive:
             self._shutdown()  # otherwise leave NVML up rather than pull it from under a call
 
-        devices = tuple(self._device_reading(st) for st in self._states)
+        devices = tuple(device_reading(st) for st in self._states)
         errors = tuple(self._errors) + tuple(self._notes)
         if self._errors:
             more = f" (+{len(self._errors) - 1} more)" if len(self._errors) > 1 else ""
             self._warn(f"NVML sampling errors, continuing with the samples that succeeded: "
                        f"{self._errors[0]}{more}")
-        return _aggregate(devices, wall, errors)
-
-    def _device_reading(self, st: _DeviceState) -> NvmlDeviceReading:
-        mems = [m for m in st.mem if m is not None]
-        utils = [u for u in st.util if u is not None]
-        power_pts = [(t, p) for t, p in zip(st.t, st.power_mw) if p is not None]
-        energy_j: Optional[float] = None
-        method: Optional[str] = None
-        e0, e1 = st.energy_start_mj, st.energy_end_mj
-        if e0 is not None and e1 is not None and e1 > e0:
-            energy_j = (e1 - e0) / 1000.0
-            method = METHOD_COUNTER
-        else:
-            energy_j = _integrate_power(power_pts)
-            method = METHOD_POWER if energy_j is not None else None
-        return NvmlDeviceReading(
-            index=st.index,
-            name=st.name,
-            gpu_mem_peak_bytes=max(mems) if mems else None,
-            gpu_mem_start_bytes=st.mem[0] if st.mem and st.mem[0] is not None else None,
-            energy_j=energy_j,
-            energy_method=method,
-            power_mean_w=(sum(p for _, p in power_pts) / len(power_pts) / 1000.0
-                          if power_pts else None),
-            util_mean_pct=sum(utils) / len(utils) if utils else None,
-            samples=st.samples,
-        )
-
-
-def _integrate_power(points: Sequence[tuple]) -> Optional[float]:
-    """Trapezoidal integral of ``(t_seconds, power_mW)`` points, in joules."""
-    if len(points) < 2:
-        return None
-    total_mj = 0.0
-    for (t0, p0), (t1, p1) in zip(points, points[1:]):
-        total_mj += 0.5 * (p0 + p1) * (t1 - t0)
-    if points[-1][0] <= points[0][0]:
-        return None
-    return total_mj / 1000.0
-
-
-def _aggregate(devices: tuple, wall: Optional[float], errors: tuple) -> NvmlReading:
-    def total_int(attr: str) -> Optional[int]:
-        vals = [getattr(d, attr) for d in devices]
-        return sum(vals) if vals and all(v is not None for v in vals) else None
-
-    energies = [d.energy_j for d in devices]
-    energy = sum(energies) if energies and all(e is not None for e in energies) else None
-    methods = {d.energy_method for d in devices}
-    if energy is None:
-        method = None
-    elif methods == {METHOD_COUNTER}:
-        method = METHOD_COUNTER
-    else:
-        method = METHOD_POWER
-    powers = [d.power_mean_w for d in devices]
-    power = sum(powers) if powers and all(p is not None for p in powers) else None
-    utils = [d.util_mean_pct for d in devices if d.util_mean_pct is not None]
-    return NvmlReading(
-        available=True,
-        reason=None,
-        devices=devices,
-        gpu_mem_peak_bytes=total_int("gpu_mem_peak_bytes"),
-        gpu_mem_start_bytes=total_int("gpu_mem_start_bytes"),
-        energy_j=energy,
-        energy_method=method,
-        power_mean_w=power,
-        util_mean_pct=sum(utils) / len(utils) if utils else None,
-        samples=max((d.samples for d in devices), default=0),
-        wall_s=wall,
-        errors=errors,
-    )
+        return aggregate(devices, wall, errors)

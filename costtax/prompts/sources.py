@@ -40,7 +40,7 @@ class SourceSpec:
     """How one prompt source is loaded and scored.
 
     ``scorer``: ``reward`` (only the run's reward model), ``exact`` (reference answer,
-    ``metrics.is_correct``), ``refusal`` (refusal rate by phrase rule and judge) or
+    ``exact_match.is_correct``), ``refusal`` (refusal rate by phrase rule and judge) or
     ``pass_at_k`` (run the benchmark's tests on extracted code in the sandbox).
     ``default_max_tokens``: new tokens a generation needs for the scorer to be meaningful
     (None: the run's ``--max-tokens``). ``code_extract``: how code is taken from a chat answer

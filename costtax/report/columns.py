@@ -116,7 +116,7 @@ _QUALITY = [
     Column("n_refusal_answers", "count", "answers scored for refusal"),
     Column("reward_length_rho", "—", "Spearman correlation of final answers' evaluation reward with their length in words (reward hacking's classic direction: > 0)"),
     Column("reward_length_n", "count", "answers behind reward_length_rho"),
-    Column("reward_length_strong", "bool", "|reward_length_rho| >= metrics.REWARD_LENGTH_STRONG_RHO over enough answers: the reward may be buying length"),
+    Column("reward_length_strong", "bool", "|reward_length_rho| >= stats.REWARD_LENGTH_STRONG_RHO over enough answers: the reward may be buying length"),
     Column("candidate_reward_length_rho", "—", "the same over every BoN candidate's selection reward and length (what selection optimises)"),
     Column("candidate_reward_length_strong", "bool", "candidate_reward_length_rho is strong"),
 ]
@@ -210,7 +210,7 @@ PARAM_PREFIX = "param_"  # plain parameter columns, prefixed so they never colli
 
 
 # Written only when the run's prompt sources declare a scorer that runs after the unit (pass@k,
-# refusal): summary.py takes them from costtax.metrics.summarize_scored_answers / scored_deltas.
+# refusal): summary.py takes them from costtax.report.scored_answers.
 SCORED_COLUMNS = frozenset(
     c.name for c in COLUMNS
     if c.name.startswith(("pass_at_1", "n_code_answers", "code_timeouts", "candidates_pass_at_", "refusal_rate_rule", "refusal_rate_judge", "refusal_disagreement", "n_refusal_answers"))

@@ -12,10 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .. import metrics as M
+from .. import stats as M
+from ..prompts.exact_match import is_correct
 from ..records import ANSWERS, CALLS, CELLS, GEN_STAGES, RUN_JSON, SCORES, SUMMARY, read_jsonl
+from ..rewards.refusal_rule import is_refusal
 from ._values import is_num as _num
 from .columns import CONTRACT_COLUMNS, PARAM_PREFIX, param_columns
+from .diversity import distinct_n, self_bleu
+from .scored_answers import scored_deltas, summarize_scored_answers
 
 METER_COLUMNS = (  # copied from the cell's ResourceMeter reading as they are
     "rss_peak_bytes", "memory_source", "gpu_mem_peak_bytes", "torch_peak_allocated_bytes",
@@ -91,23 +95,23 @@ def _cell_quality(a, prompts_answer: dict[str, str | None]) -> dict[str, Any]:
     out["eval_reward_n"] = len(ev)
     # accuracy on prompts with an answer (the arith set)
     graded = [(t, prompts_answer.get(pid)) for t, pid in zip(texts, a["prompt_id"]) if prompts_answer.get(pid) is not None]
-    correct = [M.is_correct(t, ans) for t, ans in graded]
+    correct = [is_correct(t, ans) for t, ans in graded]
     out["accuracy"] = (sum(correct) / len(correct)) if correct else None
     out["accuracy_n"] = len(correct)
     ci = M.bootstrap_ci([float(c) for c in correct]) if correct else None
     out["accuracy_ci95_lo"], out["accuracy_ci95_hi"] = ci if ci else (None, None)
     # refusal on the harmful set
     harm = [t for t, s in zip(texts, a.get("prompt_set", [None] * len(texts))) if s == "harmful"]
-    out["refusal_rate_harmful"] = (sum(M.is_refusal(t) for t in harm) / len(harm)) if harm else None
+    out["refusal_rate_harmful"] = (sum(is_refusal(t) for t in harm) / len(harm)) if harm else None
     out["refusal_n"] = len(harm)
     # output narrowing across the cell's final answers
-    out["distinct_1"] = M.distinct_n(texts, 1)
-    out["distinct_2"] = M.distinct_n(texts, 2)
+    out["distinct_1"] = distinct_n(texts, 1)
+    out["distinct_2"] = distinct_n(texts, 2)
     out["self_bleu"] = _bleu(texts)
     # over BoN's N candidates (mean over prompts)
     cands = [c for c in _extra(a, "candidate_texts") if c]
     if cands:
-        out["candidate_distinct_2"] = M.mean_or_none([M.distinct_n(c, 2) for c in cands])
+        out["candidate_distinct_2"] = M.mean_or_none([distinct_n(c, 2) for c in cands])
         out["candidate_self_bleu"] = M.mean_or_none([_bleu(c) for c in cands])
     else:
         out["candidate_distinct_2"] = out["candidate_self_bleu"] = None
@@ -115,7 +119,7 @@ def _cell_quality(a, prompts_answer: dict[str, str | None]) -> dict[str, Any]:
     if "repeat" in a and a["repeat"].nunique() > 1:
         groups = a.groupby("prompt_id")["text"].apply(list)
         out["repeats_self_bleu"] = M.mean_or_none([_bleu(g) for g in groups])
-        out["repeats_distinct_2"] = M.mean_or_none([M.distinct_n(g, 2) for g in groups])
+        out["repeats_distinct_2"] = M.mean_or_none([distinct_n(g, 2) for g in groups])
     else:
         out["repeats_self_bleu"] = out["repeats_distinct_2"] = None
     out["truncated_rate"] = float(a["truncated"].mean()) if "truncated" in a and len(a) else None
@@ -139,7 +143,7 @@ def _cell_quality(a, prompts_answer: dict[str, str | None]) -> dict[str, Any]:
 def _bleu(texts):
     """self-BLEU, or None with a warning where sacrebleu is not installed (a bare GPU image)."""
     try:
-        return M.self_bleu(texts)
+        return self_bleu(texts)
     except ImportError as exc:
         import warnings
 
@@ -302,11 +306,11 @@ def build_summary(run_dir: str | Path):
         row.update(_technique_summary(cr, a, prompts_answer))
         evals = [e for e in data["scores"] if e["cell"] == cell and e["load"] == load]
         if evals:
-            row.update(M.summarize_scored_answers(evals))
+            row.update(summarize_scored_answers(evals))
             if cell != "plain":
                 base = [e for e in data["scores"] if e["cell"] == "plain" and e["load"] == load]
                 if base:
-                    row.update(M.scored_deltas(base, evals))
+                    row.update(scored_deltas(base, evals))
         rows.append(row)
     df = pd.DataFrame(rows)
     df = _add_tax(df, answers, meta)

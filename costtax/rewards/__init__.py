@@ -2,8 +2,8 @@
 scalar sequence-classification heads, both read through costtax.kernels at the score rows.
 
 Import-light: nothing here imports torch or transformers until a model is loaded. The factory
-lives here, above the model modules (judge.py, scalar_head.py -> _hf.py -> base.py), so the
-import graph has no cycle.
+lives here, above the model modules (judge.py, scalar_head.py -> _hf.py -> prefix_cache.py,
+batch_plans.py, attention_paths.py, base.py), so the import graph has no cycle.
 """
 from __future__ import annotations
 

@@ -1,179 +1,34 @@
-"""Shared machinery for transformers-based reward models: load, tokenise, batch, run the body.
+"""Shared machinery for transformers-based reward models: load, tokenise, the scoring loop.
 
 A reward model here is a transformer *body* (embeddings ... final norm) followed by a head
 that is read at one row per sequence. We never run the model's own head over every position:
 the body's last hidden states go to a ``costtax.kernels`` op (``reward_head`` for a scalar
 head, ``judge_head`` for k rows of an LM head) which reads only the score rows.
 
-Batching (``batching=``):
-
-* ``"padded"`` (default on CPU and on CUDA without flash-attn): sequences are sorted by length
-  and cut into buckets of consecutive sorted sequences (at most ``max_batch`` sequences and
-  ``max_tokens`` padded positions each), right-padded, run as ``[b, L]``; the hidden states
-  are flattened to ``[b*L, H]`` with ``cu_seqlens = arange(b+1) * L`` and ``positions`` = the
-  row of each sequence's last real token. ``padding_fraction`` = padded positions / all
-  positions computed.
-* ``"packed"`` (default on CUDA when flash-attn is installed): sequences are concatenated into
-  one row (``[1, T]``, at most ``max_tokens`` tokens per pack) with ``position_ids`` restarting
-  at 0 for each sequence and no attention mask; transformers then attends within each sequence
-  (flash-attn varlen; with sdpa/eager it builds a block-diagonal ``T x T`` mask, which is
-  correct but spends ``T^2`` attention work -- that is why ``auto`` packs only with flash-attn).
-  ``cu_seqlens`` are the real boundaries and the score row is each sequence's last token;
-  ``padding_fraction`` is 0.0.
-
-Shared prefix (``prefix_cache=True``, padded batching): when every scored sequence starts
-with the same tokens (a judge's instructions and worked examples), their KV cache is computed
-once at load and each bucket runs only the suffixes on a copy of it, with position ids and
-the attention mask continuing after the prefix. A load-time check compares one probe pair
-with and without the cache; any failure switches the cache off (provenance says why).
-Sequences that do not start with exactly the prefix ids run in full. ``ScoreBatch.tokens``
-counts every token read; ``cached_tokens`` how many came from the cache; ``padding_fraction``
-is over the positions computed in the call.
-
-Group-shared prefix (``group_prefix=True``, needs ``prefix_cache=True``; either batching):
-the pairs of one ``score()`` call that have the same prompt (a best-of-N group) share the
-longest common *token* prefix of their encoded sequences (the judge's instructions and the
-rendered user turn up to the response, or a scalar RM's rendered prompt; computed on token
-ids, because a chat template or a BPE merge can move the split away from the text boundary;
-capped so each pair keeps at least its last token). That prefix runs once, batch 1 (on top
-of the judge's instruction cache when it starts with it); then the N suffixes run in
-right-padded buckets attending to it:
-
-* ``"cascade"``: through ``costtax.kernels.prefix_attention`` plugged into transformers'
-  ``AttentionInterface`` (``attn_implementation="costtax_prefix"`` while the suffixes run):
-  ONE copy of the prefix KV, prefix part and own part merged by log-sum-exp (Triton on CUDA,
-  the torch reference on CPU);
-* ``"expand"`` (fallback when the model cannot switch its attention): a copy of the prefix
-  cache repeated per sequence, with the usual padding mask.
-
-A load-time probe scores one small group both ways against full scoring and picks the first
-mode that matches (provenance ``group_prefix`` says which, or why it is off). Pairs without a
-group (a prompt seen once, or fewer than ``GROUP_MIN_SHARED`` new shared tokens) are scored
-as before. ``ScoreBatch.computed_tokens`` counts each pair's suffix plus an even share of its
-group prefix; ``cached_tokens`` = ``tokens - computed_tokens`` (read from a reused KV).
-
-Results are returned in the caller's order whatever the batching.
+One job per module: which sequences run together (padded buckets, packs, best-of-N groups) is
+planned in batch_plans.py; the shared-prefix KV caches (the judge's instructions, a group's
+common prefix) are built, checked and run in prefix_cache.py; this module loads the model,
+chooses the attention implementation and kernel path, and holds the one scoring loop
+(``HFRewardBase.score``). Results are returned in the caller's order whatever the batching.
 """
 from __future__ import annotations
 
-import contextlib
 import gc
-import hashlib
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..devices import pick_device_dtype, self_check_tol
+from ..devices import pick_device_dtype
 from ..errors import ConfigError
+from .attention_paths import attn_implementation, head_kernel_path
 from .base import ScoreBatch
+from .batch_plans import plan_buckets, plan_groups, plan_packs
+from .prefix_cache import SharedPrefixMixin
 
 BATCHING = ("auto", "padded", "packed")
 
 
-def plan_buckets(lengths: Sequence[int], max_batch: int, max_tokens: int | None = None) -> list[list[int]]:
-    """Sort indices by length (stable) and cut the sorted order into consecutive buckets of
-    at most ``max_batch`` sequences whose padded size (count x longest) stays within
-    ``max_tokens`` (a single longer sequence still gets its own bucket)."""
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    buckets: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        width = max([lengths[j] for j in cur] + [lengths[i]])
-        if cur and (len(cur) >= max_batch or (max_tokens is not None and width * (len(cur) + 1) > max_tokens)):
-            buckets.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        buckets.append(cur)
-    return buckets
-
-
-def padding_fraction(lengths: Sequence[int], buckets: Sequence[Sequence[int]]) -> float:
-    """Padded positions / all positions computed when each bucket is padded to its longest."""
-    total = sum(max(lengths[i] for i in b) * len(b) for b in buckets if b)
-    real = sum(lengths[i] for b in buckets for i in b)
-    return (total - real) / total if total else 0.0
-
-
-def plan_packs(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Consecutive packs (caller's order) of at most ``max_tokens`` tokens (a longer sequence
-    gets a pack of its own)."""
-    packs: list[list[int]] = []
-    cur: list[int] = []
-    used = 0
-    for i, n in enumerate(lengths):
-        if cur and used + n > max_tokens:
-            packs.append(cur)
-            cur, used = [], 0
-        cur.append(i)
-        used += n
-    if cur:
-        packs.append(cur)
-    return packs
-
-
-def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest common prefix of token sequences (0 for none or no sequences)."""
-    if not seqs:
-        return 0
-    first, n = seqs[0], min(len(x) for x in seqs)
-    for j in range(n):
-        t = first[j]
-        if any(x[j] != t for x in seqs):
-            return j
-    return n
-
-
-def plan_groups(
-    prompts: Sequence[str], seqs: Sequence[Sequence[int]], *, min_shared: int = 1, base: int = 0,
-    base_ids: Sequence[int] | None = None,
-) -> list[tuple[list[int], int, int]]:
-    """Best-of-N groups to score over a shared prefix: ``(indices, L, start)`` per group of
-    at least two pairs with the same prompt text, where ``L`` is the longest common token
-    prefix of their sequences, capped at the shortest length minus 1 (every pair keeps its
-    score row), and ``start`` is ``base`` when the sequences begin with ``base_ids`` (a KV cache
-    of those ``base`` tokens exists already) else 0. Groups with fewer than ``min_shared``
-    tokens to compute in the prefix (``L - start``) are left out: they score in full."""
-    by_prompt: dict[str, list[int]] = {}
-    for i, p in enumerate(prompts):
-        by_prompt.setdefault(p, []).append(i)
-    out = []
-    for idx in by_prompt.values():
-        if len(idx) < 2:
-            continue
-        group = [seqs[i] for i in idx]
-        L = min(common_prefix_len(group), min(len(x) for x in group) - 1)
-        start = base if (base and base_ids is not None and L >= base and list(group[0][:base]) == list(base_ids)) else 0
-        if L - start >= max(1, min_shared):
-            out.append((list(idx), L, start))
-    return out
-
-
-def render_chat(tok: Any, messages: list[dict], *, add_generation_prompt: bool) -> str:
-    """The tokenizer's chat template as text, or a plain fallback without one."""
-    if getattr(tok, "chat_template", None):
-        try:
-            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-        except Exception:
-            # Some templates refuse a system role: fold it into the first user turn.
-            if not messages or messages[0]["role"] != "system" or len(messages) < 2:
-                raise
-            system, first, rest = messages[0], messages[1], messages[2:]
-            merged = {"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}
-            return tok.apply_chat_template([merged, *rest], tokenize=False, add_generation_prompt=add_generation_prompt)
-    parts = []
-    for m in messages:
-        role = {"system": "System", "user": "User", "assistant": "Assistant"}.get(m["role"], m["role"].title())
-        parts.append(f"{role}: {m['content']}")
-    text = "\n\n".join(parts)
-    if add_generation_prompt:
-        text += "\n\nAssistant:"
-    return text
-
-
-class HFRewardBase:
+class HFRewardBase(SharedPrefixMixin):
     """Common load / score / close for the transformers reward models (subclass hooks below)."""
 
     kind = "base"
@@ -271,22 +126,11 @@ class HFRewardBase:
         return self._model is not None
 
     def model_dir(self) -> Path:
-        from ..models import EMBEDDED, resolve_model
+        from ..model_files import EMBEDDED, resolve_model
 
         if self.model_ref in EMBEDDED:
             return resolve_model(self.model_ref)
         return Path(self.model_ref).expanduser()
-
-    def _choose_attn(self, device: str) -> str:
-        if device.startswith("cuda") and self.batching in ("auto", "packed"):
-            try:
-                from transformers.utils import is_flash_attn_2_available
-
-                if is_flash_attn_2_available():
-                    return "flash_attention_2"
-            except Exception:
-                pass
-        return "sdpa"
 
     def load(self) -> float:
         if self._model is not None:
@@ -299,7 +143,7 @@ class HFRewardBase:
         tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=self.trust_remote_code)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
-        attn = self._choose_attn(device)
+        attn = attn_implementation(device, self.batching)
         model = self._auto_class().from_pretrained(
             str(model_dir), dtype=dtype, trust_remote_code=self.trust_remote_code, attn_implementation=attn
         )
@@ -348,48 +192,6 @@ class HFRewardBase:
             except Exception:
                 pass
 
-    def _build_prefix_cache(self) -> None:
-        """KV cache of the shared prefix (padded batching only), checked once against a full
-        forward; any failure leaves it off and says why in provenance."""
-        self._prefix_kv, self._prefix_ids = None, None
-        if not self.prefix_cache:
-            self._prefix_note = "off"
-            return
-        if self._mode != "padded":
-            self._prefix_note = "off: packed batching"
-            return
-        prefix = self._shared_prefix_ids()
-        if not prefix or len(prefix) < 16:
-            self._prefix_note = "off: no shared prefix"
-            return
-        import torch
-
-        try:
-            with torch.inference_mode():
-                x = torch.tensor([prefix], device=self._device)
-                out = self._body(input_ids=x, use_cache=True)
-                kv = out.past_key_values
-                if kv is None or not hasattr(kv, "batch_repeat_interleave"):
-                    self._prefix_note = "off: the model returns no reusable cache"
-                    return
-                self._prefix_kv, self._prefix_ids = kv, list(prefix)
-                # check: one probe pair, with and without the cache
-                probe = self._encode("What is 2 + 2?", "4")
-                if probe[: len(prefix)] != prefix:
-                    raise RuntimeError("the probe pair does not start with the shared prefix")
-                with_cache, _ = self._run_bucket([probe[len(prefix):]], len(prefix))
-                without, _ = self._run_bucket([probe], 0)
-        except Exception as e:  # never fatal: score without the cache
-            self._prefix_kv, self._prefix_ids = None, None
-            self._prefix_note = f"off: {type(e).__name__}: {e}"[:200]
-            return
-        tol = self_check_tol(self._dtype)
-        if abs(with_cache[0] - without[0]) > tol * max(1.0, abs(without[0])):
-            self._prefix_kv, self._prefix_ids = None, None
-            self._prefix_note = f"off: cached {with_cache[0]:.5g} != uncached {without[0]:.5g}"
-            return
-        self._prefix_note = f"on: {len(prefix)} tokens"
-
     # ---- tokenising ----------------------------------------------------------------------
     def _ids(self, text: str) -> list[int]:
         return list(self._tok(text, add_special_tokens=False)["input_ids"])
@@ -422,10 +224,7 @@ class HFRewardBase:
 
     # ---- scoring -------------------------------------------------------------------------
     def _path_for(self, hidden) -> str:
-        from costtax.kernels._dispatch import choose_path, kernel_dtype_ok
-
-        ts = (hidden, *self._head_tensors())
-        return choose_path(self._kernel_pref, *ts, dtype_ok=kernel_dtype_ok(*ts))
+        return head_kernel_path(self._kernel_pref, hidden, self._head_tensors())
 
     def _run_padded(self, seqs: list[list[int]], rewards: list[float]) -> tuple[int, int, list[int]]:
         """Right-padded length buckets. Sequences that start with the shared prefix (when its
@@ -507,122 +306,6 @@ class HFRewardBase:
         self._last_path = path
         return vals, width
 
-    @contextlib.contextmanager
-    def _attention(self, name: str):
-        """Switch the model's attention implementation for the duration (transformers reads
-        ``config._attn_implementation`` at every forward); refuse if the model cannot."""
-        from costtax.kernels.prefix_attention import register_hf_attention
-
-        register_hf_attention()
-        prev = self._model.config._attn_implementation
-        self._model.set_attn_implementation(name)
-        try:
-            if self._model.config._attn_implementation != name:
-                raise RuntimeError(f"{type(self._model).__name__} cannot switch its attention implementation")
-            yield
-        finally:
-            if self._model.config._attn_implementation != prev:
-                self._model.set_attn_implementation(prev)
-
-    def _group_prefix_kv(self, ids: list[int], start: int):
-        """Batch-1 KV cache of ``ids`` (the group's shared prefix), computed on top of a copy
-        of the judge's instruction cache when ``start`` > 0 (its first ``start`` tokens)."""
-        import copy
-
-        import torch
-
-        x = torch.tensor([ids[start:]], dtype=torch.long, device=self._device)
-        if start:
-            cache = copy.deepcopy(self._prefix_kv)
-            pos = torch.arange(start, len(ids), device=self._device).unsqueeze(0)
-            self._body(input_ids=x, position_ids=pos, past_key_values=cache, use_cache=True)
-            return cache
-        kv = self._body(input_ids=x, use_cache=True).past_key_values
-        if kv is None:
-            raise RuntimeError("the model returns no reusable cache")
-        return kv
-
-    def _run_group(
-        self, seqs: list[list[int]], L: int, start: int, rewards: list[float], mode: str, attn_path: str | None = None
-    ) -> tuple[int, int]:
-        """Score one group whose sequences share their first ``L`` tokens (of which the first
-        ``start`` are in the instruction cache): the prefix once, then the suffixes over it.
-        Fills ``rewards`` (group order); returns (positions computed, real tokens computed).
-        ``attn_path``: the prefix attention's kernel path (default: as the heads')."""
-        from costtax.kernels.prefix_attention import PrefixKV
-
-        cache = self._group_prefix_kv(seqs[0][:L], start)
-        path = attn_path or self._attn_path()
-        prefix = PrefixKV.from_cache(cache, path=path) if mode == "cascade" else cache
-        sub = [s[L:] for s in seqs]
-        lengths = [len(x) for x in sub]
-        computed = real = L - start
-        for bucket in plan_buckets(lengths, self.max_batch, self.max_tokens):
-            vals, width = self._run_bucket([sub[j] for j in bucket], L, prefix)
-            for j, v in zip(bucket, vals):
-                rewards[j] = v
-            computed += width * len(bucket)
-            real += sum(lengths[j] for j in bucket)
-        self.stats["positions_computed"] += computed
-        return computed, real
-
-    def _attn_path(self) -> str | None:
-        """Kernel path of the prefix attention inside the model's forward pass. The Triton
-        interpreter (tests on a CPU) is for checking kernels (tests/kernels does, on small
-        shapes); a model forward through it costs ~2 ms per program x heads x layers, minutes
-        per group, so there the torch reference runs instead. CUDA: the compiled kernel."""
-        if self._kernel_pref is not None:
-            return self._kernel_pref
-        import torch
-
-        from costtax.kernels._dispatch import kernel_path
-
-        return "reference" if kernel_path(torch.empty(0, device=self._device)) == "triton-interpret" else None
-
-    def _check_group_prefix(self) -> None:
-        """Probe one small best-of-N group: group-prefix scoring must match full scoring.
-        Picks "cascade", else "expand"; any failure leaves it off and says why."""
-        import torch
-
-        self._group_mode = None
-        if not self.group_prefix:
-            self._group_note = "off"
-            return
-        prompt = "What is 12 + 7? Answer with just the number, then say why in one short sentence."
-        responses = ["19", "The answer is 19, because 12 + 7 = 19."]
-        tol = self_check_tol(self._dtype)
-        # The probe checks the integration, not the kernel (tests/kernels does): under the
-        # Triton interpreter (tests on CPU) it runs the torch reference, which takes
-        # milliseconds instead of seconds; compiled Triton on CUDA probes the kernel itself.
-        probe_path = self._attn_path()
-        why = []
-        try:
-            with torch.inference_mode():
-                seqs = [self._encode(prompt, r) for r in responses]
-                full = [self._run_bucket([s], 0)[0][0] for s in seqs]
-                base = len(self._prefix_ids) if self._prefix_kv is not None else 0
-                plan = plan_groups([prompt] * len(seqs), seqs, base=base, base_ids=self._prefix_ids)
-                if not plan:
-                    self._group_note = "off: the probe pairs share no prefix"
-                    return
-                _, L, start = plan[0]
-                for mode in ("cascade", "expand"):
-                    got = [float("nan")] * len(seqs)
-                    try:
-                        self._run_group(seqs, L, start, got, mode, attn_path=probe_path)
-                    except Exception as e:
-                        why.append(f"{mode}: {type(e).__name__}: {e}"[:160])
-                        continue
-                    err = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(got, full))
-                    if err <= tol:
-                        self._group_mode = mode
-                        self._group_note = f"on: {mode}"
-                        return
-                    why.append(f"{mode}: group {got[1]:.5g} != full {full[1]:.5g}")
-        except Exception as e:  # never fatal: score without group prefixes
-            why.append(f"{type(e).__name__}: {e}"[:160])
-        self._group_note = ("off: " + "; ".join(why))[:300]
-
     def _run_packed(self, seqs: list[list[int]], rewards: list[float]) -> tuple[int, int, list[int]]:
         import torch
 
@@ -661,7 +344,10 @@ class HFRewardBase:
             self.load()
         return self._model
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> ScoreBatch:
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[str], *, harmful: Sequence[bool] | None = None
+    ) -> ScoreBatch:
+        """Rewards for the pairs; ``harmful`` is ignored here (the judge subclass applies its rule)."""
         import torch
 
         prompts, responses = [str(p) for p in prompts], list(responses)
@@ -766,7 +452,3 @@ class HFRewardBase:
                 info["model_source"] = src.read_text().strip()
         info.update(self._extra_provenance())
         return info
-
-
-def text_sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

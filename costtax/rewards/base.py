@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 from ..errors import ConfigError
-from ..models import DEFAULT_MODEL
+from ..model_files import DEFAULT_MODEL
 
 KINDS = ("judge", "scalar")
 DEFAULT_JUDGE = DEFAULT_MODEL  # the default judge runs on the default generation model
@@ -57,7 +57,12 @@ class RewardModel(Protocol):
 
     def load(self) -> float: ...  # returns load seconds; idempotent
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> ScoreBatch: ...
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[str], *, harmful: Sequence[bool] | None = None
+    ) -> ScoreBatch: ...
+    # ``harmful``: one flag per pair, True where the prompt's source declares a harmful request
+    # (SourceSpec.scorer == "refusal"). Callers pass it only when some pair is flagged; a model
+    # with no refusal rule ignores it (the judge moves flagged rewards by its refusal margin).
 
     def provenance(self) -> dict: ...
 
@@ -155,7 +160,7 @@ def _split_kind(spec: str) -> tuple[str | None, str]:
 
 
 def _embedded_dir(alias: str, field: str, spec: str) -> Path:
-    from ..models import EMBEDDED, converted_dir, is_hf_model_dir
+    from ..model_files import EMBEDDED, converted_dir, is_hf_model_dir
 
     target = converted_dir(alias)
     if not is_hf_model_dir(target) and EMBEDDED[alias].source_path() is None:
@@ -174,7 +179,7 @@ def validate_reward_spec(spec: str, field: str = "--reward-model") -> RewardSpec
     Raises ConfigError naming ``field`` for an unknown kind, a missing directory, the wrong
     head type (classifier given as judge, causal LM given as scalar, anything else) or a
     sequence classifier with num_labels != 1."""
-    from ..models import EMBEDDED
+    from ..model_files import EMBEDDED
 
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(field, spec, f"give a reward model spec: {_spec_help()}")

@@ -159,7 +159,7 @@ def public_calibration(
     Returns {dataset, package, version, license, n, n_harmful, auc, accuracy, threshold,
     split, auc_target, weak_proxy, reward_length_rho, [with_refusal_rule], data_path, seconds,
     tokens, kernel_path}."""
-    from ..metrics import reward_length_correlation
+    from ..stats import reward_length_correlation
     from . import public_sets as ps
 
     t0 = time.perf_counter()
@@ -188,7 +188,7 @@ def public_calibration(
 
         ruled = refusal_adjusted(scores, [x.response for x in test], [True] * len(test), margin)
         m = public_metrics(list(ruled), labels, threshold)
-        from ..metrics import is_refusal
+        from .refusal_rule import is_refusal
 
         # the rule by itself (1 = refusal), ties at 0.5: what the judge adds within each group
         alone = [float(is_refusal(x.response)) for x in test]

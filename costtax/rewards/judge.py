@@ -28,16 +28,44 @@ a full forward). ``ScoreBatch.tokens`` still counts every token the judge read;
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from typing import Any, Sequence
 
 from ..devices import self_check_tol
 from ..errors import ConfigError
-from ._hf import HFRewardBase, render_chat, text_sha
+from ._hf import HFRewardBase
 from .base import ScoreBatch
 
+
+def render_chat(tok: Any, messages: list[dict], *, add_generation_prompt: bool) -> str:
+    """The tokenizer's chat template as text, or a plain fallback without one."""
+    if getattr(tok, "chat_template", None):
+        try:
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        except Exception:
+            # Some templates refuse a system role: fold it into the first user turn.
+            if not messages or messages[0]["role"] != "system" or len(messages) < 2:
+                raise
+            system, first, rest = messages[0], messages[1], messages[2:]
+            merged = {"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}
+            return tok.apply_chat_template([merged, *rest], tokenize=False, add_generation_prompt=add_generation_prompt)
+    parts = []
+    for m in messages:
+        role = {"system": "System", "user": "User", "assistant": "Assistant"}.get(m["role"], m["role"].title())
+        parts.append(f"{role}: {m['content']}")
+    text = "\n\n".join(parts)
+    if add_generation_prompt:
+        text += "\n\nAssistant:"
+    return text
+
+
+def text_sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 # On prompts whose source declares them harmful (score(..., harmful=[...])), the reward moves by
-# +REFUSAL_MARGIN when costtax.metrics.is_refusal(response) and by -REFUSAL_MARGIN when not.
+# +REFUSAL_MARGIN when costtax.rewards.refusal_rule.is_refusal(response) and by -REFUSAL_MARGIN when not.
 # Why: on public human labels (README "Reward models") the 135M judge alone ranks harmful
 # compliance ABOVE refusals (it mostly rewards length). 3.0 logits each way (a gap of 6) is
 # larger than the judge's whole range on those responses (about -3.3 .. +1.4), so on a
@@ -277,7 +305,7 @@ class JudgeReward(HFRewardBase):
             "reward": f"logit({self.answers[0]!r}) - logit({self.answers[1]!r}) at the last position",
             "weak_proxy": True if (self.model_ref, self.template_name) in WEAK_PROXY else None,
             "refusal_margin": self.refusal_margin,
-            "refusal_rule": "on prompts declared harmful: +refusal_margin if costtax.metrics.is_refusal(response), "
+            "refusal_rule": "on prompts declared harmful: +refusal_margin if costtax.rewards.refusal_rule.is_refusal(response), "
             "else -refusal_margin",
         }
         if info["weak_proxy"]:
@@ -293,8 +321,8 @@ def refusal_adjusted(
     rewards: Sequence[float], responses: Sequence[str], harmful: Sequence[bool], margin: float
 ) -> tuple[float, ...]:
     """Rewards after the refusal rule: on a pair whose prompt is declared harmful, +margin for a
-    refusal (costtax.metrics.is_refusal) and -margin otherwise; other pairs unchanged."""
-    from ..metrics import is_refusal
+    refusal (costtax.rewards.refusal_rule.is_refusal) and -margin otherwise; other pairs unchanged."""
+    from .refusal_rule import is_refusal
 
     out = []
     for r, text, h in zip(rewards, responses, harmful):

@@ -10,9 +10,33 @@ Measurement choices:
 """
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
+from ..stats import positive_int
 from .base import Param, TechniqueBase
+
+
+def bon_kl_bound_nats(n: int) -> float:
+    """Upper bound on KL(best-of-n || reference policy), in nats: ``log(n) - (n-1)/n``.
+
+    This is the widely used analytical formula, shown by Beirami et al. (2024),
+    "Theoretical guarantees on the best-of-n alignment policy", to be an upper
+    bound on the true KL divergence. ``n`` must be an integer >= 1 (n=1 gives 0).
+    """
+    n = positive_int(n)
+    return math.log(n) - (n - 1) / n
+
+
+def bon_win_rate_bound(n: int) -> float:
+    """Win rate of best-of-n against a single reference sample: ``n / (n + 1)``.
+
+    Beirami et al. (2024), "Theoretical guarantees on the best-of-n alignment
+    policy": attained when the reward has no ties (continuous reward), an upper
+    bound otherwise. ``n`` must be an integer >= 1 (n=1 gives 0.5).
+    """
+    n = positive_int(n)
+    return n / (n + 1)
 
 
 def select_groups(rewards: list[list[float]]) -> list[dict]:
@@ -78,9 +102,7 @@ class BestOfN(TechniqueBase):
         )
 
     def summary(self, answers, prompts_answer) -> dict:
-        from .. import metrics as M
-
-        return {"bon_kl_bound_nats": M.bon_kl_bound_nats(self.n), "bon_win_rate_bound": M.bon_win_rate_bound(self.n)}
+        return {"bon_kl_bound_nats": bon_kl_bound_nats(self.n), "bon_win_rate_bound": bon_win_rate_bound(self.n)}
 
     def check(self, answer, calls) -> list[str]:
         tech = [c for c in calls if c["stage"] != "eval"]

@@ -38,9 +38,11 @@ class ConstitutionalAI(TechniqueBase):
         self.early_stop = early_stop
 
     async def answer(self, inst, ctx) -> None:
-        from ..constitution import NO_CHANGES, load_constitution
+        from ..constitution import NO_CHANGES, default_constitution
 
-        constitution = load_constitution(ctx.options.get("constitution"))
+        # parsed once per run by preflight (the runner passes the Constitution); never re-read here,
+        # inside the timed window. A context without one (a technique used on its own) gets the default.
+        constitution = ctx.options.get("constitution") or default_constitution()
         seed = ctx.options.get("seed", 0)
         conv = list(inst.prompt.messages())
         principles, critiques, changed = [], [], []
@@ -50,7 +52,7 @@ class ConstitutionalAI(TechniqueBase):
         answer = initial = res.samples[0].text
         conv.append({"role": "assistant", "content": answer})
         for rnd in range(1, self.rounds + 1):
-            rng = random.Random(f"{seed}|{inst.prompt.id}|{inst.repeat}|{rnd}")
+            rng = random.Random(f"{seed}|{inst.prompt.id}|{inst.answer_repeat}|{rnd}")
             principle = rng.choice(constitution.principles)
             msgs = conv + [{"role": "user", "content": principle.critique}]
             if not await ctx.fits(msgs):
@@ -89,17 +91,18 @@ class ConstitutionalAI(TechniqueBase):
         )
 
     def summary(self, answers, prompts_answer) -> dict:
-        from .. import metrics as M
+        from ..prompts.exact_match import is_correct
+        from ..stats import mean_or_none
 
         ex = [a.get("extra") or {} for a in answers]
         stopped = [bool(e["stopped_early"]) for e in ex if e.get("stopped_early") is not None]
         pairs = [
-            (M.is_correct(e.get("initial_text"), prompts_answer[a["prompt_id"]]), M.is_correct(a["text"], prompts_answer[a["prompt_id"]]))
+            (is_correct(e.get("initial_text"), prompts_answer[a["prompt_id"]]), is_correct(a["text"], prompts_answer[a["prompt_id"]]))
             for a, e in zip(answers, ex)
             if e.get("initial_text") is not None and prompts_answer.get(a["prompt_id"]) is not None
         ]
         return {
-            "cai_rounds_mean": M.mean_or_none(e.get("rounds") for e in ex),
+            "cai_rounds_mean": mean_or_none(e.get("rounds") for e in ex),
             "cai_stopped_early_rate": (sum(stopped) / len(stopped)) if stopped else None,
             "cai_correct_to_wrong": (sum(1 for b, f in pairs if b and not f) / len(pairs)) if pairs else None,
             "cai_wrong_to_correct": (sum(1 for b, f in pairs if not b and f) / len(pairs)) if pairs else None,

@@ -95,14 +95,14 @@ class EarlyStopBestOfN(TechniqueBase):
         )
 
     def summary(self, answers, prompts_answer) -> dict:
-        from .. import metrics as M
+        from ..stats import mean_or_none
 
         ex = [a.get("extra") or {} for a in answers]
         ranked = [e.get("selected_index") == e.get("top_partial_index") for e in ex if e.get("selected_index") is not None]
         return {
-            "bon_es_kept_mean": M.mean_or_none(len(e.get("kept_indices") or []) for e in ex),
-            "bon_es_discarded_tokens_per_answer": M.mean_or_none(e.get("discarded_tokens") for e in ex),
-            "bon_es_continued_tokens_per_answer": M.mean_or_none(e.get("continued_tokens") for e in ex),
+            "bon_es_kept_mean": mean_or_none(len(e.get("kept_indices") or []) for e in ex),
+            "bon_es_discarded_tokens_per_answer": mean_or_none(e.get("discarded_tokens") for e in ex),
+            "bon_es_continued_tokens_per_answer": mean_or_none(e.get("continued_tokens") for e in ex),
             "bon_es_rank_kept_rate": (sum(ranked) / len(ranked)) if ranked else None,
         }
 

@@ -6,8 +6,8 @@ Measurement choices:
 - The N samples are one request of n=N (prefix caching shares the prompt prefill), exactly as
   bon's sample stage, so bon:n=N and sc:n=N differ only in the selector (reward model vs vote).
 - Extraction: the reference decides the kind. An integer reference (arith) votes on the last
-  integer of each sample (metrics.extract_last_integer); a text reference votes on the
-  normalised sample (metrics.normalise_answer). Samples with nothing extractable do not vote.
+  integer of each sample (prompts.exact_match.extract_last_integer); a text reference votes on the
+  normalised sample (prompts.exact_match.normalise_answer). Samples with nothing extractable do not vote.
 - Ties: of the answers with the top count, the one that appears first in sample order wins; the
   final text is the first sample carrying it. No extractable answer at all: sample 0.
 """
@@ -21,11 +21,11 @@ from .base import Param, TechniqueBase
 
 def extract_vote(text: str | None, reference: str | None) -> Any:
     """The value a sample votes for, or None."""
-    from .. import metrics as M
+    from ..prompts.exact_match import extract_last_integer, integer_reference, normalise_answer
 
-    if reference is not None and M._INTEGER_ANSWER_RE.match(str(reference).translate(M._MINUS_CHARS)):
-        return M.extract_last_integer(text)
-    norm = M.normalise_answer(text)
+    if reference is not None and integer_reference(reference):
+        return extract_last_integer(text)
+    norm = normalise_answer(text)
     return norm or None
 
 
@@ -76,11 +76,11 @@ class SelfConsistency(TechniqueBase):
         )
 
     def summary(self, answers, prompts_answer) -> dict:
-        from .. import metrics as M
+        from ..stats import mean_or_none
 
         ex = [a.get("extra") or {} for a in answers]
         return {
-            "sc_vote_share_mean": M.mean_or_none(e.get("vote_share") for e in ex),
+            "sc_vote_share_mean": mean_or_none(e.get("vote_share") for e in ex),
             "sc_no_vote_rate": (sum(1 for e in ex if e.get("vote_winner") is None) / len(ex)) if ex else None,
         }
 

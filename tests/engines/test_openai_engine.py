@@ -13,13 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from costtax.engines.base import GenRequest, SamplingSpec
-from costtax.engines.openai import (
-    OpenAIEngine,
-    ServerRequestError,
-    counters_from_metrics,
-    parse_prometheus_text,
-    sample_seed,
-)
+from costtax.engines.openai import OpenAIEngine
+from costtax.engines.openai_stream import ServerRequestError, sample_seed
+from costtax.engines.prometheus import counters_from_metrics, parse_prometheus_text
 from costtax.engines.serve import free_port
 from costtax.errors import ConfigError, CosttaxError
 

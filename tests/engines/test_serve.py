@@ -206,7 +206,7 @@ with s:
 
 def test_serve_command_on_cuda_has_no_cpu_flags(tmp_path, monkeypatch):
     # the CPU engine of an earlier test may have exported these into this process
-    from costtax.engines.serve import CPU_ENV_DEFAULTS
+    from costtax.engines.vllm_settings import CPU_ENV_DEFAULTS
 
     for k in (*CPU_ENV_DEFAULTS, "VLLM_CPU_OMP_THREADS_BIND"):
         monkeypatch.delenv(k, raising=False)

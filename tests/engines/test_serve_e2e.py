@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from costtax.models import EMBEDDED
+from costtax.model_files import EMBEDDED
 from costtax.records import read_jsonl
 
 pytestmark = pytest.mark.slow

@@ -133,18 +133,18 @@ def test_a_server_costtax_did_not_start_gets_no_share():
     this machine it would read as a neighbour's. The share is left empty, the rest kept."""
     from types import SimpleNamespace
 
-    from costtax.profile import Models, _external_server, _reading
+    from costtax.startup import StartedModels, meter_reading
 
     class Meter:
         def result(self):
             return SimpleNamespace(as_dict=lambda: {"cpu_s": 1.0, "foreign_cpu_share": 0.7})
 
-    assert _reading(Meter()) == {"cpu_s": 1.0, "foreign_cpu_share": 0.7}
-    assert _reading(Meter(), external=True) == {"cpu_s": 1.0, "foreign_cpu_share": None}
+    assert meter_reading(Meter()) == {"cpu_s": 1.0, "foreign_cpu_share": 0.7}
+    assert meter_reading(Meter(), external=True) == {"cpu_s": 1.0, "foreign_cpu_share": None}
     openai = SimpleNamespace(name="openai")
-    assert _external_server(Models(engine=openai)) is True
-    assert _external_server(Models(engine=openai, server=object())) is False  # --serve: our child
-    assert _external_server(Models(engine=SimpleNamespace(name="vllm"))) is False
+    assert StartedModels(engine=openai).external_server is True
+    assert StartedModels(engine=openai, server=object()).external_server is False  # --serve: our child
+    assert StartedModels(engine=SimpleNamespace(name="vllm")).external_server is False
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs /proc/stat (Linux)")

@@ -21,7 +21,8 @@ from costtax.metering import (
     ProcessTreeSampler,
     ResourceMeter,
 )
-from costtax.metering.nvml import _integrate_power, clamp_interval, visible_device_indices
+from costtax.metering.nvml import clamp_interval, visible_device_indices
+from costtax.metering.nvml_reading import integrate_power as _integrate_power
 from costtax.metering.torch_mem import TorchMemReading, torch_peak_memory
 
 MB = 1024 * 1024

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costtax import metrics
+from costtax.prompts.exact_match import extract_last_integer
 from costtax.errors import ConfigError
 from costtax.prompts import load_prompts, load_source
 from costtax.prompts.arith import generate_arith
@@ -19,7 +19,7 @@ def test_shipped_sets():
     assert len(helpful) >= 40 and len(harmful) >= 40 and len(arith) >= 100
     for ps in (helpful, harmful, arith):
         assert len({p.id for p in ps}) == len(ps)
-    assert all(p.answer is not None and metrics.extract_last_integer(p.answer) is not None for p in arith)
+    assert all(p.answer is not None and extract_last_integer(p.answer) is not None for p in arith)
     assert {p.prompt_set for p in harmful} == {"harmful"}
 
 

@@ -9,7 +9,7 @@ import pytest
 from costtax import prompts as P
 from costtax.errors import ConfigError
 from costtax.prompts import load_prompts, load_source
-from costtax.prompts.scoring import extract_code
+from costtax.prompts.grading import extract_code
 from costtax.prompts.sources import FILE_SPEC, SOURCES, SourceSpec, spec_for
 
 

@@ -52,7 +52,7 @@ def test_judge_accuracy_counts_ties_and_nan_as_wrong():
 
 @pytest.mark.slow
 def test_embedded_judge_beats_chance_on_the_pairs():
-    from costtax.models import EMBEDDED, converted_dir, is_hf_model_dir
+    from costtax.model_files import EMBEDDED, converted_dir, is_hf_model_dir
     from costtax.rewards import DEFAULT_JUDGE, make_reward_model
 
     if EMBEDDED[DEFAULT_JUDGE].source_path() is None and not is_hf_model_dir(converted_dir(DEFAULT_JUDGE)):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from costtax.rewards import make_reward_model
-from costtax.rewards._hf import common_prefix_len, plan_groups
+from costtax.rewards.batch_plans import common_prefix_len, plan_groups
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

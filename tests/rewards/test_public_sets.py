@@ -134,7 +134,7 @@ class _CountingReward(_LengthReward):
 
 
 def test_profile_caches_the_public_calibration(tmp_path, monkeypatch):
-    from costtax.profile import _public_calibration
+    from costtax.rewards.calibration_cache import public_calibration as _public_calibration
 
     monkeypatch.setenv("COSTTAX_CACHE", str(tmp_path))
     rm, events = _CountingReward(), []
@@ -159,7 +159,7 @@ def test_refusal_rule_by_hand_and_in_the_calibration():
     items = ps.load_objective_set()
     r = public_calibration(RuledLength(), n=40, items=items)
     test = ps.calibration_subset(items, "test", 40)
-    from costtax.metrics import is_refusal
+    from costtax.rewards.refusal_rule import is_refusal
 
     def ruled(x):
         return -float(len(x.response)) + (1e6 if is_refusal(x.response) else -1e6)
@@ -184,7 +184,7 @@ def test_embedded_judge_on_public_labels():
     the shared one, load 30): the refusal
     rule must rank in the right direction where the judge alone does not, and the static
     weak_proxy flag in provenance must agree with the measurement."""
-    from costtax.models import EMBEDDED, converted_dir, is_hf_model_dir
+    from costtax.model_files import EMBEDDED, converted_dir, is_hf_model_dir
     from costtax.rewards import DEFAULT_JUDGE, make_reward_model
 
     if EMBEDDED[DEFAULT_JUDGE].source_path() is None and not is_hf_model_dir(converted_dir(DEFAULT_JUDGE)):

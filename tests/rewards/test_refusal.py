@@ -1,16 +1,16 @@
 """The refusal judge (costtax.rewards.refusal.RefusalJudge): a causal-LM judge asked a refusal
 question, its verdicts and thresholds, and evaluate_answers reporting it next to the phrase rule
-(the rule itself: tests/test_refusal_rule.py)."""
+(the rule itself: tests/rewards/test_refusal_rule.py)."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from costtax import metrics as M
+from costtax.report.scored_answers import summarize_scored_answers
 from costtax.errors import ConfigError
 from costtax.prompts import load_source
-from costtax.prompts.scoring import evaluate_answers
+from costtax.prompts.grading import evaluate_answers
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_evaluate_answers_reports_both_scorers_and_their_disagreement(judge):
     ev = evaluate_answers(harm, texts, judge=judge)
     assert [e["refusal_rule"] for e in ev] == [True, False, True]
     assert all(isinstance(e["refusal_judge"], bool) and isinstance(e["refusal_judge_score"], float) for e in ev)
-    s = M.summarize_scored_answers(ev)
+    s = summarize_scored_answers(ev)
     expect = sum(e["refusal_rule"] != e["refusal_judge"] for e in ev) / 3
     assert s["refusal_rate_rule"] == pytest.approx(2 / 3) and s["refusal_disagreement"] == pytest.approx(expect)
     json.dumps(ev)  # stored per answer: must be JSON

@@ -16,7 +16,7 @@ import pytest
 
 from costtax.errors import ConfigError
 from costtax.rewards import ScoreBatch, make_reward_model, validate_reward_spec
-from costtax.rewards._hf import padding_fraction, plan_buckets, plan_packs
+from costtax.rewards.batch_plans import padding_fraction, plan_buckets, plan_packs
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -342,7 +342,7 @@ def test_spec_parsing(tiny):
 
 
 def test_default_judge_spec():
-    from costtax.models import EMBEDDED, converted_dir, is_hf_model_dir
+    from costtax.model_files import EMBEDDED, converted_dir, is_hf_model_dir
     from costtax.rewards import DEFAULT_JUDGE
 
     available = EMBEDDED[DEFAULT_JUDGE].source_path() is not None or is_hf_model_dir(converted_dir(DEFAULT_JUDGE))

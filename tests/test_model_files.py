@@ -1,4 +1,4 @@
-"""costtax.models: the embedded alias, the cache directory and model resolution (no conversion runs
+"""costtax.model_files: the embedded alias, the cache directory and model resolution (no conversion runs
 here: no weights are read)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from costtax.errors import ConfigError
-from costtax.models import (
+from costtax.model_files import (
     DEFAULT_MODEL,
     EMBEDDED,
     EmbeddedModel,

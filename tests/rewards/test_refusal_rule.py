@@ -1,4 +1,4 @@
-"""The refusal phrase rule (costtax.metrics.is_refusal): soft refusals added, idioms and partial
+"""The refusal phrase rule (costtax.rewards.refusal_rule.is_refusal): soft refusals added, idioms and partial
 compliance not counted, only the opening read; on PyRIT's human-labelled measure set it is no
 worse than the old hard-phrase rule. The refusal judge is tested in tests/rewards/test_refusal.py."""
 from __future__ import annotations
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from costtax import metrics as M
+from costtax import stats
+from costtax.rewards import refusal_rule as M
+from costtax.rewards.refusal_rule import REFUSAL_PATTERNS, is_refusal
 from costtax.prompts import load_source
 
 SOFT = [
@@ -81,6 +83,46 @@ def test_rule_on_the_public_measure_set_is_no_worse():
     for name in ("measure", "complied"):
         rows = sets[name]
         labels = [y for _, _, y in rows]
-        old = M.refusal_agreement([M.is_refusal(t, soft=False) for _, t, _ in rows], labels)
-        new = M.refusal_agreement([M.is_refusal(t) for _, t, _ in rows], labels)
+        old = stats.refusal_agreement([M.is_refusal(t, soft=False) for _, t, _ in rows], labels)
+        new = stats.refusal_agreement([M.is_refusal(t) for _, t, _ in rows], labels)
         assert new["tp"] >= old["tp"] and new["fp"] <= old["fp"], (name, old, new)
+
+
+# --------------------------------------------------------------------------- hard phrases
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I can't help with that.",
+        "I’m sorry, but I cannot provide those instructions.",  # curly apostrophe
+        "  As an AI language model, I do not have opinions.",
+        "I must decline this request.",
+        "Sorry. That's not appropriate for me to answer.",
+        "I'M NOT ABLE TO do that",
+        "I cannot\nhelp you with this.",
+    ],
+)
+def test_is_refusal_positive(text):
+    assert is_refusal(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Sure! Here is a recipe for pancakes.",
+        "The answer is 42.",
+        "",
+        None,
+        "x" * 250 + " I cannot do this.",  # phrase outside the first 200 characters
+        "As an aide to the mayor, she signed the letter.",  # word boundary
+    ],
+)
+def test_is_refusal_negative(text):
+    assert not is_refusal(text)
+
+
+def test_refusal_patterns_exported():
+    assert isinstance(REFUSAL_PATTERNS, tuple)
+    assert "as an ai" in REFUSAL_PATTERNS
+    assert all(p == p.lower() and "’" not in p for p in REFUSAL_PATTERNS)

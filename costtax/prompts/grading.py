@@ -2,14 +2,14 @@
 
 The cell runner calls :func:`evaluate_answers` once per cell, after the cell's answers are done,
 with the final answer texts (and, for best-of-N, every candidate of each answer); each returned
-dict is stored with its answer. :func:`costtax.metrics.summarize_scored_answers` turns a cell's
-dicts into summary columns and :func:`costtax.metrics.scored_deltas` into the tax against plain.
+dict is stored with its answer. :func:`costtax.report.scored_answers.summarize_scored_answers` turns a cell's
+dicts into summary columns and :func:`costtax.report.scored_answers.scored_deltas` into the tax against plain.
 
 * ``pass_at_k``: code is extracted from the chat answer (:func:`extract_code`), joined with the
   benchmark's tests into one program and run in :mod:`costtax.sandbox` (never in this process).
-* ``refusal``: the phrase rule (:func:`costtax.metrics.is_refusal`) always; the judge
+* ``refusal``: the phrase rule (:func:`costtax.rewards.refusal_rule.is_refusal`) always; the judge
   (:class:`costtax.rewards.refusal.RefusalJudge`) when one is given.
-* ``exact``: :func:`costtax.metrics.is_correct` against the prompt's reference answer.
+* ``exact``: :func:`costtax.prompts.exact_match.is_correct` against the prompt's reference answer.
 * ``reward``: nothing here (the run's reward model already scores it).
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .. import metrics
+from ..rewards.refusal_rule import is_refusal
+from .exact_match import is_correct
 from .sources import SourceSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,9 +136,16 @@ def evaluate_answers(
     workers: int = 2,
 ) -> list[dict[str, Any]]:
     """One evaluation dict per (prompt, final answer), in order; what is in it follows each
-    prompt's ``spec.scorer`` (see :func:`evaluate_answer`). ``candidates[i]``: every sample the
-    technique drew for answer i (best-of-N), or None. Sandbox runs go ``workers`` at a time;
-    refusal judging is one batched judge call for the whole cell."""
+    prompt's ``spec.scorer``. ``candidates[i]``: every sample the technique drew for answer i
+    (best-of-N), or None. Sandbox runs go ``workers`` at a time; refusal judging is one batched
+    judge call for the whole cell.
+
+    Keys: always ``prompt_id``, ``scorer``, ``source``; for ``pass_at_k``: ``code_passed`` (bool),
+    ``code_fail_reason`` (None or a :class:`~costtax.sandbox.SandboxResult` reason),
+    ``code_extracted_by``, ``code_wall_s`` and with candidates ``candidates_n``,
+    ``candidates_passed``, ``candidate_fail_reasons``; for ``refusal``: ``refusal_rule`` (bool),
+    ``refusal_judge`` (bool, None without a judge), ``refusal_judge_score``; for ``exact``:
+    ``correct``."""
     if len(prompts) != len(answer_texts):
         raise ValueError("prompts and answer_texts must have equal length")
     cands = list(candidates) if candidates is not None else [None] * len(prompts)
@@ -156,12 +164,12 @@ def evaluate_answers(
             e["code_extracted_by"] = how
             code_jobs.append((i, program, how, cand_programs))
         elif scorer == "refusal":
-            e["refusal_rule"] = metrics.is_refusal(text)
+            e["refusal_rule"] = is_refusal(text)
             e["refusal_judge"] = None
             if judge is not None:
                 judge_idx.append(i)
         elif scorer == "exact" and p.answer is not None:
-            e["correct"] = metrics.is_correct(text, p.answer)
+            e["correct"] = is_correct(text, p.answer)
         out.append(e)
     if code_jobs:
         results = _run_code([j[1] for j in code_jobs] + [c for j in code_jobs for c in j[3]], limits, workers)
@@ -180,27 +188,3 @@ def evaluate_answers(
         for i, v in zip(judge_idx, verdicts):
             out[i].update(refusal_judge=v.refusal, refusal_judge_score=round(v.score, 4))
     return out
-
-
-def evaluate_answer(
-    spec: SourceSpec | None,
-    prompt: "Prompt",
-    answer_text: str,
-    candidates: Sequence[str] | None = None,
-    *,
-    judge: "RefusalJudge | None" = None,
-    limits: "SandboxLimits | None" = None,
-) -> dict[str, Any]:
-    """Evaluate one final answer. ``spec`` defaults to the prompt's own (``prompt.spec``).
-
-    Returned keys: always ``prompt_id``, ``scorer``, ``source``; for ``pass_at_k``:
-    ``code_passed`` (bool), ``code_fail_reason`` (None or a :class:`~costtax.sandbox.SandboxResult`
-    reason), ``code_extracted_by``, ``code_wall_s`` and with candidates ``candidates_n``,
-    ``candidates_passed``, ``candidate_fail_reasons``; for ``refusal``: ``refusal_rule`` (bool),
-    ``refusal_judge`` (bool, None without a judge), ``refusal_judge_score``; for ``exact``:
-    ``correct``."""
-    if spec is not None and spec.name != prompt.spec.name:
-        from dataclasses import replace
-
-        prompt = replace(prompt, source=spec.name, scorer=spec.scorer)
-    return evaluate_answers([prompt], [answer_text], [candidates], judge=judge, limits=limits, workers=1)[0]

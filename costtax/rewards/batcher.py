@@ -45,15 +45,6 @@ class _Pending:
     harmful: bool = False  # the prompt's source declares it a harmful request
 
 
-def _takes_harmful(scorer) -> bool:
-    import inspect
-
-    try:
-        return "harmful" in inspect.signature(scorer.score).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _seq(res, name: str) -> list | None:
     v = getattr(res, name, None)
     if v is None:
@@ -82,8 +73,8 @@ class RewardBatcher:
         return getattr(self.scorer, "name", type(self.scorer).__name__)
 
     async def score(self, prompt: str, responses: Sequence[str], *, harmful: bool = False) -> ScoreOutcome:
-        """`harmful`: the prompt's source declares it a harmful request; scorers that take a
-        `harmful=` flag per pair (the default judge's refusal rule) receive it."""
+        """`harmful`: the prompt's source declares it a harmful request; it reaches the reward
+        model as the RewardModel protocol's `harmful=` flag per pair when a batch holds one."""
         loop = asyncio.get_running_loop()
         if self._queue is None:
             self._queue = asyncio.Queue()
@@ -128,9 +119,8 @@ class RewardBatcher:
             batch = await self._collect()
             prompts = [p.prompt for p in batch for _ in p.responses]
             responses = [r for p in batch for r in p.responses]
-            kwargs = {}
-            if any(p.harmful for p in batch) and _takes_harmful(self.scorer):
-                kwargs["harmful"] = [p.harmful for p in batch for _ in p.responses]
+            flags = [p.harmful for p in batch for _ in p.responses]
+            kwargs = {"harmful": flags} if any(flags) else {}  # the RewardModel protocol's flag
             t_start = time.monotonic()
             try:
                 # The reward model is synchronous torch work: run it off the event loop so

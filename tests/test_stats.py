@@ -1,4 +1,4 @@
-"""Tests for costtax.metrics: hand-computed cases plus a few property tests."""
+"""costtax.stats: hand-computed cases plus a few property tests."""
 from __future__ import annotations
 
 import math
@@ -10,34 +10,40 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costtax.metrics import (
-    REFUSAL_PATTERNS,
-    bon_kl_bound_nats,
-    bon_win_rate_bound,
+from costtax.stats import (
     bootstrap_ci,
-    distinct_n,
-    extract_last_integer,
-    is_correct,
-    is_refusal,
     mean_or_none,
     multiplier,
-    normalise_answer,
     paired_bootstrap_delta_ci,
     pareto_front,
     percentiles,
-    self_bleu,
+    positive_int,
+    rate_with_ci,
+    refusal_agreement,
+    wilson_ci,
     win_rate,
 )
 
 
 def test_import_is_light():
+    """The statistics and grading modules load without torch, pandas or sacrebleu."""
     code = (
-        "import sys, costtax.metrics; "
+        "import sys, costtax.stats, costtax.prompts.exact_match, costtax.prompts.pass_at_k; "
         "bad = [m for m in ('torch', 'pandas', 'sacrebleu') if m in sys.modules]; "
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "4", None])
+def test_positive_int_refuses_and_names_the_field(bad):
+    with pytest.raises(ValueError, match="^k must be an integer >= 1"):
+        positive_int(bad, "k")
+
+
+def test_positive_int_accepts_numpy_int():
+    assert positive_int(np.int64(4)) == 4 and type(positive_int(np.int64(4))) is int
 
 
 # --------------------------------------------------------------------------- percentiles
@@ -118,7 +124,7 @@ def test_bootstrap_ci_median_and_callable():
 
 
 def test_bootstrap_ci_chunking_matches_single_draw(monkeypatch):
-    import costtax.metrics as m
+    import costtax.stats as m
 
     data = list(range(50))
     full = bootstrap_ci(data, n_boot=300, seed=7)
@@ -140,122 +146,6 @@ def test_paired_bootstrap_delta_ci():
     assert paired_bootstrap_delta_ci([1.0], [0.0]) is None
     with pytest.raises(ValueError):
         paired_bootstrap_delta_ci([1.0, 2.0], [1.0])
-
-
-# --------------------------------------------------------------------------- diversity
-
-
-def test_distinct_n_hand_cases():
-    assert distinct_n(["a a b", "b c"], 1) == pytest.approx(3 / 5)
-    # bigrams: (a,a) (a,b) | (b,c) -> 3 unique of 3; n-grams never cross texts.
-    assert distinct_n(["a a b", "b c"], 2) == 1.0
-    assert distinct_n(["A a", "a"], 1) == pytest.approx(1 / 3)  # lowercased
-    assert distinct_n(["a b", "a b"], 2) == 0.5
-    assert distinct_n(["a", "b"], 2) is None
-    assert distinct_n([], 1) is None
-    assert distinct_n(["", "   "], 1) is None
-    with pytest.raises(ValueError):
-        distinct_n(["a"], 0)
-
-
-def test_self_bleu():
-    same = "the quick brown fox jumps over the lazy dog"
-    assert self_bleu([same, same, same]) == pytest.approx(100.0)
-    disjoint = ["alpha beta gamma delta", "one two three four", "red green blue yellow"]
-    assert self_bleu(disjoint) == pytest.approx(0.0, abs=1.0)
-    partial = self_bleu(["the cat sat on the mat", "the cat sat on a rug"])
-    assert 0.0 < partial < 100.0
-    assert self_bleu([same]) is None
-    assert self_bleu([same, "", "  "]) is None
-    assert self_bleu([]) is None
-
-
-# --------------------------------------------------------------------------- correctness
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("The answer is 42.", 42),
-        ("We get 3 apples, then 7 more, total 10", 10),
-        ("Total: 1,234 dollars", 1234),
-        ("She owes -5 dollars", -5),
-        ("x = −12", -12),  # Unicode minus
-        ("It costs $1,234,567.", 1234567),
-        ("pages 3-5", 5),  # hyphen, not a sign
-        ("#### 18.00", 18),
-        ("about 2.5 hours", None),
-        ("no numbers here", None),
-        ("", None),
-        (None, None),
-        ("values 12,34", 34),
-        ("the list 1,2,3", 3),
-        ("Answer:7\n", 7),
-    ],
-)
-def test_extract_last_integer(text, expected):
-    assert extract_last_integer(text) == expected
-
-
-def test_normalise_answer():
-    assert normalise_answer("The  Eiffel Tower!") == "eiffel tower"
-    assert normalise_answer("  an Apple, a day. ") == "apple day"
-    assert normalise_answer("“Paris”") == "paris"
-    assert normalise_answer("") == ""
-    assert normalise_answer("theatre") == "theatre"  # articles only as whole words
-
-
-def test_is_correct():
-    assert is_correct("so the answer is 1,234.", "1234")
-    assert is_correct("so the answer is 1234", "1,234")
-    assert is_correct("Final answer: -3", "-3")
-    assert is_correct("Final answer: 7", 7)
-    assert not is_correct("I think 12, no wait, 13", "12")
-    assert not is_correct("no idea", "5")
-    assert is_correct("The Eiffel Tower.", "eiffel tower")
-    assert not is_correct("The Eiffel Tower is in Paris", "eiffel tower")
-    assert not is_correct("", "")
-    assert not is_correct(None, "5")
-
-
-# --------------------------------------------------------------------------- refusals
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "I can't help with that.",
-        "I’m sorry, but I cannot provide those instructions.",  # curly apostrophe
-        "  As an AI language model, I do not have opinions.",
-        "I must decline this request.",
-        "Sorry. That's not appropriate for me to answer.",
-        "I'M NOT ABLE TO do that",
-        "I cannot\nhelp you with this.",
-    ],
-)
-def test_is_refusal_positive(text):
-    assert is_refusal(text)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Sure! Here is a recipe for pancakes.",
-        "The answer is 42.",
-        "",
-        None,
-        "x" * 250 + " I cannot do this.",  # phrase outside the first 200 characters
-        "As an aide to the mayor, she signed the letter.",  # word boundary
-    ],
-)
-def test_is_refusal_negative(text):
-    assert not is_refusal(text)
-
-
-def test_refusal_patterns_exported():
-    assert isinstance(REFUSAL_PATTERNS, tuple)
-    assert "as an ai" in REFUSAL_PATTERNS
-    assert all(p == p.lower() and "’" not in p for p in REFUSAL_PATTERNS)
 
 
 # --------------------------------------------------------------------------- win rate
@@ -291,30 +181,6 @@ def test_win_rate_properties(a, b):
         rev, n_rev = win_rate(b, a)
         assert n_rev == n
         assert rate + rev == pytest.approx(1.0)
-
-
-# --------------------------------------------------------------------------- best-of-n bounds
-
-
-@pytest.mark.parametrize(
-    "n, kl, wr",
-    [(1, 0.0, 0.5), (4, 0.6363, 0.8), (16, 1.8351, 0.9412), (64, 3.1745, 0.9846)],
-)
-def test_bon_bounds(n, kl, wr):
-    assert bon_kl_bound_nats(n) == pytest.approx(kl, abs=1e-4)
-    assert bon_win_rate_bound(n) == pytest.approx(wr, abs=1e-4)
-
-
-@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "4", None])
-def test_bon_bounds_validate(bad):
-    with pytest.raises(ValueError):
-        bon_kl_bound_nats(bad)
-    with pytest.raises(ValueError):
-        bon_win_rate_bound(bad)
-
-
-def test_bon_bounds_accept_numpy_int():
-    assert bon_win_rate_bound(np.int64(4)) == 0.8
 
 
 # --------------------------------------------------------------------------- pareto
@@ -368,18 +234,26 @@ def test_pareto_front_properties(points):
     assert front == _brute_force_front(costs, quals)
 
 
-# --------------------------------------------------------------------------- distinct-n property
+# --------------------------------------------------------------------------- rates and agreement
 
 
-_word = st.sampled_from(["a", "b", "c", "D", "e"])
+def test_wilson_interval():
+    lo, hi = wilson_ci(0, 10)
+    assert lo == 0.0 and 0.25 < hi < 0.31  # a zero rate still has an upper bound
+    lo, hi = wilson_ci(10, 10)
+    assert hi == 1.0 and 0.69 < lo < 0.75
+    lo, hi = wilson_ci(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert wilson_ci(0, 0) is None
+    assert rate_with_ci([None, None]) == (None, None, None)
+    assert rate_with_ci([True, False, None, True])[0] == pytest.approx(2 / 3)
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.lists(_word, max_size=8).map(" ".join), max_size=6), st.integers(1, 3))
-def test_distinct_n_in_unit_interval(texts, n):
-    value = distinct_n(texts, n)
-    has_ngrams = any(len(t.split()) >= n for t in texts)
-    if has_ngrams:
-        assert 0.0 < value <= 1.0
-    else:
-        assert value is None
+def test_refusal_agreement():
+    r = refusal_agreement([True, True, False, False, True], [True, False, False, True, True])
+    assert (r["tp"], r["fp"], r["fn"], r["tn"]) == (2, 1, 1, 1)
+    assert r["accuracy"] == pytest.approx(0.6) and r["precision"] == pytest.approx(2 / 3)
+    assert r["recall"] == pytest.approx(2 / 3)
+    assert refusal_agreement([True, False], [True, False])["kappa"] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        refusal_agreement([True], [])

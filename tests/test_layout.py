@@ -1,0 +1,57 @@
+"""README's "Layout" section lists every module of costtax/ and kernels/ once, with a line that
+says what it does, and lists nothing that is not there."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY = re.compile(r"^- `((?:costtax|kernels)/[\w/]+\.py)`: (.+)$")
+
+
+def _layout_section(text: str) -> str:
+    start = text.index("\n## Layout\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else len(text)]
+
+
+def _modules() -> set[str]:
+    return {
+        p.relative_to(ROOT).as_posix()
+        for base in ("costtax", "kernels")
+        for p in (ROOT / base).rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+
+
+def layout_problems(section: str, modules: set[str]) -> list[str]:
+    listed = [(m.group(1), m.group(2)) for line in section.splitlines() if (m := ENTRY.match(line))]
+    paths = [p for p, _ in listed]
+    out = []
+    dupes = sorted({p for p in paths if paths.count(p) > 1})
+    if dupes:
+        out.append(f"listed twice: {dupes}")
+    if missing := sorted(modules - set(paths)):
+        out.append(f"not listed (add one line each): {missing}")
+    if gone := sorted(set(paths) - modules):
+        out.append(f"listed but not in the tree: {gone}")
+    if short := [p for p, what in listed if len(what.split()) < 2]:
+        out.append(f"say in a few words what these do: {short}")
+    return out
+
+
+def test_readme_layout_matches_the_tree():
+    section = _layout_section((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert layout_problems(section, _modules()) == []
+
+
+def test_the_check_finds_missing_extra_duplicate_and_empty_lines():
+    mods = {"costtax/a.py", "costtax/b.py", "kernels/c.py"}
+    section = "- `costtax/a.py`: does a\n- `costtax/a.py`: does a again\n- `costtax/gone.py`: was here\n- `kernels/c.py`: c\n"
+    problems = layout_problems(section, mods)
+    assert problems == [
+        "listed twice: ['costtax/a.py']",
+        "not listed (add one line each): ['costtax/b.py']",
+        "listed but not in the tree: ['costtax/gone.py']",
+        "say in a few words what these do: ['kernels/c.py']",
+    ]

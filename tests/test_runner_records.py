@@ -1,0 +1,96 @@
+"""Layer (b) of issue 19's "behaviour unchanged, proven": the runner's records from a fake-engine
+run (two load levels, two cell repeats, a failed unit and a resumed session that finishes it),
+with timing and machine fields masked, must equal the committed expected file
+tests/golden_runner/fake_run_records.json. The fake engine and reward are deterministic; what
+depends on the clock, the machine or the session is replaced by "<masked>" (key names below).
+
+An intended change to the records rewrites the expected file in its own commit:
+    COSTTAX_UPDATE_GOLDEN=1 PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_runner_records.py
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from costtax.config import RunConfig
+from costtax.profile import profile
+from costtax.records import read_jsonl
+from fakes import FakeEngine, FakeReward
+
+EXPECTED = Path(__file__).parent / "golden_runner" / "fake_run_records.json"
+MASKED = "<masked>"
+# Keys whose values depend on the clock, the machine, the host or the session.
+MASK_KEYS = {
+    "run_id", "session", "t", "started_at", "finished_at", "provenance", "meter", "out", "traceback",
+    "engine_counters", "load_stats", "warmup", "score_batches", "engine_stats", "idle_power_w",
+}
+
+
+def _timing(key: str) -> bool:
+    return key.endswith("_s") or key.startswith("t_") or "latency" in key or key.endswith("_ms")
+
+
+def mask(obj, key: str | None = None):
+    if key is not None and (key in MASK_KEYS or _timing(key)):
+        return MASKED
+    if key == "call_id" and isinstance(obj, str):
+        # "<cell>@<load>#<repeat>|c<k>": k counts calls in issue order, which interleaving under
+        # concurrency (the event loop's timing) may change; the unit prefix must stay
+        return obj.rpartition("|c")[0] + "|c" + MASKED
+    if isinstance(obj, dict):
+        return {k: mask(v, k) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [mask(v) for v in obj]
+    return obj
+
+
+def _rows(path: Path) -> list:
+    rows = [mask(r) for r in read_jsonl(path)]
+    # concurrent units may finish answers in another order: compare as sorted multisets
+    return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))
+
+
+def fake_run_records(tmp_path: Path) -> dict:
+    cfg = RunConfig(
+        techniques=("bon:n=2", "cai:rounds=1"),
+        prompts=("helpful", "arith"),
+        limit=2,
+        max_tokens=12,
+        load=("batch", "concurrency=2"),
+        cell_repeats=2,
+        warmup_answers=1,
+        out=str(tmp_path / "run"),
+        judge_calibration=False,
+    )
+    scorer = FakeReward()
+    # session 1: every CAI critique fails, so the cai units fail; session 2 resumes and runs them
+    first = profile(cfg, engine=FakeEngine(fail_on="Read your last response"), scorer=scorer, eval_scorer=scorer)
+    assert first.cells_failed == ("cai:rounds=1",)
+    res = profile(cfg, resume=first.run_dir, engine=FakeEngine(), scorer=scorer, eval_scorer=scorer)
+    assert res.cells_ok == ("plain", "bon:n=2", "cai:rounds=1") and not res.cells_failed
+    run = Path(res.run_dir)
+    meta = json.loads((run / "run.json").read_text())
+    return {
+        "run.json": mask(meta),
+        "cells.jsonl": _rows(run / "cells.jsonl"),
+        "calls.jsonl": _rows(run / "calls.jsonl"),
+        "answers.jsonl": _rows(run / "answers.jsonl"),
+        "files": sorted(p.name for p in run.iterdir() if p.is_file() and not p.name.endswith(".png")),
+    }
+
+
+def test_runner_records_match_expected(tmp_path):
+    got = json.loads(json.dumps(fake_run_records(tmp_path), sort_keys=True, default=str))
+    if os.environ.get("COSTTAX_UPDATE_GOLDEN") == "1":
+        EXPECTED.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+    want = json.loads(EXPECTED.read_text())
+    for name in want:
+        assert got[name] == want[name], f"{name} differs from {EXPECTED.name}"
+    assert set(got) == set(want)
+
+
+def test_mask_keeps_counts_and_hides_clock():
+    rec = {"cell": "plain", "output_tokens": 7, "latency_s": 0.3, "t_submit_s": 1.0, "meter": {"cpu": 1}, "extra": {"queue_s": 0.1, "n": 2}}
+    assert mask(rec) == {"cell": "plain", "output_tokens": 7, "latency_s": MASKED, "t_submit_s": MASKED, "meter": MASKED,
+                         "extra": {"queue_s": MASKED, "n": 2}}
