@@ -85,7 +85,7 @@ def _time(scorer, prompts, responses, pgid) -> dict:
 def measure(out: Path) -> dict:
     from costtax import provenance
     from costtax.engines.serve import ServedVllm
-    from costtax.models import DEFAULT_MODEL, resolve_model
+    from costtax.model_files import DEFAULT_MODEL, resolve_model
     from costtax.rewards import make_reward_model
 
     model_dir = resolve_model(DEFAULT_MODEL)

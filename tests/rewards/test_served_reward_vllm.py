@@ -13,7 +13,7 @@ TOLERANCE_LOGITS = 0.02
 
 
 def test_served_judge_equals_the_in_process_judge(embedded_server):
-    from costtax.models import DEFAULT_MODEL, resolve_model
+    from costtax.model_files import DEFAULT_MODEL, resolve_model
     from costtax.rewards import make_reward_model
     from costtax.rewards.calibration import load_judge_pairs
 
