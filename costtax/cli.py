@@ -54,7 +54,7 @@ def profile(
     repeats: int = typer.Option(1, "--repeats", help="final answers per prompt (diversity across repeats)"),
     out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<run_id>)"),
     resume: Optional[str] = typer.Option(None, "--resume", help="finish an interrupted run directory"),
-    reward_model: str = typer.Option("judge", "--reward-model", help="judge | judge:MODEL | scalar:DIR | DIR"),
+    reward_model: str = typer.Option("judge", "--reward-model", help="judge | judge:MODEL | scalar:DIR | DIR | served (the judge through --serve's server) | openai:URL[,model=NAME][,kind=scalar]"),
     eval_reward_model: Optional[str] = typer.Option(
         None, "--eval-reward-model", help="separate evaluation reward (default: the reward model, labelled proxy; 'none' to skip)"
     ),
