@@ -43,3 +43,28 @@ def test_served_judge_equals_the_in_process_judge(embedded_server):
     assert [got.rewards[i] > got.rewards[n + i] for i in range(n)] == [ref.rewards[i] > ref.rewards[n + i] for i in range(n)]
     assert got.tokens == ref.tokens
     assert got.cached_tokens and sum(got.cached_tokens) > 0  # the server's prefix cache held the instructions
+
+
+def test_scalar_reward_model_on_a_real_pooling_server(tiny_classifier_dir, tmp_path):
+    """`openai:URL,kind=scalar` against vLLM running the tiny 1-label classifier as a pooling
+    model (`--runner pooling`, started through --serve-arg): /pooling's raw output equals
+    the in-process scalar head's reward."""
+    pytest.importorskip("vllm", reason="vllm not installed (make setup installs it)")
+    from costtax.engines.serve import ServedVllm
+    from costtax.rewards import make_reward_model
+
+    prompts, responses = ["What is 2+2?", "Name a colour.", "Say hi."], ["4", "Blue is a colour.", "Hi!"]
+    with ServedVllm(tiny_classifier_dir, tmp_path / "server.log", seed=0, max_model_len=1024, serve_args=["--runner=pooling"]) as served:
+        rm = make_reward_model(f"openai:{served.base_url},kind=scalar")
+        rm.load()
+        try:
+            got = rm.score(prompts, responses)
+        finally:
+            rm.close()
+    local = make_reward_model(f"scalar:{tiny_classifier_dir}", device="cpu", kernel_path="reference")
+    local.load()
+    ref = local.score(prompts, responses)
+    local.close()
+    print(f"\npooling server vs in-process scalar head: {got.rewards} vs {ref.rewards}")
+    for a, b in zip(got.rewards, ref.rewards):
+        assert a == pytest.approx(b, abs=1e-3)
