@@ -14,6 +14,7 @@ import typer
 
 from .config import DEFAULT_TECHNIQUES, ENGINE_NAMES, RunConfig
 from .errors import CosttaxError
+from .load import DEFAULT_LABEL
 from .model_files import DEFAULT_MODEL
 from .prompts import PUBLIC, SHIPPED
 
@@ -122,7 +123,7 @@ def profile(
             judge_calibration=judge_calibration,
             cell_repeats=cell_repeats,
             warmup_answers=warmup_answers,
-            load=tuple(load or ("batch",)),
+            load=tuple(load or (DEFAULT_LABEL,)),
             level_timeout_s=level_timeout_s,
             slo_p95_s=slo_p95_s,
             ignore_eos=ignore_eos,

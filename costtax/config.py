@@ -16,6 +16,7 @@ from typing import Any
 
 from .engines import ENGINES as ENGINE_NAMES  # light: the engine modules load only in make_engine
 from .errors import ConfigError
+from .load import DEFAULT_LABEL, LoadLevel, parse_load
 from .model_files import DEFAULT_MODEL
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -156,8 +157,9 @@ class RunConfig:
     cell_repeats: int = 1  # whole-cell reruns (--cell-repeats); each record's `cell_repeat` index
     warmup_answers: int | None = None  # None: one real batch's worth (see warmup_count)
     # Load levels (costtax.load): batch | concurrency=C,... | rate=R,...; each (cell x level) is
-    # one summary row. `level_timeout_s` caps one unit (cell x level x repeat).
-    load: tuple[str, ...] = ("batch",)
+    # one summary row. `level_timeout_s` caps one unit (cell x level x repeat). `load` holds the
+    # specs as given (run.json's config.load); `load_levels` the LoadLevels parsed from them once.
+    load: tuple[str, ...] = (DEFAULT_LABEL,)
     level_timeout_s: float | None = None
     slo_p95_s: float | None = None
     ignore_eos: bool = False
@@ -174,6 +176,7 @@ class RunConfig:
     # which of costtax's own it may override and refuses the rest)
     serve_args: tuple[str, ...] = ()
     cells: tuple[TechniqueSpec, ...] = field(default=(), compare=False)
+    load_levels: tuple[LoadLevel, ...] = field(default=(), init=False, compare=False)
 
     def __post_init__(self):
         if self.engine not in ENGINE_NAMES:
@@ -231,40 +234,28 @@ class RunConfig:
         from .engines.serve_args import validate_serve_args
 
         object.__setattr__(self, "serve_args", validate_serve_args(self.serve_args, serve=self.serve))
-        from .load import parse_load
-
         object.__setattr__(self, "load", tuple(self.load))
-        parse_load(self.load)
+        object.__setattr__(self, "load_levels", parse_load(self.load))
         object.__setattr__(self, "cells", expand_techniques(self.techniques))
 
-    def warmup_count(self, level, answers: int) -> int:
+    def warmup_count(self, level: LoadLevel, answers: int) -> int:
         """Answers the warm-up runs before the first repeat of a (cell, level): --warmup-answers
-        when given, else the shape of the unit's first real engine batch, capped: every answer
-        of an offline batch (at most WARMUP_CAP), C answers at concurrency C, a few for rate."""
+        when given, else the shape of the unit's first real engine batch (LoadLevel.warmup_count),
+        at most WARMUP_CAP."""
         if self.warmup_answers is not None:
             return min(self.warmup_answers, answers)
-        if level.mode == "batch":
-            return min(answers, WARMUP_CAP)
-        if level.mode == "concurrency":
-            return min(answers, int(level.value), WARMUP_CAP)
-        return min(answers, 4)
+        return level.warmup_count(answers, WARMUP_CAP)
 
     @property
     def engine_kind(self) -> str:
         """The engine actually driven: --serve profiles through the openai engine."""
         return "openai" if self.serve else self.engine
 
-    @property
-    def load_levels(self):
-        from .load import parse_load
-
-        return parse_load(self.load)
-
     def sampling_dict(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed, "ignore_eos": self.ignore_eos}
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "cells"}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("cells", "load_levels")}
         d["techniques"] = list(self.techniques)
         d["prompts"] = list(self.prompts)
         d["load"] = list(self.load)

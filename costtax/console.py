@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import CosttaxError
+from .load import DEFAULT_LABEL
 
 ENGINE_LOG = "engine.log"
 NO_GPU_NOTE = "no NVIDIA GPU: GPU memory and energy columns are empty"
@@ -269,8 +270,8 @@ class RunDisplay:
 
 def _unit(data: dict) -> str:
     """A cell's display name; load level and repeat shown where the run has more than one."""
-    load, k = data.get("load", "batch"), int(data.get("cell_repeat") or 0)
-    if load == "batch" and k == 0:
+    load, k = data.get("load", DEFAULT_LABEL), int(data.get("cell_repeat") or 0)
+    if load == DEFAULT_LABEL and k == 0:
         return str(data.get("cell"))
     return f"{data.get('cell')} [{load}, repeat {k + 1}]"
 

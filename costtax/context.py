@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+from .load import BATCH, LoadLevel
 from .records import AnswerRecord, CallRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,7 +81,7 @@ class CellContext:
         skip_answers: frozenset[str] = frozenset(),
         options: dict[str, Any] | None = None,
         session: str | None = None,
-        load: str = "batch",
+        level: LoadLevel = BATCH,
         cell_repeat: int = 0,
         batcher=None,
     ):
@@ -92,12 +93,12 @@ class CellContext:
         self.skip_answers = skip_answers
         self.options = dict(options or {})
         self.session = session
-        self.load = load
+        self.level = level
+        self.load = level.label  # what the rows record
         self.cell_repeat = cell_repeat
         self.batcher = batcher
         self._finished: list[tuple[PromptInstance, str]] = []
         self._scorable: list[tuple[PromptInstance, str, Any]] = []  # for run_scoring
-        self.engine_stats: dict[str, Any] = {}
         self._totals: dict[str, _AnswerTotals] = {}
         self._arrivals: dict[str, float] = {}
         self._ids = itertools.count()
@@ -108,7 +109,7 @@ class CellContext:
     def unit_tag(self) -> str:
         """'' for the default unit (offline batch, first cell repeat), so answer ids of a plain
         run read as before; '@LOAD#K' otherwise."""
-        return "" if (self.load == "batch" and self.cell_repeat == 0) else f"@{self.load}#{self.cell_repeat}"
+        return "" if (self.level.is_batch and self.cell_repeat == 0) else f"@{self.load}#{self.cell_repeat}"
 
     def expand(self, prompts: Sequence["Prompt"]) -> list[PromptInstance]:
         """Prompt x repeat instances still to answer (finished ones are skipped on resume)."""
@@ -245,9 +246,6 @@ class CellContext:
             cell_repeat=self.cell_repeat,
             **fields,
         )
-
-    def add_engine_stats(self, stats: dict[str, Any]) -> None:
-        self.engine_stats.update(stats)
 
     def _record(self, rec: CallRecord) -> None:
         self.writer.call(rec)

@@ -27,6 +27,7 @@ from .errors import ConfigError
 
 MODES = ("batch", "concurrency", "rate")
 SATURATION_SHORTFALL = 0.10
+RATE_WARMUP_ANSWERS = 4  # warm-up answers before the first repeat of a rate level (see LoadLevel.warmup_count)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,29 @@ class LoadLevel:
     @classmethod
     def from_label(cls, label: str) -> "LoadLevel":
         return parse_load((label,))[0]
+
+    @property
+    def is_batch(self) -> bool:
+        """The offline level (every answer at once), the default."""
+        return self.mode == "batch"
+
+    @property
+    def is_rate(self) -> bool:
+        """An open-loop level (Poisson arrivals at `value` answers/s)."""
+        return self.mode == "rate"
+
+    def warmup_count(self, answers: int, cap: int) -> int:
+        """Answers in the shape of the level's first real engine batch, at most `cap`: every
+        answer of an offline batch, C answers at concurrency C, a few for a rate level."""
+        if self.mode == "batch":
+            return min(answers, cap)
+        if self.mode == "concurrency":
+            return min(answers, int(self.value), cap)
+        return min(answers, RATE_WARMUP_ANSWERS)
+
+
+BATCH = LoadLevel("batch")
+DEFAULT_LABEL = BATCH.label  # the `load` of rows written before load levels existed
 
 
 def parse_load(specs: Sequence[str], field: str = "--load") -> tuple[LoadLevel, ...]:

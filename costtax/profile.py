@@ -84,19 +84,19 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
         for k in range(config.cell_repeats)
         for spec in config.cells
     ]
-    todo = [u for u in plan if (u[0].cell, u[1].label, u[2]) not in done]
+    todo = [(spec, level, k) for spec, level, k in plan if (spec.cell, level, k) not in done]
     failed: list[str] = []
     models = None
     status = "crashed"
     try:
         if todo:
             models = start_models(state, emit=emit, **models_kw)
-        warmed: set[tuple[str, str]] = {(c, lv) for c, lv, _ in done}
+        warmed = {(cell, level) for cell, level, _ in done}
         for spec, level, k in todo:
             emit("cell_start", {"cell": spec.cell, "load": level.label, "cell_repeat": k})
-            first = (spec.cell, level.label) not in warmed
+            first = (spec.cell, level) not in warmed
             rec = run_unit(state, models, spec, level, k, warmup=first, emit=emit)
-            warmed.add((spec.cell, level.label))
+            warmed.add((spec.cell, level))
             if rec.status != "ok":
                 failed.append(spec.cell)
                 restart_if_dead(state, models, emit)
@@ -119,6 +119,6 @@ def _cell_outcomes(state: RunState, failed_now: list[str]) -> tuple[tuple[str, .
     ok: list[str] = []
     failed = list(failed_now)
     for spec in config.cells:
-        units = [(spec.cell, lv.label, k) for lv in config.load_levels for k in range(config.cell_repeats)]
+        units = [(spec.cell, level, k) for level in config.load_levels for k in range(config.cell_repeats)]
         (ok if all(u in done for u in units) else failed).append(spec.cell)
     return tuple(ok), tuple(dict.fromkeys(c for c in failed if c not in ok))

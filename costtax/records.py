@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from .load import DEFAULT_LABEL
+
 SCHEMA_VERSION = 1
 RUN_JSON, CALLS, ANSWERS, CELLS, SUMMARY = "run.json", "calls.jsonl", "answers.jsonl", "cells.jsonl", "summary.csv"
 # One row per final answer whose prompt source declares a scorer that runs after the unit
@@ -50,7 +52,7 @@ class CallRecord:
     finish_reasons: tuple[str | None, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     session: str | None = None  # the profile invocation that wrote the row (resume-safe joins)
-    load: str = "batch"  # load level of the unit: batch | concurrency=C | rate=R
+    load: str = DEFAULT_LABEL  # the unit's LoadLevel.label (costtax.load)
     cell_repeat: int = 0  # which whole-cell repeat (--cell-repeats) wrote the row
 
     def __post_init__(self):
@@ -80,7 +82,7 @@ class AnswerRecord:
     ttft_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # technique-specific fields
     session: str | None = None
-    load: str = "batch"
+    load: str = DEFAULT_LABEL  # LoadLevel.label
     cell_repeat: int = 0
     t_arrival_s: float | None = None  # the load generator released the answer (seconds since epoch)
     t_finish_s: float | None = None  # its last call finished (seconds since epoch)
@@ -103,8 +105,8 @@ class CellRecord:
     t_start_s: float | None = None
     t_end_s: float | None = None
     session: str | None = None
-    resumed_answers: int = 0  # answers of this cell finished by an earlier, interrupted session
-    load: str = "batch"
+    resumed_answers: int = 0  # answers of this unit finished by an earlier, interrupted session
+    load: str = DEFAULT_LABEL  # LoadLevel.label
     cell_repeat: int = 0
     warmup: dict[str, Any] = field(default_factory=dict)  # warm-up before the unit: answers, wall_s (never in statistics)
     load_stats: dict[str, Any] = field(default_factory=dict)  # offered/achieved answers/s, timed_out, saturated

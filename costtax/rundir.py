@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import provenance
 from .config import RunConfig
 from .errors import ConfigError
+from .load import DEFAULT_LABEL, LoadLevel
 from .records import CELLS, RUN_JSON, SCHEMA_VERSION, RunWriter, read_jsonl, read_run_json, write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,8 +41,8 @@ def new_session_id() -> str:
 
 def config_from_run(run_dir: Path) -> RunConfig:
     data = read_run_json(run_dir)["config"]
-    fields = RunConfig.__dataclass_fields__
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields and k != "cells"}
+    fields = {k for k, f in RunConfig.__dataclass_fields__.items() if f.init and k != "cells"}
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields}
     return RunConfig(**kwargs)
 
 
@@ -133,17 +134,22 @@ def save_meta(state: RunState) -> None:
     write_json_atomic(state.run_dir / RUN_JSON, state.meta)
 
 
-def done_units(run_dir: Path) -> set[tuple[str, str, int]]:
-    """(cell, load label, cell repeat) of every unit a session of this run finished."""
-    return {(r["cell"], r.get("load", "batch"), int(r.get("cell_repeat", 0))) for r in read_jsonl(run_dir / CELLS) if r.get("status") == "ok"}
+UnitKey = tuple[str, LoadLevel, int]  # (cell, load level, cell repeat)
 
 
-def done_answers(run_dir: Path, cell: str, load: str = "batch", cell_repeat: int = 0) -> frozenset[str]:
+def done_units(run_dir: Path) -> set[UnitKey]:
+    """Every unit a session of this run finished. Rows written before load levels existed
+    carry no `load`: they are the batch level's."""
+    return {(r["cell"], LoadLevel.from_label(r.get("load", DEFAULT_LABEL)), int(r.get("cell_repeat", 0)))
+            for r in read_jsonl(run_dir / CELLS) if r.get("status") == "ok"}
+
+
+def done_answers(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0) -> frozenset[str]:
     """Answer ids of one unit already written (by an interrupted or failed session)."""
     return frozenset(
         r["answer_id"]
         for r in read_jsonl(run_dir / "answers.jsonl")
-        if r.get("cell") == cell and r.get("load", "batch") == load and int(r.get("cell_repeat", 0)) == cell_repeat
+        if r.get("cell") == cell and r.get("load", DEFAULT_LABEL) == level.label and int(r.get("cell_repeat", 0)) == cell_repeat
     )
 
 

@@ -83,7 +83,7 @@ def run_unit(
             skip_answers=skip,
             options={"seed": config.seed, "constitution": state.constitution},
             session=state.session,
-            load=level.label,
+            level=level,
             cell_repeat=cell_repeat,
             batcher=RewardBatcher(models.scorer, max_pairs=config.score_max_pairs, max_wait_s=config.score_max_wait_ms / 1000)
             if models.scorer is not None
@@ -106,7 +106,7 @@ def run_unit(
         # Same starting state for every unit: drop the prefix cache, so order never changes
         # another unit's numbers (the warm-up above filled it with this cell's prompts).
         engine.reset_prefix_cache()
-        ctx = context(state.writer, skip=done_answers(state.run_dir, cell, level.label, cell_repeat))
+        ctx = context(state.writer, skip=done_answers(state.run_dir, cell, level, cell_repeat))
         insts = ctx.expand(state.prompts)
         total = len(insts) + len(ctx.skip_answers)
         emit("unit_start", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "total": total, "done": len(ctx.skip_answers)})

@@ -29,14 +29,19 @@ def index_vector(x: Any, name: str, *, device: torch.device | None = None) -> to
     return x
 
 
+def floating_tensor(x: Any, name: str, ndim: int, layout: str) -> torch.Tensor:
+    """Check that ``x`` is an ``ndim``-D floating tensor (``layout`` names its axes in errors)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor, got {x.dtype}")
+    return x
+
+
 def hidden_matrix(hidden: Any, name: str = "hidden") -> torch.Tensor:
-    if not isinstance(hidden, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(hidden).__name__}")
-    if hidden.dim() != 2:
-        raise ValueError(f"{name} must be 2-D [T, H], got shape {tuple(hidden.shape)}")
-    if not hidden.is_floating_point():
-        raise ValueError(f"{name} must be a floating tensor, got {hidden.dtype}")
-    return hidden
+    return floating_tensor(hidden, name, 2, "[T, H]")
 
 
 def _host(values: torch.Tensor) -> list[int]:

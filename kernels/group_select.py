@@ -21,7 +21,7 @@ import torch
 
 from . import _dispatch
 from ._dispatch import auto_path, choose_path, kernel_dtype_ok, next_pow2, resolve_kernel
-from ._validate import index_vector
+from ._validate import floating_tensor, index_vector
 from .reward_head import reward_head
 
 try:  # guarded: importing costtax.kernels must work without triton
@@ -134,13 +134,7 @@ def _check_temperature(temperature: float) -> float:
 
 
 def _check_rewards(rewards: torch.Tensor) -> torch.Tensor:
-    if not isinstance(rewards, torch.Tensor):
-        raise ValueError(f"rewards must be a torch.Tensor, got {type(rewards).__name__}")
-    if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D [M], got shape {tuple(rewards.shape)}")
-    if not rewards.is_floating_point():
-        raise ValueError(f"rewards must be a floating tensor, got {rewards.dtype}")
-    return rewards
+    return floating_tensor(rewards, "rewards", 1, "[M]")
 
 
 def _check_offsets_values(offsets: torch.Tensor, M: int) -> None:

@@ -52,6 +52,28 @@ _LOG2E = 1.4426950408889634  # 1 / ln 2
 if triton is not None:
 
     @triton.jit
+    def _attend_block(q, kt, vb, keep, m, l, acc, qk_scale, F32_DOT: tl.constexpr):
+        """One key block of the online softmax (base 2), for both parts of the kernel: scores
+        q.kt of the kept keys, then the running max ``m``, normaliser ``l`` and accumulator
+        ``acc`` updated with the block's values ``vb``. Returns (m, l, acc)."""
+        if F32_DOT:  # no tf32 rounding: fp32 inputs get fp32 products
+            kt = kt.to(tl.float32)
+            vb = vb.to(tl.float32)
+            s = tl.dot(q, kt, input_precision="ieee") * qk_scale
+        else:
+            s = tl.dot(q, kt) * qk_scale
+        s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l = l * alpha + tl.sum(p, 1)
+        if F32_DOT:
+            acc = acc * alpha[:, None] + tl.dot(p, vb, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb)
+        return m_new, l, acc
+
+    @triton.jit
     def _prefix_attention_kernel(
         q_ptr,
         k_ptr,
@@ -114,23 +136,7 @@ if triton is not None:
                 mask=n_mask[:, None] & d_mask[None, :],
                 other=0.0,
             )
-            if F32_DOT:
-                kt = kt.to(tl.float32)
-                vb = vb.to(tl.float32)
-            if F32_DOT:  # no tf32 rounding: fp32 inputs get fp32 products
-                s = tl.dot(q, kt, input_precision="ieee") * qk_scale
-            else:
-                s = tl.dot(q, kt) * qk_scale
-            s = tl.where(n_mask[None, :], s, float("-inf"))
-            m_new = tl.maximum(m1, tl.max(s, 1))
-            alpha = tl.exp2(m1 - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l1 = l1 * alpha + tl.sum(p, 1)
-            if F32_DOT:
-                acc1 = acc1 * alpha[:, None] + tl.dot(p, vb, input_precision="ieee")
-            else:
-                acc1 = acc1 * alpha[:, None] + tl.dot(p.to(vb.dtype), vb)
-            m1 = m_new
+            m1, l1, acc1 = _attend_block(q, kt, vb, n_mask[None, :], m1, l1, acc1, qk_scale, F32_DOT)
 
         # ---- part 2: the sequence's own tokens, causal (keys up to the block's last query)
         m2 = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -150,25 +156,9 @@ if triton is not None:
                 mask=n_mask[:, None] & d_mask[None, :],
                 other=0.0,
             )
-            if F32_DOT:
-                kt = kt.to(tl.float32)
-                vb = vb.to(tl.float32)
-            if F32_DOT:
-                s = tl.dot(q, kt, input_precision="ieee") * qk_scale
-            else:
-                s = tl.dot(q, kt) * qk_scale
             keep = n_mask[None, :] & (n[None, :] <= offs_m[:, None])
-            s = tl.where(keep, s, float("-inf"))
-            # every row keeps key 0 (n=0 <= offs_m), so m_new is finite from the first block
-            m_new = tl.maximum(m2, tl.max(s, 1))
-            alpha = tl.exp2(m2 - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l2 = l2 * alpha + tl.sum(p, 1)
-            if F32_DOT:
-                acc2 = acc2 * alpha[:, None] + tl.dot(p, vb, input_precision="ieee")
-            else:
-                acc2 = acc2 * alpha[:, None] + tl.dot(p.to(vb.dtype), vb)
-            m2 = m_new
+            # every row keeps key 0 (n=0 <= offs_m), so m2 is finite from the first block
+            m2, l2, acc2 = _attend_block(q, kt, vb, keep, m2, l2, acc2, qk_scale, F32_DOT)
 
         # ---- log-sum-exp merge (base 2): with P == 0, m1 = -inf and part 1 weighs 0
         m = tl.maximum(m1, m2)

@@ -363,3 +363,13 @@ def test_failed_cells_exit_nonzero(monkeypatch, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["profile", "--limit", "1", "--out", str(tmp_path / "o")])
     assert exc.value.code == 1
+
+
+def test_prompts_help_names_every_named_set():
+    from typer.testing import CliRunner
+
+    from costtax.cli import app
+    from costtax.prompts import NAMED
+
+    out = CliRunner().invoke(app, ["profile", "--help"], env={"COLUMNS": "400"}).output
+    assert all(name in out for name in NAMED) and "humaneval" in out, out

@@ -8,6 +8,7 @@ import pytest
 
 from costtax.context import CellContext, PromptInstance
 from costtax.engines.base import GenResult, Sample, SamplingSpec
+from costtax.load import LoadLevel
 from costtax.prompts import Prompt
 from fakes import FakeEngine, FakeReward
 
@@ -103,7 +104,7 @@ def test_answer_ttft_is_the_first_sample_calls():
 def test_unit_tag_keeps_default_ids_and_separates_units():
     p = P1
     assert _ctx(None, _Rows()).expand([p])[0].answer_id == "bon:n=2|p1|0"
-    ids = {_ctx(None, _Rows(), load=lv, cell_repeat=k).expand([p])[0].answer_id
+    ids = {_ctx(None, _Rows(), level=LoadLevel.from_label(lv), cell_repeat=k).expand([p])[0].answer_id
            for lv in ("batch", "concurrency=4") for k in (0, 1)}
     assert len(ids) == 4
     skip = _ctx(None, _Rows(), repeats=2, skip_answers=frozenset({"bon:n=2|p1|0"})).expand([p])
@@ -115,7 +116,7 @@ def test_expand_is_repeat_major_and_unit_tags_read_as_documented():
     ctx = _ctx(None, _Rows(), repeats=2)
     assert [(i.prompt.id, i.answer_repeat) for i in ctx.expand([P1, p2])] == [("p1", 0), ("p2", 0), ("p1", 1), ("p2", 1)]
     assert ctx.unit_tag == ""
-    assert _ctx(None, _Rows(), load="rate=2", cell_repeat=1).unit_tag == "@rate=2#1"
+    assert _ctx(None, _Rows(), level=LoadLevel.from_label("rate=2"), cell_repeat=1).unit_tag == "@rate=2#1"
     assert _ctx(None, _Rows(), cell_repeat=1).unit_tag == "@batch#1"  # a repeat of the batch unit is tagged too
 
 

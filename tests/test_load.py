@@ -28,6 +28,46 @@ def test_parse_load_levels_and_errors():
         RunConfig(load=("burst",))
 
 
+def test_run_config_holds_the_levels_parsed_once_and_typed(tmp_path, monkeypatch):
+    import dataclasses
+
+    import costtax.config as config_mod
+    from costtax.rundir import config_from_run
+    from costtax.records import RUN_JSON, write_json_atomic
+
+    cfg = RunConfig(load=("rate=0.5", "concurrency=1,2", "batch"))
+    assert cfg.load_levels == (LoadLevel("rate", 0.5), LoadLevel("concurrency", 1), LoadLevel("concurrency", 2), LoadLevel("batch"))
+    assert all(LoadLevel.from_label(lv.label) == lv for lv in cfg.load_levels)
+    # reading the levels does not parse again; run.json keeps the specs as given, not the LoadLevels
+    monkeypatch.setattr(config_mod, "parse_load", lambda *a, **k: pytest.fail("parsed again"))
+    assert cfg.load_levels[1].mode == "concurrency" and cfg.load_levels[0].is_rate and cfg.load_levels[3].is_batch
+    assert cfg.to_dict()["load"] == ["rate=0.5", "concurrency=1,2", "batch"] and "load_levels" not in cfg.to_dict()
+    monkeypatch.undo()
+    write_json_atomic(tmp_path / RUN_JSON, {"config": cfg.to_dict()})
+    back = config_from_run(tmp_path)
+    assert back == cfg and back.load_levels == cfg.load_levels
+    assert dataclasses.replace(cfg, load=("batch",)).load_levels == (LoadLevel("batch"),)
+
+
+def test_warmup_follows_the_level_shape():
+    assert [LoadLevel.from_label(s).warmup_count(10, 64) for s in ("batch", "concurrency=3", "rate=9")] == [10, 3, 4]
+    assert LoadLevel("batch").warmup_count(100, 64) == 64 and LoadLevel("concurrency", 80).warmup_count(100, 64) == 64
+    assert RunConfig(warmup_answers=2).warmup_count(LoadLevel("batch"), 10) == 2
+
+
+def test_mode_names_live_in_load_py_only():
+    """No runner-side module spells a load mode: they ask a LoadLevel (mode, is_batch, label)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "costtax"
+    runner = ["config.py", "rundir.py", "startup.py", "unit.py", "profile.py", "context.py", "records.py", "cli.py", "console.py"]
+    spelled = re.compile(r"""["'](batch|concurrency|rate)["']""")
+    hits = [f"{name}: {line.strip()}" for name in runner for line in (root / name).read_text().splitlines() if spelled.search(line)]
+    assert not hits, hits
+    assert spelled.search((root / "load.py").read_text())
+
+
 def test_poisson_arrivals_are_seeded_and_have_the_right_rate():
     a = poisson_arrivals(2000, 4.0, seed=1)
     assert a == poisson_arrivals(2000, 4.0, seed=1) and a != poisson_arrivals(2000, 4.0, seed=2)

@@ -104,6 +104,3 @@ class TechniqueBase:
 
     def check(self, answer, calls) -> list[str]:
         return []
-
-    def warmup_limit(self) -> int | None:
-        return None
