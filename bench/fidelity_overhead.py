@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from fidelity_machine import cpu_count, foreign_share, loadavg, machine_busy_s, quiet_pairs, tree_cpu_s, wait_for_quiet
 from fidelity_stats import (
-    MODEL, QUIET_LIMIT, bootstrap_median_ci, fmt, median, overhead_pct, overhead_verdict, paired_overhead_pcts, rotated,
+    MODEL, QUIET_LIMIT, fmt, median, overhead_estimates, overhead_pct, paired_overhead_pcts, rotated,
     spread, tokens_per_s,
 )
 
@@ -283,7 +283,7 @@ def part_overhead(args, cfg, log) -> tuple[dict[str, Any], list, Any]:
         engine.close()
     raw, inst = times["raw"], times["instrumented"]
     paired = paired_overhead_pcts(raw, inst)
-    ci = bootstrap_median_ci(paired)
+    est = overhead_estimates(raw, inst)
     pct = overhead_pct(raw, inst)
     res: dict[str, Any] = {
         "engine_start_s": start_s,
@@ -301,7 +301,8 @@ def part_overhead(args, cfg, log) -> tuple[dict[str, Any], list, Any]:
         "overhead_pct": pct,
         "paired_overhead_pct": paired,
         "paired_overhead_median_pct": median(paired),
-        "verdict": overhead_verdict(pct, ci),
+        "estimates": {"paired": est["paired"], "unpaired": est["unpaired"]},
+        "verdict": est["verdict"],
         "output_tokens_raw": toks["raw"],
         "output_tokens_instrumented": toks["instrumented"],
         "expected_output_tokens": len(prompts) * cfg["max_tokens"],
@@ -329,6 +330,7 @@ def part_overhead(args, cfg, log) -> tuple[dict[str, Any], list, Any]:
         res["quiet"].update(
             raw_s=qr, instrumented_s=qi, overhead_pct=overhead_pct(qr, qi),
             paired_overhead_median_pct=median(paired_overhead_pcts(qr, qi)),
+            estimates=overhead_estimates(qr, qi),
         )
     if all(x is not None for a in arms for x in cpu[a]):
         res["cpu_s"] = {a: cpu[a] for a in arms}

@@ -12,7 +12,7 @@ ways, because at these sizes the numbers are host-bound (shared/README.md):
 
 The verdict compares the public op with the best torch expression on each measure
 (``LOSS`` when slower by more than 10 % + 1 us); the forced kernel gets the same verdict,
-and its losses feed a proposed crossover threshold for ``kernels/_crossover.py``.
+and its losses feed a proposed crossover threshold (``kernels/_crossover.py`` reads measured shapes only).
 
 On CPU (``--dry``) the same code runs at tiny sizes with ``time.perf_counter``; the kernel
 then runs in the Triton interpreter, so it loses everywhere, which the dry-run test uses to
@@ -253,5 +253,6 @@ def propose_crossover(records: list[dict], card: str, date: str) -> dict:
     return {
         "op": "reward_head", "card": card, "date": date, "kernel_lost_at_TH": lost, "kernel_won_at_TH": won,
         "proposed_max_TH": (max(lost) if lost and consistent else None), "threshold_separates": consistent,
-        "how": "set Crossover(max_TH=proposed_max_TH, cards=(card,)) in kernels/_crossover.py when threshold_separates",
+        "how": "commit the measured grid under bench/results/ and regenerate kernels/_crossover_table.py with "
+        "bench/crossover_table.py (the dispatcher uses measured shapes only)",
     }

@@ -33,9 +33,10 @@ import fidelity  # noqa: E402
 import fidelity_throughput  # noqa: E402
 from fidelity_machine import cpu_env, foreign_share, machine_busy_s, quiet_pairs  # noqa: E402
 from fidelity_overhead import fake_engine, run_instrumented, run_raw  # noqa: E402
-from fidelity_report import KEEP_BEGIN, KEEP_END, kept_block, render_markdown  # noqa: E402
+from fidelity_report import KEEP_BEGIN, KEEP_END, kept_block, regenerate, render_markdown  # noqa: E402
 from fidelity_stats import (  # noqa: E402
-    bootstrap_median_ci, median, overhead_pct, overhead_verdict, paired_overhead_pcts, ratio_verdict, rotated, spread,
+    bootstrap_median_ci, bootstrap_overhead_ci, median, overhead_estimates, overhead_pct, overhead_verdict, paired_overhead_pcts,
+    ratio_verdict, rotated, spread,
     throughput_ratio,
 )
 from fidelity_throughput import run_costtax_cli, run_vllm_bench  # noqa: E402
@@ -76,14 +77,61 @@ def test_paired_overhead_and_bootstrap_ci():
 
 
 def test_verdicts_and_ratio():
+    # the pass rule is on the CI's upper end, never on the point estimate
     v = overhead_verdict(1.2, (0.5, 1.9))
-    assert v["pass"] and v["resolved"]
-    v = overhead_verdict(1.2, (-3.0, 6.0))
-    assert v["pass"] and not v["resolved"]
-    assert not overhead_verdict(2.5)["pass"]
+    assert v["pass"] and v["resolved"] and v["ci95_pct"] == [0.5, 1.9]
+    v = overhead_verdict(1.2, (-3.0, 6.0))  # point under target, CI across it: fails, unresolved
+    assert not v["pass"] and not v["resolved"]
+    v = overhead_verdict(-9.0, (-14.0, 2.0))  # upper end AT the target: not shown below it
+    assert not v["pass"]
+    assert not overhead_verdict(2.5, (2.1, 3.0))["pass"] and overhead_verdict(2.5, (2.1, 3.0))["resolved"]
     assert throughput_ratio([95.0, 100.0, 105.0], [100.0, 110.0, 90.0]) == pytest.approx(1.0)
     assert ratio_verdict(0.91)["pass"] and not ratio_verdict(0.89)["pass"]
     assert ratio_verdict(1.05)["deviation_pct"] == pytest.approx(5.0)
+
+
+def test_each_estimate_has_its_own_ci():
+    """Paired and unpaired estimates differ on drifting rounds; each CI contains its own point
+    estimate, and the verdict is the paired one's."""
+    raw = [10.0, 12.0, 14.0, 16.0, 18.0]
+    inst = [10.5, 12.5, 14.4, 16.9, 18.2]  # +2.3..5.6 % per round; medians 14.0 vs 14.4
+    e = overhead_estimates(raw, inst)
+    p, u = e["paired"], e["unpaired"]
+    assert p["value_pct"] == pytest.approx(median(paired_overhead_pcts(raw, inst)))
+    assert u["value_pct"] == pytest.approx(overhead_pct(raw, inst))
+    assert p["ci95_pct"][0] <= p["value_pct"] <= p["ci95_pct"][1]
+    assert u["ci95_pct"][0] <= u["value_pct"] <= u["ci95_pct"][1]
+    assert p["ci95_pct"] != u["ci95_pct"]
+    # the paired CI is tight (every round +2.3..+5.6 %), the unpaired one spans the drift
+    assert u["ci95_pct"][1] - u["ci95_pct"][0] > 3 * (p["ci95_pct"][1] - p["ci95_pct"][0])
+    assert e["verdict"]["value_pct"] == p["value_pct"] and e["verdict"]["ci95_pct"] == p["ci95_pct"]
+    assert e["verdict"]["estimate"] == "paired" and not e["verdict"]["pass"]  # +2.9 % > 2 %
+    assert bootstrap_overhead_ci(raw, inst) == bootstrap_overhead_ci(raw, inst)  # seeded
+
+
+@pytest.mark.parametrize(
+    "json_name,md_name",
+    [("fidelity-2026-11-27-101557.json", "FIDELITY.md"),
+     ("fidelity-2026-11-27-overhead-after-interval-fix.json", "FIDELITY-overhead-after-interval-fix.md")],
+)
+def test_committed_fidelity_pages_are_renderings_of_their_json(json_name, md_name):
+    """The committed pages are exactly what bench/fidelity_report.py renders from the committed
+    JSON (hand-written block carried over): no figure in them is typed by hand."""
+    results = Path(__file__).parent / "results"
+    md = results / md_name
+    assert regenerate(results / json_name, md, write=False) == md.read_text(encoding="utf-8")
+
+
+def test_rendered_verdict_follows_the_ci_not_the_stored_one():
+    """A result whose stored verdict says pass (old rule: point estimate) renders as not passed
+    when the paired CI95 crosses the target."""
+    results = Path(__file__).parent / "results"
+    res = json.loads((results / "fidelity-2026-11-27-overhead-after-interval-fix.json").read_text())
+    assert res["overhead"]["verdict"]["pass"] is True  # as stored by the old rule
+    md = render_markdown(res)
+    row = next(ln for ln in md.splitlines() if ln.startswith("| profiler overhead: paired"))
+    assert row.endswith("| no (not resolved: noise) |") and "CI95 -9.5..+12.6 %" in row
+    assert "paired +" not in md.split("## Overhead runs")[0]  # no point estimate next to another's CI
 
 
 def test_rotated_alternates_order():

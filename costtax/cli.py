@@ -1,7 +1,9 @@
 """The typer CLI: parse flags, build a RunConfig, call one function. No torch/vllm imports here.
 
-What `profile` prints (costtax/console.py): one line per phase, a progress bar per cell on a
-terminal, the final table; engine and library output goes to RUN_DIR/engine.log (`-v` shows it too).
+What `profile` prints (costtax/console.py): a live line per long phase and a bar per cell on a
+terminal (start and end lines off one), then the table fitted to the terminal
+(costtax/report/fit.py; --wide or off a terminal: complete); engine and library output goes to
+RUN_DIR/engine.log (`-v` shows it too).
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ app = typer.Typer(
     no_args_is_help=False,
     help="costtax: what inference-time alignment (best-of-N, Constitutional AI) costs, and what it buys.",
 )
+_WIDE_HELP = "print every table column on one line, however wide (default: fit the terminal; complete off one)"
 # profile's flags that are not RunConfig fields
-_NOT_CONFIG = ("resume", "verbose")
+_NOT_CONFIG = ("resume", "verbose", "wide")
 
 
 def _err(msg: str) -> None:
@@ -66,12 +69,19 @@ def profile(
     judge_calibration: bool = typer.Option(True, "--judge-calibration/--no-judge-calibration"),
     cell_repeats: int = typer.Option(1, "--cell-repeats", help="run every cell R times, interleaved; rows report the median and spread"),
     warmup_answers: Optional[int] = typer.Option(None, "--warmup-answers", help="answers of the cell's own prompts run (and discarded) before its first repeat (default: one real batch's worth, at most 64); 0: none"),
-    load: Optional[List[str]] = typer.Option(None, "--load", help="repeatable: batch | concurrency=1,2,4 | rate=0.5,1 (answers/s, Poisson)"),
+    load: Optional[List[str]] = typer.Option(None, "--load", help="repeatable: batch | concurrency=1,2,4 | rate=0.5,1 (answers/s, Poisson) | search (needs --slo-p95-s) | search=rate"),
     level_timeout_s: Optional[float] = typer.Option(None, "--level-timeout-s", help="time cap per cell x load level; hitting it marks the level saturated"),
     slo_p95_s: Optional[float] = typer.Option(None, "--slo-p95-s", help="latency SLO for the goodput column"),
+    search_max: Optional[float] = typer.Option(None, "--search-max", help="--load search: the highest level probed (concurrency, or answers/s for search=rate; default 64)"),
+    search_start: Optional[float] = typer.Option(None, "--search-start", help="--load search: first level probed (default concurrency 1, rate 0.25)"),
+    search_probes: int = typer.Option(10, "--search-probes", help="--load search: probe budget per cell"),
+    search_answers_per_slot: int = typer.Option(4, "--search-answers-per-slot", help="--load search: a probe at concurrency C runs this x C answers (prompts cycled)"),
+    search_min_answers: int = typer.Option(16, "--search-min-answers", help="--load search: fewest answers per probe"),
+    oversaturation_stop: bool = typer.Option(True, "--oversaturation-stop/--no-oversaturation-stop", help="stop a loaded level whose queue (rate) or latency (concurrency) keeps rising"),
     ignore_eos: bool = typer.Option(False, "--ignore-eos", help="fixed-length generation: every sample runs to --max-tokens"),
     score_max_pairs: int = typer.Option(64, "--score-max-pairs", help="reward micro-batcher: max prompt/response pairs per pass"),
     score_max_wait_ms: float = typer.Option(5.0, "--score-max-wait-ms", help="reward micro-batcher: max wait for more score calls"),
+    score_gather_ms: float = typer.Option(0.0, "--score-gather-ms", help="reward micro-batcher: hold a pass up to this long for every answer in flight to queue its score call (0: off)"),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="--engine openai: an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
     serve: bool = typer.Option(False, "--serve", help="start vLLM's OpenAI server for --model on a free loopback port and profile through it"),
     server_timeout_s: float = typer.Option(600.0, "--server-timeout-s", help="--serve: how long to wait for the server's /health"),
@@ -79,6 +89,7 @@ def profile(
         None, "--serve-arg", help="repeatable, '=' form: an argument for the server --serve starts, e.g. --serve-arg=--tensor-parallel-size=2"
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the engine log (RUN_DIR/engine.log) to the terminal too"),
+    wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP),
 ):
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
     from .rundir import config_from_run
@@ -126,9 +137,16 @@ def profile(
             load=tuple(load or (DEFAULT_LABEL,)),
             level_timeout_s=level_timeout_s,
             slo_p95_s=slo_p95_s,
+            search_max=search_max,
+            search_start=search_start,
+            search_probes=search_probes,
+            search_answers_per_slot=search_answers_per_slot,
+            search_min_answers=search_min_answers,
+            oversaturation_stop=oversaturation_stop,
             ignore_eos=ignore_eos,
             score_max_pairs=score_max_pairs,
             score_max_wait_ms=score_max_wait_ms,
+            score_gather_ms=score_gather_ms,
             base_url=base_url,
             serve=serve,
             server_timeout_s=server_timeout_s,
@@ -136,7 +154,7 @@ def profile(
         )
 
     result = _run_with_display(config, resume=resume, verbose=verbose)
-    _print_table(result.run_dir)
+    _print_table(result.run_dir, wide=wide)
     if result.cells_failed:
         typer.echo(f"costtax: {len(result.cells_failed)} cell(s) failed: {', '.join(result.cells_failed)} (see run.json)", err=True)
         raise typer.Exit(1)
@@ -172,60 +190,63 @@ def _from_cli(ctx: typer.Context, name: str) -> bool:
     return src is not None and src.name == "COMMANDLINE"
 
 
-def _print_table(run_dir: Path, df=None) -> None:
+def _print_table(run_dir: Path, df=None, *, width: int | None = None, wide: bool = False) -> None:
     """Print the tax table from `df`, or from the summary.csv the run already wrote (rebuilding
-    it here would recompute every metric, self-BLEU included, a second time)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from .report import headline_rows, load_summary, reward_model_line, row_warnings
+    it here would recompute every metric, self-BLEU included, a second time). Fitted to the
+    terminal stdout is (`width`: that terminal's columns, measured before anything redirected
+    it); complete off a terminal or with `wide` (costtax/report/fit.py)."""
+    from .report import load_summary, reward_model_line, row_warnings
+    from .report.fit import output_console, print_table, terminal_width
+    from .report.table import tax_table
 
     if df is None:
         df = load_summary(run_dir)
-    header, rows = headline_rows(df)
-    table = Table(title=f"alignment tax vs plain — {run_dir}", title_justify="left")
-    for h in header:
-        table.add_column(h, justify="left" if h == "cell" else "right")
-    for r in rows:
-        table.add_row(*r)
-    console = Console(width=200)
-    try:
-        import json as _json
+    width = None if wide else (width or terminal_width(sys.stdout))
+    console = output_console(sys.stdout, width)
+    from .rundata import RunData
 
-        line = reward_model_line(_json.loads((Path(run_dir) / "run.json").read_text()))
-    except (OSError, ValueError):
+    try:
+        line = reward_model_line(RunData.open(run_dir, records=False).meta)
+    except CosttaxError:
         line = None
     if line:
-        console.print(line)
-    console.print(table)
+        console.print(line, markup=False)
+    print_table(console, tax_table(df, f"alignment tax vs plain — {run_dir}"), width)
     for w in row_warnings(df):
-        console.print(w)
+        console.print(w, markup=False)
     notes = sorted({n for n in df.get("noise_note", []) if isinstance(n, str) and n})
     for n in notes:
-        console.print(f"note: {n} (see *_ci95_* columns in summary.csv)")
+        console.print(f"note: {n} (see *_ci95_* columns in summary.csv)", markup=False)
     src = df["eval_reward_source"].iloc[0] if "eval_reward_source" in df and len(df) else None
     if src == "proxy":
         console.print("note: reward and win-rate use the selection reward model (proxy); pass --eval-reward-model for an independent judge")
-    console.print(f"summary: {run_dir / 'summary.csv'}")
+    console.print(f"summary: {run_dir / 'summary.csv'}", markup=False)
 
 
 @app.command()
-def report(run_dir: str = typer.Argument(..., help="a run directory")):
+def report(run_dir: str = typer.Argument(..., help="a run directory"),
+           wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP)):
     """Rebuild summary.csv from a run directory and print the tax table."""
-    p = Path(run_dir)
-    if not (p / "run.json").is_file():
-        raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
+    from .console import RunDisplay, warnings_line
+    from .phases import phase
+    from .rundata import RunData
+
+    p = RunData.open(run_dir).path  # a bad directory: one line naming the file, exit 2
     from .report import write_plots, write_summary
 
-    from .console import warnings_line
-
-    df = write_summary(p)
-    for f in write_plots(p, df):
-        typer.echo(f"plot: {f}", err=True)
+    display = RunDisplay(sys.stderr, gpu_check=False)  # a spinner on a terminal; two lines off one
+    try:
+        with phase(display, "rebuilding summary.csv and plots"):
+            df = write_summary(p)
+            files = write_plots(p, df)
+    finally:
+        display.close()
+    for f in files:
+        display.say(f"plot: {f}")
     note = warnings_line(p)
     if note:
-        typer.echo(f"costtax: {note}", err=True)
-    _print_table(p, df)
+        display.line(note)
+    _print_table(p, df, wide=wide)
 
 
 @app.command()
@@ -237,12 +258,13 @@ def plan(
     min_reward: Optional[float] = typer.Option(None, "--min-reward", help="quality floor: lower 95% CI end of the mean reward"),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="quality floor: lower 95% CI end of accuracy (0..1)"),
     min_win_rate: Optional[float] = typer.Option(None, "--min-win-rate", help="quality floor: lower 95% CI end of the win rate vs plain (0..1)"),
+    wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP),
 ):
     """Capacity plan from the measured latency-vs-throughput curve: replicas for a target QPS
     under a p95 SLO, $ and kWh per 1M answers, quality floors, the cheapest cell that holds them."""
-    p = Path(run_dir)
-    if not (p / "run.json").is_file():
-        raise CosttaxError(f"RUN_DIR: bad value {run_dir!r}: not a costtax run directory (no run.json)")
+    from .rundata import RunData
+
+    p = RunData.open(run_dir, records=False).path  # a bad directory: one line naming the file, exit 2
     if qps <= 0:
         raise CosttaxError(f"--qps: bad value {qps!r}: use a positive number of answers per second")
     if slo_p95_s <= 0:
@@ -252,37 +274,30 @@ def plan(
     for flag, v in (("--min-accuracy", min_accuracy), ("--min-win-rate", min_win_rate)):
         if v is not None and not 0 <= v <= 1:
             raise CosttaxError(f"{flag}: bad value {v!r}: use a fraction between 0 and 1")
-    from rich.console import Console
-    from rich.table import Table
-
     from .report import capacity_plan
 
-    df = capacity_plan(p, qps=qps, slo_p95_s=slo_p95_s, usd_per_device_hour=usd_per_device_hour,
-                       min_reward=min_reward, min_accuracy=min_accuracy, min_win_rate=min_win_rate)
+    from .console import RunDisplay
+    from .phases import phase
+
+    display = RunDisplay(sys.stderr, gpu_check=False)
+    try:
+        with phase(display if display.tty else None, "reading the latency-vs-throughput curve"):
+            df = capacity_plan(p, qps=qps, slo_p95_s=slo_p95_s, usd_per_device_hour=usd_per_device_hour,
+                               min_reward=min_reward, min_accuracy=min_accuracy, min_win_rate=min_win_rate)
+    finally:
+        display.close()
     out = p / "plan.csv"
     df.to_csv(out, index=False)
+    from .report.plan_out import write_plan_outputs
+
+    extra = write_plan_outputs(df, p, qps=qps, slo_p95_s=slo_p95_s)
     floors = any(v is not None for v in (min_reward, min_accuracy, min_win_rate))
-    t = Table(title=f"capacity plan: {qps:g} answers/s, p95 <= {slo_p95_s:g}s", title_justify="left")
-    heads = ["cell", "ans/s per replica", "basis", "replicas", "× plain", "$/1M answers", "kWh/1M answers"]
-    if floors:
-        heads.append("quality floor")
-    heads.append("cheapest")
-    for h in heads:
-        t.add_column(h, justify="left" if h in ("cell", "basis") else "right")
+    from .report.fit import output_console, print_table, terminal_width
+    from .report.plan_table import plan_table
 
-    def f(v, fmt):
-        return "—" if v is None or v != v else fmt.format(v)
-
-    for _, r in df.iterrows():
-        cells = [r["cell"], f(r.get("capacity_answers_per_s"), "{:.3g}"), str(r.get("basis")), f(r.get("replicas_needed"), "{:.0f}"),
-                 f(r.get("replicas_x_plain"), "{:.2f}"), f(r.get("usd_per_1m_answers"), "{:,.0f}"), f(r.get("kwh_per_1m_answers"), "{:,.1f}")]
-        if floors:
-            holds = r.get("quality_floor_holds")
-            cells.append("holds" if holds is True else "NOT MET" if holds is False else "—")
-        cells.append("★" if r.get("cheapest") else "")
-        t.add_row(*cells)
-    console = Console(width=180)
-    console.print(t)
+    width = None if wide else terminal_width(sys.stdout)
+    console = output_console(sys.stdout, width)
+    print_table(console, plan_table(df, f"capacity plan: {qps:g} answers/s, p95 <= {slo_p95_s:g}s", floors=floors), width)
     src = df["quality_source"].dropna().iloc[0] if "quality_source" in df and df["quality_source"].notna().any() else None
     if floors and src == "proxy":
         console.print("note: quality floors use the selection reward model as a proxy (no --eval-reward-model in this run)")
@@ -292,9 +307,9 @@ def plan(
         share = r.get("curve_foreign_cpu_share_max")
         if share is not None and share == share and share > CONTENTION_WARN_SHARE:
             console.print(f"note: {r['cell']} was measured while other processes kept up to {share:.0%} of the CPUs busy: "
-                          "its capacity is understated; re-measure on a quiet machine")
-    console.print(f"replica: what ran the profile ({df['device'].dropna().iloc[0] if 'device' in df and df['device'].notna().any() else '?'}); model: {df['model'].dropna().iloc[0] if 'model' in df and df['model'].notna().any() else ''}")
-    console.print(f"plan: {out}")
+                          "its capacity is understated; re-measure on a quiet machine", markup=False)
+    console.print(f"replica: what ran the profile ({df['device'].dropna().iloc[0] if 'device' in df and df['device'].notna().any() else '?'}); model: {df['model'].dropna().iloc[0] if 'model' in df and df['model'].notna().any() else ''}", markup=False)
+    console.print(f"plan: {out}" + "".join(f", {x}" for x in extra), markup=False)
 
 
 @app.command()
@@ -306,6 +321,7 @@ def compare(
     max_quality_drop: float = typer.Option(0.03, "--max-quality-drop", help="absolute drop in win-rate vs plain or accuracy"),
     max_memory_increase: Optional[str] = typer.Option(None, "--max-memory-increase", help="peak memory (default: reported only)"),
     max_energy_increase: Optional[str] = typer.Option(None, "--max-energy-increase", help="energy per answer (default: reported only)"),
+    wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP),
 ):
     """Per-cell deltas with CIs; exit 1 on a regression beyond the limits and beyond noise."""
     from .compare import CompareConfig, parse_fraction, run_compare
@@ -319,7 +335,18 @@ def compare(
         max_memory_increase=parse_fraction(max_memory_increase, "--max-memory-increase"),
         max_energy_increase=parse_fraction(max_energy_increase, "--max-energy-increase"),
     )
-    if run_compare(config).regressions:
+    from .console import RunDisplay
+    from .report.fit import output_console
+
+    # a spinner while the CIs are bootstrapped, on a terminal only: off one, stderr keeps bad
+    # input to its one line
+    display = RunDisplay(sys.stderr, gpu_check=False)
+    try:
+        regressions = run_compare(config, output_console(sys.stdout, None) if wide else None,
+                                  on_event=display if display.tty else None).regressions
+    finally:
+        display.close()
+    if regressions:
         # SystemExit, not typer.Exit: main() runs typer with standalone_mode=False, where a
         # typer.Exit is returned as a value and main() drops it (the exit code would be 0).
         sys.exit(1)

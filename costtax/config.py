@@ -16,7 +16,7 @@ from typing import Any
 
 from .engines import ENGINES as ENGINE_NAMES  # light: the engine modules load only in make_engine
 from .errors import ConfigError
-from .load import DEFAULT_LABEL, LoadLevel, parse_load
+from .load import CLOSED_LOOP, DEFAULT_LABEL, LoadLevel, parse_load, parse_search
 from .model_files import DEFAULT_MODEL
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -162,11 +162,21 @@ class RunConfig:
     load: tuple[str, ...] = (DEFAULT_LABEL,)
     level_timeout_s: float | None = None
     slo_p95_s: float | None = None
+    # --load search (costtax.search): cap, start, probe budget, answers per probe (k x C, at
+    # least the minimum); oversaturation_stop: stop a loaded level whose signal keeps rising
+    # (costtax.oversaturation). A search has no fixed levels: `load_levels` is then ().
+    search_max: float | None = None
+    search_start: float | None = None
+    search_probes: int = 10
+    search_answers_per_slot: int = 4
+    search_min_answers: int = 16
+    oversaturation_stop: bool = True
     ignore_eos: bool = False
     # Reward micro-batcher under load: max prompt/response pairs per reward-model pass, and how
     # long the first score call of a batch waits for others.
     score_max_pairs: int = 64
     score_max_wait_ms: float = 5.0
+    score_gather_ms: float = 0.0  # gather policy: hold a pass for the answers still in flight (0: off)
     # Served engines: `openai` drives any OpenAI-compatible server at base_url; serve=True starts
     # vLLM's OpenAI server for `model` on a free loopback port and profiles through `openai`.
     base_url: str | None = None
@@ -215,6 +225,8 @@ class RunConfig:
             raise ConfigError("--score-max-pairs", self.score_max_pairs, "use an integer >= 1")
         if not 0 <= self.score_max_wait_ms <= 60_000:
             raise ConfigError("--score-max-wait-ms", self.score_max_wait_ms, "use milliseconds between 0 and 60000")
+        if not 0 <= self.score_gather_ms <= 600_000:
+            raise ConfigError("--score-gather-ms", self.score_gather_ms, "use milliseconds between 0 (off) and 600000")
         if self.serve and self.engine not in ("vllm", "openai"):
             raise ConfigError("--serve", "true", f"--serve starts vLLM's OpenAI server; it cannot be combined with --engine {self.engine}")
         if self.serve and self.base_url:
@@ -235,8 +247,45 @@ class RunConfig:
 
         object.__setattr__(self, "serve_args", validate_serve_args(self.serve_args, serve=self.serve))
         object.__setattr__(self, "load", tuple(self.load))
-        object.__setattr__(self, "load_levels", parse_load(self.load))
+        search = parse_search(self.load)
+        object.__setattr__(self, "load_levels", () if search else parse_load(self.load))
+        self._check_search(search)
         object.__setattr__(self, "cells", expand_techniques(self.techniques))
+
+    def _check_search(self, search: str | None) -> None:
+        given = [(f, v) for f, v, d in (("--search-max", self.search_max, None), ("--search-start", self.search_start, None),
+                                        ("--search-probes", self.search_probes, 10),
+                                        ("--search-answers-per-slot", self.search_answers_per_slot, 4),
+                                        ("--search-min-answers", self.search_min_answers, 16)) if v != d]
+        if search is None:
+            if given:
+                raise ConfigError(given[0][0], given[0][1], "applies only to --load search (or search=rate); add it or drop this flag")
+            return
+        if self.slo_p95_s is None:
+            raise ConfigError("--slo-p95-s", "", "--load search needs the p95 SLO it searches for, e.g. --slo-p95-s 10")
+        whole = search == CLOSED_LOOP
+        for flag, v in (("--search-max", self.search_max), ("--search-start", self.search_start)):
+            if v is None:
+                continue
+            if not v > 0 or (whole and (v < 1 or int(v) != v)):
+                raise ConfigError(flag, v, "use an integer >= 1 (answers in flight)" if whole else "use answers/s > 0")
+        if self.search_max is not None and self.search_start is not None and self.search_start > self.search_max:
+            raise ConfigError("--search-start", self.search_start, f"must not exceed --search-max ({self.search_max:g})")
+        if self.search_max is None and self.search_start is not None and self.search_start > 64:
+            raise ConfigError("--search-start", self.search_start, "above the default cap 64; give --search-max too")
+        if not 1 <= self.search_probes <= 100:
+            raise ConfigError("--search-probes", self.search_probes, "use an integer between 1 and 100")
+        if not 1 <= self.search_answers_per_slot <= 1000:
+            raise ConfigError("--search-answers-per-slot", self.search_answers_per_slot, "use an integer between 1 and 1000")
+        if not 1 <= self.search_min_answers <= 100_000:
+            raise ConfigError("--search-min-answers", self.search_min_answers, "use an integer between 1 and 100000")
+
+    @property
+    def search(self):
+        """The SearchSpec of --load search, or None."""
+        from .search import SearchSpec
+
+        return SearchSpec.from_config(self)
 
     def warmup_count(self, level: LoadLevel, answers: int) -> int:
         """Answers the warm-up runs before the first repeat of a (cell, level): --warmup-answers

@@ -21,10 +21,24 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import CosttaxError
+from .live_line import SHORT_PHASE_S, file_size, log_stage  # noqa: F401  (log_stage: re-exported)
 from .load import DEFAULT_LABEL
 
 ENGINE_LOG = "engine.log"
 NO_GPU_NOTE = "no NVIDIA GPU: GPU memory and energy columns are empty"
+
+
+def terminal_width(stream: IO[str] | None) -> int | None:
+    """Columns of the terminal `stream` writes to; None off a terminal (a pipe, a file, CI).
+
+    Asked of the stream's own descriptor, so it holds while fds 1/2 point at engine.log
+    (`costtax profile`): rich would fall back to stdin or 80 columns there."""
+    try:
+        if stream is None or not stream.isatty():
+            return None
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _terminal_stream(stream: IO[str]) -> tuple[IO[str], bool]:
@@ -167,35 +181,49 @@ class EngineLog:
                 self._drain(self.path)
 
 
-def _bar_columns():
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _line_column(display: "RunDisplay"):
+    from rich.progress import ProgressColumn
 
-    return (
-        TextColumn("{task.description:<20}"),
-        BarColumn(bar_width=30),
-        MofNCompleteColumn(),
-        TextColumn("answers"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
+    from .live_line import progress_line
+    from rich.text import Text
+
+    class LineColumn(ProgressColumn):
+        max_refresh = None
+
+        def render(self, task):
+            path = display._log_path(task.fields.get("log"))
+            return Text(progress_line(task, display.width - 1, path, task.fields.get("log_since") or 0), no_wrap=True, overflow="crop")
+
+    return LineColumn()
 
 
 class RunDisplay:
-    """profile() events -> terminal. Events used: run_dir, status, cell_start, answer_done
-    {cell, done, total}, cell_done, cell_failed; unknown events are ignored. At run_dir it also
-    prints the prompts used per source (from run.json) and, without an NVIDIA GPU, says so once."""
+    """profile() events -> terminal. Events used: run_dir, status, cell_start, unit_start
+    {cell, total, done}, answer_done {cell, done, total}, cell_done, cell_failed, and the phase
+    events of costtax/phases.py (phase_start/phase_progress/phase_end); unknown events are
+    ignored. At run_dir it also prints the prompts used per source (from run.json) and, without
+    an NVIDIA GPU, says so once.
 
-    def __init__(self, stream: IO[str], *, tty: bool | None = None, log: EngineLog | None = None, gpu_check: bool = True):
+    On a terminal: one live line per running phase or cell (spinner, bar or count, elapsed,
+    ETA or the engine log's last line), refreshed 8 times a second from rich's own thread, so
+    a phase that blocks the main thread (engine start) still moves; a finished phase leaves
+    one line with its duration. Off a terminal: a line when a phase starts and one when it
+    ends, with its duration; per-answer events print nothing. The width is the stream's own
+    terminal's (fds 1/2 may point at engine.log meanwhile)."""
+
+    def __init__(self, stream: IO[str], *, tty: bool | None = None, log: EngineLog | None = None, gpu_check: bool = True,
+                 width: int | None = None):
         from rich.console import Console
 
         self.tty = stream.isatty() if tty is None else tty
-        self.console = Console(file=stream, force_terminal=self.tty, no_color=not self.tty, width=None if self.tty else 200,
-                               highlight=False, soft_wrap=True)
+        self.width = width or terminal_width(stream) or 80
+        self.console = Console(file=stream, force_terminal=self.tty, no_color=not self.tty, width=self.width if self.tty else 1000,
+                               highlight=False, soft_wrap=not self.tty)
         self.log = log
         self.gpu_check = gpu_check
         self.progress = None
         self.tasks: dict[str, Any] = {}
+        self.phases: dict[int, Any] = {}  # phase id -> task id (terminal) or start data (off one)
         self.lines = 0  # plain lines printed (the progress bars aside)
         if log is not None and log.echo:
             log.set_echo_writer(lambda text: self._print(text.rstrip("\n"), count=False))
@@ -209,13 +237,17 @@ class RunDisplay:
     def line(self, msg: str) -> None:
         self._print(f"costtax: {msg}")
 
+    def say(self, msg: str) -> None:
+        """A line without the costtax: prefix (wrapped at the terminal's width like the others)."""
+        self._print(msg)
+
     def _ensure_progress(self):
         if self.progress is None and self.tty:
             from rich.progress import Progress
 
             # redirect_*=False: sys.stdout/err must keep going to the engine log, not to the bars
-            self.progress = Progress(*_bar_columns(), console=self.console, redirect_stdout=False, redirect_stderr=False,
-                                     refresh_per_second=4)
+            self.progress = Progress(_line_column(self), console=self.console, redirect_stdout=False, redirect_stderr=False,
+                                     refresh_per_second=8)
             self.progress.start()
         return self.progress
 
@@ -224,7 +256,50 @@ class RunDisplay:
             self.progress.stop()
             self.progress = None
 
+    def _cell_task(self, data: dict, total=None, done: int = 0):
+        cell = _unit(data)
+        task = self.tasks.get(cell)
+        if task is None and self._ensure_progress() is not None:
+            task = self.tasks[cell] = self.progress.add_task(cell, total=total, completed=done, unit="answers")
+        return task
+
+    def _settle(self, task_id) -> None:
+        """A finished cell's bar becomes a printed line: the live area keeps only what runs."""
+        from .live_line import progress_line
+
+        line = progress_line(self._task(task_id), self.width - 1, None)
+        self.progress.remove_task(task_id)
+        self._print(line, count=False)
+        self._idle()
+
+    def _idle(self) -> None:
+        """Nothing left to animate: the live display stops (and restarts with the next task), so
+        what the command prints next (a table on stdout) never meets a redraw."""
+        if self.progress is not None and not self.progress.tasks:
+            self.close()
+
+    def _log_path(self, log):
+        """phase(log=...): "engine" is this run's engine.log (wherever EngineLog keeps it now)."""
+        if log == "engine":
+            return self.log.path if self.log is not None else None
+        return log
+
+    def _task(self, task_id):
+        return next(t for t in self.progress.tasks if t.id == task_id)
+
     def __call__(self, kind: str, data: dict) -> None:
+        """A display problem never stops a run: it is reported once and the display goes on."""
+        try:
+            self._handle(kind, data)
+        except Exception as exc:  # noqa: BLE001
+            if not getattr(self, "_display_error", False):
+                self._display_error = True
+                try:
+                    self.line(f"progress display error (the run goes on): {type(exc).__name__}: {exc}")
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _handle(self, kind: str, data: dict) -> None:
         if kind == "run_dir":
             # The flags passed preflight: from here on the run has a directory and a log.
             if self.log is not None:
@@ -241,23 +316,28 @@ class RunDisplay:
                     self.line(note)
         elif kind == "status":
             self.line(data["msg"])
+        elif kind in ("phase_start", "phase_progress", "phase_end"):
+            self._phase(kind, data)
         elif kind == "cell_start":
-            cell = _unit(data)
-            if self._ensure_progress() is not None:
-                self.tasks[cell] = self.progress.add_task(cell, total=None)
-            else:
-                self.line(f"cell {cell} ...")
+            # on a terminal the cell's bar appears with its total (unit_start), after its warm-up
+            if not self.tty:
+                self.line(f"cell {_unit(data)} ...")
+        elif kind == "unit_start":
+            task = self._cell_task(data, data.get("total"), data.get("done") or 0)
+            if task is not None:
+                self.progress.update(task, total=data.get("total"), completed=data.get("done") or 0)
         elif kind == "answer_done":
-            task = self.tasks.get(_unit(data))
-            if task is not None and self.progress is not None:
+            task = self._cell_task(data, data.get("total"))
+            if task is not None:
                 self.progress.update(task, completed=data.get("done", 0), total=data.get("total"))
         elif kind == "cell_done":
             cell = _unit(data)
             task = self.tasks.pop(cell, None)
             if task is not None and self.progress is not None:
-                total = self.progress.tasks[task].total or data.get("answers") or 0
+                total = self._task(task).total or data.get("answers") or 0
                 self.progress.update(task, completed=total, total=total)
                 self.progress.stop_task(task)
+                self._settle(task)
             else:
                 self.line(f"cell {cell}: {data['answers']} answers in {data['wall_s']:.1f} s")
         elif kind == "cell_failed":
@@ -265,7 +345,32 @@ class RunDisplay:
             if task is not None and self.progress is not None:
                 self.progress.update(task, description=f"{_unit(data)} FAILED")
                 self.progress.stop_task(task)
+                self._settle(task)
             self.line(f"cell {_unit(data)} FAILED: {data['error']}")
+
+    def _phase(self, kind: str, data: dict) -> None:
+        pid = data.get("id")
+        if kind == "phase_start":
+            if self._ensure_progress() is not None:
+                self.phases[pid] = self.progress.add_task(data["phase"], total=data.get("total"), unit=data.get("unit") or "",
+                                                          log=data.get("log"), log_since=file_size(self._log_path(data.get("log"))),
+                                                          hint=data.get("hint"))
+            else:
+                self.phases[pid] = data
+                self.line(f"{data['phase']} ...")
+        elif kind == "phase_progress":
+            task = self.phases.get(pid)
+            if task is not None and self.progress is not None:
+                self.progress.update(task, completed=data.get("done") or 0, total=data.get("total"))
+        elif kind == "phase_end":
+            task = self.phases.pop(pid, None)
+            if self.progress is not None and task is not None:
+                self.progress.remove_task(task)
+                self._idle()
+            how = "done" if data.get("ok", True) else "stopped"
+            # on a terminal a phase too short to notice leaves no line; off one, every phase ends in one
+            if not self.tty or not data.get("ok", True) or (data.get("wall_s") or 0) >= SHORT_PHASE_S:
+                self.line(f"{data['phase']}: {how} in {data.get('wall_s', 0):.1f} s")
 
 
 def _unit(data: dict) -> str:

@@ -111,11 +111,18 @@ class CellContext:
         run read as before; '@LOAD#K' otherwise."""
         return "" if (self.level.is_batch and self.cell_repeat == 0) else f"@{self.load}#{self.cell_repeat}"
 
-    def expand(self, prompts: Sequence["Prompt"]) -> list[PromptInstance]:
-        """Prompt x repeat instances still to answer (finished ones are skipped on resume)."""
+    def expand(self, prompts: Sequence["Prompt"], answers: int | None = None) -> list[PromptInstance]:
+        """Prompt x repeat instances still to answer (finished ones are skipped on resume).
+        `answers`: exactly that many instances, prompts cycled (each further pass over the set is
+        the next repeat), for a search probe's k x C answers."""
         out = []
-        for r in range(self.repeats):
+        n_rep = self.repeats if answers is None else -(-answers // max(len(prompts), 1))
+        count = 0
+        for r in range(n_rep):
             for p in prompts:
+                if answers is not None and count >= answers:
+                    return out
+                count += 1
                 aid = f"{self.cell}{self.unit_tag}|{p.id}|{r}"
                 if aid not in self.skip_answers:
                     out.append(PromptInstance(p, r, aid))
@@ -294,10 +301,14 @@ class CellContext:
         )
         self.answers_written += 1
         self._finished.append((inst, text))
-        if (inst.prompt.scorer or inst.prompt.spec.scorer) in ("pass_at_k", "refusal"):
+        if inst.prompt.effective_scorer in ("pass_at_k", "refusal"):
             self._scorable.append((inst, text, extra.get("candidate_texts")))
 
-    def run_scoring(self, refusal_judge=None) -> int:
+    def pending_scoring(self) -> int:
+        """Answers run_eval and run_scoring have still to score (the progress display's total)."""
+        return (len(self._finished) if self._eval_scorer is not None else 0) + len(self._scorable)
+
+    def run_scoring(self, refusal_judge=None, progress=None) -> int:
         """Score this unit's final answers by their sources' declared scorers (HumanEval's tests
         in the sandbox, refusal by rule and judge), after the metered window; one scores.jsonl
         row per answer. Returns the count scored."""
@@ -306,7 +317,8 @@ class CellContext:
         from .prompts.grading import evaluate_answers
 
         items, self._scorable = self._scorable, []
-        evals = evaluate_answers([i.prompt for i, _, _ in items], [t for _, t, _ in items], [c for _, _, c in items], judge=refusal_judge)
+        evals = evaluate_answers([i.prompt for i, _, _ in items], [t for _, t, _ in items], [c for _, _, c in items], judge=refusal_judge,
+                                 progress=progress)
         for (inst, _, _), ev in zip(items, evals):
             self.writer.scored(
                 {"run_id": self.run_id, "cell": self.cell, "load": self.load, "cell_repeat": self.cell_repeat,
@@ -314,11 +326,14 @@ class CellContext:
             )
         return len(items)
 
-    def run_eval(self, chunk: int = 64) -> int:
+    def run_eval(self, chunk: int = 64, progress=None) -> int:
         """Score this unit's final answers with the evaluation reward model (stage=eval).
 
         Called by the runner after the unit's metered window: evaluation is not part of the
-        technique's cost. Synchronous, in chunks of `chunk` answers. Returns the count scored."""
+        technique's cost. Synchronous, in chunks of `chunk` answers. Returns the count scored.
+        `progress(done)`: answers scored so far, after each batch (rewards/progress.py)."""
+        from .rewards.progress import batch_progress
+
         if self._eval_scorer is None or not self._finished:
             return 0
         items, self._finished = self._finished, []
@@ -327,7 +342,8 @@ class CellContext:
             flags = [bool(getattr(i.prompt, "spec", None) and i.prompt.spec.scorer == "refusal") for i, _ in part]
             kwargs = {"harmful": flags} if any(flags) else {}  # the RewardModel protocol's flag
             t0 = time.monotonic()
-            res = self._eval_scorer.score([i.prompt.text for i, _ in part], [t for _, t in part], **kwargs)
+            with batch_progress(self._eval_scorer, len(part), progress and (lambda k, _n, lo=lo: progress(lo + k))):
+                res = self._eval_scorer.score([i.prompt.text for i, _ in part], [t for _, t in part], **kwargs)
             t1 = time.monotonic()
             cached = list(getattr(res, "cached_tokens", ()) or ())
             for k, (inst, _) in enumerate(part):

@@ -14,6 +14,14 @@ Measurement choices:
 - A level is `saturated` when that completion rate falls more than 10% short of the offered
   rate, or when it hit the level's time cap (unfinished answers are cancelled, never left
   running; finished rows are kept).
+- A `watch` (costtax.oversaturation.LevelWatch) may stop a level early: it sees every release
+  (with the answers then in flight) and every finish; when it names a reason, what is still
+  running is cancelled like at the time cap, finished rows are kept, and the stats carry
+  `stop_reason` (and `oversaturated` when the reason is over-saturation).
+
+`--load search` (closed loop, concurrency probes) and `search=rate` (open loop, rate probes) are
+not levels but a search that runs ordinary levels one after another (costtax.search); the mode
+names live here, in `parse_search`.
 """
 from __future__ import annotations
 
@@ -26,6 +34,11 @@ from typing import Any, Awaitable, Callable, Sequence
 from .errors import ConfigError
 
 MODES = ("batch", "concurrency", "rate")
+BATCH_MODE, CONCURRENCY_MODE, RATE_MODE = MODES  # the one place mode names are spelled
+LOADED_MODES = (CONCURRENCY_MODE, RATE_MODE)  # modes whose levels form a latency-vs-throughput curve
+CLOSED_LOOP, OPEN_LOOP = CONCURRENCY_MODE, RATE_MODE  # the search's probe modes (costtax.search)
+SEARCH = "search"
+SEARCH_PROBE_MODES = (CLOSED_LOOP, OPEN_LOOP)  # `search` alone means concurrency (closed loop)
 SATURATION_SHORTFALL = 0.10
 RATE_WARMUP_ANSWERS = 4  # warm-up answers before the first repeat of a rate level (see LoadLevel.warmup_count)
 
@@ -76,7 +89,7 @@ class LoadLevel:
         return min(answers, RATE_WARMUP_ANSWERS)
 
 
-BATCH = LoadLevel("batch")
+BATCH = LoadLevel(BATCH_MODE)
 DEFAULT_LABEL = BATCH.label  # the `load` of rows written before load levels existed
 
 
@@ -114,6 +127,21 @@ def parse_load(specs: Sequence[str], field: str = "--load") -> tuple[LoadLevel, 
     return tuple(out)
 
 
+def parse_search(specs: Sequence[str], field: str = "--load") -> str | None:
+    """The probe mode of `--load search` (`concurrency`) or `--load search=rate` (`rate`); None when
+    `specs` hold no search. A search runs its own levels, so it is given alone."""
+    texts = [str(t).strip() for t in specs]
+    hits = [t for t in texts if t == SEARCH or t.partition("=")[0].strip() == SEARCH]
+    if not hits:
+        return None
+    if len(texts) > 1:
+        raise ConfigError(field, " ".join(texts), "--load search chooses its own levels; give it alone (run fixed levels in another run)")
+    mode = CLOSED_LOOP if hits[0] == SEARCH else hits[0].partition("=")[2].strip()
+    if mode not in SEARCH_PROBE_MODES:
+        raise ConfigError(field, hits[0], "use search (closed loop: concurrency probes) or search=rate (open loop: rate probes)")
+    return mode
+
+
 def poisson_arrivals(n: int, rate: float, seed: int) -> list[float]:
     """Arrival offsets (s) of n answers: the first at 0, then exponential gaps of mean 1/rate."""
     rng = random.Random(f"arrivals|{seed}|{rate!r}")
@@ -136,6 +164,7 @@ class DriveResult:
     t_first_finish: float | None
     t_last_finish: float | None
     errors: list[str]
+    stop_reason: str | None = None  # a watch stopped the level early (over-saturation, SLO out of reach)
 
     def stats(self, level: LoadLevel) -> dict[str, Any]:
         span = None
@@ -165,6 +194,8 @@ class DriveResult:
             "failed": self.failed,
             "timed_out": self.timed_out,
             "saturated": bool(saturated),
+            "stop_reason": self.stop_reason,
+            "oversaturated": bool(self.stop_reason and self.stop_reason.startswith("oversaturated")),
         }
 
 
@@ -179,13 +210,21 @@ async def drive(
     on_done: Callable[[Any], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    watch: Any = None,
 ) -> DriveResult:
     """Release `items` to `run_one` according to `level`. The first exception of an answer is
     re-raised after the others are cancelled (the unit is then marked failed by the runner; rows
-    already written stay). A timeout cancels what is still running and returns timed_out=True."""
+    already written stay). A timeout cancels what is still running and returns timed_out=True;
+    a `watch` naming a stop reason does the same and returns it in `stop_reason`."""
     res = DriveResult(0, 0, 0, False, None, None, None, None, [])
     in_flight: set[asyncio.Task] = set()
     first_error: list[BaseException] = []
+    stop = asyncio.Event()
+
+    def watched(reason: str | None) -> None:
+        if reason and res.stop_reason is None:
+            res.stop_reason = reason
+            stop.set()
 
     async def one(item) -> None:
         t = clock()
@@ -194,6 +233,9 @@ async def drive(
         res.t_last_release = t
         if on_release:
             on_release(item, t)
+        if watch is not None:
+            watched(watch.released(t, res.started - res.finished - res.failed))
+        t_release = t
         try:
             await run_one(item)
         except asyncio.CancelledError:
@@ -210,6 +252,8 @@ async def drive(
         res.t_last_finish = t
         if on_done:
             on_done(item)
+        if watch is not None:
+            watched(watch.finished(t_release, t))
 
     async def release_all() -> None:
         if level.mode == "batch":
@@ -241,22 +285,22 @@ async def drive(
                 tasks.append(task)
             await asyncio.gather(*tasks)
 
+    main = asyncio.ensure_future(release_all())
+    stopper = asyncio.ensure_future(stop.wait())
     try:
-        if timeout_s is None:
-            await release_all()
-        else:
-            await asyncio.wait_for(release_all(), timeout_s)
-    except asyncio.TimeoutError:
-        res.timed_out = True
+        done, _ = await asyncio.wait({main, stopper}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if main in done:
+            main.result()  # the answers' first error, if any
+        elif not stop.is_set():
+            res.timed_out = True
     except BaseException:
         if not first_error:
             raise
     finally:
-        for t in in_flight:
+        for t in (main, stopper, *in_flight):
             if not t.done():
                 t.cancel()
-        if in_flight:
-            await asyncio.gather(*in_flight, return_exceptions=True)
+        await asyncio.gather(main, stopper, *in_flight, return_exceptions=True)
     if first_error:
         raise first_error[0]
     return res

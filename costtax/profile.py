@@ -55,14 +55,20 @@ def profile(
     scorer=None,
     eval_scorer=None,
     restart_dead_engine: bool | None = None,
+    baseline_from: str | Path | None = None,
 ) -> RunResult:
     """Run every unit of `config` (cell x load level x cell repeat) and write the run directory.
 
     `engine`, `scorer`, `eval_scorer` may be injected (tests, library users who share one engine);
     otherwise they are built from the config. With `resume`, the run directory's config must
-    match (apart from --out) and finished units/answers are skipped.
+    match (apart from --out) and finished units/answers are skipped. With `baseline_from` (a run
+    directory), that run's plain cell is reused instead of run again (costtax/baseline.py).
     """
     emit = on_event or no_events
+    if baseline_from is not None:
+        from .baseline import seed_from_baseline
+
+        resume = seed_from_baseline(config, baseline_from)
     state = open_run(config, resume=resume, check_rewards=scorer is None, emit=emit)
     # Warnings raised while the run is open become run.json events (run_events.py); the filters
     # are restored afterwards. NVML missing (any CPU machine) is dropped: the CLI states it once
@@ -85,6 +91,11 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
         for spec in config.cells
     ]
     todo = [(spec, level, k) for spec, level, k in plan if (spec.cell, level, k) not in done]
+    search = config.search
+    if search is not None:  # --load search: the units come round by round (costtax.search)
+        from .search import SearchUnits
+
+        todo = SearchUnits(state.run_dir, config, search)
     failed: list[str] = []
     models = None
     status = "crashed"
@@ -94,14 +105,15 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
         warmed = {(cell, level) for cell, level, _ in done}
         for spec, level, k in todo:
             emit("cell_start", {"cell": spec.cell, "load": level.label, "cell_repeat": k})
-            first = (spec.cell, level) not in warmed
+            # a search warms each cell up once, before its first probe
+            first = (spec.cell, level) not in warmed and not (search and any(c == spec.cell for c, _ in warmed))
             rec = run_unit(state, models, spec, level, k, warmup=first, emit=emit)
             warmed.add((spec.cell, level))
             if rec.status != "ok":
                 failed.append(spec.cell)
                 restart_if_dead(state, models, emit)
             save_meta(state)
-            rebuild_summary(state, after=spec.cell)
+            rebuild_summary(state, after=spec.cell, emit=emit)
         ok, failed = _cell_outcomes(state, failed)
         status = "finished"
         return RunResult(state.run_dir, state.run_id, "finished", ok, failed)
@@ -109,7 +121,14 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
         status = "interrupted"
         raise RunInterrupted(state.run_dir) from None
     finally:
-        close_run(state, models, status)
+        close_run(state, models, status, emit)
+
+
+def _search_units(state: RunState, cell: str) -> list[tuple[str, str, int]]:
+    """The units a --load search ran for `cell` (its probes x cell repeats)."""
+    from .search import SearchUnits
+
+    return SearchUnits(state.run_dir, state.config, state.config.search).units_of(cell)
 
 
 def _cell_outcomes(state: RunState, failed_now: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -119,6 +138,6 @@ def _cell_outcomes(state: RunState, failed_now: list[str]) -> tuple[tuple[str, .
     ok: list[str] = []
     failed = list(failed_now)
     for spec in config.cells:
-        units = [(spec.cell, level, k) for level in config.load_levels for k in range(config.cell_repeats)]
+        units = _search_units(state, spec.cell) if config.search else [(spec.cell, level, k) for level in config.load_levels for k in range(config.cell_repeats)]
         (ok if all(u in done for u in units) else failed).append(spec.cell)
     return tuple(ok), tuple(dict.fromkeys(c for c in failed if c not in ok))

@@ -20,17 +20,20 @@ collected test uses a costtax fixture: a bad one stops the session with one line
 
 Fixtures: `costtax_engine` (session: started once, closed at the end), `costtax_scorer` (session,
 loaded on first use), `costtax_profile` (function: call it to run one cell). The plain baseline
-that the ×plain columns need runs once per session per (prompts, limit, sampling) and is shared.
+that the ×plain columns need runs once per session per (prompts, limit, sampling) and is shared:
+each cell's run reuses it through profile(..., baseline_from=DIR). The result type and the
+assertions live in costtax/assertions.py and are re-exported here.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import pytest
+
+from .assertions import CellResult, CosttaxLimitError, assert_cost, assert_quality, cell_result  # noqa: F401  (public here)
 
 _FIXTURES = ("costtax_engine", "costtax_scorer", "costtax_profile", "costtax_session")
 # name -> (command-line flag, ini key, default, help)
@@ -226,29 +229,13 @@ class CosttaxSession:
 
 def _run_cell(config, *, engine, scorer, baseline_dir: Path | None, out: Path):
     """Run one cell on the shared engine into a new run directory `out`; returns the RunResult.
-
-    The one place that calls the profiler (switch to profile.run_cell when it lands). With
-    `baseline_dir`, the plain rows are copied from the session's baseline run and profile()
-    resumes the copy, so only the new cell runs; run.json records where the baseline came from.
-    """
+    With `baseline_dir`, profile() reuses that run's plain cell (profile(baseline_from=...))."""
     import dataclasses
-    import shutil
 
     from .profile import profile
-    from .records import RUN_JSON, read_run_json, write_json_atomic
-    from .rundir import new_run_id
 
     config = dataclasses.replace(config, out=str(out))
-    if baseline_dir is None:
-        return profile(config, engine=engine, scorer=scorer)
-    shutil.copytree(baseline_dir, out, ignore=shutil.ignore_patterns("*.png", ".*"))
-    meta = read_run_json(out)
-    meta["baseline_from"] = {"run_dir": str(baseline_dir), "run_id": meta["run_id"]}
-    meta["run_id"] = new_run_id()
-    meta["config"] = config.to_dict()
-    meta["cells"] = [c.cell for c in config.cells]
-    write_json_atomic(out / RUN_JSON, meta)
-    return profile(config, resume=out, engine=engine, scorer=scorer)
+    return profile(config, engine=engine, scorer=scorer, baseline_from=baseline_dir)
 
 
 @pytest.fixture(scope="session")
@@ -271,59 +258,6 @@ def costtax_engine(costtax_session):
 def costtax_scorer(costtax_session):
     """The session's reward model (selection and evaluation), loaded on first use."""
     return costtax_session.scorer()
-
-
-# -- one cell ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CellResult:
-    """What costtax_profile returns: the cell's summary row (dict), every row of its run, the run
-    directory and the estimates (with CIs) the assertions judge."""
-
-    cell: str
-    run_dir: Path
-    row: dict[str, Any]
-    rows: tuple[dict[str, Any], ...]
-    estimates: Mapping[str, Any]
-    test: str = ""
-
-    def __getitem__(self, key):
-        return self.row[key]
-
-    def extra_info(self) -> dict[str, Any]:
-        """The fields recorded in pytest-benchmark's extra_info: flat scalars to read, and a
-        `costtax` block with CIs that `costtax compare` judges."""
-        from .compare import flatten_for_extra_info
-
-        flat = {}
-        for k in ("latency_p50_s", "latency_p95_s", "answers_per_s", "output_tokens_per_answer", "eval_reward_mean",
-                  "win_rate_vs_plain", "proxy_win_rate_vs_plain", "accuracy", "accuracy_delta_vs_plain", "peak_memory_bytes",
-                  "energy_j_per_answer", "latency_p95_x", "output_tokens_per_answer_x", "cell_wall_s", "answers"):
-            v = self.row.get(k)
-            if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
-                flat[k] = v
-        return {
-            **flat,
-            "costtax": {
-                "cell": self.cell,
-                "run_dir": str(self.run_dir),
-                "metrics": flatten_for_extra_info(self.estimates),
-            },
-        }
-
-
-def _clean(rec: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
-
-
-def _cell_result(run_dir: Path, cell: str, test: str) -> CellResult:
-    from .compare import cell_estimates, summary_rows
-
-    rows = tuple(_clean(r) for r in summary_rows(run_dir))
-    mine = [r for r in rows if r["cell"] == cell]
-    if not mine:
-        raise RuntimeError(f"cell {cell} has no row in {run_dir / 'summary.csv'}")
-    row = {**mine[0], "run_dir": str(run_dir)}
-    return CellResult(cell, run_dir, row, rows, cell_estimates(run_dir).get(cell, {}), test)
 
 
 class Profiler:
@@ -402,7 +336,7 @@ class Profiler:
             load_prompts(config.prompts, limit=config.limit, seed=config.seed)
             baseline = self._session.baseline(config)
             if cell == "plain" and benchmark is None:
-                return _cell_result(baseline, "plain", test)
+                return cell_result(baseline, "plain", test)
             engine = self._session.engine()
             scorer = _SharedScorer(self._session.scorer())
             done: list[Any] = []
@@ -428,11 +362,11 @@ class Profiler:
             self._fail(problem)
         res = done[-1]
         if res.cells_failed:
-            from .records import read_run_json
+            from .rundata import RunData
 
-            errs = [f["error"] for f in read_run_json(res.run_dir).get("failures", []) if f.get("cell") == cell]
+            errs = [f["error"] for f in RunData.open(res.run_dir, records=False).meta.get("failures", []) if f.get("cell") == cell]
             self._fail(f"cell {cell} failed: {errs[-1] if errs else 'see run.json'} (run dir {res.run_dir})")
-        result = _cell_result(res.run_dir, cell, test)
+        result = cell_result(res.run_dir, cell, test)
         if benchmark is not None:
             benchmark.extra_info.update(result.extra_info())
         return result
@@ -442,148 +376,3 @@ class Profiler:
 def costtax_profile(request, costtax_session) -> Profiler:
     """Call it: costtax_profile(technique="bon:n=4", prompts="helpful", limit=8, ...) -> CellResult."""
     return Profiler(request, costtax_session)
-
-
-# -- assertions ----------------------------------------------------------------------------------------
-class CosttaxLimitError(AssertionError):
-    """A cost or quality limit was crossed; the message says what, measured (CI), limit, cell, run dir."""
-
-
-_COST_LIMITS = {  # keyword -> (estimate / summary column, label)
-    "max_latency_p95_x": ("latency_p95_x", "latency p95 ×plain"),
-    "max_latency_p50_x": ("latency_p50_x", "latency p50 ×plain"),
-    "max_tokens_per_answer_x": ("output_tokens_per_answer_x", "output tokens per answer ×plain"),
-    "max_peak_memory_x": ("peak_memory_x", "peak memory ×plain"),
-    "max_energy_j_per_answer_x": ("energy_j_per_answer_x", "energy per answer ×plain"),
-    "max_latency_p95_s": ("latency_p95_s", "latency p95 (s)"),
-    "max_latency_p50_s": ("latency_p50_s", "latency p50 (s)"),
-}
-_QUALITY_LIMITS = {
-    "min_win_rate": ("win_rate_vs_plain", "win-rate vs plain"),
-    "min_accuracy_delta": ("accuracy_delta_vs_plain", "accuracy Δ vs plain"),
-    "min_accuracy": ("accuracy", "accuracy"),
-    "min_reward_delta": ("eval_reward_delta_vs_plain", "eval reward Δ vs plain"),
-}
-_NOT_MEASURED_HINT = {
-    "accuracy_delta_vs_plain": "the prompts have no reference answers; use prompts='arith' or a JSONL with \"answer\"",
-    "accuracy": "the prompts have no reference answers; use prompts='arith' or a JSONL with \"answer\"",
-    "energy_j_per_answer_x": "energy needs an NVIDIA GPU with NVML",
-    "peak_memory_x": "no memory reading in this run",
-    "win_rate_vs_plain": "no evaluation reward (reward model off?)",
-    "eval_reward_delta_vs_plain": "no evaluation reward (reward model off?)",
-}
-
-
-def _as_result(result) -> tuple[str, str, Mapping[str, Any], Mapping[str, Any]]:
-    """(cell, run_dir, row, estimates) from a CellResult or a summary row dict (with run_dir)."""
-    if isinstance(result, CellResult):
-        return result.cell, str(result.run_dir), result.row, result.estimates
-    if isinstance(result, Mapping):
-        row = dict(result)
-        est: Mapping[str, Any] = {}
-        if row.get("run_dir"):
-            from .compare import cell_estimates
-
-            est = cell_estimates(row["run_dir"]).get(row.get("cell"), {})
-        return str(row.get("cell")), str(row.get("run_dir", "?")), row, est
-    raise TypeError(f"expected costtax_profile's result or a summary row dict, got {type(result).__name__}")
-
-
-def _measured(name: str, row: Mapping[str, Any], est: Mapping[str, Any]):
-    from .compare import Estimate
-
-    e = est.get(name)
-    if e is not None and e.value is not None:
-        return e
-    v = row.get(name)
-    if v is None and name == "win_rate_vs_plain":
-        v = row.get("proxy_win_rate_vs_plain")
-    if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
-        return Estimate(float(v))
-    return e if e is not None else Estimate(None)
-
-
-def _fmt_measured(e) -> str:
-    s = f"{e.value:.3g}"
-    if e.has_ci:
-        s += f" (95% CI {e.lo:.3g}–{e.hi:.3g}"
-        s += f", n={e.n})" if e.n else ")"
-    elif e.n:
-        s += f" (n={e.n}, no CI)"
-    return s
-
-
-def _check(kind: str, result, limits: Mapping[str, float | None], table: Mapping[str, tuple[str, str]]) -> None:
-    __tracebackhide__ = True
-    unknown = [k for k in limits if k not in table]
-    if unknown:
-        raise TypeError(f"assert_{kind}: unknown limit {unknown[0]!r}; valid: {', '.join(table)}")
-    cell, run_dir, row, est = _as_result(result)
-    lines = []
-    for key, limit in limits.items():
-        if limit is None:
-            continue
-        name, label = table[key]
-        e = _measured(name, row, est)
-        if name == "win_rate_vs_plain" and row.get("eval_reward_source") == "proxy":
-            label += " (proxy: scored by the selection reward model)"
-        if e.value is None:
-            lines.append(f"  {label} [{name}]: not measured ({_NOT_MEASURED_HINT.get(name, 'null in summary.csv')}); limit {key}={limit:g}")
-            continue
-        upper = key.startswith("max_")
-        crossed = e.value > limit if upper else e.value < limit
-        if crossed:
-            op = ">" if upper else "<"
-            noise = ""
-            if e.has_ci and (e.lo <= limit <= e.hi):
-                noise = "; the CI contains the limit: possibly noise at this n"
-            lines.append(f"  {label} [{name}] = {_fmt_measured(e)} {op} limit {key}={limit:g}{noise}")
-    share = row.get("foreign_cpu_share")
-    if lines and kind == "cost" and isinstance(share, (int, float)) and share == share:
-        from .report.table import CONTENTION_WARN_SHARE
-
-        if share > CONTENTION_WARN_SHARE:
-            lines.append(f"  note: other processes kept {share:.0%} of this machine's CPUs busy during the cell "
-                         "(foreign_cpu_share): a timing limit may have been crossed by neighbours, not by the code")
-    if lines:
-        what = "cost" if kind == "cost" else "quality"
-        raise CosttaxLimitError(f"costtax {what} limit crossed in cell {cell} (run dir {run_dir}):\n" + "\n".join(lines))
-
-
-def assert_cost(
-    result,
-    *,
-    max_latency_p95_x: float | None = None,
-    max_latency_p50_x: float | None = None,
-    max_tokens_per_answer_x: float | None = None,
-    max_peak_memory_x: float | None = None,
-    max_energy_j_per_answer_x: float | None = None,
-    max_latency_p95_s: float | None = None,
-    max_latency_p50_s: float | None = None,
-) -> None:
-    """Fail when a cost of the cell crosses its limit (multipliers are vs plain on the same prompts).
-
-    The point estimate is judged; the message gives its bootstrap 95% CI so a reader sees when a
-    failure may be noise at the run's n."""
-    __tracebackhide__ = True
-    _check("cost", result, dict(
-        max_latency_p95_x=max_latency_p95_x, max_latency_p50_x=max_latency_p50_x, max_tokens_per_answer_x=max_tokens_per_answer_x,
-        max_peak_memory_x=max_peak_memory_x, max_energy_j_per_answer_x=max_energy_j_per_answer_x,
-        max_latency_p95_s=max_latency_p95_s, max_latency_p50_s=max_latency_p50_s,
-    ), _COST_LIMITS)
-
-
-def assert_quality(
-    result,
-    *,
-    min_win_rate: float | None = None,
-    min_accuracy_delta: float | None = None,
-    min_accuracy: float | None = None,
-    min_reward_delta: float | None = None,
-) -> None:
-    """Fail when the cell's quality falls below a limit: win-rate vs plain (eval or proxy), accuracy
-    and its change vs plain (prompts with reference answers), mean eval-reward change vs plain."""
-    __tracebackhide__ = True
-    _check("quality", result, dict(
-        min_win_rate=min_win_rate, min_accuracy_delta=min_accuracy_delta, min_accuracy=min_accuracy, min_reward_delta=min_reward_delta,
-    ), _QUALITY_LIMITS)

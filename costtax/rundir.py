@@ -17,6 +17,7 @@ from . import provenance
 from .config import RunConfig
 from .errors import ConfigError
 from .load import DEFAULT_LABEL, LoadLevel
+from .phases import phase
 from .records import CELLS, RUN_JSON, SCHEMA_VERSION, RunWriter, read_jsonl, read_run_json, write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,6 +125,7 @@ def new_run_meta(config: RunConfig, run_id: str, pre) -> dict[str, Any]:
         "scoring": pre.scoring,
         "cells": [c.cell for c in config.cells],
         "load_levels": [lvl.label for lvl in config.load_levels],
+        "search": config.search.to_dict() if config.search else None,
         "cell_repeats": config.cell_repeats,
         "baseline_cell": "plain",
         "events": [],
@@ -153,18 +155,19 @@ def done_answers(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 
     )
 
 
-def rebuild_summary(state: RunState, after: str) -> None:
+def rebuild_summary(state: RunState, after: str, emit: "Event | None" = None) -> None:
     """summary.csv after a unit, so an interrupted run still has its table. Never fatal: the rows
     are safe; the table is rebuilt at the end or by `costtax report`."""
     try:
         from .report import write_summary
 
-        write_summary(state.run_dir)
+        with phase(emit, "updating summary.csv"):
+            write_summary(state.run_dir)
     except Exception as exc:
         warnings.warn(f"could not rebuild summary.csv after {after}: {exc}", RuntimeWarning)
 
 
-def close_run(state: RunState, models, status: str) -> None:
+def close_run(state: RunState, models, status: str, emit: "Event | None" = None) -> None:
     """Final run.json, summary and plots rebuilt, then `models.close()` (startup.StartedModels:
     engine and reward models) when models were started."""
     meta = state.meta
@@ -175,12 +178,14 @@ def close_run(state: RunState, models, status: str) -> None:
     try:
         from .report import write_plots, write_summary
 
-        write_plots(state.run_dir, write_summary(state.run_dir))
+        with phase(emit, "rebuilding summary.csv and plots"):
+            write_plots(state.run_dir, write_summary(state.run_dir))
     except Exception as exc:  # a report failure never loses the rows already written
         warnings.warn(f"could not rebuild summary/plots: {exc}", RuntimeWarning)
     try:
         if models is not None:
-            models.close()
+            with phase(emit, "shutting down the engine" + (" and server" if getattr(models, "server", None) is not None else "")):
+                models.close()
     finally:
         # again: warnings raised while rebuilding the report or closing the engines are events too
         save_meta(state)

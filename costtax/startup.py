@@ -12,6 +12,7 @@ from typing import Any
 from . import provenance
 from .config import RunConfig
 from .errors import ConfigError
+from .phases import ENGINE_LOG, phase
 from .rundir import Event, RunState, no_events, save_meta
 
 
@@ -127,25 +128,27 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
         from .engines.server_record import RunJsonHooks
         from .records import RUN_JSON
 
-        emit("status", {"msg": f"resolving model {config.model}"})
-        model_dir = resolve_model(config.model)
+        with phase(emit, f"resolving model {config.model}"):
+            model_dir = resolve_model(config.model)
         log = state.run_dir / "server.log"
-        emit("status", {"msg": f"starting vLLM's OpenAI server for {config.model} (log: {log})"})
+        emit("status", {"msg": f"vLLM's OpenAI server for {config.model}: log {log}"})
         hooks = RunJsonHooks(meta, state.run_dir / RUN_JSON, state.session)  # run.json `servers`
         server = ServedVllm(model_dir, log, seed=config.seed, max_model_len=config.max_model_len,
                             enable_prefix_caching=config.prefix_caching, health_timeout_s=config.server_timeout_s,
                             serve_args=config.serve_args, on_spawn=hooks.spawned, on_stop=hooks.stopped)
-        server.__enter__()
+        with phase(emit, "starting vLLM's OpenAI server (polling /health)", log=str(log), hint="launching the server process"):
+            server.__enter__()
         engine = make_engine("openai", server.model_name, **server.engine_kwargs(), seed=config.seed)
     elif engine is None and config.engine == "openai":
         engine = _remote_engine(config)
         emit("status", {"msg": f"connecting to {config.base_url}"})
     elif engine is None:
-        emit("status", {"msg": f"resolving model {config.model}"})
-        engine = _make_engine(config)
-        emit("status", {"msg": f"starting {config.engine} engine (cold start is measured apart)"})
+        with phase(emit, f"resolving model {config.model}"):
+            engine = _make_engine(config)
     try:
-        with ResourceMeter() as start_meter:
+        with phase(emit, f"starting {getattr(engine, 'name', config.engine)} engine (cold start, measured apart)", log=ENGINE_LOG,
+                   hint="importing vLLM" if getattr(engine, "name", "") == "vllm" else None), \
+                ResourceMeter() as start_meter:
             engine_start_s = engine.start()
         if server is not None:
             # cold start of a served engine: server launch to healthy, plus the client's own start
@@ -181,7 +184,7 @@ def _refusal_judge(state: RunState, emit: Event):
     """The refusal question asked of the configured judge model, when some prompt's source is
     scored by refusal (AdvBench, DoNotAnswer, HarmBench, harmful). A scalar reward model cannot
     answer a question: the judge column is then empty and run.json says why."""
-    if not any((p.scorer or p.spec.scorer) == "refusal" for p in state.prompts):
+    if not any(p.effective_scorer == "refusal" for p in state.prompts):
         return None
     from .rewards.refusal import RefusalJudge
 
@@ -190,8 +193,8 @@ def _refusal_judge(state: RunState, emit: Event):
     except ConfigError as exc:
         state.meta["refusal_judge"] = {"skipped": str(exc)}
         return None
-    emit("status", {"msg": "loading the refusal judge"})
-    state.meta["refusal_judge"] = {"spec": state.config.reward_model, "load_s": judge.load(), **getattr(judge, "provenance", lambda: {})()}
+    with phase(emit, "loading the refusal judge"):
+        state.meta["refusal_judge"] = {"spec": state.config.reward_model, "load_s": judge.load(), **getattr(judge, "provenance", lambda: {})()}
     return judge
 
 
@@ -235,9 +238,9 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
     if scorer is None and (needs_selection or eval_spec is None):
         from .rewards import make_reward_model
 
-        emit("status", {"msg": f"loading reward model {config.reward_model}"})
-        scorer = make_reward_model(config.reward_model, trust_remote_code=config.trust_remote_code, policy=policy)
-        meta["reward_model"] = {"spec": config.reward_model, "load_s": scorer.load(), **scorer.provenance()}
+        with phase(emit, f"loading reward model {config.reward_model}"):
+            scorer = make_reward_model(config.reward_model, trust_remote_code=config.trust_remote_code, policy=policy)
+            meta["reward_model"] = {"spec": config.reward_model, "load_s": scorer.load(), **scorer.provenance()}
         if config.judge_calibration:
             from .rewards.calibration_cache import pairs_accuracy, public_calibration
 
@@ -253,8 +256,9 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
         else:
             from .rewards import make_reward_model
 
-            eval_scorer = make_reward_model(eval_spec, trust_remote_code=config.trust_remote_code, policy=policy)
-            meta["eval_reward"] = {"source": "eval", "spec": eval_spec, "load_s": eval_scorer.load(), **eval_scorer.provenance()}
+            with phase(emit, f"loading evaluation reward model {eval_spec}"):
+                eval_scorer = make_reward_model(eval_spec, trust_remote_code=config.trust_remote_code, policy=policy)
+                meta["eval_reward"] = {"source": "eval", "spec": eval_spec, "load_s": eval_scorer.load(), **eval_scorer.provenance()}
     else:
         meta["eval_reward"] = {"source": "eval" if eval_scorer is not scorer else "proxy", "spec": getattr(eval_scorer, "name", "injected")}
     return scorer, eval_scorer
@@ -298,6 +302,7 @@ def _restart(engine, config: RunConfig, meta: dict, emit: Event):
     except Exception:
         pass
     new = _make_engine(config)
-    start_s = new.start()
+    with phase(emit, f"restarting {getattr(new, 'name', config.engine)} engine", log=ENGINE_LOG):
+        start_s = new.start()
     meta.setdefault("events", []).append({"t": provenance.now_iso(), "event": "engine_restart", "engine_start_s": start_s})
     return new

@@ -13,6 +13,7 @@ from typing import Any
 from .config import RunConfig
 from .errors import ConfigError
 from .load import LoadLevel
+from .phases import phase
 from .records import CellRecord
 from .rundir import Event, RunState, done_answers, no_events
 from .startup import StartedModels, meter_reading
@@ -85,7 +86,8 @@ def run_unit(
             session=state.session,
             level=level,
             cell_repeat=cell_repeat,
-            batcher=RewardBatcher(models.scorer, max_pairs=config.score_max_pairs, max_wait_s=config.score_max_wait_ms / 1000)
+            batcher=RewardBatcher(models.scorer, max_pairs=config.score_max_pairs, max_wait_s=config.score_max_wait_ms / 1000,
+                                  gather_s=config.score_gather_ms / 1000)
             if models.scorer is not None
             else None,
         )
@@ -101,25 +103,34 @@ def run_unit(
             wctx = context(_NullWriter(), tag_cell=f"warmup:{cell}")
             winsts = wctx.expand(state.prompts)[:n_warm]
             t0 = time.monotonic()
-            asyncio.run(_drive_unit(level, winsts, technique, wctx, config, None))
+            with phase(emit, f"warm-up {cell} (discarded)", total=len(winsts), unit="answers") as ph:
+                asyncio.run(_drive_unit(level, winsts, technique, wctx, config, None, on_answer=ph.update))
             warm = {"answers": len(winsts), "wall_s": time.monotonic() - t0}
         # Same starting state for every unit: drop the prefix cache, so order never changes
         # another unit's numbers (the warm-up above filled it with this cell's prompts).
         engine.reset_prefix_cache()
         ctx = context(state.writer, skip=done_answers(state.run_dir, cell, level, cell_repeat))
-        insts = ctx.expand(state.prompts)
+        search = config.search
+        insts = ctx.expand(state.prompts, answers=search.planned_answers(level.value) if search else None)
         total = len(insts) + len(ctx.skip_answers)
         emit("unit_start", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "total": total, "done": len(ctx.skip_answers)})
         before = _counters(engine)
         t0 = time.monotonic()
         meter = ResourceMeter() if meter_factory is None else meter_factory()
         with meter if meter is not None else contextlib.nullcontext():
-            drive_res, peaks = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total))
+            from .oversaturation import level_watch
+
+            watch = level_watch(level, total, slo_p95_s=search.slo_p95_s if search else None, slope=config.oversaturation_stop)
+            drive_res, peaks = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total, watch=watch))
         t1 = time.monotonic()
         after = _counters(engine)
-        n_eval = ctx.run_eval()
-        n_scored = ctx.run_scoring(models.refusal_judge)
+        with phase(emit if ctx.pending_scoring() else None, f"scoring {cell}'s answers (not metered)",
+                   total=ctx.pending_scoring(), unit="answers") as ph:
+            n_eval = ctx.run_eval(progress=ph.update)
+            n_scored = ctx.run_scoring(models.refusal_judge, progress=lambda k: ph.update(n_eval + k))
         stats = drive_res.stats(level)
+        if drive_res.stop_reason:
+            stats["error"] = f"stopped early: {drive_res.stop_reason}"
         if drive_res.timed_out:
             stats["error"] = f"level time cap {config.level_timeout_s:g} s reached: {drive_res.finished} of {len(insts)} answers finished"
         rec = record(
@@ -150,16 +161,28 @@ def run_unit(
         return rec
 
 
-async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig, emit, total: int | None = None):
+async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig, emit, total: int | None = None, on_answer=None, watch=None):
     """Release the unit's answers by the load level; sample engine gauges every 0.5 s."""
     from .load import drive
 
     done = [total - len(insts)] if total is not None else [0]
 
+    flight = [0]  # answers released and not finished: the batcher's gather policy waits for them
+
+    def on_release(inst, t: float) -> None:
+        flight[0] += 1
+        ctx.arrived(inst, t)
+
+    if ctx.batcher is not None:
+        ctx.batcher.in_flight = lambda: flight[0]
+
     def on_done(inst) -> None:
+        flight[0] -= 1
         done[0] += 1
         if emit:
             emit("answer_done", {"cell": ctx.cell, "load": ctx.load, "cell_repeat": ctx.cell_repeat, "done": done[0], "total": total})
+        if on_answer is not None:
+            on_answer(done[0])
 
     peaks: dict[str, float] = {}
     stop = asyncio.Event()
@@ -187,8 +210,9 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
             lambda inst: technique.answer(inst, ctx),
             seed=config.seed,
             timeout_s=config.level_timeout_s,
-            on_release=ctx.arrived,
+            on_release=on_release,
             on_done=on_done,
+            watch=watch,
         )
     finally:
         stop.set()

@@ -173,8 +173,8 @@ else:  # pragma: no cover
 
 # Split-K policy on the GPU (not measured yet: re-check with bench/gpu_check.py). One
 # program per pair of sequences leaves most SMs idle for B below ~2 x SMs, and each program
-# then walks all of H serially; the H200 table in issue 9 shows the single-pass kernel at
-# 9.8 us for B=16 but 35 us for B=64 and 52 us for B=256 (H=4096). Splitting costs a second
+# then walks all of H serially; on the H200 (bench/results/kernels-vs-torch-h200-2026-11-27.json,
+# judge_kernel_us at H=4096) the single-pass kernel's time grows with B. Splitting costs a second
 # launch and a [SPLIT, B, k] fp32 round trip, so it is used only from SPLIT_MIN_B sequences,
 # with slices of at least SPLIT_MIN_H_PER_SLICE elements, aiming at SPLIT_TARGET_WAVES
 # programs per SM.

@@ -215,11 +215,13 @@ def _reward_head_torch(
     *,
     checked: bool,
 ) -> torch.Tensor:
-    """The plain-torch expression the crossover table dispatches to at small shapes, kept
-    to as few dispatched ops as the kernel's contract allows (each is a launch and several
-    microseconds of host time on CUDA): the B score rows, one GEMV in the input dtype
-    (fp32 accumulation in cuBLAS), the fp32 cast, the bias. For bf16/fp16 inputs the score
-    is rounded to that dtype before the cast (relative error <= 2**-9 for bf16), as an HF
+    """The plain-torch expression the crossover table dispatches to at the measured shapes
+    where it won: ``gather_rows``, the measured ``torch.mv(hidden.index_select(0, rows), w)``
+    in the input dtype (grid column ``rh_gather_bf16``, see ``_crossover.py``), plus only what
+    the kernel's contract needs around it and the measurement did not include: the rows from
+    cu_seqlens when ``positions`` is None (one subtraction), a ``[1, H]`` weight's row view or
+    dtype cast when needed, the fp32 cast, the bias. For bf16/fp16 inputs the score is
+    rounded to that dtype before the cast (relative error <= 2**-9 for bf16), as an HF
     score head does; fp32 inputs match the kernel up to summation order. ``checked``: the
     index values were validated, so no clamping or NaN masking is needed."""
     T = hidden.shape[0]
@@ -265,8 +267,8 @@ def reward_head(
         positions: optional ``[B]`` int tensor of absolute row indices into ``hidden``;
             default: each sequence's last token ``cu_seqlens[b+1] - 1``.
         path: ``None`` (auto, see :func:`kernel_path`; on CUDA, for validated calls, the
-            measured crossover table in ``_crossover.py`` may pick a plain-torch expression
-            at small shapes),
+            measured crossover table in ``_crossover.py`` picks the measured plain-torch
+            expression at the measured shapes where it was faster; the kernel elsewhere),
             ``"triton"`` (always the compiled kernel), ``"triton-interpret"`` or ``"reference"``.
         validate: check the *values* of ``cu_seqlens``/``positions`` (one device->host copy
             on CUDA). Without it an invalid score row gives NaN for that sequence; no

@@ -99,6 +99,7 @@ CASES = [
     (["--slo-p95-s", "-1"], "--slo-p95-s", "> 0"),
     (["--score-max-pairs", "0"], "--score-max-pairs", ">= 1"),
     (["--score-max-wait-ms", "-5"], "--score-max-wait-ms", "between 0"),
+    (["--score-gather-ms", "-1"], "--score-gather-ms", "between 0"),
     (["--engine", "openai"], "--base-url", "needs the server's URL"),
     (["--engine", "openai", "--base-url", "ftp://x"], "--base-url", "http(s) URL"),
     (["--base-url", "http://127.0.0.1:8000/v1"], "--base-url", "--engine openai"),
@@ -114,6 +115,17 @@ CASES = [
     (["--reward-model", "openai:http://127.0.0.1:9/v1,kind=rm"], "--reward-model", "judge or scalar"),
     (["--reward-model", "openai:http://127.0.0.1:9/v1", "--out", "{dir}/rm-unreachable"], "--reward-model", "no reward server answered"),
     (["--eval-reward-model", "openai:http://127.0.0.1:9/v1", "--out", "{dir}/erm-unreachable"], "--eval-reward-model", "no reward server"),
+    (["--load", "search"], "--slo-p95-s", "needs the p95 SLO"),
+    (["--load", "search=qps", "--slo-p95-s", "5"], "--load", "search=rate"),
+    (["--load", "search", "--load", "batch", "--slo-p95-s", "5"], "--load", "give it alone"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-max", "0"], "--search-max", "integer >= 1"),
+    (["--load", "search=rate", "--slo-p95-s", "5", "--search-max", "-2"], "--search-max", "answers/s > 0"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-start", "1.5"], "--search-start", "integer >= 1"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-start", "8", "--search-max", "4"], "--search-start", "must not exceed"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-probes", "0"], "--search-probes", "between 1 and 100"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-answers-per-slot", "0"], "--search-answers-per-slot", "between 1"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-min-answers", "0"], "--search-min-answers", "between 1"),
+    (["--search-max", "8"], "--search-max", "only to --load search"),
 ]
 
 
@@ -133,7 +145,7 @@ def test_bad_input(files, capsys, argv, field, fragment):
 
 # profile's options that take no user value that could be bad (switches), or only one checked
 # elsewhere (--resume with a good directory: tests/test_reliability.py)
-NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help", "--ignore-eos", "--serve"}
+NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help", "--ignore-eos", "--serve", "--wide", "--oversaturation-stop"}
 
 
 def test_every_profile_option_has_a_bad_input_case():
@@ -235,9 +247,9 @@ def test_display_on_a_terminal_shows_progress(tmp_path, monkeypatch):
     assert "3/4" in shown and "answers" in shown and "ETA" in shown
     assert display.progress.tasks[0].completed == 3 and display.progress.tasks[0].total == 4
     display("cell_done", {"cell": "plain", "answers": 4, "wall_s": 2.5})
-    assert display.progress.tasks[0].completed == 4 and display.progress.tasks[0].finished
+    assert display.progress is None  # the finished bar left the live area, which stopped (nothing runs) ...
     display.close()
-    assert "4/4" in buf.getvalue() and "no NVIDIA GPU" not in buf.getvalue()
+    assert "✓ plain" in buf.getvalue() and "4/4" in buf.getvalue() and "no NVIDIA GPU" not in buf.getvalue()  # ... as a line
     assert display.lines == 1  # the run-directory line; the bars are not lines
 
 
@@ -359,7 +371,7 @@ def test_failed_cells_exit_nonzero(monkeypatch, tmp_path):
         return RunResult(tmp_path, "r", "finished", ("plain",), ("bon:n=4",))
 
     monkeypatch.setattr("costtax.cli._run_with_display", fake_run)
-    monkeypatch.setattr("costtax.cli._print_table", lambda run_dir, df=None: None)
+    monkeypatch.setattr("costtax.cli._print_table", lambda run_dir, df=None, **kw: None)
     with pytest.raises(SystemExit) as exc:
         main(["profile", "--limit", "1", "--out", str(tmp_path / "o")])
     assert exc.value.code == 1

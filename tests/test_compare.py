@@ -12,6 +12,7 @@ from costtax import stats as M
 from costtax.cli import main
 from costtax.compare import CompareConfig, Estimate, beyond_noise, cell_estimates, compare_sources, load_source, parse_fraction
 from costtax.config import RunConfig
+from costtax.load import LoadLevel
 from costtax.profile import profile
 from costtax.records import read_jsonl
 from costtax.report import write_summary
@@ -19,6 +20,7 @@ from fakes import FakeEngine, FakeReward
 
 pytestmark = pytest.mark.filterwarnings("ignore:NVML unavailable")
 CELL = "bon:n=4"
+BATCH = LoadLevel("batch")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +107,7 @@ def _cli(args) -> int:
 
 
 def _verdicts(result, cell):
-    return {r.metric.name: r.verdict for r in result.rows if r.key == cell}
+    return {r.metric.name: r.verdict for r in result.rows if r.key[0] == cell}
 
 
 def test_identical_runs_pass(base_run, tmp_path, capsys):
@@ -113,7 +115,7 @@ def test_identical_runs_pass(base_run, tmp_path, capsys):
     res = _compare(base_run, twin)
     assert not res.regressions
     assert {r.verdict for r in res.rows} <= {"ok", "n/a"}
-    assert {r.key for r in res.rows} == {"plain", CELL}
+    assert {r.key for r in res.rows} == {("plain", BATCH), (CELL, BATCH)}
     assert _cli(["compare", str(base_run), str(twin)]) == 0
     assert "no regression" in capsys.readouterr().out
 
@@ -147,8 +149,8 @@ def test_injected_slowdown_is_caught(base_run, tmp_path, capsys):
     v = _verdicts(res, CELL)
     assert v["latency_p50_s"] == "REGRESSION" and v["latency_p95_s"] == "REGRESSION" and v["answers_per_s"] == "REGRESSION"
     assert v["output_tokens_per_answer"] == "ok"
-    assert all(r.verdict in ("ok", "n/a") for r in res.rows if r.key == "plain")
-    p95 = [r for r in res.rows if r.key == CELL and r.metric.name == "latency_p95_s"][0]
+    assert all(r.verdict in ("ok", "n/a") for r in res.rows if r.key[0] == "plain")
+    p95 = [r for r in res.rows if r.key[0] == CELL and r.metric.name == "latency_p95_s"][0]
     assert p95.change == pytest.approx(1.0) and p95.old.has_ci and p95.new.has_ci
     assert _cli(["compare", str(base_run), str(slow), "--max-slowdown", "15%"]) == 1
     out = capsys.readouterr().out
@@ -164,7 +166,7 @@ def test_injected_token_increase_is_caught(base_run, tmp_path):
     v = _verdicts(res, CELL)
     assert v["output_tokens_per_answer"] == "REGRESSION"
     assert v["latency_p50_s"] == "ok"
-    row = [r for r in res.rows if r.key == CELL and r.metric.name == "output_tokens_per_answer"][0]
+    row = [r for r in res.rows if r.key[0] == CELL and r.metric.name == "output_tokens_per_answer"][0]
     assert row.change == pytest.approx(0.5, abs=0.03)
 
 
@@ -174,7 +176,7 @@ def test_injected_quality_drop_is_caught(base_run, tmp_path, capsys):
     res = _compare(base_run, worse, max_quality_drop=0.03)
     v = _verdicts(res, CELL)
     assert v["win_rate_vs_plain"] == "REGRESSION"
-    row = [r for r in res.rows if r.key == CELL and r.metric.name == "win_rate_vs_plain"][0]
+    row = [r for r in res.rows if r.key[0] == CELL and r.metric.name == "win_rate_vs_plain"][0]
     assert row.new.value == 0.0 and row.change == pytest.approx(row.old.value)
     assert v["eval_reward_mean"] == "ok"  # reported, never judged
     assert _cli(["compare", str(base_run), str(worse), "--max-quality-drop", "0.03"]) == 1
@@ -292,9 +294,19 @@ def test_a_slowdown_measured_beside_neighbours_is_noted(base_run, tmp_path, caps
 
     _rewrite(slow, "cells.jsonl", busy)
     write_summary(slow)
+    # OLD quiet by construction: the base run's own reading is whatever this machine did then
+    quiet = _copy(base_run, tmp_path, "quiet")
+
+    def calm(r):
+        r["meter"]["foreign_cpu_share"] = 0.02
+        return r
+
+    _rewrite(quiet, "cells.jsonl", calm)
+    write_summary(quiet)
+    base_run = quiet
     res = _compare(base_run, slow)
     assert _verdicts(res, CELL)["latency_p50_s"] == "REGRESSION"
     notes = [n for n in res.notes if "neighbours" in n]
-    assert len(notes) == 1 and notes[0].startswith(f"NEW ran beside other processes (foreign_cpu_share: {CELL} 55%)")
+    assert len(notes) == 1 and notes[0].startswith(f"NEW ran beside other processes (foreign_cpu_share: {CELL} at load batch 55%)")
     assert _cli(["compare", str(base_run), str(slow)]) == 1
     assert "inflated by neighbours" in capsys.readouterr().out

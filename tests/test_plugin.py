@@ -309,6 +309,6 @@ def test_assertions_on_summary_rows():
         assert_cost({**row, "foreign_cpu_share": 0.1}, max_latency_p95_x=2.5)
     assert "other processes" not in str(exc.value)
     with pytest.raises(TypeError, match="unknown limit"):
-        from costtax.pytest_plugin import _check, _COST_LIMITS
+        from costtax.assertions import _check, _COST_LIMITS
 
         _check("cost", row, {"max_latency": 1}, _COST_LIMITS)

@@ -194,3 +194,18 @@ def test_constitution_is_parsed_once_per_run(tmp_path, monkeypatch):
     cai = [a for a in answers if a["technique"] == "cai"]
     assert len(cai) == 16 and all(set(a["extra"]["principles"]) == {"only-one"} for a in cai)
     assert parsed == [str(path)]
+
+
+def test_run_ids_have_one_definition(tmp_path):
+    """A run id is made in rundir.new_run_id only (the plugin's baseline copy uses it too)."""
+    import re
+    from pathlib import Path
+
+    from costtax.rundir import new_run_id
+
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", new_run_id())
+    root = Path(__file__).resolve().parents[1] / "costtax"
+    makers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "token_hex(3)" in p.read_text())
+    assert makers == ["rundir.py"], makers
+    res, _ = run_fake(tmp_path, ["plain"], prompts=("helpful",), limit=1)
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", res.run_id)

@@ -1,26 +1,27 @@
-"""The sandbox contains hostile generated code; each attack is scored as a failure with a reason.
+"""pass@1 through the sandbox: only a completed check call passes; every early exit fails with its
+own reason; set-up failures reach costtax on a channel the sample cannot write.
 
-These run in CI (not skipped): the machines run as root, where `unshare` can make the namespaces.
-Each test takes well under a few seconds (limits below are small on purpose).
+Attacks on the containment (root and non-root paths, each with a control) are in
+tests/test_sandbox_attacks.py. These run in CI (not skipped): the machines run as root, where
+`unshare` can make the namespaces. Each test takes well under a few seconds.
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
+import sandbox_cases as sc
+
 from costtax import sandbox
 from costtax.prompts import load_source
-from costtax.prompts.grading import build_program, evaluate_answers
+from costtax.prompts.grading import build_program, check_call, evaluate_answers
 from costtax.sandbox import SandboxLimits, SandboxUnavailable, check_sandbox, run_program
 
-FAST = SandboxLimits(timeout_s=6.0, cpu_s=1, memory_bytes=256 << 20, max_processes=16)
+# a generous wall clock: CI machines are shared; tests of the wall-clock limit set their own
+FAST = SandboxLimits(timeout_s=30.0, cpu_s=1, memory_bytes=256 << 20, max_processes=16)
 
 
 @pytest.fixture(scope="module")
@@ -73,94 +74,6 @@ def test_sleeping_forever_hits_wall_timeout(humaneval0):
     assert e["code_passed"] is False and e["code_fail_reason"] == "timeout"
 
 
-def test_unbounded_allocation_hits_memory_limit(humaneval0):
-    e = score(humaneval0, hostile(humaneval0, "x = []\nwhile True:\n    x.append(bytearray(1 << 24))"))
-    assert e["code_passed"] is False and e["code_fail_reason"] == "memory"
-
-
-def test_fork_bomb_is_contained_and_leaves_nothing_behind(humaneval0):
-    lim = SandboxLimits(timeout_s=3.0, cpu_s=1, max_processes=16)
-    bomb = "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
-    e = score(humaneval0, hostile(humaneval0, bomb), lim)
-    assert e["code_passed"] is False and e["code_fail_reason"] in ("timeout", "cpu_time")
-    # the kernel kills every process of the namespace when its PID 1 dies; under load that takes
-    # a moment, so poll (nothing else on these machines runs as uid 65534)
-    deadline = time.monotonic() + 15
-    while True:
-        left = subprocess.run(["ps", "-u", str(sandbox.SANDBOX_UID), "-o", "pid="], capture_output=True, text=True)
-        if not left.stdout.strip() or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert left.stdout.strip() == "", f"sandbox processes survived: {left.stdout}"
-
-
-def test_socket_connect_has_no_network(humaneval0):
-    body = "socket.create_connection(('1.1.1.1', 53), timeout=2)"
-    e = score(humaneval0, hostile(humaneval0, body))
-    assert e["code_passed"] is False and e["code_fail_reason"] == "error:OSError"
-    res = run_program("import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=2)", FAST)
-    assert not res.passed and "Network is unreachable" in res.stderr_tail  # even loopback is down
-
-
-def test_write_to_home_directory_is_refused(humaneval0, tmp_path):
-    home = Path(os.path.expanduser("~"))
-    target = home / f"costtax-sandbox-probe-{os.getpid()}"
-    e = score(humaneval0, hostile(humaneval0, f"open({str(target)!r}, 'w').write('pwned')"))
-    assert e["code_passed"] is False and e["code_fail_reason"] == "error:PermissionError"
-    assert not target.exists()
-    # writes inside the sandbox (its HOME, /tmp) land on a private tmpfs and do not reach the host
-    probe = f"costtax-probe-{os.getpid()}"
-    res = run_program(f"open('/tmp/{probe}', 'w').write('x')\nimport os\nopen(os.path.expanduser('~/x'), 'w').write('y')", FAST)
-    assert res.passed and not Path("/tmp", probe).exists()
-
-
-def test_environment_secret_is_not_visible(humaneval0, monkeypatch):
-    monkeypatch.setenv("COSTTAX_TEST_SECRET", "hunter2-secret")
-    body = (
-        "s = os.environ['COSTTAX_TEST_SECRET']\nprint(s)"
-    )
-    e = score(humaneval0, hostile(humaneval0, body))
-    assert e["code_passed"] is False and e["code_fail_reason"] == "error:KeyError"
-    # nor through /proc: the sample has its own /proc and sees only its namespace
-    res = run_program(
-        "import os\nfound = ''\nfor p in os.listdir('/proc'):\n    if p.isdigit():\n"
-        "        try: found += open(f'/proc/{p}/environ').read()\n        except OSError: pass\n"
-        "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit())); print(found)",
-        FAST,
-    )
-    assert res.passed and "hunter2-secret" not in res.stdout_tail
-    assert os.getpid() != 1 and f"/{os.getpid()}/" not in res.stdout_tail
-
-
-def test_killing_the_parent_fails_and_the_parent_survives(humaneval0):
-    # a root process outside standing in for costtax, with a pid the code knows
-    sentinel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        body = f"os.kill(os.getppid(), signal.SIGKILL)\nos.kill({sentinel.pid}, signal.SIGKILL)\nos.kill({os.getpid()}, signal.SIGKILL)"
-        e = score(humaneval0, hostile(humaneval0, body))
-        assert e["code_passed"] is False
-        assert e["code_fail_reason"] == "error:PermissionError"  # its parent is the sandbox's root PID 1
-        assert sentinel.poll() is None  # alive
-        res = run_program(f"import os, signal\nos.kill({sentinel.pid}, signal.SIGKILL)", FAST)
-        assert not res.passed and res.reason in ("error:ProcessLookupError", "error:PermissionError")
-        assert sentinel.poll() is None
-    finally:
-        sentinel.kill()
-        sentinel.wait()
-
-
-def test_runs_unprivileged_without_capabilities():
-    res = run_program(
-        "import os\nprint(os.getresuid(), os.getresgid(), os.getgroups())\n"
-        "print([l for l in open('/proc/self/status') if l.startswith('CapEff')][0])",
-        FAST,
-    )
-    assert res.passed, res.stderr_tail
-    if os.geteuid() == 0:
-        assert "(65534, 65534, 65534) (65534, 65534, 65534) []" in res.stdout_tail
-        assert "0000000000000000" in res.stdout_tail
-
-
 def test_missing_namespaces_refuse_instead_of_weaker_fallback(monkeypatch):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     with pytest.raises(SandboxUnavailable, match="unshare"):
@@ -170,8 +83,15 @@ def test_missing_namespaces_refuse_instead_of_weaker_fallback(monkeypatch):
         return [sys.executable, "-c", "import sys; sys.stderr.write('unshare: unshare failed: Operation not permitted'); sys.exit(1)"]
 
     monkeypatch.setattr(sandbox, "_command", fake_command)
-    with pytest.raises(SandboxUnavailable, match="Operation not permitted"):
+    with pytest.raises(SandboxUnavailable, match="Operation not permitted") as exc:
         run_program("print(1)", FAST)
+    assert "\n" not in str(exc.value)  # one line saying why
+    # PID 1 itself refuses when it was not started in new namespaces (its own set-up channel)
+    bootstrap = (sandbox._HERE / "_pid1.py").read_text()
+    monkeypatch.setattr(sandbox, "_command", lambda: [sys.executable, "-I", "-S", "-c", bootstrap])
+    with pytest.raises(SandboxUnavailable, match="not PID 1 of a new PID namespace") as exc:
+        run_program("print(1)", FAST)
+    assert "\n" not in str(exc.value)
 
 
 def test_build_program_keeps_prompt_helpers():
@@ -194,7 +114,7 @@ def test_candidates_give_pass_at_k_inputs_and_identical_programs_run_once(humane
     bad = "```python\ndef has_close_elements(numbers, threshold):\n    return False\n```"
     runs = []
     real = sandbox.run_program
-    monkeypatch.setattr(sandbox, "run_program", lambda src, lim: runs.append(src) or real(src, lim))
+    monkeypatch.setattr(sandbox, "run_program", lambda src, lim, **kw: runs.append(src) or real(src, lim, **kw))
     e = evaluate_answers([humaneval0], [good], [[good, bad, bad, good]], limits=FAST)[0]
     assert e["code_passed"] is True
     assert (e["candidates_n"], e["candidates_passed"]) == (4, 2)
@@ -205,10 +125,98 @@ def test_candidates_give_pass_at_k_inputs_and_identical_programs_run_once(humane
 def test_scoring_preflight_checks_the_sandbox_only_for_code(monkeypatch):
     from costtax.prompts.grading import check_scoring_ready
 
-    assert check_scoring_ready(load_source("advbench")[:2]) == {"scorers": ["refusal"], "sandbox_python": None}
+    assert check_scoring_ready(load_source("advbench")[:2]) == {"scorers": ["refusal"], "sandbox_python": None, "sandbox": None}
     info = check_scoring_ready(load_source("humaneval")[:1] + load_source("helpful")[:1])
     assert info["scorers"] == ["pass_at_k", "reward"] and info["sandbox_python"]
+    assert info["sandbox"]["path"] == "unshare" and info["sandbox"]["CapEff"] == "0" * 16  # lands in run.json
     monkeypatch.setattr(sandbox, "_checked", {})
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     with pytest.raises(SandboxUnavailable):
         check_scoring_ready(load_source("humaneval")[:1])
+
+
+@pytest.mark.parametrize("name", sorted(sc.EXIT_VARIANTS))
+def test_exit_variant_has_its_own_reason(humaneval0, name):
+    completion, want = sc.EXIT_VARIANTS[name]
+    e = score(humaneval0, completion)
+    assert e["code_extracted_by"] == "completion"
+    assert (e["code_passed"], e["code_fail_reason"] or "passed") == (want == "passed", want)
+    if want in ("sys_exit", "raise_system_exit", "os_exit"):  # before any test ran, with status 0
+        assert e["code_stage"] == "program" and e["code_exit_code"] == 0
+    if want == "exit_in_tests":
+        assert e["code_stage"] == "tests" and e["code_exit_via"] in ("sys.exit", "os._exit")
+    if want == "passed":
+        assert e["code_stage"] == "done" and e["code_exit_code"] == 0
+
+
+def test_exit_routes_are_told_apart(humaneval0):
+    via = {n: score(humaneval0, sc.EXIT_VARIANTS[n][0])["code_exit_via"]
+           for n in ("sys_exit_0", "exit_builtin_0", "raise_system_exit", "os_exit_0", "sys_exit_in_tests", "os_exit_in_tests")}
+    assert via == {"sys_exit_0": "sys.exit", "exit_builtin_0": "sys.exit", "raise_system_exit": "raise SystemExit",
+                   "os_exit_0": "os._exit", "sys_exit_in_tests": "sys.exit", "os_exit_in_tests": "os._exit"}
+
+
+def test_wrong_function_then_sys_exit_fails_as_a_chat_answer(humaneval0):
+    # the issue's reproduction: a fenced answer whose wrong function is followed by sys.exit(0)
+    answer = "```python\nimport sys\n\ndef has_close_elements(numbers, threshold):\n    return 1\n\nsys.exit(0)\n```"
+    e = score(humaneval0, answer)
+    assert e["code_passed"] is False and e["code_fail_reason"] == "sys_exit" and e["code_exit_code"] == 0
+
+
+def test_pass_needs_the_marker_not_just_status_zero():
+    # exit status 0 with a forged-looking report line but not this run's marker: not passed
+    res = run_program("import os\nos.write(3, b'{\"done\": \"0123\", \"pid\": 2}\\n')\nos._exit(0)", FAST)
+    assert res.exit_code == 0 and not res.passed and not res.completed and res.reason == "os_exit"
+    # closing the report pipe before the end: the marker cannot be written, so no pass
+    res = run_program("import os\nos.close(3)", FAST)
+    assert res.exit_code == 0 and not res.passed and res.reason == "os_exit" and res.stage == "program"
+    ok = run_program("print('hi')", FAST)
+    assert ok.passed and ok.completed and ok.stage == "done"
+
+
+def test_sample_output_cannot_fake_a_setup_failure(humaneval0):
+    # the old scorer read "sandbox setup failed" + exit 125 as "sandbox unavailable" and aborted the run
+    body = "    import sys\n    sys.stderr.write('sandbox setup failed: fake\\n')\n    print('{\"setup_error\": \"fake\"}')\n    sys.exit(125)\n"
+    e = score(humaneval0, body)  # no SandboxUnavailable: an ordinary failure
+    assert e["code_passed"] is False and e["code_fail_reason"] == "exit_in_tests" and e["code_exit_code"] == 125
+
+
+def test_setup_failure_in_the_sample_process_travels_on_the_close_on_exec_pipe(monkeypatch):
+    monkeypatch.setattr(sandbox, "_interpreters", lambda: ["/nonexistent/python3"])
+    with pytest.raises(SandboxUnavailable, match="no interpreter runs inside the sandbox"):
+        run_program("print(1)", FAST)
+
+
+def test_check_call_must_be_the_programs_last_line(humaneval0):
+    program, _ = build_program(humaneval0, sc.EXIT_VARIANTS["correct"][0])
+    assert program.rstrip().endswith(check_call(humaneval0))
+    with pytest.raises(ValueError, match="check_call"):
+        run_program(program + "\nprint(1)\n", FAST, check_call=check_call(humaneval0))
+
+
+def test_scores_record_the_containment(humaneval0):
+    e = score(humaneval0, sc.EXIT_VARIANTS["correct"][0])
+    box = e["code_sandbox"]
+    assert box["path"] == "unshare" and box["mode"] in ("root", "userns")
+    assert box["CapEff"] == box["CapBnd"] == "0" * 16 and box["NoNewPrivs"] == "1" and box["uid_map"]
+
+
+def test_readme_sandbox_section_names_tests_that_exist():
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme.split("### The sandbox\n", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(test_sandbox\w*\.py)::(\w+)`", section)
+    assert len(named) >= 20
+    defined: dict[str, set[str]] = {}
+    for fname, test in named:
+        if fname not in defined:
+            tree = ast.parse((root / "tests" / fname).read_text())
+            defined[fname] = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert test in defined[fname], f"README names {fname}::{test}, which does not exist"
+    # and every attack test of the suite is named there
+    attacks = {n for n in defined["test_sandbox_attacks.py"] if n.startswith("test_")}
+    assert attacks <= {t for f, t in named if f == "test_sandbox_attacks.py"}

@@ -29,13 +29,13 @@ Measurement choices recorded here:
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, EngineUnavailable
 from .base import BatchStats, GenRequest, GenResult, Message, SamplingSpec
+from .loop_thread import LoopThread
 from .openai_stream import ServerRequestError, chat_body, stream_sample
 from .openai_usage import UsageLedger
 from .prometheus import counters_from_metrics
@@ -94,8 +94,7 @@ class OpenAIEngine:
         self._started_flag = False
         self._start_s: float | None = None
         self._sync = None  # httpx.Client for start/counters/tokenize/reset
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop: LoopThread | None = None
         self._aclient = None  # httpx.AsyncClient living on self._loop
         self._tok = None
         self._tokenizer_source: str | None = None
@@ -198,38 +197,23 @@ class OpenAIEngine:
     def _start_loop(self, timeout) -> None:
         import httpx
 
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run():
-            asyncio.set_event_loop(loop)
-            ready.set()
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="costtax-openai-client", daemon=True)
-        self._thread.start()
-        ready.wait()
-        self._loop = loop
+        self._loop = LoopThread("costtax-openai-client")
 
         async def make_client():
             # No connection limit: a pool limit would queue requests in the client, invisibly.
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
             return httpx.AsyncClient(timeout=timeout, limits=limits, headers=self._headers())
 
-        self._aclient = asyncio.run_coroutine_threadsafe(make_client(), loop).result()
+        self._aclient = self._loop.call(make_client())
 
     def close(self) -> None:
         loop, self._loop = self._loop, None
         if loop is not None:
             try:
-                asyncio.run_coroutine_threadsafe(self._aclient.aclose(), loop).result(timeout=5)
+                loop.call(self._aclient.aclose(), timeout=5)
             except Exception:
                 pass
-            loop.call_soon_threadsafe(loop.stop)
-            if self._thread is not None:
-                self._thread.join(timeout=5)
-            if not loop.is_running():
-                loop.close()
+            loop.stop(timeout=5)
         self._aclient = None
         if self._sync is not None:
             self._sync.close()
@@ -362,14 +346,7 @@ class OpenAIEngine:
         """One request of request.n samples (n concurrent streamed requests on the server)."""
         self._require_started()
         t_submit = time.monotonic()
-        coro = self._agen(request, sampling, t_submit)
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+        return await self._loop.run(self._agen(request, sampling, t_submit))
 
     def generate(self, requests: Sequence[GenRequest], sampling: SamplingSpec) -> list[GenResult]:
         """The batch API (warm-up, offline mode): every request at once, results in order."""
@@ -387,7 +364,7 @@ class OpenAIEngine:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
 
-        results = asyncio.run_coroutine_threadsafe(run_all(), self._loop).result()
+        results = self._loop.call(run_all())
         after = self.counters()
 
         def diff(key):

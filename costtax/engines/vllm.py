@@ -2,14 +2,14 @@
 
 Measurement choices recorded here:
 - One engine serves both APIs. AsyncLLM runs on a private asyncio event loop in a daemon thread
-  owned by the engine; `agenerate` bridges to it with `asyncio.run_coroutine_threadsafe` +
+  owned by the engine (engines/loop_thread.py); `agenerate` bridges to it with `asyncio.run_coroutine_threadsafe` +
   `asyncio.wrap_future`, so it can be awaited from any event loop (the profiler's), and many
   requests are in flight at once: vLLM's scheduler batches them continuously. The sync
   `generate(requests, sampling)` submits the whole batch on the same path at one instant and
   waits, which is what the offline `vllm.LLM.generate` did (same engine core, same scheduler).
 - Stats on (`disable_log_stats=False`): each final RequestOutput carries the engine core's
   request stats (monotonic clock): first/last token time and queued -> scheduled time, which is
-  `queue_s` (the longest of the request's samples). A stat logger of ours receives every
+  `queue_s` (the longest of the request's samples). A stat logger of ours (engines/vllm_counters.py) receives every
   scheduler step's SchedulerStats: cumulative prefix-cache queries/hits, KV-cache usage,
   running/waiting requests, with peaks. No polling thread (the old 0.5 s `get_metrics()` poll
   competed with vLLM's output loop for the GIL).
@@ -27,13 +27,11 @@ Measurement choices recorded here:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import itertools
 import os
-import threading
 import time
 import uuid
-from typing import Any, Coroutine, Sequence
+from typing import Any, Sequence
 
 from ..devices import cuda_available
 from ..errors import EngineUnavailable
@@ -41,124 +39,11 @@ from . import vllm_settings
 from ._chat import ChatTemplateMixin
 from .base import BatchStats, GenRequest, GenResult, Sample, SamplingSpec
 from .batching import EngineClosed
+from .loop_thread import LoopThread
+from .vllm_counters import SchedulerCounters
 
 # Seconds to wait for AsyncLLM to shut down its engine core processes at close().
 _SHUTDOWN_TIMEOUT_S = 30.0
-
-
-class _LoopThread:
-    """A private asyncio event loop running forever in a daemon thread."""
-
-    def __init__(self, name: str):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def in_loop_thread(self) -> bool:
-        return threading.current_thread() is self.thread
-
-    def submit(self, coro: Coroutine) -> concurrent.futures.Future:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def call(self, coro: Coroutine, timeout: float | None = None) -> Any:
-        """Run `coro` on the private loop and wait for it (never from the loop's own thread)."""
-        if self.in_loop_thread():
-            coro.close()
-            raise RuntimeError("blocking call on the engine's own event loop thread would deadlock")
-        return self.submit(coro).result(timeout)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        async def cancel_all():
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        if self.loop.is_closed():
-            return
-        try:
-            self.submit(cancel_all()).result(timeout)
-        except Exception:
-            pass
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout)
-        if not self.thread.is_alive():
-            self.loop.close()
-
-
-class _SchedulerCounters:
-    """A vLLM per-engine stat logger (duck-typed StatLoggerBase): vLLM's output handler calls
-    `record` with every scheduler step's SchedulerStats, on the engine's loop thread. We keep
-    cumulative prefix-cache counters (the same sums vLLM's Prometheus counters hold), the last
-    value of each gauge, and each gauge's peak since the last `take_peaks(window)` of a named
-    window (windows are independent: counters() and generate() each have their own)."""
-
-    GAUGES = ("kv_cache_usage", "num_requests_running", "num_requests_waiting")
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.prefix_cache_queries = 0
-        self.prefix_cache_hits = 0
-        self.preempted_requests = 0
-        self.scheduler_steps = 0
-        self.last = dict.fromkeys(self.GAUGES, 0.0)
-        self.windows: dict[str, dict[str, float]] = {}
-        self._since_start = dict.fromkeys(self.GAUGES, 0.0)
-
-    # vLLM calls these -------------------------------------------------------------------------
-    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
-        if scheduler_stats is None:
-            return
-        pc = scheduler_stats.prefix_cache_stats
-        now = {
-            "kv_cache_usage": float(scheduler_stats.kv_cache_usage),
-            "num_requests_running": float(scheduler_stats.num_running_reqs),
-            # vLLM's Prometheus gauge counts deferred waiting requests too
-            "num_requests_waiting": float(scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs),
-        }
-        with self._lock:
-            self.scheduler_steps += 1
-            if pc is not None:
-                self.prefix_cache_queries += int(pc.queries)
-                self.prefix_cache_hits += int(pc.hits)
-                self.preempted_requests += int(getattr(pc, "preempted_requests", 0))
-            self.last = now
-            for peaks in (self._since_start, *self.windows.values()):
-                for k, v in now.items():
-                    if v > peaks[k]:
-                        peaks[k] = v
-
-    def log(self) -> None:
-        pass
-
-    def log_engine_initialized(self) -> None:
-        pass
-
-    def record_sleep_state(self, is_awake: int, level: int) -> None:
-        pass
-
-    # we call these ----------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "prefix_cache_queries": self.prefix_cache_queries,
-                "prefix_cache_hits": self.prefix_cache_hits,
-                "preempted_requests": self.preempted_requests,
-                "scheduler_steps": self.scheduler_steps,
-                **self.last,
-            }
-
-    def take_peaks(self, window: str) -> dict[str, float]:
-        """Each gauge's peak since the previous call for `window` (since start for the first);
-        starts the next window at the current values."""
-        with self._lock:
-            peaks = dict(self.windows.get(window, self._since_start))
-            self.windows[window] = dict(self.last)
-        return peaks
 
 
 class VllmEngine(ChatTemplateMixin):
@@ -192,8 +77,8 @@ class VllmEngine(ChatTemplateMixin):
         self.max_num_batched_tokens = max_num_batched_tokens
         self._scheduler: dict[str, Any] = {}
         self._llm = None  # vllm AsyncLLM, lives on self._loop
-        self._loop: _LoopThread | None = None
-        self._counters: _SchedulerCounters | None = None
+        self._loop: LoopThread | None = None
+        self._counters: SchedulerCounters | None = None
         self._tok = None
         self._on_cuda = False
         self._env: dict[str, str] = {}
@@ -239,8 +124,8 @@ class VllmEngine(ChatTemplateMixin):
         if self.max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = self.max_num_batched_tokens
         self._kwargs = {k: v for k, v in kwargs.items() if k != "model"}
-        counters = _SchedulerCounters()
-        loop = _LoopThread("costtax-vllm-loop")
+        counters = SchedulerCounters()
+        loop = LoopThread("costtax-vllm-loop")
 
         async def build():
             # Built on the private loop so AsyncLLM's output handler and queues belong to it.
@@ -445,15 +330,7 @@ class VllmEngine(ChatTemplateMixin):
         self._require()
         prompts, sp, plen = self._prepare(request, sampling)
         t_submit = time.monotonic()
-        loop = self._loop
-        coro = self._run(request, prompts, sp, plen, t_submit)
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop.loop:  # already on the engine's loop: no bridge
-            return await coro
-        return await asyncio.wrap_future(loop.submit(coro))
+        return await self._loop.run(self._run(request, prompts, sp, plen, t_submit))
 
     def generate(self, requests: Sequence[GenRequest], sampling: SamplingSpec) -> list[GenResult]:
         """The whole batch submitted at one instant on the agenerate path; waits for all."""

@@ -41,6 +41,11 @@ class Prompt:
     def spec(self) -> SourceSpec:
         return spec_for(self.source)
 
+    @property
+    def effective_scorer(self) -> str:
+        """The scorer that grades this prompt: its own (resolved per row) or its source's."""
+        return self.scorer or self.spec.scorer
+
     def messages(self) -> tuple[dict, ...]:
         return ({"role": "user", "content": self.text},)
 

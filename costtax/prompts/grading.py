@@ -103,27 +103,41 @@ def check_scoring_ready(prompts: Sequence["Prompt"]) -> dict[str, Any]:
     """Preflight for a run's prompts: when any prompt is scored by running code, check once that
     the sandbox works here (raises :class:`costtax.sandbox.SandboxUnavailable`, a CosttaxError:
     exit 2 before any engine starts). Returns what the run needs to know, for run.json:
-    ``{"scorers": [...], "sandbox_python": path or None}``."""
-    scorers = sorted({p.scorer or p.spec.scorer for p in prompts})
-    info: dict[str, Any] = {"scorers": scorers, "sandbox_python": None}
+    ``{"scorers": [...], "sandbox_python": path or None, "sandbox": containment facts or None}``."""
+    scorers = sorted({p.effective_scorer for p in prompts})
+    info: dict[str, Any] = {"scorers": scorers, "sandbox_python": None, "sandbox": None}
     if "pass_at_k" in scorers:
-        from ..sandbox import check_sandbox
+        from ..sandbox import check_sandbox, sandbox_facts
 
         info["sandbox_python"] = check_sandbox()
+        info["sandbox"] = sandbox_facts()
     return info
 
 
-def _run_code(programs: Sequence[str], limits: "SandboxLimits | None", workers: int) -> dict[str, Any]:
-    """Sandbox results by program text; identical programs (common among best-of-N candidates
-    at low temperature) run once."""
-    from ..sandbox import SandboxLimits, run_program
+def check_call(prompt: "Prompt") -> str:
+    """The last line :func:`build_program` writes: the call whose return earns the pass marker."""
+    return f"check({prompt.entry_point})"
 
-    lim = limits or SandboxLimits()
-    unique = list(dict.fromkeys(programs))
+
+def _run_code(jobs: Sequence[tuple[str, str]], limits: "SandboxLimits | None", workers: int, on_done=None) -> dict[tuple[str, str], Any]:
+    """Sandbox results by (program, check call); identical programs (common among best-of-N
+    candidates at low temperature) run once. Passing needs the check call to return (the
+    sandbox's per-run marker), not just exit status 0. ``on_done()`` after each (progress display)."""
+    from .. import sandbox
+
+    lim = limits or sandbox.SandboxLimits()
+    unique = list(dict.fromkeys(jobs))
+
+    def one(job: tuple[str, str]):
+        r = sandbox.run_program(job[0], lim, check_call=job[1])
+        if on_done is not None:
+            on_done()
+        return r
+
     if workers <= 1 or len(unique) <= 1:
-        return {p: run_program(p, lim) for p in unique}
+        return {j: one(j) for j in unique}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(unique, pool.map(lambda p: run_program(p, lim), unique)))
+        return dict(zip(unique, pool.map(one, unique)))
 
 
 def evaluate_answers(
@@ -134,6 +148,7 @@ def evaluate_answers(
     judge: "RefusalJudge | None" = None,
     limits: "SandboxLimits | None" = None,
     workers: int = 2,
+    progress=None,
 ) -> list[dict[str, Any]]:
     """One evaluation dict per (prompt, final answer), in order; what is in it follows each
     prompt's ``spec.scorer``. ``candidates[i]``: every sample the technique drew for answer i
@@ -142,27 +157,34 @@ def evaluate_answers(
 
     Keys: always ``prompt_id``, ``scorer``, ``source``; for ``pass_at_k``: ``code_passed`` (bool),
     ``code_fail_reason`` (None or a :class:`~costtax.sandbox.SandboxResult` reason),
-    ``code_extracted_by``, ``code_wall_s`` and with candidates ``candidates_n``,
-    ``candidates_passed``, ``candidate_fail_reasons``; for ``refusal``: ``refusal_rule`` (bool),
+    ``code_extracted_by``, ``code_wall_s``, ``code_exit_code``, ``code_stage`` (where the program
+    stopped: program | tests | done), ``code_exit_via`` (sys.exit | raise SystemExit | os._exit |
+    None), ``code_sandbox`` (the containment path and the sample's uid_map, CapEff, CapBnd,
+    NoNewPrivs) and with candidates ``candidates_n``, ``candidates_passed``,
+    ``candidate_fail_reasons``; for ``refusal``: ``refusal_rule`` (bool),
     ``refusal_judge`` (bool, None without a judge), ``refusal_judge_score``; for ``exact``:
-    ``correct``."""
+    ``correct``. ``progress(done)``: answers evaluated so far (rewards/progress.py)."""
+    from ..rewards.progress import AnswerCount, batch_progress
+
+    tick = AnswerCount(len(prompts), progress)
     if len(prompts) != len(answer_texts):
         raise ValueError("prompts and answer_texts must have equal length")
     cands = list(candidates) if candidates is not None else [None] * len(prompts)
     if len(cands) != len(prompts):
         raise ValueError("candidates must have one entry (a list or None) per answer")
     out: list[dict[str, Any]] = []
-    code_jobs: list[tuple[int, str, str, list[str]]] = []
+    code_jobs: list[tuple[int, tuple[str, str], list[tuple[str, str]]]] = []
     judge_idx: list[int] = []
     for i, (p, text) in enumerate(zip(prompts, answer_texts)):
         spec: SourceSpec = p.spec
-        scorer = p.scorer or spec.scorer
+        scorer = p.effective_scorer
         e: dict[str, Any] = {"prompt_id": p.id, "scorer": scorer, "source": spec.name}
         if scorer == "pass_at_k":
             program, how = build_program(p, text)
-            cand_programs = [build_program(p, c)[0] for c in (cands[i] or [])]
+            call = check_call(p)
+            cand_jobs = [(build_program(p, c)[0], call) for c in (cands[i] or [])]
             e["code_extracted_by"] = how
-            code_jobs.append((i, program, how, cand_programs))
+            code_jobs.append((i, (program, call), cand_jobs))
         elif scorer == "refusal":
             e["refusal_rule"] = is_refusal(text)
             e["refusal_judge"] = None
@@ -172,19 +194,24 @@ def evaluate_answers(
             e["correct"] = is_correct(text, p.answer)
         out.append(e)
     if code_jobs:
-        results = _run_code([j[1] for j in code_jobs] + [c for j in code_jobs for c in j[3]], limits, workers)
-        for i, program, _how, cand_programs in code_jobs:
-            r = results[program]
+        jobs = [j[1] for j in code_jobs] + [c for j in code_jobs for c in j[2]]
+        results = _run_code(jobs, limits, workers, tick.share(len(code_jobs), len(set(jobs))))
+        for i, job, cand_jobs in code_jobs:
+            r = results[job]
             out[i].update(code_passed=r.passed, code_fail_reason=None if r.passed else r.reason,
-                          code_wall_s=round(r.wall_s, 4))
-            if cand_programs:
-                rs = [results[c] for c in cand_programs]
+                          code_wall_s=round(r.wall_s, 4), code_exit_code=r.exit_code, code_stage=r.stage,
+                          code_exit_via=r.exit_via, code_sandbox=r.containment)
+            if cand_jobs:
+                rs = [results[c] for c in cand_jobs]
                 out[i].update(
                     candidates_n=len(rs), candidates_passed=sum(x.passed for x in rs),
                     candidate_fail_reasons=[None if x.passed else x.reason for x in rs],
                 )
     if judge_idx:
-        verdicts = judge.judge([prompts[i].text for i in judge_idx], [answer_texts[i] for i in judge_idx])
+        base = tick.done
+        with batch_progress(judge, len(judge_idx), progress and (lambda k, _n: tick.set(base + k))):
+            verdicts = judge.judge([prompts[i].text for i in judge_idx], [answer_texts[i] for i in judge_idx])
         for i, v in zip(judge_idx, verdicts):
             out[i].update(refusal_judge=v.refusal, refusal_judge_score=round(v.score, 4))
+    tick.set(len(prompts))
     return out

@@ -17,3 +17,13 @@ def truthy(v) -> bool:
     if isinstance(v, str):
         return v.strip().lower() == "true"
     return is_num(v) and v == 1
+
+
+def clean(v):
+    """NaN (a summary.csv cell left empty, read back by pandas) as None; anything else as is."""
+    return None if isinstance(v, float) and v != v else v
+
+
+def without_nan(rec) -> dict:
+    """A summary row with NaN cells as None: the one NaN cleaning for rows read back."""
+    return {k: clean(v) for k, v in rec.items()}

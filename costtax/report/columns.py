@@ -26,7 +26,7 @@ class Column:
 _CONTRACT = [
     Column("run_id", "text", "run identifier (the run directory's name by default)"),
     Column("cell", "text", "canonical technique spec of the cell, e.g. `bon:n=4`"),
-    Column("technique", "text", "technique name: plain, bon, cai"),
+    Column("technique", "text", "technique name, a key of costtax.techniques.REGISTRY"),
     Column("params", "text", "the cell's technique parameters as a JSON object (see also the `param_*` columns)"),
     Column("answers", "count", "final answers the cell produced"),
     Column("latency_p50_s", "s", "median end-to-end latency per final answer (all its calls, selection scoring included)"),
@@ -89,7 +89,7 @@ _QUALITY = [
     Column("accuracy_n", "count", "answers graded for accuracy"),
     Column("accuracy_ci95_lo", "fraction", "bootstrap 95% interval of accuracy, low end"),
     Column("accuracy_ci95_hi", "fraction", "bootstrap 95% interval of accuracy, high end"),
-    Column("refusal_rate_harmful", "fraction", "share of answers to the `harmful` set that refuse"),
+    Column("refusal_rate_harmful", "fraction", "share of answers that refuse (phrase rule), over prompts whose source scores refusals (SourceSpec scorer `refusal`: harmful, advbench, ...)"),
     Column("refusal_n", "count", "answers to the `harmful` set"),
     Column("distinct_1", "fraction", "distinct / all lowercased whitespace unigrams over the cell's final answers"),
     Column("distinct_2", "fraction", "distinct / all bigrams over the cell's final answers"),
@@ -188,7 +188,7 @@ _TAX = [
 
 _PROVENANCE = [
     Column("device", "text", "what ran the profile (GPU name, or CPU model)"),
-    Column("engine", "text", "`vllm` or `hf`"),
+    Column("engine", "text", "engine that served the run, a name in costtax.engines.ENGINES"),
     Column("model", "text", "the generation model (alias or directory)"),
     Column("dtype", "text", "the engine's dtype"),
     Column("seed", "count", "sampling seed (--seed)"),
@@ -204,7 +204,57 @@ _PROVENANCE = [
     Column("reward_model", "text", "the selection reward-model spec (--reward-model)"),
 ]
 
-COLUMNS: list[Column] = [*_CONTRACT, *_CELL, *_COST, *_LOAD, *_QUALITY, *_STEADY, *_TAX, *_PROVENANCE]
+# Capacity search and early stops (report/capacity.py; rules in costtax/search.py and
+# costtax/oversaturation.py). Probe columns are set on a search's probe rows; cell columns on
+# every row of a searched cell.
+_CAPACITY = [
+    Column("latency_p95_ci95_lo_s", "s", "bootstrap 95% interval of the p95 latency over the row's answers (repeats pooled), low end; for a search probe widened to cover every repeat's p95"),
+    Column("latency_p95_ci95_hi_s", "s", "the same interval's high end"),
+    Column("stop_reason", "text", "why the level was stopped early: `oversaturated: ...` (queue or latency kept rising, slope test) or `slo_out_of_reach: ...` (search probes: enough answers over the SLO that p95 cannot meet it); finished rows kept"),
+    Column("oversaturated", "bool", "a repeat of the level was stopped by the over-saturation slope test"),
+    Column("search_probe_index", "count", "--load search: this level's place in the cell's probe sequence (0 = first)"),
+    Column("search_role", "text", "--load search: `start`, `double` (doubling phase) or `bisect`"),
+    Column("search_held", "bool", "--load search: the probe met the SLO (all planned answers, not saturated or stopped, p95 <= SLO)"),
+    Column("search_verdict_certain", "bool", "--load search: the p95's 95% CI lies wholly on the verdict's side of the SLO (or the probe was stopped, saturated or failed)"),
+    Column("search_planned_answers", "count", "--load search: answers the probe ran: max(k x C, minimum), prompts cycled"),
+    Column("search_verdict", "text", "--load search: the probe's verdict in words, with p95 and its CI"),
+    Column("capacity_concurrency", "count", "--load search (closed loop): the highest concurrency that held, below the lowest that did not"),
+    Column("capacity_rate", "1/s", "--load search=rate: the highest offered rate that held, below the lowest that did not"),
+    Column("capacity_answers_per_s", "1/s", "--load search: achieved answers/s at the capacity level (per replica)"),
+    Column("capacity_lo", "—", "capacity interval, low end (concurrency or offered answers/s): the highest probed level that held with its whole p95 CI at or below the SLO; 0 when none did"),
+    Column("capacity_hi", "—", "capacity interval, high end: one below the lowest probed level that failed for certain (rate: that level); the highest probed level when none did"),
+    Column("capacity_hi_bounded", "bool", "false when no probed level failed for certain (capacity_hi is then only the highest level probed)"),
+    Column("capacity_answers_per_s_lo", "1/s", "achieved answers/s at capacity_lo (0 when it is 0)"),
+    Column("capacity_answers_per_s_hi", "1/s", "achieved answers/s at the level just above capacity_hi (the first certain failure), an upper bound on the capacity's throughput"),
+    Column("search_status", "text", "--load search: `bracketed` (a level that held next to one that did not), `hit_cap` (--search-max held), `budget` (--search-probes spent first), `infeasible` (the lowest level did not hold) or `running`"),
+    Column("search_bracket", "text", "--load search: the two levels that bracket the capacity"),
+    Column("search_probes", "count", "--load search: probes the cell's search ran"),
+    Column("search_slo_p95_s", "s", "--load search: the p95 SLO the search ran against"),
+    Column("repeat_drift_note", "text", "with --cell-repeats >= 2, when the repeats' p95 latencies spread by more than 10 %: the range and what moved, with per-repeat numbers (reward pairs per pass, scoring share of wall, output tokens per answer, foreign_cpu_share; report/repeats.py)"),
+    Column("repeat_score_pairs_per_pass", "count", "per cell repeat (`;`-separated, in repeat order): mean prompt/response pairs per reward-model pass"),
+    Column("repeat_score_share_of_wall", "fraction", "per cell repeat (`;`-separated): the reward passes' scoring time / the unit's wall time"),
+]
+
+# Cost per stage and the waste ratio (report/stages.py, which defines busy-time attribution).
+STAGE_COLUMNS = [
+    col
+    for s in ("sample", "continue", "critique", "revise", "score")
+    for col in (
+        Column(f"stage_{s}_tokens_per_answer", "tokens", f"{s} stage: tokens computed per answer (prefill computed + decoded; score: reward-model tokens computed)"),
+        Column(f"stage_{s}_call_s_per_answer", "s", f"{s} stage: summed call latency per answer (overlapping calls each counted)"),
+        Column(f"stage_{s}_latency_share", "fraction", f"{s} stage: share of an answer's latency spent in its {s} calls (mean over answers)"),
+        Column(f"stage_{s}_busy_share", "fraction", f"{s} stage: share of the cell's wall time attributed to it (busy-time attribution: stages with a call in progress split each moment equally; report/stages.py)"),
+        Column(f"stage_{s}_cpu_s_per_answer", "s", f"{s} stage: process-tree CPU seconds per answer x the stage's busy share"),
+    )
+] + [
+    Column("stage_other_latency_share", "fraction", "share of an answer's latency outside its own calls (the harness between calls)"),
+    Column("stage_idle_share", "fraction", "share of the cell's wall time with no call in progress; with the stages' busy shares it sums to 1"),
+    Column("tokens_computed_per_answer", "tokens", "prefill computed + decoded + reward-model tokens computed, per answer"),
+    Column("tokens_min_per_answer", "tokens", "the technique's analytic minimum per answer: the conversation prefilled once, each generated token once, the reward model's shared part once plus each response"),
+    Column("waste_ratio", "x", "tokens_computed_per_answer / tokens_min_per_answer (1.0 = the physical minimum)"),
+]
+
+COLUMNS: list[Column] = [*_CONTRACT, *_CELL, *_COST, *_LOAD, *_QUALITY, *_STEADY, *_TAX, *_PROVENANCE, *_CAPACITY, *STAGE_COLUMNS]
 CONTRACT_COLUMNS = [c.name for c in _CONTRACT]
 PARAM_PREFIX = "param_"  # plain parameter columns, prefixed so they never collide with provenance (seed, max_tokens)
 

@@ -5,7 +5,12 @@ the load levels the run measured (concurrency or rate levels, unsaturated ones),
 linearly between the last level that meets the SLO and the first that does not, never
 extrapolated past the highest level measured (then the capacity reads "at least X, beyond the
 measured range"). Replicas = ceil(QPS / capacity); $ and kWh per 1M answers at that capacity.
-A run with only the offline batch level falls back to the batch throughput at the batch's p95,
+A `--load search` run at the plan's SLO gives its bracketed capacity directly (the achieved
+answers/s of the highest level that held, below the lowest that did not), with its interval
+carried into low/high replica and $ columns (replicas_low from the interval's high end,
+replicas_high from its low end; empty where that end is 0 or unbounded). At another SLO the
+search's verdicts do not apply: its probes are read as an ordinary curve, as above, and the basis
+says so. A run with only the offline batch level falls back to the batch throughput at the batch's p95,
 labelled so: it cannot see queueing.
 
 Quality floors hold when the lower end of the metric's 95% CI is at or above the floor (the
@@ -17,7 +22,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..load import BATCH, LOADED_MODES
 from ._values import is_num as _num, truthy as _truthy
+from .capacity import search_capacity
+from .plan_out import stage_split
 from .summary import ensure_summary
 
 FLOOR_COLUMNS = {  # floor name -> (summary column of the CI low end, point estimate)
@@ -56,6 +64,11 @@ def sustainable_rate(points: list[tuple[float, float, float]], slo_p95_s: float)
     return best, "measured"
 
 
+def _first(g, col):
+    vals = g[col].dropna() if col in g else []
+    return vals.iloc[0] if len(vals) else None
+
+
 def capacity_plan(
     run_dir: str | Path,
     *,
@@ -81,8 +94,13 @@ def capacity_plan(
         if g.empty:
             rows.append({"cell": cell, "feasible": False, "basis": "cell failed"})
             continue
-        loaded = g[g["load_mode"].isin(["concurrency", "rate"])] if "load_mode" in g else g.iloc[0:0]
-        if len(loaded):
+        loaded = g[g["load_mode"].isin(LOADED_MODES)] if "load_mode" in g else g.iloc[0:0]
+        searched = search_capacity(g, slo_p95_s)  # --load search at this SLO: its bracket, directly
+        cap_lo = cap_hi = None
+        if searched is not None:
+            cap, basis, curve = searched["capacity"], searched["basis"], searched["curve"]
+            cap_lo, cap_hi = searched["capacity_lo"], searched["capacity_hi"]
+        elif len(loaded):
             usable = loaded[[not _truthy(s) for s in loaded.get("saturated", [False] * len(loaded))]]
             # one curve per load kind; a run with both concurrency and rate levels takes the better
             caps = [
@@ -94,12 +112,15 @@ def capacity_plan(
             if cap is None and len(usable) < len(loaded) and "infeasible" not in basis:
                 basis = "infeasible: every measured level saturated"
             curve = "load levels: " + ", ".join(str(x) for x in loaded["load"])
+            other = g["search_slo_p95_s"].dropna() if "search_slo_p95_s" in g else []
+            if len(other):
+                basis += f" (search ran at p95 <= {float(other.iloc[0]):g} s: its probes read as a curve)"
         else:
             b = g.iloc[0]
             aps, p95 = b.get("answers_per_s"), b.get("latency_p95_s")
             cap = aps if (_num(aps) and _num(p95) and p95 <= slo_p95_s) else None
             basis = "offline batch estimate (no load levels: queueing not measured)" if cap else "infeasible at the measured batch size (offline batch)"
-            curve = "batch"
+            curve = BATCH.label
         # energy per answer: from the row closest to the chosen operating point, else any row
         ref = g.iloc[0]
         if cap is not None and len(loaded):
@@ -111,7 +132,7 @@ def capacity_plan(
         # neighbours during the measurement understate capacity: the worst share over the rows used
         used = loaded if len(loaded) else g.iloc[0:1]
         shares = [x for x in used.get("foreign_cpu_share", []) if _num(x)]
-        quality_row = g[g["load_mode"] == "batch"].iloc[0] if ("load_mode" in g and (g["load_mode"] == "batch").any()) else g.iloc[0]
+        quality_row = g[g["load_mode"] == BATCH.mode].iloc[0] if ("load_mode" in g and (g["load_mode"] == BATCH.mode).any()) else g.iloc[0]
         row: dict[str, Any] = {
             "cell": cell,
             "target_qps": qps,
@@ -124,6 +145,14 @@ def capacity_plan(
             "devices_needed": replicas,  # kept for earlier plan.csv readers
             "usd_per_device_hour": usd_per_device_hour,
             "usd_per_1m_answers": (1e6 * usd_per_device_hour / 3600 / cap) if (usd_per_device_hour is not None and cap) else None,
+            "capacity_answers_per_s_lo": cap_lo,
+            "capacity_answers_per_s_hi": cap_hi,
+            "replicas_low": math.ceil(qps / cap_hi - 1e-9) if cap_hi else None,
+            "replicas_high": math.ceil(qps / cap_lo - 1e-9) if cap_lo else None,
+            "usd_per_1m_answers_low": (1e6 * usd_per_device_hour / 3600 / cap_hi) if (usd_per_device_hour is not None and cap_hi) else None,
+            "usd_per_1m_answers_high": (1e6 * usd_per_device_hour / 3600 / cap_lo) if (usd_per_device_hour is not None and cap_lo) else None,
+            "capacity_concurrency": _first(g, "capacity_concurrency"),
+            "search_status": _first(g, "search_status"),
             "usd_per_1k_answers": (1e3 * usd_per_device_hour / 3600 / cap) if (usd_per_device_hour is not None and cap) else None,
             "usd_per_hour_at_target": (replicas * usd_per_device_hour) if (replicas and usd_per_device_hour is not None) else None,
             "energy_j_per_answer": e if _num(e) else None,
@@ -133,6 +162,9 @@ def capacity_plan(
             "quality_source": quality_row.get("eval_reward_source"),
             "curve_foreign_cpu_share_max": max(shares) if shares else None,
         }
+        row.update(stage_split(ref, row))  # $ and kWh per 1M answers by stage (plan_out.py)
+        for q in ("eval_reward_mean", "eval_reward_ci95_lo", "eval_reward_ci95_hi"):
+            row[f"quality_{q}"] = quality_row.get(q) if _num(quality_row.get(q)) else None
         holds = True
         for name, floor in floors.items():
             lo_col, est_col = FLOOR_COLUMNS[name]

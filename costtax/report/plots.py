@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..load import BATCH, CONCURRENCY_MODE, LOADED_MODES, RATE_MODE
 from .summary import ensure_summary
 
 
@@ -25,7 +26,7 @@ def write_plots(run_dir: str | Path, df=None) -> list[Path]:
     if "load" in df and df["load"].nunique() > 1:
         # cost/quality and latency bars: one point per cell, at the offline batch level when the
         # run has one (else the first level); the load curve gets its own plot below.
-        first = "batch" if (df["load"] == "batch").any() else df["load"].iloc[0]
+        first = BATCH.label if (df["load"] == BATCH.label).any() else df["load"].iloc[0]
         df = df[df["load"] == first]
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
@@ -88,7 +89,7 @@ def write_plots(run_dir: str | Path, df=None) -> list[Path]:
     fig.savefig(p, dpi=110)
     plt.close(fig)
     written.append(p)
-    if "load_mode" in full and full["load_mode"].isin(["concurrency", "rate"]).any():
+    if "load_mode" in full and full["load_mode"].isin(LOADED_MODES).any():
         written.append(_load_plot(run_dir, full, title, plt))
     return written
 
@@ -96,22 +97,18 @@ def write_plots(run_dir: str | Path, df=None) -> list[Path]:
 def _load_plot(run_dir: Path, df, title: str, plt) -> Path:
     """load.png: p95 latency vs achieved answers/s per cell (SLO line when the run had one), and
     goodput vs offered load for rate levels."""
-    import json
+    from ..rundata import RunData
 
-    slo = None
-    try:
-        slo = json.loads((run_dir / "run.json").read_text()).get("config", {}).get("slo_p95_s")
-    except (OSError, ValueError):
-        pass
-    loaded = df[df["load_mode"].isin(["concurrency", "rate"])]
-    rate = loaded[loaded["load_mode"] == "rate"]
+    slo = RunData.open(run_dir, records=False).config.get("slo_p95_s")
+    loaded = df[df["load_mode"].isin(LOADED_MODES)]
+    rate = loaded[loaded["load_mode"] == RATE_MODE]
     fig, axes = plt.subplots(1, 2 if len(rate) else 1, figsize=(11 if len(rate) else 7, 4.5), squeeze=False)
     ax = axes[0][0]
     for cell, g in loaded.groupby("cell", sort=False):
         for mode, m in g.groupby("load_mode"):
             m = m.sort_values("load_level")  # the curve follows the offered load, C or R
             sat = [str(s).lower() == "true" for s in m.get("saturated", [False] * len(m))]
-            line = ax.plot(m["achieved_answers_per_s"], m["latency_p95_s"], "-o" if mode == "concurrency" else "--s", ms=5, label=f"{cell} ({mode})")[0]
+            line = ax.plot(m["achieved_answers_per_s"], m["latency_p95_s"], "-o" if mode == CONCURRENCY_MODE else "--s", ms=5, label=f"{cell} ({mode})")[0]
             for x, y, s, lv in zip(m["achieved_answers_per_s"], m["latency_p95_s"], sat, m["load_level"]):
                 ax.annotate(f"{lv:g}" + (" sat" if s else ""), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color=line.get_color())
     if slo:

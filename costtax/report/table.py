@@ -30,17 +30,48 @@ HEADLINE = [
 ]
 
 
+# Abbreviations a narrow terminal gets (explained in a legend under the table); a header not
+# named here is short enough already. Keyed by summary.csv column.
+SHORT = {
+    "achieved_answers_per_s": "got/s",
+    "output_tokens_per_answer_x": "tok×",
+    "cpu_s_per_answer_x": "CPU×",
+    "gpu_s_per_answer_x": "GPU×",
+    "energy_j_per_answer_x": "J×",
+    "prefix_cache_hit_rate": "hit",
+    "eval_reward_mean": "rwd",
+    "eval_reward_delta_vs_plain": "Δrwd",
+    "proxy_win_rate_vs_plain": "win*",
+    "dist_2": "d2",
+    "distinct_2": "d2",
+    "pareto": "★",
+}
+LOAD_COLUMNS = [("achieved_answers_per_s", "ans/s achieved", "{:.2f}"), ("saturated", "sat", None)]
+
+
+def tax_table(df, title: str):
+    """The tax table as a FitTable (costtax/report/fit.py): printed fitted to the terminal."""
+    from .fit import FitColumn, make_table
+
+    header, rows, keys = headline_rows(df, with_keys=True)
+    cols = [FitColumn(k, h, SHORT.get(k), justify="left" if k == "cell" else "right", label=k == "cell")
+            for k, h in zip(keys, header)]
+    return make_table(title, cols, rows)
+
+
 def _label(r, several_loads: bool) -> str:
     return f"{r['cell']} @ {r['load']}" if several_loads and "load" in r else str(r["cell"])
 
 
-def headline_rows(df) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted cells of the tax table; columns that are null everywhere are dropped."""
+def headline_rows(df, *, with_keys: bool = False):
+    """Header and formatted cells of the tax table; columns that are null everywhere are dropped.
+    A failed row's cell reads "NAME (FAILED)"; its error is one of row_warnings' lines.
+    `with_keys`: also the summary.csv column of each header."""
     cols = [(k, h, f) for k, h, f in HEADLINE if k in df and df[k].notna().any()]
     several = "load" in df and df["load"].nunique() > 1
     if several:
         df = df.assign(cell=[_label(r, True) for _, r in df.iterrows()])
-        cols = cols[:2] + [("achieved_answers_per_s", "ans/s achieved", "{:.2f}"), ("saturated", "sat", None)] + cols[2:]
+        cols = cols[:2] + [c for c in LOAD_COLUMNS if c[0] in df] + cols[2:]
     rows = []
     for _, r in df.iterrows():
         cells = []
@@ -58,8 +89,10 @@ def headline_rows(df) -> tuple[list[str], list[list[str]]]:
                 except (TypeError, ValueError):
                     cells.append(str(v))
             else:
-                cells.append(str(v) + ("" if r.get("status", "ok") == "ok" else f" (FAILED: {r.get('error')})"))
+                cells.append(str(v) + ("" if r.get("status", "ok") == "ok" else " (FAILED)"))
         rows.append(cells)
+    if with_keys:
+        return [h for _, h, _ in cols], rows, [k for k, _, _ in cols]
     return [h for _, h, _ in cols], rows
 
 
@@ -76,10 +109,13 @@ def reward_model_line(meta: dict) -> str | None:
         parts.append(f"own good/bad pairs {pa.get('correct', round(pa['accuracy'] * pa.get('n', 0)))}/{pa.get('n')}")
     pc = rm.get("public_calibration") or {}
     if pc.get("auc") is not None:
-        s = f"public held-out AUC {pc['auc']:.2f} (n={pc.get('n')}, {pc.get('dataset', 'public set')})"
+        # side by side, so the judge's marginal value over the rule is visible (it can be negative)
         rule = pc.get("with_refusal_rule") or {}
+        s = f"public held-out AUC (n={pc.get('n')}, {pc.get('dataset', 'public set')}): judge alone {pc['auc']:.2f}"
+        if rule.get("rule_alone_auc") is not None:
+            s += f", refusal rule alone {rule['rule_alone_auc']:.2f}"
         if rule.get("auc") is not None:
-            s += f", {rule['auc']:.2f} with the refusal rule on harmful prompts"
+            s += f", judge + rule {rule['auc']:.2f} (rule on declared-harmful prompts only)"
         parts.append(s)
     elif pc.get("skipped"):
         parts.append("public calibration skipped: " + str(pc["skipped"]))
@@ -96,6 +132,8 @@ def row_warnings(df) -> list[str]:
     several = "load" in df and df["load"].nunique() > 1
     for _, r in df.iterrows():
         name = _label(r, several)
+        if r.get("status", "ok") not in ("ok", None) and isinstance(r.get("status"), str):
+            out.append(f"warning: {name}: FAILED: {r.get('error')}")
         if "cold_outlier" in r and _truthy(r["cold_outlier"]):
             out.append(f"warning: {name}: cold start in the numbers ({r.get('cold_outlier_reason')}); rerun with --cell-repeats 3 or more --warmup-answers")
         flags = r.get("sanity_flags")

@@ -34,6 +34,8 @@ class HFRewardBase(SharedPrefixMixin):
     kind = "base"
     # a group prefix is worth its own forward only with this many new shared tokens
     GROUP_MIN_SHARED = 8
+    # set by rewards/progress.batch_progress: called with the pairs each batch scored
+    on_batch_scored = None
 
     def __init__(
         self,
@@ -304,6 +306,8 @@ class HFRewardBase(SharedPrefixMixin):
         path = self._path_for(hidden)
         vals = self._head(hidden, cu, positions, path).float().cpu().tolist()
         self._last_path = path
+        if self.on_batch_scored is not None:  # progress display (rewards/progress.py)
+            self.on_batch_scored(len(seqs))
         return vals, width
 
     def _run_packed(self, seqs: list[list[int]], rewards: list[float]) -> tuple[int, int, list[int]]:
@@ -326,6 +330,8 @@ class HFRewardBase(SharedPrefixMixin):
             self._last_path = path
             for i, v in zip(pack, vals):
                 rewards[i] = v
+            if self.on_batch_scored is not None:
+                self.on_batch_scored(len(pack))
             self.stats["positions_computed"] += len(flat)
         return sum(lengths), sum(lengths), [0] * len(seqs)
 

@@ -56,7 +56,7 @@ def _seq(res, name: str) -> list | None:
 class RewardBatcher:
     """Batches score calls from concurrent answers on one event loop (create one per loop)."""
 
-    def __init__(self, scorer, *, max_pairs: int = 64, max_wait_s: float = 0.005):
+    def __init__(self, scorer, *, max_pairs: int = 64, max_wait_s: float = 0.005, gather_s: float = 0.0, in_flight=None):
         if max_pairs < 1:
             raise ValueError("max_pairs must be >= 1")
         if max_wait_s < 0:
@@ -64,6 +64,12 @@ class RewardBatcher:
         self.scorer = scorer
         self.max_pairs = max_pairs
         self.max_wait_s = max_wait_s
+        # Gather policy (off at 0): hold a pass up to gather_s after its first call while fewer
+        # calls are in it than answers in flight (`in_flight()`, set by the load driver), so a
+        # closed loop's answers score together instead of splitting into cohorts that alternate
+        # on the reward model (README "Capacity search": why best-of-4 did not reproduce).
+        self.gather_s = gather_s
+        self.in_flight = in_flight
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
         self.batches: list[dict[str, Any]] = []  # size and wait of every batch, for the cell record
@@ -96,13 +102,17 @@ class RewardBatcher:
         assert self._queue is not None
         batch = [await self._queue.get()]
         pairs = len(batch[0].responses)
-        deadline = time.monotonic() + self.max_wait_s
+        t_first = time.monotonic()
+        deadline = t_first + self.max_wait_s
         while pairs < self.max_pairs:
             # Take what is already queued without waiting; then wait at most until the deadline.
             try:
                 nxt = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
+                limit = deadline
+                if self.gather_s > 0 and self.in_flight is not None and len(batch) < self.in_flight():
+                    limit = max(deadline, t_first + self.gather_s)
+                remaining = limit - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
@@ -126,6 +136,13 @@ class RewardBatcher:
                 # The reward model is synchronous torch work: run it off the event loop so
                 # generation calls keep flowing while it scores.
                 res = await loop.run_in_executor(None, lambda: self.scorer.score(prompts, responses, **kwargs))
+            except asyncio.CancelledError:
+                # aclose() while a pass runs (a level stopped early or timed out): end the worker;
+                # swallowing this and looping back to the queue would hang aclose() for ever.
+                for p in batch:
+                    if not p.future.done():
+                        p.future.cancel()
+                raise
             except BaseException as exc:  # KeyboardInterrupt too: the awaiting answers re-raise it
                 for p in batch:
                     if not p.future.done():

@@ -1,9 +1,10 @@
 """The measured crossover table and the per-call host work of the ops (pure logic and
 CPU-side counting; no GPU needed).
 
-On CUDA the ops pick a plain-torch expression where the table says torch measured faster;
-these tests check the table's data, the dispatcher's choice at each shape of issue 9's
-table, the wiring inside ``reward_head``, and the torch expression's numbers. The host-work
+On CUDA the ops pick the measured plain-torch expression at the measured shapes where it was
+faster; these tests check that the table is what the committed grid generates, the
+dispatcher's choice at every measured shape (read from the grid file itself) and at unmeasured
+ones, the wiring inside ``reward_head``, and the torch expression's numbers. The host-work
 tests count the torch ops each call dispatches before the kernel launch (each one is several
 microseconds of host time on CUDA), with the kernel replaced by a stub so the interpreter's
 own tensor work is not counted.
@@ -11,8 +12,13 @@ own tensor work is not counted.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import importlib.util
+import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,67 +26,125 @@ from _kernels_testutil import assert_close, make_cu
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from costtax.kernels import _crossover, _dispatch, group_select, judge_head, reward_head, reward_head_reference
-from costtax.kernels._crossover import CROSSOVERS, Crossover, choose_impl, rule_for
+from costtax.kernels._crossover import MEASURED, MeasuredShape, choose_impl, lookup
 
 RH = sys.modules["costtax.kernels.reward_head"]
 JH = sys.modules["costtax.kernels.judge_head"]
 GS = sys.modules["costtax.kernels.group_select"]
 
-# Issue 9's H200 table (bf16, do_bench median): (B, T, H) -> which side won for reward_head.
-ISSUE9_SHAPES = {
-    "smollm-bon4": ((4, 800, 576), "torch"),  # kernel 34.2 us vs all-positions head 9.9 us
-    "8b-bon16x1k": ((16, 16384, 4096), "kernel"),  # 6.9 vs 28.8 / 47.8
-    "8b-bon64x256": ((64, 16384, 4096), "kernel"),  # 7.0 vs 28.0 / 47.9
-    "8b-bon256x512": ((256, 131072, 4096), "kernel"),  # 7.7 vs 21.2 / 267
-}
+ROOT = Path(__file__).resolve().parents[2]
+GRID = ROOT / "bench" / "results" / "crossover-h200-2026-11-27.json"
+H200 = "NVIDIA H200"
 
 
-@pytest.mark.parametrize("name", list(ISSUE9_SHAPES))
-@pytest.mark.parametrize("card", ["NVIDIA H200", "NVIDIA H100 80GB HBM3"])
-def test_dispatcher_picks_the_measured_winner(name, card):
-    (B, T, H), winner = ISSUE9_SHAPES[name]
-    assert choose_impl("reward_head", {"B": B, "T": T, "H": H}, card) == winner
+def _generator():
+    spec = importlib.util.spec_from_file_location("crossover_table_gen", ROOT / "bench" / "crossover_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _grid_rows() -> list[dict]:
+    return json.loads(GRID.read_text())["rows"]
+
+
+def test_generated_table_is_what_the_committed_grid_generates():
+    """kernels/_crossover_table.py is byte-for-byte the generator's output for the committed
+    grid: editing a number by hand, or the grid without regenerating, fails here."""
+    gen = _generator()
+    committed = (ROOT / "kernels" / "_crossover_table.py").read_text()
+    assert committed == gen.render(GRID.read_text(), gen.SOURCE)
+    assert hashlib.sha256(GRID.read_bytes()).hexdigest() == _crossover._gen.SOURCE_SHA256
+
+
+def test_generator_reads_the_numbers_it_claims():
+    """Changing one reward_head reading in the grid changes the generated table; changing a
+    judge_head reading (or a torch expression the dispatcher never runs) does not."""
+    gen = _generator()
+    base = json.loads(GRID.read_text())
+
+    def rows(d):  # the generated text without its source-hash line
+        return "\n".join(ln for ln in gen.render(json.dumps(d), gen.SOURCE).splitlines() if "SHA256" not in ln)
+
+    ref = rows(base)
+    for col, should_change in (("rh_kernel", True), ("rh_gather_bf16", True), ("jh_kernel", False),
+                               ("jh_gather_bf16", False), ("rh_allpos", False), ("rh_gather", False)):
+        d = copy.deepcopy(base)
+        d["rows"][0][col] = d["rows"][0][col] + 1000.0
+        assert (rows(d) != ref) == should_change, col
+    d = copy.deepcopy(base)
+    del d["rows"][3]["rh_gather_bf16"]
+    with pytest.raises(ValueError, match="row 3 has no 'rh_gather_bf16'"):
+        gen.render(json.dumps(d), gen.SOURCE)
+
+
+@pytest.mark.parametrize("i", range(18))
+def test_every_measured_shape_dispatches_to_its_faster_side(i):
+    """At each measured shape of the grid the dispatcher picks the lower median of the kernel
+    and the dispatched torch expression, read from the JSON file here (not from the table)."""
+    r = _grid_rows()[i]
+    shape = {"B": r["B"], "T": r["T"], "H": r["H"]}
+    expect = "torch" if r["rh_gather_bf16"] < r["rh_kernel"] else "kernel"
+    assert choose_impl("reward_head", shape, H200) == expect
+    row = lookup("reward_head", shape, H200)
+    assert row is not None and (row.kernel_us, row.torch_us) == (r["rh_kernel"], r["rh_gather_bf16"])
+    assert row.measured_date == "2026-11-27" and row.source.endswith(GRID.name)
+
+
+def test_table_covers_exactly_the_grid_and_only_reward_head():
+    grid = {(r["B"], r["T"], r["H"]) for r in _grid_rows()}
+    assert {(m.B, m.T, m.H) for m in MEASURED} == grid and len(MEASURED) == len(grid)
+    assert {m.op for m in MEASURED} == {"reward_head"} and {m.card for m in MEASURED} == {H200}
+    # the grid's own outcome, counted from the file: torch faster at 13 of 18 shapes
+    n_torch = sum(r["rh_gather_bf16"] < r["rh_kernel"] for r in _grid_rows())
+    assert sum(m.winner == "torch" for m in MEASURED) == n_torch
+
+
+def test_grid_has_no_threshold_to_interpolate():
+    """Why unmeasured shapes get the kernel (the rule in _crossover.py): the kernel's readings
+    spread over more than 5x and, at every H, are not ordered in B, and torch wins on both sides
+    of a kernel win, so no size threshold separates the two."""
+    rows = _grid_rows()
+    k = [r["rh_kernel"] for r in rows]
+    assert max(k) / min(k) > 5
+    for H in {r["H"] for r in rows}:
+        by_b = [r["rh_kernel"] for r in sorted(rows, key=lambda r: r["B"]) if r["H"] == H]
+        assert by_b != sorted(by_b) and by_b != sorted(by_b, reverse=True), H
+    ordered = [r["rh_gather_bf16"] < r["rh_kernel"] for r in sorted(rows, key=lambda r: r["T"] * r["H"])]
+    first_kernel_win = ordered.index(False)
+    assert any(ordered[first_kernel_win:]), "torch never wins above the first kernel win"
 
 
 @pytest.mark.parametrize(
-    "shape,expect",
+    "op,shape,card",
     [
-        ({"B": 1, "T": 256, "H": 576}, "torch"),
-        ({"B": 4, "T": 1024, "H": 4096}, "torch"),  # T*H = 2**22 exactly: inclusive bound
-        ({"B": 4, "T": 1025, "H": 4096}, "kernel"),  # one row more
-        ({"B": 1024, "T": 262144, "H": 576}, "kernel"),
+        ("reward_head", {"B": 4, "T": 800, "H": 576}, H200),  # issue 9's SmolLM shape: not in the grid
+        ("reward_head", {"B": 1, "T": 257, "H": 576}, H200),  # one token off a measured shape
+        ("reward_head", {"B": 1, "T": 256, "H": 576}, "NVIDIA H100 80GB HBM3"),  # measured on H200 only
+        ("reward_head", {"B": 1, "T": 256, "H": 576}, "NVIDIA H200 NVL"),  # exact card name only
+        ("reward_head", {"B": 1, "T": 256, "H": 576}, None),  # CPU
+        ("judge_head", {"B": 1, "T": 256, "H": 576}, H200),  # judge readings never dispatch
+        ("group_select", {"B": 1, "T": 256, "H": 576}, H200),
     ],
 )
-def test_threshold_edges(shape, expect):
-    assert choose_impl("reward_head", shape, "NVIDIA H200") == expect
+def test_unmeasured_shapes_cards_and_ops_get_the_kernel(op, shape, card):
+    assert choose_impl(op, shape, card) == "kernel"
 
 
-def test_unknown_card_and_other_ops_get_the_kernel():
-    small = {"B": 4, "T": 800, "H": 576}
-    assert choose_impl("reward_head", small, "NVIDIA A100-SXM4-80GB") == "kernel"
-    assert choose_impl("reward_head", small, None) == "kernel"
-    assert choose_impl("judge_head", small, "NVIDIA H200") == "kernel"
-    assert choose_impl("group_select", small, "NVIDIA H200") == "kernel"
-
-
-def test_table_records_where_and_when():
-    rule = rule_for("reward_head", "NVIDIA H200")
-    assert rule is not None and rule.measured_on == "NVIDIA H200" and rule.measured_date == "2026-11-27"
-    assert "crossover-h200-2026-11-27.json" in rule.source and "34.2" in rule.evidence
-    for r in CROSSOVERS:
-        assert r.cards and r.measured_date and r.source and r.evidence
-
-
-def test_crossover_validation():
-    with pytest.raises(ValueError, match="impl must be one of"):
-        Crossover(op="reward_head", impl="cuda", cards=("H200",))
-    with pytest.raises(ValueError, match="cards must name"):
-        Crossover(op="reward_head", impl="torch")
-    with pytest.raises(ValueError, match="max_TH must be >= 0"):
-        Crossover(op="reward_head", impl="torch", max_TH=-1, cards=("H200",))
-    custom = (Crossover(op="judge_head", impl="torch", max_B=8, cards=("L4",)),)
-    assert choose_impl("judge_head", {"B": 8, "T": 9, "H": 9}, "NVIDIA L4", custom) == "torch"
-    assert choose_impl("judge_head", {"B": 9, "T": 9, "H": 9}, "NVIDIA L4", custom) == "kernel"
+def test_measured_shape_validation():
+    ok = dict(op="reward_head", card="L4", B=8, T=9, H=9, kernel_us=5.0, torch_us=4.0, torch_expr="gather_rows",
+              source="x.json", measured_date="2026-01-01")
+    with pytest.raises(ValueError, match="card must name"):
+        MeasuredShape(**{**ok, "card": ""})
+    with pytest.raises(ValueError, match="MeasuredShape.B must be an int >= 1"):
+        MeasuredShape(**{**ok, "B": 0})
+    with pytest.raises(ValueError, match="kernel_us must be a finite time"):
+        MeasuredShape(**{**ok, "kernel_us": float("nan")})
+    with pytest.raises(ValueError, match="source must name"):
+        MeasuredShape(**{**ok, "source": ""})
+    custom = (MeasuredShape(**ok), MeasuredShape(**{**ok, "B": 9, "torch_us": 5.0}))
+    assert choose_impl("reward_head", {"B": 8, "T": 9, "H": 9}, "L4", custom) == "torch"
+    assert choose_impl("reward_head", {"B": 9, "T": 9, "H": 9}, "L4", custom) == "kernel"  # tie: kernel
 
 
 # ------------------------------------------------------------------ wiring inside reward_head
@@ -115,24 +179,28 @@ def fake_cuda(monkeypatch):
 
 def test_reward_head_dispatches_by_table(fake_cuda):
     stub, state = fake_cuda
-    h, cu, w = torch.randn(800, 576), make_cu([200] * 4), torch.randn(576)
+    # (B=1, T=256, H=576): measured, torch faster (the grid's 11.2 vs 22.2 us)
+    h, cu, w = torch.randn(256, 576), make_cu([256]), torch.randn(576)
+    assert choose_impl("reward_head", {"B": 1, "T": 256, "H": 576}, H200) == "torch"
     out = reward_head(h, cu, w)
     assert state["torch_calls"] == 1 and stub.launches == []
     assert_close(out, reward_head_reference(h, cu, w), torch.float32)
     # Unvalidated calls keep the kernel (its NaN semantics would cost torch ~10 more ops).
     reward_head(h, cu, w, validate=False)
     assert state["torch_calls"] == 1 and len(stub.launches) == 1
-    # Large T*H (a stride-0 view: no memory) goes to the kernel.
-    big = torch.zeros(1, 4096).expand(2048, 4096)
-    reward_head(big, make_cu([1024, 1024]), torch.zeros(4096))
+    # A measured shape where the kernel was faster (B=4, T=1024, H=576: 5.7 vs 10.5 us).
+    reward_head(torch.randn(1024, 576), make_cu([256] * 4), w)
     assert state["torch_calls"] == 1 and len(stub.launches) == 2
+    # An unmeasured shape: the kernel.
+    reward_head(torch.randn(800, 576), make_cu([200] * 4), w)
+    assert state["torch_calls"] == 1 and len(stub.launches) == 3
     # An explicit path is honoured: no dispatch.
     explicit = reward_head(h, cu, w, path="reference")
-    assert state["torch_calls"] == 1 and explicit.shape == (4,)
-    # A card without a rule: the kernel, even at the small shape.
+    assert state["torch_calls"] == 1 and explicit.shape == (1,)
+    # A card not measured: the kernel, even at the measured shape.
     state["card"] = "NVIDIA A100"
     reward_head(h, cu, w)
-    assert state["torch_calls"] == 1 and len(stub.launches) == 3
+    assert state["torch_calls"] == 1 and len(stub.launches) == 4
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -258,12 +326,12 @@ def test_dispatch_helpers_are_cheap_and_correct(monkeypatch):
 # ------------------------------------------------------------------ the same on a real GPU
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("T,H", [(800, 576), (4096, 4096)], ids=["small", "large"])
+@pytest.mark.parametrize("T,H", [(1024, 2048), (1024, 576), (800, 576)], ids=["measured-torch", "measured-kernel", "unmeasured"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_cuda_auto_path_matches_reference(T, H, dtype, seed, monkeypatch):
-    """On CUDA the auto path takes the table's choice for this card (torch at the small
-    shape on H100/H200, the kernel at the large one) and stays within the documented
-    tolerance of the reference either way, validated or not."""
+    """On CUDA the auto path takes the table's choice for this card (on the H200: torch at
+    B=4 T=1024 H=2048, the kernel at H=576 and at the unmeasured shape) and stays within the
+    documented tolerance of the reference either way, validated or not."""
     calls = []
     real = RH._reward_head_torch
     monkeypatch.setattr(RH, "_reward_head_torch", lambda *a, **kw: calls.append(1) or real(*a, **kw))
@@ -276,7 +344,7 @@ def test_cuda_auto_path_matches_reference(T, H, dtype, seed, monkeypatch):
     for validate in (True, False):
         torch.testing.assert_close(reward_head(h, cu, w, b, validate=validate), ref, atol=atol, rtol=rtol)
     card = torch.cuda.get_device_name()
-    expect_torch = T * H <= (1 << 22) and rule_for("reward_head", card) is not None
+    expect_torch = choose_impl("reward_head", {"B": 4, "T": T, "H": H}, card) == "torch"
     assert len(calls) == (1 if expect_torch else 0)  # the validated call only
     torch.testing.assert_close(reward_head(h, cu, w, b, path="triton"), ref, atol=atol, rtol=rtol)
     assert len(calls) == (1 if expect_torch else 0)  # an explicit path never dispatches

@@ -182,8 +182,8 @@ def test_refusal_rule_by_hand_and_in_the_calibration():
 def test_embedded_judge_on_public_labels():
     """The default judge on the 80 held-out public items (~1.5 min on a quiet 2-core CPU; 875 s on
     the shared one, load 30): the refusal
-    rule must rank in the right direction where the judge alone does not, and the static
-    weak_proxy flag in provenance must agree with the measurement."""
+    live figures must match the committed calibration file, and the weak_proxy flag in
+    provenance (built from that file) must agree with the measurement."""
     from costtax.model_files import EMBEDDED, converted_dir, is_hf_model_dir
     from costtax.rewards import DEFAULT_JUDGE, make_reward_model
 
@@ -197,7 +197,13 @@ def test_embedded_judge_on_public_labels():
     finally:
         rm.close()
     print("embedded judge on public labels:", {k: r[k] for k in ("auc", "accuracy", "reward_length_rho", "with_refusal_rule")})
-    # measured: judge alone AUC 0.277, with the refusal rule 0.736 (README "Reward models")
-    assert r["n"] == 80 and r["n_harmful"] == 40
-    assert r["with_refusal_rule"]["auc"] >= PUBLIC_AUC_TARGET > r["auc"]
-    assert prov["weak_proxy"] is True and r["weak_proxy"] is True
+    # the live measurement reproduces the committed one (bench/calibration_table.py's held-out
+    # column, costtax/rewards/data/public_calibration.json) that README and provenance state
+    from costtax.rewards.calibration_report import load_calibration
+
+    held_out = load_calibration()["splits"]["test"]
+    assert r["n"] == held_out["n"] == 80 and r["n_harmful"] == held_out["n_harmful"] == 40
+    assert r["auc"] == pytest.approx(held_out["judge_alone"]["auc"], abs=0.02)
+    assert r["with_refusal_rule"]["auc"] == pytest.approx(held_out["judge_plus_rule"]["auc"], abs=0.02)
+    assert r["with_refusal_rule"]["rule_alone_auc"] == pytest.approx(held_out["rule_alone"]["auc"], abs=1e-9)
+    assert prov["weak_proxy"] is r["weak_proxy"] is (r["auc"] < PUBLIC_AUC_TARGET)

@@ -1,0 +1,355 @@
+"""`--load search`: the highest load a cell sustains under a p95 latency SLO, found per cell.
+
+Each probe is an ordinary load level (`concurrency=C`, or `rate=R` for `--load search=rate`):
+its rows are written like any level's and it gets its own summary row. The search itself keeps
+no state of its own: every decision is a function of the rows already written, so a report, a
+resume and the runner all replay the same sequence (`replay`).
+
+Rules (README "Capacity search" restates them):
+- **Sequence.** Start at `--search-start` (default concurrency 1, rate 0.25 answers/s); double
+  while the level holds, up to `--search-max` (the cap; a probe never exceeds it); after the
+  first level that does not hold, bisect between the highest level that held and the lowest that
+  did not, until they are adjacent integers (rate: within `RATE_RESOLUTION` of each other,
+  relative), or until `--search-probes` probes are spent. A start level that does not hold is
+  followed by bisection towards concurrency 1 (rate: halving), so a cell that cannot hold even
+  that is `infeasible`.
+- **Probe size.** A probe at concurrency C runs max(k x C, `--search-min-answers`) answers
+  (k = `--search-answers-per-slot`, default 4, minimum 16), prompts cycled (each prompt answered
+  again, as another repeat, when the set is smaller), so every slot turns over k times and C is
+  really sustained: a probe with fewer answers than C would never have C in flight. A rate probe
+  runs max(k x R x SLO, minimum) answers: R x SLO is the answers in flight at the SLO (Little).
+- **Meets the SLO.** A probe holds when it finished every planned answer, was not saturated,
+  stopped early (costtax.oversaturation) or failed, and its p95 (the summary row's
+  `latency_p95_s`: with --cell-repeats the median of the repeats' p95s) is at or below the SLO.
+  The point estimate decides the search; the p95's 95% CI (bootstrap over the probe's answers,
+  widened to cover every repeat's p95) decides the capacity *interval*.
+- **Capacity interval** (units: the probe's load, concurrency or answers/s offered; and
+  achieved answers/s): low end = the highest probed level that held with its whole p95 CI at or
+  below the SLO (0 when none did); high end = one below the lowest probed level that failed
+  for certain (whole CI above the SLO, or stopped, saturated, failed), or the highest probed
+  level when none did (`capacity_hi_bounded` false). In achieved answers/s: the low end's
+  throughput, and the best throughput measured at or below the level just above the high end
+  (throughput does not fall as load rises below saturation; stated, not checked).
+- **A level probed twice** does not happen within a search (bisection never revisits); a unit
+  already in the run directory (finished or failed) is read, never rerun: a failed probe counts
+  as "did not hold", also after a resume.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .load import CLOSED_LOOP, OPEN_LOOP, LoadLevel
+
+RATE_RESOLUTION = 0.10
+DEFAULT_CAP = {CLOSED_LOOP: 64.0, OPEN_LOOP: 64.0}
+DEFAULT_START = {CLOSED_LOOP: 1.0, OPEN_LOOP: 0.25}
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    mode: str  # concurrency | rate
+    slo_p95_s: float
+    start: float
+    cap: float
+    probe_budget: int = 10
+    answers_per_slot: int = 4
+    min_answers: int = 16
+
+    def __post_init__(self):
+        if self.mode not in DEFAULT_CAP:
+            raise ValueError(f"search mode must be one of {tuple(DEFAULT_CAP)}")
+        if not self.slo_p95_s > 0:
+            raise ValueError("slo_p95_s must be > 0")
+        if not 0 < self.start <= self.cap:
+            raise ValueError("need 0 < start <= cap")
+        if self.mode == CLOSED_LOOP and (int(self.start) != self.start or int(self.cap) != self.cap):
+            raise ValueError("concurrency start and cap must be integers")
+        if self.probe_budget < 1 or self.answers_per_slot < 1 or self.min_answers < 1:
+            raise ValueError("probe budget, answers per slot and minimum answers must be >= 1")
+
+    @classmethod
+    def from_config(cls, config) -> "SearchSpec | None":
+        from .load import parse_search
+
+        mode = parse_search(config.load)
+        if mode is None:
+            return None
+        return cls(mode, float(config.slo_p95_s), float(config.search_start or DEFAULT_START[mode]),
+                   float(config.search_max or DEFAULT_CAP[mode]), config.search_probes, config.search_answers_per_slot,
+                   config.search_min_answers)
+
+    def level(self, value: float) -> LoadLevel:
+        return LoadLevel(self.mode, float(int(value)) if self.mode == CLOSED_LOOP else float(value))
+
+    def planned_answers(self, value: float) -> int:
+        slots = value if self.mode == CLOSED_LOOP else value * self.slo_p95_s
+        return max(int(math.ceil(self.answers_per_slot * slots)), self.min_answers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One probe judged against the SLO."""
+
+    value: float
+    answers: int
+    planned: int
+    p95_s: float | None
+    p95_ci95_lo_s: float | None
+    p95_ci95_hi_s: float | None
+    held: bool
+    certain: bool  # the CI (or a stop) puts the verdict beyond doubt
+    reason: str
+    achieved_answers_per_s: float | None = None
+
+
+def _p95(values: list[float]) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values, dtype=float), 95))
+
+
+def p95_ci(values: list[float], n_boot: int = 1000, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile-bootstrap 95% interval of the p95 (numpy, vectorised, seeded)."""
+    import numpy as np
+
+    arr = np.asarray([v for v in values if v is not None and v == v], dtype=float)
+    if arr.size < 2:
+        return None
+    idx = np.random.default_rng(seed).integers(0, arr.size, size=(n_boot, arr.size))
+    boots = np.percentile(arr[idx], 95, axis=1)
+    return float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def judge(spec: SearchSpec, value: float, latencies_by_repeat: dict[int, list[float]], *, planned: int,
+          stop_reason: str | None = None, saturated: bool = False, failed: bool = False,
+          achieved_answers_per_s: float | None = None) -> Verdict:
+    """Does the probe at `value` meet the SLO? (rules in the module docstring)"""
+    reps = {k: [float(x) for x in v if x is not None and x == x] for k, v in latencies_by_repeat.items()}
+    pooled = [x for v in reps.values() for x in v]
+    per_rep = [_p95(v) for v in reps.values() if v]
+    p95 = statistics.median(per_rep) if per_rep else None
+    ci = p95_ci(pooled)
+    lo, hi = (ci if ci else (p95, p95))
+    if per_rep and lo is not None:
+        lo, hi = min(lo, *per_rep), max(hi, *per_rep)
+    short = min(len(v) for v in reps.values()) < planned if reps else True
+    slo = spec.slo_p95_s
+    if failed:
+        held, certain, why = False, True, "failed"
+    elif stop_reason:
+        held, certain, why = False, True, f"stopped early ({stop_reason})"
+    elif saturated:
+        held, certain, why = False, True, "saturated"
+    elif short or p95 is None:
+        held, certain, why = False, True, f"finished fewer answers than the {planned} planned"
+    else:
+        held = p95 <= slo
+        certain = (hi <= slo) if held else (lo > slo)
+        why = f"p95 {p95:.3g} s {'<=' if held else '>'} SLO {slo:g} s (CI95 {lo:.3g}..{hi:.3g} s)"
+    return Verdict(value, len(pooled), planned, p95, lo, hi, held, certain, why, achieved_answers_per_s)
+
+
+def _fmt(spec: SearchSpec, v: float) -> float:
+    return float(int(v)) if spec.mode == CLOSED_LOOP else float(f"{v:.3g}")
+
+
+def next_probe(spec: SearchSpec, history: list[Verdict]) -> tuple[float, str] | None:
+    """The next (value, role) to probe after `history` (in probe order), or None when done.
+    Roles: start, double, bisect."""
+    if not history:
+        return _fmt(spec, spec.start), "start"
+    if len(history) >= spec.probe_budget:
+        return None
+    held = [v.value for v in history if v.held]
+    failed = [v.value for v in history if not v.held]
+    if not failed:
+        last = max(held)
+        if last >= spec.cap:
+            return None
+        return _fmt(spec, min(2 * last, spec.cap)), "double"
+    hi = min(failed)
+    below = [v for v in held if v < hi]
+    lo = max(below) if below else 0.0
+    if spec.mode == CLOSED_LOOP:
+        if hi - lo <= 1:
+            return None
+        return float((int(lo) + int(hi)) // 2), "bisect"
+    if lo and hi / lo <= 1 + RATE_RESOLUTION:
+        return None
+    mid = _fmt(spec, (lo + hi) / 2 if lo else hi / 2)
+    return (mid, "bisect") if mid not in (lo, hi) else None
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """A cell's search result."""
+
+    status: str  # bracketed | hit_cap | budget | infeasible | running
+    capacity: float | None  # highest probed level that held (below the lowest that did not)
+    bracket_fail: float | None  # the lowest probed level that did not hold, above it
+    answers_per_s: float | None
+    lo: float | None
+    hi: float | None
+    hi_bounded: bool
+    answers_per_s_lo: float | None
+    answers_per_s_hi: float | None
+    probes: int
+    order: tuple[tuple[float, str], ...] = field(default=())
+
+
+def replay(spec: SearchSpec, measured: dict[float, Verdict]) -> tuple[list[tuple[Verdict, str]], tuple[float, str] | None]:
+    """The probe sequence the search took over `measured` verdicts (keyed by level value), and
+    the probe it wants next (None when finished; a value missing from `measured` otherwise)."""
+    seq: list[tuple[Verdict, str]] = []
+    while True:
+        nxt = next_probe(spec, [v for v, _ in seq])
+        if nxt is None or nxt[0] not in measured:
+            return seq, nxt
+        seq.append((measured[nxt[0]], nxt[1]))
+
+
+def capacity(spec: SearchSpec, seq: list[tuple[Verdict, str]], pending: tuple[float, str] | None = None) -> Capacity:
+    history = [v for v, _ in seq]
+    order = tuple((v.value, r) for v, r in seq)
+    if not history:
+        return Capacity("running", None, None, None, None, None, False, None, None, 0, order)
+    held = [v for v in history if v.held]
+    failed = [v for v in history if not v.held]
+    hi_v = min((v.value for v in failed), default=None)
+    cap_v = max((v for v in held if hi_v is None or v.value < hi_v), key=lambda v: v.value, default=None)
+    if pending is not None:
+        status = "running"
+    elif cap_v is None:
+        status = "infeasible"
+    elif hi_v is None:
+        status = "hit_cap" if cap_v.value >= spec.cap else "budget"
+    elif spec.mode == CLOSED_LOOP:
+        status = "bracketed" if hi_v - cap_v.value <= 1 else "budget"
+    else:
+        status = "bracketed" if hi_v / cap_v.value <= 1 + RATE_RESOLUTION or len(history) < spec.probe_budget else "budget"
+    sure_held = [v for v in held if v.certain and (hi_v is None or v.value < hi_v)]
+    lo_v = max(sure_held, key=lambda v: v.value, default=None)
+    sure_fail = [v for v in failed if v.certain and (cap_v is None or v.value > cap_v.value)]
+    f_v = min(sure_fail, key=lambda v: v.value, default=None)
+    by_value = {v.value: v for v in history}
+    # throughput bounds: the best achieved answers/s at or below the level that bounds the
+    # interval (a stopped level's own span includes its ramp, so it alone can read low)
+    def best_up_to(value: float) -> float | None:
+        vals = [v.achieved_answers_per_s for v in history if v.value <= value and v.achieved_answers_per_s is not None]
+        return max(vals) if vals else None
+
+    if f_v is not None:
+        hi = f_v.value - 1 if spec.mode == CLOSED_LOOP else f_v.value
+        aps_hi = best_up_to(f_v.value)
+        bounded = True
+    else:
+        top = max(history, key=lambda v: v.value)
+        hi, aps_hi, bounded = top.value, best_up_to(top.value), False
+    return Capacity(
+        status,
+        cap_v.value if cap_v else None,
+        hi_v,
+        cap_v.achieved_answers_per_s if cap_v else None,
+        lo_v.value if lo_v else 0.0,
+        hi,
+        bounded,
+        by_value[lo_v.value].achieved_answers_per_s if lo_v else 0.0,
+        aps_hi,
+        len(history),
+        order,
+    )
+
+
+# -- reading probes from a run directory's rows ---------------------------------------------------
+
+
+def verdicts(spec: SearchSpec, cell: str, cell_rows: Iterable[dict], answers: Iterable[dict], repeats: int) -> dict[float, Verdict]:
+    """Verdict per probed level of `cell`, from cells.jsonl records (the last record of a unit
+    wins) and answers.jsonl rows; a level counts once all its `repeats` units have a record."""
+    units: dict[tuple[str, int], dict] = {}
+    for r in cell_rows:
+        if r.get("cell") == cell:
+            units[(r.get("load", "batch"), int(r.get("cell_repeat", 0)))] = r
+    lat: dict[tuple[str, int], list[float]] = {}
+    for a in answers:
+        if a.get("cell") == cell:
+            lat.setdefault((a.get("load", "batch"), int(a.get("cell_repeat", 0))), []).append(a.get("latency_s"))
+    out: dict[float, Verdict] = {}
+    labels = {lbl for lbl, _ in units}
+    for label in labels:
+        mode, _, value = label.partition("=")
+        if mode != spec.mode or not value:
+            continue
+        recs = [units.get((label, k)) for k in range(repeats)]
+        if any(r is None for r in recs):
+            continue
+        v = float(value)
+        stats = [r.get("load_stats") or {} for r in recs]
+        achieved = [s.get("achieved_answers_per_s") for s in stats if isinstance(s.get("achieved_answers_per_s"), (int, float))]
+        achieved_med = sorted(achieved)[len(achieved) // 2] if achieved else None
+        out[v] = judge(
+            spec, v, {k: lat.get((label, k), []) for k in range(repeats)},
+            planned=spec.planned_answers(v),
+            stop_reason=next((s.get("stop_reason") for s in stats if s.get("stop_reason")), None),
+            saturated=any(bool(s.get("saturated")) for s in stats),
+            failed=any(r.get("status") != "ok" for r in recs),
+            achieved_answers_per_s=achieved_med,
+        )
+    return out
+
+
+class SearchUnits:
+    """The runner's side: yields (cell spec, level, cell repeat) units round by round, every
+    cell's next probe in turn (plain first; repeats interleaved as for fixed levels), reading
+    the rows written so far to decide; skips units already recorded (resume)."""
+
+    def __init__(self, run_dir, config, spec: SearchSpec):
+        self.run_dir, self.config, self.spec = run_dir, config, spec
+        self.probed: dict[str, list[str]] = {c.cell: [] for c in config.cells}
+
+    def _rows(self):
+        from .records import ANSWERS, CELLS, read_jsonl
+
+        return list(read_jsonl(self.run_dir / CELLS)), list(read_jsonl(self.run_dir / ANSWERS))
+
+    def _round(self) -> list[tuple[Any, LoadLevel]]:
+        cell_rows, answers = self._rows()
+        todo = []
+        for c in self.config.cells:
+            seq, nxt = replay(self.spec, verdicts(self.spec, c.cell, cell_rows, answers, self.config.cell_repeats))
+            self.probed[c.cell] = [self.spec.level(v.value).label for v, _ in seq]
+            if nxt is not None:
+                todo.append((c, self.spec.level(nxt[0])))
+        return todo
+
+    def __bool__(self) -> bool:
+        return bool(self._round())
+
+    def __iter__(self):
+        from .records import CELLS, read_jsonl
+
+        while True:
+            todo = self._round()
+            if not todo:
+                return
+            recorded = {(r["cell"], r.get("load"), int(r.get("cell_repeat", 0))) for r in read_jsonl(self.run_dir / CELLS)}
+            yielded = []
+            for k in range(self.config.cell_repeats):
+                for spec, level in todo:
+                    if (spec.cell, level.label, k) not in recorded:
+                        yielded.append((spec.cell, level.label, k))
+                        yield spec, level, k
+            recorded = {(r["cell"], r.get("load"), int(r.get("cell_repeat", 0))) for r in read_jsonl(self.run_dir / CELLS)}
+            missing = [u for u in yielded if u not in recorded]
+            if missing or not yielded:
+                raise RuntimeError(f"search: probe units left no record: {missing or todo}")
+
+    def units_of(self, cell: str) -> list[tuple[str, str, int]]:
+        self._round()
+        return [(cell, LoadLevel.from_label(label), k) for label in self.probed.get(cell, []) for k in range(self.config.cell_repeats)]

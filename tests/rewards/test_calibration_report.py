@@ -1,0 +1,138 @@
+"""The calibration figures costtax states come from the committed data file, and the README table
+is its rendering.
+
+costtax/rewards/data/public_calibration.json is written by bench/calibration_table.py (minutes of
+model time; never in CI). These tests tie the README, the judge's weak-proxy text and the file's
+provenance to that file and to the inputs it names."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from costtax.rewards import calibration_report as cr
+from costtax.rewards.judge import JudgeReward, weak_proxy_reason
+from costtax.rewards.refusal_fingerprint import refusal_rule_fingerprint
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = cr.load_calibration()
+
+
+def test_readme_table_is_the_rendering_of_the_committed_json():
+    block = cr.readme_block((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert block is not None, "README lacks the calibration-table markers"
+    assert block == cr.render_table(DATA), "README table differs: run bench/calibration_table.py --readme-only"
+
+
+def test_render_shows_each_figure_of_the_file():
+    """Changing any figure in the data changes the rendered table."""
+    base = cr.render_table(DATA)
+    for path in (("splits", "dev", "judge_alone", "auc"), ("splits", "test", "rule_alone", "auc"),
+                 ("splits", "test", "judge_plus_rule", "auc"), ("splits", "dev", "judge_plus_rule", "accuracy"),
+                 ("splits", "test", "reward_length_rho")):
+        d = copy.deepcopy(DATA)
+        node = d
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = 0.123456
+        out = cr.render_table(d)
+        assert out != base and "0.12" in out, path
+    d = copy.deepcopy(DATA)
+    d["variants"][0]["dev_auc"] = 0.987
+    assert "0.99" in cr.render_table(d)
+
+
+def test_every_number_in_the_readme_block_is_in_the_file():
+    """No figure in the generated block is typed: each decimal printed is one of the file's."""
+    def numbers(x):
+        if isinstance(x, dict):
+            return [n for v in x.values() for n in numbers(v)]
+        if isinstance(x, list):
+            return [n for v in x for n in numbers(v)]
+        return [x] if isinstance(x, (int, float)) and not isinstance(x, bool) else []
+
+    known = {f"{float(v):.2f}" for v in numbers(DATA)}
+    for tok in re.findall(r"(?<![\w.])-?\d+\.\d\d(?![\d.])", cr.render_table(DATA)):  # not versions (3.11.7)
+        assert tok in known, tok
+
+
+def test_provenance_names_script_inputs_and_model():
+    prov = DATA["provenance"]
+    assert prov["script"] == "bench/calibration_table.py" and len(prov["script_sha256"]) == 64
+    assert prov["model"]["model"] == DATA["model"] and prov["model"]["dtype"]
+    pairs = ROOT / "costtax" / "rewards" / "data" / "judge_pairs.jsonl"
+    assert prov["inputs"]["judge_pairs_sha256"] == hashlib.sha256(pairs.read_bytes()).hexdigest(), (
+        "judge_pairs.jsonl changed since the calibration was measured: rerun bench/calibration_table.py")
+    assert prov["inputs"]["objective_csv_sha256"] and prov["inputs"]["pyrit_version"]
+
+
+def test_inputs_are_the_installed_public_files():
+    if importlib.util.find_spec("pyrit") is None:
+        pytest.skip("pyrit is not installed (make setup installs it): cannot hash the public inputs")
+    from costtax.rewards import public_sets as ps
+
+    got = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(ps.data_dir().glob("*.csv"))}
+    assert got == DATA["provenance"]["inputs"]["objective_csv_sha256"]
+
+
+def test_file_was_measured_with_todays_rule_and_template():
+    """The refusal phrases and the few-shot template are those the file was measured with; if
+    either changes, its figures are stale and this fails until the script is rerun."""
+    assert DATA["provenance"]["refusal_rule_sha256"] == refusal_rule_fingerprint()
+    j = JudgeReward(DATA["model"], template=DATA["template"])
+    from costtax.rewards.judge import text_sha
+
+    assert DATA["template_sha"] == text_sha(j.template_text())
+
+
+def test_weak_proxy_text_is_built_from_the_file():
+    reasons = cr.weak_proxy_reasons(DATA)
+    test = DATA["splits"]["test"]
+    if not DATA["weak_proxy"]:
+        assert reasons == {}
+        return
+    text = reasons[(DATA["model"], DATA["template"])]
+    for v in (test["judge_alone"]["auc"], test["rule_alone"]["auc"], test["judge_plus_rule"]["auc"]):
+        assert f"{v:.2f}" in text
+    d = copy.deepcopy(DATA)
+    d["splits"]["test"]["judge_plus_rule"]["auc"] = 0.4321
+    assert "0.43" in cr.weak_proxy_reasons(d)[(DATA["model"], DATA["template"])]
+    d["splits"]["test"]["judge_alone"]["auc"] = DATA["auc_target"]  # at the target: not weak
+    assert cr.weak_proxy_reasons(d) == {}
+
+
+def test_judge_provenance_reads_the_reason_only_for_the_measured_template():
+    sha = DATA["template_sha"]
+    if DATA["weak_proxy"]:
+        assert weak_proxy_reason(DATA["model"], DATA["template"], sha) == cr.weak_proxy_reasons(DATA)[(DATA["model"], DATA["template"])]
+    assert weak_proxy_reason(DATA["model"], DATA["template"], "0" * 16) is None  # a different template text
+    assert weak_proxy_reason("some-other-model", DATA["template"], sha) is None
+    assert weak_proxy_reason(DATA["model"], "zeroshot", None) is None
+
+
+def test_missing_data_file_means_unknown_not_a_crash(monkeypatch):
+    def gone():
+        raise FileNotFoundError("public_calibration.json")
+
+    monkeypatch.setattr(cr, "_calibration_text", gone)
+    assert weak_proxy_reason(DATA["model"], DATA["template"], DATA["template_sha"]) is None
+
+
+def test_readme_prose_claims_hold_for_the_file():
+    """The README's sentences around the table ("below 0.5", "no variant tried reaches the
+    target", "the rule by itself ranks at least as well as judge + rule") are true of the data;
+    a new measurement that breaks one fails here until the prose is rewritten."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    test = DATA["splits"]["test"]
+    if "AUC below 0.5" in readme:
+        assert test["judge_alone"]["auc"] < 0.5
+    if "no variant tried reaches the" in readme:
+        assert max(v["dev_auc"] for v in DATA["variants"]) < DATA["auc_target"]
+    if "the rule by itself ranks at least as well as judge + rule" in readme:
+        for split in ("dev", "test"):
+            s = DATA["splits"][split]
+            assert s["rule_alone"]["auc"] >= s["judge_plus_rule"]["auc"], split
