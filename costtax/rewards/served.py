@@ -278,7 +278,7 @@ class ServedJudge(_ServerRewardBase):
         return self._batch(rewards, [len(s) for s in seqs], [g[1] for g in got], t0)
 
     def provenance(self) -> dict:
-        from .judge import WEAK_PROXY, text_sha
+        from .judge import text_sha, weak_proxy_reason
 
         info = super().provenance()
         j = self._judge
@@ -293,7 +293,10 @@ class ServedJudge(_ServerRewardBase):
         from ..model_files import EMBEDDED, converted_dir
 
         alias = next((a for a in EMBEDDED if model and str(converted_dir(a)) == str(model)), model)
-        info["weak_proxy"] = True if (alias, j.template_name) in WEAK_PROXY else None
+        reason = weak_proxy_reason(alias, j.template_name, info["judge_template_sha"])
+        info["weak_proxy"] = True if reason else None
+        if reason:
+            info["weak_proxy_reason"] = reason
         if self.token_ids:
             info["answer_token_ids"] = list(self.token_ids)
             info["answer_token_rule"] = self._token_how
