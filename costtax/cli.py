@@ -58,7 +58,7 @@ def profile(
     repeats: int = typer.Option(1, "--repeats", help="final answers per prompt (diversity across repeats)"),
     out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<run_id>)"),
     resume: Optional[str] = typer.Option(None, "--resume", help="finish an interrupted run directory"),
-    reward_model: str = typer.Option("judge", "--reward-model", help="judge | judge:MODEL | scalar:DIR | DIR"),
+    reward_model: str = typer.Option("judge", "--reward-model", help="judge | judge:MODEL | scalar:DIR | DIR | served (the judge through --serve's server) | openai:URL[,model=NAME][,kind=scalar]"),
     eval_reward_model: Optional[str] = typer.Option(
         None, "--eval-reward-model", help="separate evaluation reward (default: the reward model, labelled proxy; 'none' to skip)"
     ),
@@ -85,6 +85,9 @@ def profile(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="--engine openai: an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
     serve: bool = typer.Option(False, "--serve", help="start vLLM's OpenAI server for --model on a free loopback port and profile through it"),
     server_timeout_s: float = typer.Option(600.0, "--server-timeout-s", help="--serve: how long to wait for the server's /health"),
+    serve_arg: Optional[List[str]] = typer.Option(
+        None, "--serve-arg", help="repeatable, '=' form: an argument for the server --serve starts, e.g. --serve-arg=--tensor-parallel-size=2"
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the engine log (RUN_DIR/engine.log) to the terminal too"),
     wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP),
 ):
@@ -106,6 +109,8 @@ def profile(
             given["prompts"] = tuple(given["prompts"])
         if "load" in given:
             given["load"] = tuple(given["load"])
+        if "serve_arg" in given:
+            given["serve_args"] = tuple(given.pop("serve_arg"))
         config = dataclasses.replace(stored, **given)
     else:
         config = RunConfig(
@@ -145,6 +150,7 @@ def profile(
             base_url=base_url,
             serve=serve,
             server_timeout_s=server_timeout_s,
+            serve_args=tuple(serve_arg or ()),
         )
 
     result = _run_with_display(config, resume=resume, verbose=verbose)
@@ -357,11 +363,15 @@ def models():
 
 
 @app.command()
-def doctor():
-    """Report what is installed and what each missing piece disables."""
+def doctor(
+    stop_leftovers: bool = typer.Option(
+        False, "--stop-leftovers", help="stop vLLM servers that --serve started for a costtax process that is gone"
+    ),
+):
+    """Report what is installed and what each missing piece disables, and leftover servers."""
     from .doctor import run_doctor
 
-    for line in run_doctor():
+    for line in run_doctor(stop_leftovers=stop_leftovers):
         typer.echo(line)
 
 

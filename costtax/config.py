@@ -182,6 +182,9 @@ class RunConfig:
     base_url: str | None = None
     serve: bool = False
     server_timeout_s: float = 600.0
+    # --serve-arg: arguments for the server --serve starts (costtax.engines.serve_args says
+    # which of costtax's own it may override and refuses the rest)
+    serve_args: tuple[str, ...] = ()
     cells: tuple[TechniqueSpec, ...] = field(default=(), compare=False)
     load_levels: tuple[LoadLevel, ...] = field(default=(), init=False, compare=False)
 
@@ -236,6 +239,13 @@ class RunConfig:
             raise ConfigError("--base-url", self.base_url, "only the openai engine talks to a server; add --engine openai")
         if not self.server_timeout_s > 0:
             raise ConfigError("--server-timeout-s", self.server_timeout_s, "use a number of seconds > 0")
+        from .rewards.server_spec import check_served_config
+
+        check_served_config(self.reward_model, "--reward-model", served_policy=self.engine_kind == "openai")
+        check_served_config(self.eval_reward_model, "--eval-reward-model", served_policy=self.engine_kind == "openai")
+        from .engines.serve_args import validate_serve_args
+
+        object.__setattr__(self, "serve_args", validate_serve_args(self.serve_args, serve=self.serve))
         object.__setattr__(self, "load", tuple(self.load))
         search = parse_search(self.load)
         object.__setattr__(self, "load_levels", () if search else parse_load(self.load))
@@ -298,5 +308,6 @@ class RunConfig:
         d["techniques"] = list(self.techniques)
         d["prompts"] = list(self.prompts)
         d["load"] = list(self.load)
+        d["serve_args"] = list(self.serve_args)
         d["cells"] = [c.cell for c in self.cells]
         return d

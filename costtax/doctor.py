@@ -17,7 +17,7 @@ def _has(mod: str) -> bool:
         return False
 
 
-def run_doctor() -> list[str]:
+def run_doctor(stop_leftovers: bool = False) -> list[str]:
     v = provenance.versions()
     lines = [f"python        {sys.version.split()[0]} ({sys.executable})"]
     checks = [
@@ -70,4 +70,26 @@ def run_doctor() -> list[str]:
     else:
         verdict = "busy: timings measured now would be inflated" if share > CONTENTION_WARN_SHARE else "quiet enough to measure"
         lines.append(f"neighbours    other processes use {share:.0%} of this process's {len(our_cpus())} CPUs (1 s sample): {verdict}")
+    return lines + leftover_lines(stop=stop_leftovers)
+
+
+def leftover_lines(stop: bool = False) -> list[str]:
+    """Servers `--serve` started whose costtax is gone (engines/server_record.py finds them by
+    the owner tag in their environment: processes of this user only). Reported; with `stop`,
+    stopped (SIGTERM to the group, SIGKILL after 20 s)."""
+    from .engines.server_record import find_leftovers, stop_found
+
+    try:
+        found = find_leftovers()
+    except OSError as exc:  # no /proc
+        return [f"servers       cannot look for leftover servers ({exc})"]
+    if not found:
+        return ["servers       no leftover server of a costtax that is gone"]
+    lines = []
+    for g in found:
+        what = f"process group {g['pgid']} ({len(g['pids'])} processes, {g['rss_mb']:.0f} MB RSS, run {g['run_dir']})"
+        if stop:
+            lines.append(f"servers       leftover {what}: {stop_found(g)}")
+        else:
+            lines.append(f"servers       leftover {what}: stop it with `costtax doctor --stop-leftovers`")
     return lines

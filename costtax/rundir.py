@@ -98,6 +98,10 @@ def open_run(config: RunConfig, *, resume: str | Path | None = None, check_rewar
         raise ConfigError("--out", str(run_dir), f"cannot write there ({exc.strerror or exc}); choose a writable directory") from None
     meta = meta or new_run_meta(config, run_id, pre)
     meta["status"] = "running"
+    if resume is not None and meta.get("servers"):
+        from .engines.server_record import reap_on_resume
+
+        reap_on_resume(meta, emit)  # a server a dead session left holds memory and a port
     # A resumed run starts a new clock origin, recorded as its own event.
     epoch = time.monotonic()
     session = new_session_id()

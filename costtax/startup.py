@@ -125,13 +125,17 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
     if engine is None and config.serve:
         from .engines import make_engine
         from .engines.serve import ServedVllm
+        from .engines.server_record import RunJsonHooks
+        from .records import RUN_JSON
 
         with phase(emit, f"resolving model {config.model}"):
             model_dir = resolve_model(config.model)
         log = state.run_dir / "server.log"
         emit("status", {"msg": f"vLLM's OpenAI server for {config.model}: log {log}"})
+        hooks = RunJsonHooks(meta, state.run_dir / RUN_JSON, state.session)  # run.json `servers`
         server = ServedVllm(model_dir, log, seed=config.seed, max_model_len=config.max_model_len,
-                            enable_prefix_caching=config.prefix_caching, health_timeout_s=config.server_timeout_s)
+                            enable_prefix_caching=config.prefix_caching, health_timeout_s=config.server_timeout_s,
+                            serve_args=config.serve_args, on_spawn=hooks.spawned, on_stop=hooks.stopped)
         with phase(emit, "starting vLLM's OpenAI server (polling /health)", log=str(log), hint="launching the server process"):
             server.__enter__()
         engine = make_engine("openai", server.model_name, **server.engine_kwargs(), seed=config.seed)
@@ -155,7 +159,7 @@ def start_models(state: RunState, *, engine=None, scorer=None, eval_scorer=None,
         meta["engine_start"] = {"engine_start_s": engine_start_s, "meter": meter_reading(start_meter, external=external)}
         if not external:
             _say_if_busy(start_meter, emit)
-        scorer, eval_scorer = _reward_models(config, meta, scorer, eval_scorer, emit)
+        scorer, eval_scorer = _reward_models(config, meta, scorer, eval_scorer, emit, policy=engine)
         # an injected scorer (tests, library users) brings no judge model of the run's own
         refusal_judge = _refusal_judge(state, emit) if injected_scorer is None else None
         idle = _idle_power()
@@ -226,7 +230,7 @@ def _idle_power(seconds: float = 3.0) -> dict[str, Any] | None:
     return {"power_w": w, "seconds": seconds} if w is not None else None
 
 
-def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Event):
+def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Event, policy=None):
     """Selection scorer when a cell needs one; evaluation scorer: --eval-reward-model, or the
     selection reward model as a proxy (labelled so), or none with --eval-reward-model none."""
     needs_selection = any(getattr(c.build(), "needs_reward_model", False) for c in config.cells)
@@ -235,7 +239,7 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
         from .rewards import make_reward_model
 
         with phase(emit, f"loading reward model {config.reward_model}"):
-            scorer = make_reward_model(config.reward_model, trust_remote_code=config.trust_remote_code)
+            scorer = make_reward_model(config.reward_model, trust_remote_code=config.trust_remote_code, policy=policy)
             meta["reward_model"] = {"spec": config.reward_model, "load_s": scorer.load(), **scorer.provenance()}
         if config.judge_calibration:
             from .rewards.calibration_cache import pairs_accuracy, public_calibration
@@ -253,7 +257,7 @@ def _reward_models(config: RunConfig, meta: dict, scorer, eval_scorer, emit: Eve
             from .rewards import make_reward_model
 
             with phase(emit, f"loading evaluation reward model {eval_spec}"):
-                eval_scorer = make_reward_model(eval_spec, trust_remote_code=config.trust_remote_code)
+                eval_scorer = make_reward_model(eval_spec, trust_remote_code=config.trust_remote_code, policy=policy)
                 meta["eval_reward"] = {"source": "eval", "spec": eval_spec, "load_s": eval_scorer.load(), **eval_scorer.provenance()}
     else:
         meta["eval_reward"] = {"source": "eval" if eval_scorer is not scorer else "proxy", "spec": getattr(eval_scorer, "name", "injected")}

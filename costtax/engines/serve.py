@@ -19,6 +19,11 @@ Choices recorded here:
 - The server runs in its own session/process group (the engine core is a child process) and
   every exit path (normal, exception, Ctrl-C, SIGTERM to costtax, interpreter exit) stops the
   whole group: SIGTERM, then SIGKILL after a grace period. Its output goes to `log_path`.
+- Paths that do not run Python code (SIGKILL, a crash of the interpreter) are covered by a
+  watchdog process started right after the server (costtax/engines/watchdog.py), and by the
+  server's record (costtax/engines/server_record.py: `on_spawn` hands it to the run).
+- `serve_args`: the user's `--serve-arg`s (costtax/engines/serve_args.py says which of
+  costtax's own arguments they may override).
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..devices import cuda_available
 from ..errors import EngineUnavailable
@@ -114,6 +119,10 @@ class ServedVllm:
         stop_grace_s: float = 20.0,
         python: str | None = None,
         env: dict[str, str] | None = None,
+        serve_args: Sequence[str] = (),
+        on_spawn: Callable[["ServedVllm"], None] | None = None,
+        on_stop: Callable[["ServedVllm"], None] | None = None,
+        watchdog: bool = True,
     ):
         self.model_dir = str(model_dir)
         self.log_path = Path(log_path)
@@ -130,6 +139,13 @@ class ServedVllm:
         self.stop_grace_s = stop_grace_s
         self.python = python or sys.executable
         self._env_overrides = dict(env or {})
+        from .serve_args import validate_serve_args
+
+        self.serve_args = validate_serve_args(serve_args, serve=True)
+        self.on_spawn, self.on_stop = on_spawn, on_stop
+        self.use_watchdog = watchdog
+        self._watchdog = None  # (Popen, write fd) while armed
+        self.start_ticks: int | None = None  # the server's start time, clock ticks since boot
         self.proc: subprocess.Popen | None = None
         self.pgid: int | None = None
         self.start_s: float | None = None
@@ -168,7 +184,9 @@ class ServedVllm:
             "--disable-uvicorn-access-log",
         ]
         cmd += vllm_settings.server_flags(vllm_settings.engine_args(on_cuda=on_cuda, dtype=self.dtype, block_size=self.block_size))
-        return cmd + self.extra_args
+        from .serve_args import merge
+
+        return merge(cmd + self.extra_args, self.serve_args)
 
     def build_env(self, on_cuda: bool) -> dict[str, str]:
         env = dict(os.environ)
@@ -176,6 +194,10 @@ class ServedVllm:
         for k, v in defaults.items():
             env.setdefault(k, v)
         env["VLLM_SERVER_DEV_MODE"] = "1"  # /reset_prefix_cache, needed per cell
+        from .server_record import OWNER_ENV, RUN_DIR_ENV, owner_tag
+
+        env[OWNER_ENV] = owner_tag()  # `costtax doctor` finds a server whose owner is gone
+        env[RUN_DIR_ENV] = str(self.log_path.parent.resolve())
         env.update(self._env_overrides)
         keys = set(defaults) | {"VLLM_SERVER_DEV_MODE"} | set(self._env_overrides)
         self.env_used = {k: env[k] for k in sorted(keys) if k in env}
@@ -215,6 +237,7 @@ class ServedVllm:
                 )
                 self.pgid = self.proc.pid  # a new session: its leader's pid is the group id
                 _LIVE.add(self)
+                self._arm_watchdog()
                 self._wait_healthy(t0)
                 break
             except ServerStartError:
@@ -308,10 +331,39 @@ class ServedVllm:
                     proc.wait(timeout=5)
                 self.proc = None
                 _LIVE.discard(self)
+                stopped = True
+            else:
+                stopped = False
+            self._disarm_watchdog()
+            if stopped and self.on_stop is not None:
+                try:
+                    self.on_stop(self)
+                except Exception:  # a record that cannot be written never blocks the stop
+                    pass
             if self._log is not None:
                 self._log.close()
                 self._log = None
             self._restore_sigterm()
+
+    def _arm_watchdog(self) -> None:
+        """Right after the server process starts: its start time, the watchdog that stops its
+        group if costtax dies without running Python code, and the record for the run."""
+        from . import watchdog
+        from .server_record import start_ticks
+
+        self.start_ticks = start_ticks(self.pgid)
+        if self.use_watchdog:
+            self._watchdog = watchdog.spawn(self.pgid, self.start_ticks, self.stop_grace_s)
+        if self.on_spawn is not None:
+            self.on_spawn(self)
+
+    def _disarm_watchdog(self) -> None:
+        if self._watchdog is not None:
+            from . import watchdog
+
+            proc, fd = self._watchdog
+            self._watchdog = None
+            watchdog.disarm(proc, fd)
 
     @staticmethod
     def _signal_group(pgid: int, sig: int) -> None:
@@ -337,4 +389,5 @@ class ServedVllm:
             "log_path": str(self.log_path),
             "pid": self.pgid,
             "start_s": self.start_s,
+            "serve_args": list(self.serve_args),
         }

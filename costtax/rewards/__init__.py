@@ -15,6 +15,7 @@ from .base import (
     ScoreBatch,
     validate_reward_spec,
 )
+from .server_spec import ServerRewardSpec
 
 
 def make_reward_model(
@@ -31,7 +32,12 @@ def make_reward_model(
     positions per bucket / tokens per pack), ``batching`` ("auto" | "padded" | "packed"),
     ``dtype`` (fp32 on CPU, bf16 on CUDA), ``kernel_path`` (None = auto), ``max_length``,
     ``prefix_cache`` (True), and for judges ``template`` ("fewshot" | "zeroshot" | dict)."""
+    policy = options.pop("policy", None)  # the run's openai engine, for `served`
     rs = validate_reward_spec(spec, field=field)
+    if isinstance(rs, ServerRewardSpec):  # behind a server: costtax/rewards/served.py
+        from .served import make_server_reward
+
+        return make_server_reward(rs, policy=policy, field=field, **options)
     if rs.kind == "scalar":
         from .scalar_head import ScalarHeadReward
 

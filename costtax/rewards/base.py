@@ -184,6 +184,13 @@ def validate_reward_spec(spec: str, field: str = "--reward-model") -> RewardSpec
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(field, spec, f"give a reward model spec: {_spec_help()}")
     spec = spec.strip()
+    from .server_spec import check_reachable, is_server_spec, parse_server_spec
+
+    if is_server_spec(spec):  # served | openai:URL[,...]: a reward model behind a server
+        rs = parse_server_spec(spec, field)
+        if rs.url:
+            check_reachable(rs.url, field, spec)
+        return rs  # type: ignore[return-value]
     kind, target = _split_kind(spec)
     if kind is None:
         if spec in KINDS:  # 'judge' alone; 'scalar' alone needs a directory
@@ -219,4 +226,4 @@ def validate_reward_spec(spec: str, field: str = "--reward-model") -> RewardSpec
 
 
 def _spec_help() -> str:
-    return "judge | judge:<alias-or-dir> | scalar:<dir> | <dir>"
+    return "judge | judge:<alias-or-dir> | scalar:<dir> | <dir> | served | openai:URL[,model=NAME]"

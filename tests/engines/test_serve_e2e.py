@@ -40,7 +40,8 @@ def served_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("serve") / "run"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     cmd = [sys.executable, "-m", "costtax", "profile", "--serve", "-t", "plain", "-t", "bon:n=2", "--load", "concurrency=1,4",
-           "--limit", "4", "--max-tokens", "16", "--no-judge-calibration", "--warmup-answers", "1", "--out", str(out)]
+           "--limit", "4", "--max-tokens", "16", "--no-judge-calibration", "--warmup-answers", "1", "--out", str(out),
+           "--reward-model", "served"]  # the judge through the same server (costtax/rewards/served.py)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
     log = out / "server.log"
     assert proc.returncode == 0, proc.stderr[-4000:] + (log.read_text()[-3000:] if log.exists() else "")
@@ -59,10 +60,16 @@ def test_served_rows_per_cell_and_level(served_run):
         assert r["engine"] == "openai"
     meta = json.loads((out / "run.json").read_text())
     assert meta["server"]["started_by"] == "costtax" and meta["status"] == "finished"
+    rm = meta["reward_model"]
+    assert rm["spec"] == "served" and rm["via"] == "server" and rm["kernel_path"] == "server"
+    assert rm["base_url"] == meta["server"]["base_url"] and rm["answer_token_ids"]
+    assert len(meta["servers"]) == 1 and meta["servers"][0]["stopped_at"]  # the record, marked stopped by costtax
     calls = [c for c in read_jsonl(out / "calls.jsonl") if c["stage"] == "sample"]
     # served vLLM reports prompt and cached tokens in usage: known, never silently 0
     assert all(c["prompt_tokens"] and c["prompt_tokens"] > 0 for c in calls)
     assert all(c["cached_prompt_tokens"] is not None for c in calls)
+    scores = [c for c in read_jsonl(out / "calls.jsonl") if c["stage"] == "score"]
+    assert scores and all(c["cell"] == "bon:n=2" for c in scores)  # best-of-2 scored through the server
     bon = [c for c in calls if c["cell"] == "bon:n=2"]
     assert any(c["cached_prompt_tokens"] > 0 for c in bon)  # the 2 samples share the prompt prefill
     assert all(c["ttft_s"] is not None and 0 < c["ttft_s"] <= c["latency_s"] for c in calls)
