@@ -67,14 +67,23 @@ def fake_run_records(tmp_path: Path) -> dict:
     # session 1: every CAI critique fails, so the cai units fail; session 2 resumes and runs them
     first = profile(cfg, engine=FakeEngine(fail_on="Read your last response"), scorer=scorer, eval_scorer=scorer)
     assert first.cells_failed == ("cai:rounds=1",)
+    first_sessions = {c.get("session") for c in read_jsonl(Path(first.run_dir) / "calls.jsonl")}
     res = profile(cfg, resume=first.run_dir, engine=FakeEngine(), scorer=scorer, eval_scorer=scorer)
     assert res.cells_ok == ("plain", "bon:n=2", "cai:rounds=1") and not res.cells_failed
     run = Path(res.run_dir)
     meta = json.loads((run / "run.json").read_text())
+    # Session 1's calls in its failed loaded units depend on the clock: when one answer's critique
+    # fails, whether the other in-flight answer's sample call finishes (and is written) before the
+    # failure cancels it is a race. Those orphan calls are counted within bounds, not compared.
+    calls = list(read_jsonl(run / "calls.jsonl"))
+    racy = [c for c in calls if c.get("session") in first_sessions and c["cell"] == "cai:rounds=1" and c["load"] != "batch"]
+    n_units = len({(c["load"], c["cell_repeat"]) for c in racy})
+    assert n_units <= len(racy) <= 2 * n_units + 2, racy  # one failed critique per unit, and at most one more in flight
+    kept = [c for c in calls if c not in racy]
     return {
         "run.json": mask(meta),
         "cells.jsonl": _rows(run / "cells.jsonl"),
-        "calls.jsonl": _rows(run / "calls.jsonl"),
+        "calls.jsonl": sorted((mask(r) for r in kept), key=lambda r: json.dumps(r, sort_keys=True)),
         "answers.jsonl": _rows(run / "answers.jsonl"),
         "files": sorted(p.name for p in run.iterdir() if p.is_file() and not p.name.endswith(".png")),
     }
