@@ -24,20 +24,7 @@ def render(readme: str) -> str:
     return head + README_BEGIN + "\n" + markdown() + README_END + tail
 
 
-def main(argv: list[str]) -> int:
-    path = ROOT / "README.md"
-    old = path.read_text(encoding="utf-8")
-    new = render(old)
-    if "--check" in argv:
-        if new != old:
-            print("README.md column reference is out of date: run python scripts/columns_doc.py", file=sys.stderr)
-            return 1
-        return 0
-    if new != old:
-        path.write_text(new, encoding="utf-8")
-        print("README.md: column reference updated")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    import readme_block
+
+    sys.exit(readme_block.main(render, "column reference", "scripts/columns_doc.py", sys.argv[1:]))

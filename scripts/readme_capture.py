@@ -25,20 +25,7 @@ def render(readme: str) -> str:
     return readme[: m.end()] + "```text\n" + capture + "\n```\n" + readme[end:]
 
 
-def main(argv: list[str]) -> int:
-    path = ROOT / "README.md"
-    old = path.read_text(encoding="utf-8")
-    new = render(old)
-    if "--check" in argv:
-        if new != old:
-            print("README.md terminal capture is out of date: run python scripts/readme_capture.py", file=sys.stderr)
-            return 1
-        return 0
-    if new != old:
-        path.write_text(new, encoding="utf-8")
-        print("README.md: terminal capture updated")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    import readme_block
+
+    sys.exit(readme_block.main(render, "terminal capture", "scripts/readme_capture.py", sys.argv[1:]))
