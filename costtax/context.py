@@ -97,8 +97,9 @@ class CellContext:
         self.load = level.label  # what the rows record
         self.cell_repeat = cell_repeat
         self.batcher = batcher
-        self._finished: list[tuple[PromptInstance, str]] = []
-        self._scorable: list[tuple[PromptInstance, str, Any]] = []  # for run_scoring
+        # (instance, text, session that wrote the answer): this one's, or an earlier one's (adopt_backlog)
+        self._finished: list[tuple[PromptInstance, str, str | None]] = []
+        self._scorable: list[tuple[PromptInstance, str, Any, str | None]] = []  # for run_scoring
         self._totals: dict[str, _AnswerTotals] = {}
         self._arrivals: dict[str, float] = {}
         self._ids = itertools.count()
@@ -235,8 +236,9 @@ class CellContext:
         self._record(rec)
         return list(out.rewards)
 
-    def _call(self, inst: PromptInstance, stage: str, batch_id: str | None, **fields) -> CallRecord:
-        """A CallRecord for one answer's call; latency_s = t_finish_s - t_submit_s."""
+    def _call(self, inst: PromptInstance, stage: str, batch_id: str | None, owner: str | None = None, **fields) -> CallRecord:
+        """A CallRecord for one answer's call; latency_s = t_finish_s - t_submit_s. `owner`: the
+        session that wrote the answer, when an earlier one did (a resumed unit's evaluation)."""
         return CallRecord(
             run_id=self.run_id,
             cell=self.cell,
@@ -248,7 +250,7 @@ class CellContext:
             batch_id=batch_id,
             answer_ids=(inst.answer_id,),
             repeat=inst.answer_repeat,
-            session=self.session,
+            session=self.session if owner is None else owner,
             load=self.load,
             cell_repeat=self.cell_repeat,
             **fields,
@@ -300,9 +302,33 @@ class CellContext:
             )
         )
         self.answers_written += 1
-        self._finished.append((inst, text))
+        self._finished.append((inst, text, self.session))
         if inst.prompt.effective_scorer in ("pass_at_k", "refusal"):
-            self._scorable.append((inst, text, extra.get("candidate_texts")))
+            self._scorable.append((inst, text, extra.get("candidate_texts"), self.session))
+
+    def adopt_backlog(self, prompts: Sequence["Prompt"], backlog) -> tuple[int, int]:
+        """Queue the evaluation an earlier session never ran for answers it finished
+        (rundir.evaluation_backlog: (answers.jsonl row, has eval call, has scores row)), so
+        run_eval and run_scoring evaluate them once, with the rest of this unit; generation is
+        not redone. Their rows carry the answer's session (the one reader counts a call or score
+        only under its answer's session) and `evaluated_by_session`: this one. Returns
+        (answers queued for eval, answers queued for scoring)."""
+        insts = {f"{self.cell}{self.unit_tag}|{p.id}|{r}": PromptInstance(p, r, f"{self.cell}{self.unit_tag}|{p.id}|{r}")
+                 for r in range(self.repeats) for p in prompts}
+        n_eval = n_score = 0
+        for row, has_eval, has_score in backlog:
+            inst = insts.get(row["answer_id"])
+            if inst is None:  # not one of this run's prompts (cannot happen with an unchanged config)
+                continue
+            owner = row.get("session")
+            if not has_eval and self._eval_scorer is not None:
+                self._finished.append((inst, row.get("text", ""), owner))
+                n_eval += 1
+            if not has_score and inst.prompt.effective_scorer in ("pass_at_k", "refusal"):
+                cands = (row.get("extra") or {}).get("candidate_texts")
+                self._scorable.append((inst, row.get("text", ""), cands, owner))
+                n_score += 1
+        return n_eval, n_score
 
     def pending_scoring(self) -> int:
         """Answers run_eval and run_scoring have still to score (the progress display's total)."""
@@ -317,12 +343,13 @@ class CellContext:
         from .prompts.grading import evaluate_answers
 
         items, self._scorable = self._scorable, []
-        evals = evaluate_answers([i.prompt for i, _, _ in items], [t for _, t, _ in items], [c for _, _, c in items], judge=refusal_judge,
-                                 progress=progress)
-        for (inst, _, _), ev in zip(items, evals):
+        evals = evaluate_answers([i.prompt for i, *_ in items], [t for _, t, *_ in items], [c for _, _, c, _ in items],
+                                 judge=refusal_judge, progress=progress)
+        for (inst, _, _, owner), ev in zip(items, evals):
+            late = {} if owner == self.session else {"evaluated_by_session": self.session}
             self.writer.scored(
                 {"run_id": self.run_id, "cell": self.cell, "load": self.load, "cell_repeat": self.cell_repeat,
-                 "answer_id": inst.answer_id, "session": self.session, **ev}
+                 "answer_id": inst.answer_id, "session": owner, **late, **ev}
             )
         return len(items)
 
@@ -339,19 +366,21 @@ class CellContext:
         items, self._finished = self._finished, []
         for lo in range(0, len(items), chunk):
             part = items[lo : lo + chunk]
-            flags = [bool(getattr(i.prompt, "spec", None) and i.prompt.spec.scorer == "refusal") for i, _ in part]
+            flags = [bool(getattr(i.prompt, "spec", None) and i.prompt.spec.scorer == "refusal") for i, *_ in part]
             kwargs = {"harmful": flags} if any(flags) else {}  # the RewardModel protocol's flag
             t0 = time.monotonic()
             with batch_progress(self._eval_scorer, len(part), progress and (lambda k, _n, lo=lo: progress(lo + k))):
-                res = self._eval_scorer.score([i.prompt.text for i, _ in part], [t for _, t in part], **kwargs)
+                res = self._eval_scorer.score([i.prompt.text for i, *_ in part], [t for _, t, _ in part], **kwargs)
             t1 = time.monotonic()
             cached = list(getattr(res, "cached_tokens", ()) or ())
-            for k, (inst, _) in enumerate(part):
+            for k, (inst, _, owner) in enumerate(part):
+                late = {} if owner == self.session else {"evaluated_by_session": self.session}
                 self.writer.call(
                     self._call(
                         inst,
                         "eval",
                         f"e{lo // chunk}",
+                        owner=owner,
                         n=1,
                         prompt_tokens=int(res.tokens[k]),
                         cached_prompt_tokens=int(cached[k]) if cached else None,
@@ -360,7 +389,7 @@ class CellContext:
                         t_first_token_s=None,
                         t_finish_s=t1 - self.epoch,
                         ttft_s=None,
-                        extra={"rewards": [float(res.rewards[k])], "reward_model": getattr(self._eval_scorer, "name", "eval"), "kernel_path": getattr(res, "path", None)},
+                        extra={"rewards": [float(res.rewards[k])], "reward_model": getattr(self._eval_scorer, "name", "eval"), "kernel_path": getattr(res, "path", None), **late},
                     )
                 )
         return len(items)

@@ -18,7 +18,7 @@ from .config import RunConfig
 from .errors import ConfigError
 from .load import DEFAULT_LABEL, LoadLevel
 from .phases import phase
-from .records import CELLS, RUN_JSON, SCHEMA_VERSION, RunWriter, read_jsonl, read_run_json, write_json_atomic
+from .records import CELLS, RUN_JSON, SCHEMA_VERSION, SCORES, RunWriter, read_jsonl, read_run_json, write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from .constitution import Constitution
@@ -153,6 +153,24 @@ def done_answers(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 
         for r in read_jsonl(run_dir / "answers.jsonl")
         if r.get("cell") == cell and r.get("load", DEFAULT_LABEL) == level.label and int(r.get("cell_repeat", 0)) == cell_repeat
     )
+
+
+def evaluation_backlog(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0) -> list[tuple[dict[str, Any], bool, bool]]:
+    """Answers of one unit an earlier session finished, each as (its answers.jsonl row, has an
+    eval call, has a scores.jsonl row). A session killed (or a unit failed) after an answer was
+    written but before the unit's scoring pass leaves answers with neither; the resumed unit
+    evaluates those (CellContext.adopt_backlog). Same rule as rundata: the last row of an answer
+    wins, and an eval call or scores row counts only when it carries the answer's session."""
+    rows: dict[str, dict[str, Any]] = {}
+    for r in read_jsonl(run_dir / "answers.jsonl"):
+        if r.get("cell") == cell and r.get("load", DEFAULT_LABEL) == level.label and int(r.get("cell_repeat", 0)) == cell_repeat:
+            rows[r["answer_id"]] = r
+    if not rows:
+        return []
+    evald = {(r.get("answer_id"), r.get("session")) for r in read_jsonl(run_dir / "calls.jsonl")
+             if r.get("stage") == "eval" and r.get("answer_id") in rows}
+    scored = {(r.get("answer_id"), r.get("session")) for r in read_jsonl(run_dir / SCORES) if r.get("answer_id") in rows}
+    return [(r, (aid, r.get("session")) in evald, (aid, r.get("session")) in scored) for aid, r in rows.items()]
 
 
 def rebuild_summary(state: RunState, after: str, emit: "Event | None" = None) -> None:

@@ -15,7 +15,7 @@ from .errors import ConfigError
 from .load import LoadLevel
 from .phases import phase
 from .records import CellRecord
-from .rundir import Event, RunState, done_answers, no_events
+from .rundir import Event, RunState, done_answers, evaluation_backlog, no_events
 from .startup import StartedModels, meter_reading
 
 GAUGES = ("kv_cache_usage", "num_requests_waiting", "num_requests_running")
@@ -112,6 +112,10 @@ def run_unit(
         ctx = context(state.writer, skip=done_answers(state.run_dir, cell, level, cell_repeat))
         search = config.search
         insts = ctx.expand(state.prompts, answers=search.planned_answers(level.value) if search else None)
+        # answers an earlier session finished but never evaluated (killed before this unit's
+        # scoring pass): evaluated below with this session's, once; not regenerated
+        backlog_eval, backlog_scored = ctx.adopt_backlog(state.prompts, evaluation_backlog(state.run_dir, cell, level, cell_repeat)) \
+            if ctx.skip_answers else (0, 0)
         total = len(insts) + len(ctx.skip_answers)
         emit("unit_start", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "total": total, "done": len(ctx.skip_answers)})
         before = _counters(engine)
@@ -138,7 +142,8 @@ def run_unit(
             answers=ctx.answers_written,
             cell_wall_s=t1 - t0,
             meter=meter_reading(meter, external=models.external_server) if meter is not None else {},
-            engine_stats={**_counter_delta(before, after), **peaks, "eval_answers": n_eval, "scored_answers": n_scored},
+            engine_stats={**_counter_delta(before, after), **peaks, "eval_answers": n_eval, "scored_answers": n_scored,
+                          "resumed_eval_answers": backlog_eval, "resumed_scored_answers": backlog_scored},
             t_start_s=t0 - state.epoch,
             t_end_s=t1 - state.epoch,
             resumed_answers=len(ctx.skip_answers),

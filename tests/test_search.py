@@ -218,10 +218,10 @@ def test_repeats_that_disagree_name_score_batching_with_numbers(tmp_path):
             state["repeat"] = data["cell_repeat"]
             scorer.pass_s = 0.002 if data["cell_repeat"] == 0 else 0.15
 
-    engine = TimedEngine(base_s=0.02, slow_s=0.045, slow=lambda rid: state["repeat"] == 1 and next(turn) % 2 == 0)
+    engine = TimedEngine(base_s=0.04, slow_s=0.10, slow=lambda rid: state["repeat"] == 1 and next(turn) % 2 == 0)
     cfg = RunConfig(techniques=("bon:n=4",), prompts=("helpful",), limit=8, max_tokens=8, out=str(tmp_path / "run"),
                     judge_calibration=False, load=("concurrency=4",), cell_repeats=2, warmup_answers=4,
-                    score_max_wait_ms=15)  # absorbs timer jitter on a busy machine
+                    score_max_wait_ms=25)  # absorbs timer jitter on a busy machine; the slow calls land 60 ms later
     res = profile(cfg, engine=engine, scorer=scorer, eval_scorer=FakeReward(), on_event=on_event)
     row = next(r for r in csv.DictReader(open(res.run_dir / "summary.csv")) if r["cell"] == "bon:n=4")
     pairs = [float(x) for x in row["repeat_score_pairs_per_pass"].split(";")]
