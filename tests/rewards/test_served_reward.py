@@ -268,3 +268,18 @@ def test_unknown_model_on_the_reward_server(server):
 
     with pytest.raises(ConfigError, match="does not serve 'other'"):
         make_reward_model(f"openai:{server.url},model=other").load()
+
+
+def test_readme_cost_table_is_generated_from_the_recorded_measurement():
+    """README's served-vs-in-process table is bench/served_reward.py's rendering of the
+    committed JSON (python bench/served_reward.py readme rewrites it)."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("served_reward_bench", root / "bench" / "served_reward.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = json.loads(bench.RESULT.read_text())
+    assert bench.readme_section((root / "README.md").read_text()) == bench.render(result)
+    assert result["agreement"]["pair_verdicts_identical"] is True
