@@ -34,16 +34,10 @@ def _group_cpu_s(pgid: int | None) -> float:
     total = sum(os.times()[:2])  # this process (user + system)
     if pgid is None:
         return total
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        f = stat[stat.rfind(")") + 2:].split()
-        if int(f[2]) == pgid:
-            total += (int(f[11]) + int(f[12])) / tick
+    from costtax.engines.serve import group_stat_fields
+
+    for f in group_stat_fields(pgid):
+        total += (int(f[11]) + int(f[12])) / tick
     return total
 
 

@@ -55,23 +55,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def group_stat_fields(pgid: int) -> list[list[str]]:
+    """/proc/<pid>/stat of every process in group `pgid`, as the fields after `(comm)`: state,
+    ppid, pgrp, ... (index 11/12: utime/stime in clock ticks). Empty without /proc."""
+    out = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) >= 3 and int(fields[2]) == pgid:
+            out.append(fields)
+    return out
+
+
 def group_alive(pgid: int) -> bool:
     """Whether any live (non-zombie) process is in process group `pgid`. Zombies are ignored:
     orphaned children that exited are reaped by init, which in containers may be slow or absent."""
-    proc = Path("/proc")
-    if proc.is_dir():
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses
-            fields = stat[stat.rfind(")") + 2 :].split()
-            if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                return True
-        return False
+    if Path("/proc").is_dir():
+        return any(f[0] not in ("Z", "X") for f in group_stat_fields(pgid))
     try:
         os.killpg(pgid, 0)
         return True
