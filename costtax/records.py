@@ -6,6 +6,18 @@ Contract (later changes add fields, never rename them):
 - answers.jsonl : one AnswerRecord per final answer, appended + flushed.
 - cells.jsonl   : one CellRecord per finished (or failed) cell: status, wall time, meter.
 - summary.csv   : one row per cell, rebuilt by costtax.report from the files above.
+
+Fields agreed for round 5 (issues 25, 27, 28), declared here before any writer emits them so the
+schema work, the variance work and the scale work add the same names (all optional, old runs read
+with the defaults):
+- answers: `admission` (int|None, 0-based order in which the load generator released the answer
+  within its unit, every load shape), `slot` (int|None, closed loop: which of the C concurrency slots
+  ran it; None for batch/rate), `worker` (int, client worker process index, 0 with one process),
+  `probe` (int, 0 = first measurement of a (cell, level, cell_repeat); a search re-probe writes 1, 2, ...).
+- calls: `worker` (int, as above), `probe` (int, as above).
+- cells (units): `probe` (int; the reader keys units by (cell, level, cell_repeat, probe) so a
+  re-probed level never replaces the earlier record), `client` (dict: the client's own gauges for the
+  unit — `loop` (which event loop was measured), `lag_p50_s`, `lag_p99_s`, `cpu_share`, `workers`).
 """
 from __future__ import annotations
 
