@@ -1,5 +1,10 @@
 """The package's import graph (module-level and lazy imports alike) has no cycle: a reader can
-read costtax bottom-up. Imports under `if TYPE_CHECKING:` do not run and are not counted."""
+read costtax bottom-up. Imports under `if TYPE_CHECKING:` do not run and are not counted.
+
+Importing `costtax.report.table` runs `costtax/report/__init__.py` first: the edge to that face is
+counted too, so a face that re-exports its room cannot hide a cycle. Not counted: the faces the
+importer sits in itself (already running when it runs) and the top-level `costtax` face (the
+public API, `from costtax import RunConfig, profile`, which nothing inside the package imports)."""
 from __future__ import annotations
 
 import ast
@@ -49,7 +54,16 @@ def _imports(name: str, path: Path, mods: dict[str, Path]) -> set[str]:
             visit(child)
 
     visit(ast.parse(path.read_text(encoding="utf-8")))
-    return {m for m in out if m in mods and m != name}
+    own = {*_faces(name), name}
+    found = {m for m in out if m in mods and m != name}
+    faces = {f for m in found for f in _faces(m) if f in mods and f not in own and f != "costtax"}
+    return found | faces
+
+
+def _faces(module: str) -> list[str]:
+    """The packages whose __init__ runs before `module`: costtax.report.table -> [costtax, costtax.report]."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -84,6 +98,22 @@ def test_import_graph_has_no_cycle():
     assert "costtax.rewards.judge" in graph["costtax.rewards"]  # the factory's lazy import is seen
     cycle = _cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_a_face_that_re_exports_its_room_is_an_edge(tmp_path):
+    """costtax.a.x imports costtax.b.y; costtax/b/__init__ re-exports costtax.b.z, which imports
+    costtax.a.x: a cycle only through the face, which the graph must see."""
+    pkg = tmp_path / "costtax"
+    for rel, text in {"__init__.py": "", "a/__init__.py": "", "a/x.py": "from ..b.y import f\n",
+                      "b/__init__.py": "from .z import g\n", "b/y.py": "def f(): pass\n",
+                      "b/z.py": "from ..a.x import f as g\n"}.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(text)
+    mods = {"costtax": pkg / "__init__.py", "costtax.a": pkg / "a/__init__.py", "costtax.a.x": pkg / "a/x.py",
+            "costtax.b": pkg / "b/__init__.py", "costtax.b.y": pkg / "b/y.py", "costtax.b.z": pkg / "b/z.py"}
+    graph = {name: _imports(name, path, mods) for name, path in mods.items()}
+    assert "costtax.b" in graph["costtax.a.x"]
+    assert _cycle(graph) is not None
 
 
 def test_cycle_finder_finds_one():
