@@ -42,7 +42,7 @@ MOVES = {
     # load/: traffic
     "load": "load.levels",
     "search": "load.search",
-    "search_units": "load.search_units",
+    "search_units": "run.search_units",
     "oversaturation": "load.oversaturation",
     "client_lag": "load.client_lag",
     "client_workers": "load.client_workers",
