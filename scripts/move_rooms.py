@@ -239,10 +239,14 @@ def dotted_and_path_re(moves: dict[str, str]) -> tuple[re.Pattern, re.Pattern]:
     return dotted, path
 
 
-def rewrite_text(text: str, moves: dict[str, str]) -> str:
+def rewrite_text(text: str, moves: dict[str, str], test_moves: dict[str, str] | None = None) -> str:
     dotted, path = dotted_and_path_re(moves)
     text = dotted.sub(lambda m: "costtax." + moves[m[1]], text)
-    return path.sub(lambda m: "costtax/" + moves[m[1]].replace(".", "/") + ".py", text)
+    text = path.sub(lambda m: "costtax/" + moves[m[1]].replace(".", "/") + ".py", text)
+    if test_moves:
+        names = "|".join(re.escape(n) for n in sorted(test_moves, key=len, reverse=True))
+        text = re.sub(rf"\btests/({names})(?![\w.])", lambda m: f"tests/{test_moves[m[1]]}/{m[1]}", text)
+    return text
 
 
 def files() -> list[Path]:
@@ -287,6 +291,7 @@ def main() -> None:
     if (ROOT / "costtax" / "run").exists():
         sys.exit("move_rooms: costtax/run/ exists: the rooms are already in place")
     moves = present_moves()
+    test_moves = {n: r for n, r in TEST_MOVES.items() if (ROOT / "tests" / n).exists()}
     for old, new in moves.items():
         print(f"costtax/{old}.py -> costtax/{new.replace('.', '/')}.py")
     if args.dry_run:
@@ -302,7 +307,7 @@ def main() -> None:
         new = None
         if old is not None:
             new = (new_name(old[0], moves), old[1])
-        fixed = rewrite_text(text, moves)
+        fixed = rewrite_text(text, moves, test_moves)
         if p.suffix == ".py":
             fixed = rewrite_imports(fixed, old, new, moves)
         if fixed != text:
