@@ -193,8 +193,11 @@ def DEFAULT_JUDGE_ALIAS() -> str:
     return DEFAULT_JUDGE
 
 
-def write_readme(data: dict, readme: Path = ROOT / "README.md") -> bool:
-    """Replace the README's generated block; False when the markers are missing."""
+PAGE = ROOT / "docs" / "techniques-and-reward-models.md"  # the page that holds the table (was README.md)
+
+
+def write_readme(data: dict, readme: Path = PAGE) -> bool:
+    """Replace the page's generated block; False when the markers are missing."""
     from costtax.rewards.calibration_report import readme_block, render_table
 
     text = readme.read_text(encoding="utf-8")
@@ -218,7 +221,7 @@ def main(argv=None) -> int:
         a.out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         print(f"wrote {a.out}", file=sys.stderr)
     if not write_readme(data):
-        print("README has no calibration-table markers; table not written", file=sys.stderr)
+        print(f"{PAGE} has no calibration-table markers; table not written", file=sys.stderr)
         return 2
     return 0
 
