@@ -115,6 +115,9 @@ def measure(skip_variants: bool = False) -> dict:
     from costtax.rewards.judge import EXAMPLES, REFUSAL_MARGIN, SYSTEM, TEMPLATES
 
     t0 = time.perf_counter()
+    # HEAD and the script as the run starts: a branch can move during the hour it takes (the
+    # committed file once recorded the HEAD it finished on, a tree without a module it imported).
+    commit, script_sha = _git_commit(), _sha_file(Path(__file__))
     every = ps.load_objective_set()
     dev = ps.calibration_subset(every, "dev", N_PER_SPLIT)
     test = ps.calibration_subset(every, "test", N_PER_SPLIT)
@@ -168,8 +171,8 @@ def measure(skip_variants: bool = False) -> dict:
         "variants": variants,
         "provenance": {
             "script": "bench/calibration_table.py",
-            "script_sha256": _sha_file(Path(__file__)),
-            "git_commit": _git_commit(),
+            "script_sha256": script_sha,
+            "git_commit": commit,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} CPU, {platform.system()}, python {platform.python_version()}",
             "seconds": round(time.perf_counter() - t0, 1),

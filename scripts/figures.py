@@ -10,6 +10,8 @@ into a block, or a result file changed without this step, fails CI.
 from __future__ import annotations
 
 import csv
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -34,14 +36,15 @@ def _signed(x: str) -> str:
 
 def demo_table() -> str:
     """The committed `make demo` run, one row per cell (what README once typed by hand)."""
-    head = "| cell | p50 s | p50 ×plain | tokens/answer ×plain | CPU-s ×plain | prefix-cache hit | reward (proxy) | win vs plain (proxy) |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    head = ("| cell | p50 s | p50 ×plain | tokens/answer ×plain | CPU-s ×plain | prefix-cache hit | reward (proxy) "
+            "| win vs plain (proxy) | scoring share of wall |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for r in _rows(DEMO):
         lines.append(
             f"| {r['cell']} | {float(r['latency_p50_s']):.2f} | {float(r['latency_p50_x']):.2f} "
             f"| {float(r['output_tokens_per_answer_x']):.2f} | {float(r['cpu_s_per_answer_x']):.2f} "
             f"| {_pct(r['prefix_cache_hit_rate'])} | {_signed(r['eval_reward_mean'])} "
-            f"| {_pct(r['proxy_win_rate_vs_plain'])} |"
+            f"| {_pct(r['proxy_win_rate_vs_plain'])} | {_pct(r['score_share_of_wall'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -61,9 +64,92 @@ def capacity_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
-    "demo-table": (DEMO, demo_table),
-    "capacity-plan": (CAPACITY, capacity_table),
+SWEEP = "bench/results/techniques-cpu-2026-11-27-quiet/summary.csv"
+PUBLIC = "bench/results/public-benchmarks-e2e-2026-11-27-rescored.json"
+
+
+def _num(x, fmt: str) -> str:
+    return "—" if x in (None, "") else format(float(x), fmt)
+
+
+def sweep_table() -> str:
+    """The quiet arithmetic sweep: tokens and wall time against bon:n=16, accuracy per cell."""
+    rows = _rows(SWEEP)
+    ref = next(r for r in rows if r["cell"] == "bon:n=16")
+    lines = [
+        "| cell | tokens/answer | × bon:n=16 | cell wall s | × bon:n=16 | accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        tok, wall = float(r["output_tokens_per_answer"]), float(r["cell_wall_s"])
+        lines.append(
+            f"| {r['cell']} | {tok:.0f} | {tok / float(ref['output_tokens_per_answer']):.0%} | {wall:.1f} "
+            f"| {wall / float(ref['cell_wall_s']):.0%} | {_num(r['accuracy'], '.2f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def public_table() -> str:
+    """HumanEval pass@1 and AdvBench refusal rates of the end-to-end run (final judge)."""
+    import json
+
+    data = json.loads((ROOT / PUBLIC).read_text(encoding="utf-8"))
+    lines = [
+        "| benchmark | cell | answers | pass@1 (95% CI) | refusal rate: rule | refusal rate: judge (95% CI) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for bench, cells in data.items():
+        for cell, r in cells.items():
+            if not isinstance(r, dict) or "n_code_answers" not in r:
+                continue
+            n = r["n_code_answers"] or r["n_refusal_answers"]
+            p1 = "—" if r["pass_at_1"] is None else (
+                f"{r['pass_at_1']:.2f} ({r['pass_at_1_ci_low']:.2f}–{r['pass_at_1_ci_high']:.2f})")
+            judge = "—" if r["refusal_rate_judge"] is None else (
+                f"{r['refusal_rate_judge']:.0%} ({r['refusal_rate_judge_ci_low']:.0%}–{r['refusal_rate_judge_ci_high']:.0%})")
+            rule = "—" if r["refusal_rate_rule"] is None else f"{r['refusal_rate_rule']:.0%}"
+            lines.append(f"| {bench} | {cell} | {n} | {p1} | {rule} | {judge} |")
+    return "\n".join(lines) + "\n"
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+
+
+def flake_rate(page: str) -> str:
+    """How often the regression-test example fails by chance, from the example's own `limit`,
+    `technique` (best-of-N) and `min_win_rate` (the python block on the same page)."""
+    code = re.search(r"```python\n(.*?)```", page, re.S).group(1)
+    n_prompts = int(re.search(r"limit=(\d+)", code).group(1))
+    n_best = int(re.search(r'technique="bon:n=(\d+)"', code).group(1))
+    floor = float(re.search(r"min_win_rate=([\d.]+)", code).group(1))
+    p = n_best / (n_best + 1)  # the best of N samples beats an (N+1)-th sample from the same distribution
+
+    def fails(n: int) -> tuple[int, float]:
+        most = math.ceil(floor * n) - 1  # wins that still fail "at least floor x n"
+        return most, _binom_cdf(most, n, p)
+
+    most, rate = fails(n_prompts)
+    _, rate4 = fails(4)
+    return (
+        "How often such a test fails by chance, worked out for this one: scored by the selection model\n"
+        "(the default when no `--costtax-reward-model` is separate), best-of-"
+        f"{n_best}'s answer is the highest of\n"
+        f"{n_best} samples, and plain's answer is one more sample from the same distribution, so best-of-{n_best} wins a\n"
+        f"prompt with probability {n_best}/{n_best + 1} whatever the judge's quality. At {n_prompts} prompts, "
+        f"\"at least {({0.5: 'half'}).get(floor, f'{floor:.0%}')}\" then fails\n"
+        f"by chance with probability P(Binomial({n_prompts}, {p:.2g}) ≤ {most}) ≈ {rate:.1%}; at 4 prompts it was "
+        f"{rate4:.1%}, and this\n"
+        "repo's CI hit it (1 win of 4). Size `limit` for the flake rate you can live with.\n"
+    )
+
+
+BLOCKS: dict[str, tuple[str, Callable[[str], str]]] = {
+    "demo-table": (DEMO, lambda page: demo_table()),
+    "capacity-plan": (CAPACITY, lambda page: capacity_table()),
+    "flake-rate": ("the example above", flake_rate),
+    "technique-sweep": (SWEEP, lambda page: sweep_table()),
+    "public-benchmarks": (PUBLIC, lambda page: public_table()),
 }
 
 
@@ -85,7 +171,7 @@ def render(text: str) -> str:
         _, sep, tail = rest.partition(e)
         if not sep:
             raise SystemExit(f"{name}: no closing {e}")
-        text = head + b + "\n" + make() + e + tail
+        text = head + b + "\n" + make(text) + e + tail
     return text
 
 
