@@ -7,9 +7,10 @@ dev and held-out halves, 80 label-balanced items each) and the own good/bad pair
 (costtax/rewards/data/judge_pairs.jsonl), scores them with the embedded judge and writes
 costtax/rewards/data/public_calibration.json with its provenance (this script's sha256, the
 input files' sha256, the model directory and its source, template sha, refusal margin and the
-refusal phrases' fingerprint, git commit). Then it rewrites the README block between the
-calibration-table markers with costtax.rewards.calibration_report.render_table, the same function
-the CI test (tests/rewards/test_calibration_report.py) compares the README against.
+refusal phrases' fingerprint, git commit). Then it rewrites the block between the
+calibration-table markers in docs/techniques-and-reward-models.md with
+costtax.rewards.calibration_report.render_table, the same function the CI test
+(tests/rewards/test_calibration_report.py) compares the page against.
 
 Columns: judge alone, refusal rule alone, judge + rule (the rule is costtax.rewards.judge's
 refusal_adjusted: +-refusal_margin on declared-harmful prompts; every request in this set is
