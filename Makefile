@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast docs bench clean
 
 $(STAMP): pyproject.toml scripts/setup_env.sh
 	@bash scripts/setup_env.sh $(VENV)
@@ -21,9 +21,15 @@ demo: setup
 
 # Unit + integration tests (one vLLM engine session, one end-to-end CLI run), then the
 # benchmark suite as a smoke test (--benchmark-disable: each benchmark body runs once).
+# Then the docs site: broken links, anchors and missing pages fail the build.
 test: setup
 	$(PY) -m pytest tests -q --durations=10
 	$(PY) -m pytest bench -q --benchmark-disable
+	$(MAKE) docs
+
+# The docs site (mkdocs-material) from docs/ into site/; --strict turns every warning into a failure.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # Skip the tests that start vLLM or load the embedded model.
 test-fast: setup
@@ -34,7 +40,7 @@ bench: setup
 	$(PY) -m pytest bench --benchmark-autosave
 
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks
+	rm -rf $(VENV) .pytest_cache .benchmarks site
 
 # Regression baseline of the bench/ suites on this machine (2-core CPU): `bench-baseline` records it,
 # `bench-compare` runs the suites again and fails on a regression beyond the thresholds measured

@@ -7,9 +7,10 @@ dev and held-out halves, 80 label-balanced items each) and the own good/bad pair
 (costtax/rewards/data/judge_pairs.jsonl), scores them with the embedded judge and writes
 costtax/rewards/data/public_calibration.json with its provenance (this script's sha256, the
 input files' sha256, the model directory and its source, template sha, refusal margin and the
-refusal phrases' fingerprint, git commit). Then it rewrites the README block between the
-calibration-table markers with costtax.rewards.calibration_report.render_table, the same function
-the CI test (tests/rewards/test_calibration_report.py) compares the README against.
+refusal phrases' fingerprint, git commit). Then it rewrites the block between the
+calibration-table markers in docs/techniques-and-reward-models.md with
+costtax.rewards.calibration_report.render_table, the same function the CI test
+(tests/rewards/test_calibration_report.py) compares the page against.
 
 Columns: judge alone, refusal rule alone, judge + rule (the rule is costtax.rewards.judge's
 refusal_adjusted: +-refusal_margin on declared-harmful prompts; every request in this set is
@@ -115,6 +116,9 @@ def measure(skip_variants: bool = False) -> dict:
     from costtax.rewards.judge import EXAMPLES, REFUSAL_MARGIN, SYSTEM, TEMPLATES
 
     t0 = time.perf_counter()
+    # HEAD and the script as the run starts: a branch can move during the hour it takes (the
+    # committed file once recorded the HEAD it finished on, a tree without a module it imported).
+    commit, script_sha = _git_commit(), _sha_file(Path(__file__))
     every = ps.load_objective_set()
     dev = ps.calibration_subset(every, "dev", N_PER_SPLIT)
     test = ps.calibration_subset(every, "test", N_PER_SPLIT)
@@ -168,8 +172,8 @@ def measure(skip_variants: bool = False) -> dict:
         "variants": variants,
         "provenance": {
             "script": "bench/calibration_table.py",
-            "script_sha256": _sha_file(Path(__file__)),
-            "git_commit": _git_commit(),
+            "script_sha256": script_sha,
+            "git_commit": commit,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} CPU, {platform.system()}, python {platform.python_version()}",
             "seconds": round(time.perf_counter() - t0, 1),
@@ -193,8 +197,11 @@ def DEFAULT_JUDGE_ALIAS() -> str:
     return DEFAULT_JUDGE
 
 
-def write_readme(data: dict, readme: Path = ROOT / "README.md") -> bool:
-    """Replace the README's generated block; False when the markers are missing."""
+PAGE = ROOT / "docs" / "techniques-and-reward-models.md"  # the page that holds the table (was README.md)
+
+
+def write_readme(data: dict, readme: Path = PAGE) -> bool:
+    """Replace the page's generated block; False when the markers are missing."""
     from costtax.rewards.calibration_report import readme_block, render_table
 
     text = readme.read_text(encoding="utf-8")
@@ -218,7 +225,7 @@ def main(argv=None) -> int:
         a.out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         print(f"wrote {a.out}", file=sys.stderr)
     if not write_readme(data):
-        print("README has no calibration-table markers; table not written", file=sys.stderr)
+        print(f"{PAGE} has no calibration-table markers; table not written", file=sys.stderr)
         return 2
     return 0
 

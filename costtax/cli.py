@@ -25,9 +25,9 @@ app = typer.Typer(
     no_args_is_help=False,
     help="costtax: what inference-time alignment (best-of-N, Constitutional AI) costs, and what it buys.",
 )
-_WIDE_HELP = "print every table column on one line, however wide (default: fit the terminal; complete off one)"
+_WIDE_HELP = "every table column on one line, however wide (default: fit the terminal)"
 # profile's flags that are not RunConfig fields
-_NOT_CONFIG = ("resume", "verbose", "wide")
+_NOT_CONFIG = ("resume", "verbose", "wide", "no_prefix_caching", "no_judge_calibration", "no_oversaturation_stop")
 
 
 def _err(msg: str) -> None:
@@ -39,61 +39,135 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks")):
     """--debug is read by main(), which prints the traceback of an error it reports."""
 
 
-@app.command()
+# `costtax profile --help` groups its options in these panels (typer rich_help_panel); a new
+# option goes in the panel of its job. Each help is one short line; typer shows the default.
+PANEL_MODEL = "Model & engine"
+PANEL_TECHNIQUES = "Techniques & prompts"
+PANEL_REWARDS = "Reward models"
+PANEL_LOAD = "Load & SLO"
+PANEL_SERVING = "Serving"
+PANEL_OUTPUT = "Output & resume"
+PANEL_MEASUREMENT = "Measurement"
+# On/off flags whose default is on show only their --no- form (the other form still works,
+# hidden): a "--x/--no-x" pair is wider than the 80-column help can spare.
+_NEGATED = {"no_prefix_caching": "prefix_caching", "no_judge_calibration": "judge_calibration",
+            "no_oversaturation_stop": "oversaturation_stop"}
+
+
+def _examples(*lines: str) -> str:
+    """A command's help epilog: two or three examples, one per line."""
+    return "Examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+@app.command(epilog=_examples(
+    "costtax profile                              # plain, bon:n=4, cai:rounds=1",
+    "costtax profile -t plain -t bon:n=1,4,16 --limit 8",
+    "costtax profile --serve --load concurrency=1,4",
+))
 def profile(
     ctx: typer.Context,
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help="local HF causal-LM directory or embedded alias"),
-    engine: str = typer.Option(ENGINE_NAMES[0], "--engine", help=" | ".join(ENGINE_NAMES)),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", metavar="MODEL", rich_help_panel=PANEL_MODEL,
+                              help="HF model directory or embedded alias"),
+    engine: str = typer.Option(ENGINE_NAMES[0], "--engine", metavar="NAME", rich_help_panel=PANEL_MODEL,
+                               help=" | ".join(ENGINE_NAMES)),
+    max_model_len: int = typer.Option(2048, "--max-model-len", metavar="N", rich_help_panel=PANEL_MODEL,
+                                      help="context length the engine allocates"),
+    no_prefix_caching: bool = typer.Option(False, "--no-prefix-caching", rich_help_panel=PANEL_MODEL,
+                                           help="turn the engine's prefix cache off"),
+    prefix_caching: Optional[bool] = typer.Option(None, "--prefix-caching", hidden=True),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", rich_help_panel=PANEL_MODEL,
+                                           help="allow a model repo's own code"),
     technique: Optional[List[str]] = typer.Option(
-        None, "--technique", "-t", help="repeatable spec with sweeps, e.g. bon:n=1,4,16 (default: plain, bon:n=4, cai:rounds=1)"
+        None, "--technique", "-t", metavar="SPEC", rich_help_panel=PANEL_TECHNIQUES,
+        help="repeatable, e.g. bon:n=1,4,16 (default: plain, bon:n=4, cai:rounds=1)",
     ),
-    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help=f"repeatable: a shipped set ({' | '.join(SHIPPED)}), a public benchmark ({' | '.join(PUBLIC)}, read from its PyPI wheel) or FILE.jsonl"),
-    limit: Optional[int] = typer.Option(
-        None, "--limit", help="first K prompts of every source (default: 8 of each shipped set, a JSONL file whole)"
+    prompts: Optional[List[str]] = typer.Option(
+        None, "--prompts", "-p", metavar="SET", rich_help_panel=PANEL_TECHNIQUES,
+        help=f"repeatable: {' | '.join(SHIPPED)} | {' | '.join(PUBLIC)} | FILE.jsonl (default: helpful)",
     ),
-    max_tokens: int = typer.Option(64, "--max-tokens", help="new tokens per generation"),
-    temperature: float = typer.Option(0.7, "--temperature"),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    seed: int = typer.Option(0, "--seed"),
-    repeats: int = typer.Option(1, "--repeats", help="final answers per prompt (diversity across repeats)"),
-    out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<run_id>)"),
-    resume: Optional[str] = typer.Option(None, "--resume", help="finish an interrupted run directory"),
-    reward_model: str = typer.Option("judge", "--reward-model", help="judge | judge:MODEL | scalar:DIR | DIR | served (the judge through --serve's server) | openai:URL[,model=NAME][,kind=scalar]"),
+    limit: Optional[int] = typer.Option(None, "--limit", metavar="K", rich_help_panel=PANEL_TECHNIQUES,
+                                        help="first K prompts of each source (default: 8 of a shipped set, a file whole)"),
+    repeats: int = typer.Option(1, "--repeats", metavar="K", rich_help_panel=PANEL_TECHNIQUES,
+                                help="final answers per prompt"),
+    max_tokens: int = typer.Option(64, "--max-tokens", metavar="N", rich_help_panel=PANEL_TECHNIQUES,
+                                   help="new tokens per generation"),
+    temperature: float = typer.Option(0.7, "--temperature", metavar="T", rich_help_panel=PANEL_TECHNIQUES,
+                                      help="sampling temperature, every technique"),
+    top_p: float = typer.Option(1.0, "--top-p", metavar="P", rich_help_panel=PANEL_TECHNIQUES,
+                                help="nucleus sampling, every technique"),
+    seed: int = typer.Option(0, "--seed", metavar="N", rich_help_panel=PANEL_TECHNIQUES, help="sampling seed"),
+    constitution: Optional[str] = typer.Option(None, "--constitution", metavar="FILE", rich_help_panel=PANEL_TECHNIQUES,
+                                               help="YAML/JSON principles for cai"),
+    reward_model: str = typer.Option("judge", "--reward-model", metavar="SPEC", rich_help_panel=PANEL_REWARDS,
+                                     help="judge[:MODEL] | scalar:DIR | served | openai:URL[,kind=scalar]"),
     eval_reward_model: Optional[str] = typer.Option(
-        None, "--eval-reward-model", help="separate evaluation reward (default: the reward model, labelled proxy; 'none' to skip)"
+        None, "--eval-reward-model", metavar="SPEC", rich_help_panel=PANEL_REWARDS,
+        help="independent scorer of final answers; none: skip (default: the reward model, as a proxy)",
     ),
-    constitution: Optional[str] = typer.Option(None, "--constitution", help="YAML/JSON constitution file for cai"),
-    prefix_caching: bool = typer.Option(True, "--prefix-caching/--no-prefix-caching"),
-    max_model_len: int = typer.Option(2048, "--max-model-len"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="allow model repos' own code (off by default)"),
-    judge_calibration: bool = typer.Option(True, "--judge-calibration/--no-judge-calibration"),
-    cell_repeats: int = typer.Option(1, "--cell-repeats", help="run every cell R times, interleaved; rows report the median and spread"),
-    warmup_answers: Optional[int] = typer.Option(None, "--warmup-answers", help="answers of the cell's own prompts run (and discarded) before its first repeat (default: one real batch's worth, at most 64); 0: none"),
-    load: Optional[List[str]] = typer.Option(None, "--load", help="repeatable: batch | concurrency=1,2,4 | rate=0.5,1 (answers/s, Poisson) | search (needs --slo-p95-s) | search=rate"),
-    level_timeout_s: Optional[float] = typer.Option(None, "--level-timeout-s", help="time cap per cell x load level; hitting it marks the level saturated"),
-    slo_p95_s: Optional[float] = typer.Option(None, "--slo-p95-s", help="latency SLO for the goodput column"),
-    search_max: Optional[float] = typer.Option(None, "--search-max", help="--load search: the highest level probed (concurrency, or answers/s for search=rate; default 64)"),
-    search_start: Optional[float] = typer.Option(None, "--search-start", help="--load search: first level probed (default concurrency 1, rate 0.25)"),
-    search_probes: int = typer.Option(10, "--search-probes", help="--load search: probe budget per cell"),
-    search_answers_per_slot: int = typer.Option(4, "--search-answers-per-slot", help="--load search: a probe at concurrency C runs this x C answers (prompts cycled)"),
-    search_min_answers: int = typer.Option(16, "--search-min-answers", help="--load search: fewest answers per probe"),
-    oversaturation_stop: bool = typer.Option(True, "--oversaturation-stop/--no-oversaturation-stop", help="stop a loaded level whose queue (rate) or latency (concurrency) keeps rising"),
-    ignore_eos: bool = typer.Option(False, "--ignore-eos", help="fixed-length generation: every sample runs to --max-tokens"),
-    score_max_pairs: int = typer.Option(64, "--score-max-pairs", help="reward micro-batcher: max prompt/response pairs per pass"),
-    score_max_wait_ms: float = typer.Option(5.0, "--score-max-wait-ms", help="reward micro-batcher: max wait for more score calls"),
-    score_gather_ms: float = typer.Option(0.0, "--score-gather-ms", help="reward micro-batcher: hold a pass up to this long for every answer in flight to queue its score call (0: off)"),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="--engine openai: an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
-    serve: bool = typer.Option(False, "--serve", help="start vLLM's OpenAI server for --model on a free loopback port and profile through it"),
-    server_timeout_s: float = typer.Option(600.0, "--server-timeout-s", help="--serve: how long to wait for the server's /health"),
+    no_judge_calibration: bool = typer.Option(False, "--no-judge-calibration", rich_help_panel=PANEL_REWARDS,
+                                              help="skip the judge's accuracy check at start"),
+    judge_calibration: Optional[bool] = typer.Option(None, "--judge-calibration", hidden=True),
+    score_max_pairs: int = typer.Option(64, "--score-max-pairs", metavar="N", rich_help_panel=PANEL_REWARDS,
+                                        help="micro-batcher: most pairs per reward pass"),
+    score_max_wait_ms: float = typer.Option(5.0, "--score-max-wait-ms", metavar="MS", rich_help_panel=PANEL_REWARDS,
+                                            help="micro-batcher: longest wait for more calls"),
+    score_gather_ms: float = typer.Option(0.0, "--score-gather-ms", metavar="MS", rich_help_panel=PANEL_REWARDS,
+                                          help="micro-batcher: hold a pass for every answer in flight (0: off)"),
+    load: Optional[List[str]] = typer.Option(
+        None, "--load", metavar="LEVELS", rich_help_panel=PANEL_LOAD,
+        help="repeatable: batch | concurrency=1,2,4 | rate=0.5,1 | search[=rate] (default: batch)",
+    ),
+    slo_p95_s: Optional[float] = typer.Option(None, "--slo-p95-s", metavar="S", rich_help_panel=PANEL_LOAD,
+                                              help="p95 latency SLO: goodput, and the target of --load search"),
+    level_timeout_s: Optional[float] = typer.Option(None, "--level-timeout-s", metavar="S", rich_help_panel=PANEL_LOAD,
+                                                    help="time cap per cell x load level (then: saturated)"),
+    no_oversaturation_stop: bool = typer.Option(False, "--no-oversaturation-stop", rich_help_panel=PANEL_LOAD,
+                                                help="never stop a level whose queue or latency keeps rising"),
+    oversaturation_stop: Optional[bool] = typer.Option(None, "--oversaturation-stop", hidden=True),
+    search_start: Optional[float] = typer.Option(None, "--search-start", metavar="X", rich_help_panel=PANEL_LOAD,
+                                                 help="search: first level (default: concurrency 1, rate 0.25)"),
+    search_max: Optional[float] = typer.Option(None, "--search-max", metavar="X", rich_help_panel=PANEL_LOAD,
+                                               help="search: highest level probed (default: 64)"),
+    search_probes: int = typer.Option(10, "--search-probes", metavar="N", rich_help_panel=PANEL_LOAD,
+                                      help="search: probe budget per cell"),
+    search_answers_per_slot: int = typer.Option(4, "--search-answers-per-slot", metavar="K", rich_help_panel=PANEL_LOAD,
+                                                help="search: a probe at concurrency C runs K x C answers"),
+    search_min_answers: int = typer.Option(16, "--search-min-answers", metavar="N", rich_help_panel=PANEL_LOAD,
+                                           help="search: fewest answers per probe"),
+    serve: bool = typer.Option(False, "--serve", rich_help_panel=PANEL_SERVING,
+                               help="start vLLM's OpenAI server for --model, profile through it"),
     serve_arg: Optional[List[str]] = typer.Option(
-        None, "--serve-arg", help="repeatable, '=' form: an argument for the server --serve starts, e.g. --serve-arg=--tensor-parallel-size=2"
+        None, "--serve-arg", metavar="ARG", rich_help_panel=PANEL_SERVING,
+        help="repeatable server argument, '=' form: --serve-arg=--max-num-seqs=64",
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the engine log (RUN_DIR/engine.log) to the terminal too"),
-    wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP),
+    server_timeout_s: float = typer.Option(600.0, "--server-timeout-s", metavar="S", rich_help_panel=PANEL_SERVING,
+                                           help="--serve: wait this long for /health"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", metavar="URL", rich_help_panel=PANEL_SERVING,
+                                           help="--engine openai: the server, e.g. http://host:8000/v1"),
+    out: Optional[str] = typer.Option(None, "--out", metavar="DIR", rich_help_panel=PANEL_OUTPUT,
+                                      help="run directory (default: runs/<run_id>)"),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="DIR", rich_help_panel=PANEL_OUTPUT,
+                                         help="finish an interrupted run directory"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", rich_help_panel=PANEL_OUTPUT,
+                                 help="also stream RUN_DIR/engine.log to the terminal"),
+    wide: bool = typer.Option(False, "--wide", rich_help_panel=PANEL_OUTPUT, help=_WIDE_HELP),
+    cell_repeats: int = typer.Option(1, "--cell-repeats", metavar="R", rich_help_panel=PANEL_MEASUREMENT,
+                                     help="run every cell R times, interleaved: median and spread"),
+    warmup_answers: Optional[int] = typer.Option(
+        None, "--warmup-answers", metavar="N", rich_help_panel=PANEL_MEASUREMENT,
+        help="answers run and discarded before a cell (default: one batch, at most 64; 0: none)",
+    ),
+    ignore_eos: bool = typer.Option(False, "--ignore-eos", rich_help_panel=PANEL_MEASUREMENT,
+                                    help="fixed length: every sample runs to --max-tokens"),
 ):
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
     from .rundir import config_from_run
 
+    # --no-x (shown) or --x (hidden): False, True, or None where neither was given
+    switches = {pos: False if ctx.params[neg] else ctx.params[pos] for neg, pos in _NEGATED.items()}
+    prefix_caching, judge_calibration, oversaturation_stop = (
+        True if switches[k] is None else switches[k] for k in ("prefix_caching", "judge_calibration", "oversaturation_stop")
+    )
     if resume and not (Path(resume) / "run.json").is_file():
         raise CosttaxError(f"--resume: bad value {resume!r}: not a costtax run directory (no run.json)")
     if resume:
@@ -103,6 +177,7 @@ def profile(
 
         stored = config_from_run(Path(resume))
         given = {k: v for k, v in ctx.params.items() if k not in _NOT_CONFIG and _from_cli(ctx, k)}
+        given.update({k: v for k, v in switches.items() if v is not None})
         if "technique" in given:
             given["techniques"] = tuple(given.pop("technique"))
         if "prompts" in given:
@@ -223,7 +298,10 @@ def _print_table(run_dir: Path, df=None, *, width: int | None = None, wide: bool
     console.print(f"summary: {run_dir / 'summary.csv'}", markup=False)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "costtax report runs/<run_id>",
+    "costtax report runs/<run_id> --wide       # every column on one line",
+))
 def report(run_dir: str = typer.Argument(..., help="a run directory"),
            wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP)):
     """Rebuild summary.csv from a run directory and print the tax table."""
@@ -249,7 +327,11 @@ def report(run_dir: str = typer.Argument(..., help="a run directory"),
     _print_table(p, df, wide=wide)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "costtax plan runs/<run_id> --qps 2 --slo-p95-s 10",
+    "costtax plan runs/<run_id> --qps 20 --slo-p95-s 2 --usd-per-device-hour 4",
+    "costtax plan runs/<run_id> --qps 2 --slo-p95-s 10 --min-win-rate 0.55",
+))
 def plan(
     run_dir: str = typer.Argument(..., help="a run directory"),
     qps: float = typer.Option(..., "--qps", help="target final answers per second"),
@@ -312,7 +394,11 @@ def plan(
     console.print(f"plan: {out}" + "".join(f", {x}" for x in extra), markup=False)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "costtax compare runs/old runs/new",
+    "costtax compare OLD NEW --max-slowdown 10% --max-quality-drop 0.02",
+    "costtax compare old.json new.json         # pytest-benchmark files",
+))
 def compare(
     old: str = typer.Argument(..., help="baseline: a run directory or a pytest-benchmark JSON file"),
     new: str = typer.Argument(..., help="candidate: same kind as OLD"),
@@ -352,7 +438,10 @@ def compare(
         sys.exit(1)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "costtax models",
+    "costtax models | cut -f1,2                # alias and state only",
+))
 def models():
     """List embedded model aliases and where their weights come from."""
     from .model_files import list_models
@@ -362,7 +451,10 @@ def models():
         typer.echo(f"{m['alias']}\t{state}\t{m['source']}\t{m['cache_dir']}\t{m['license']}\n  {m['description']}")
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "costtax doctor",
+    "costtax doctor --stop-leftovers           # stop servers whose costtax is gone",
+))
 def doctor(
     stop_leftovers: bool = typer.Option(
         False, "--stop-leftovers", help="stop vLLM servers that --serve started for a costtax process that is gone"

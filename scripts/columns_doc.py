@@ -1,7 +1,7 @@
-"""Regenerate README.md's summary.csv column reference from costtax/report/columns.py.
+"""Regenerate docs/columns.md's summary.csv column reference from costtax/report/columns.py.
 
     python scripts/columns_doc.py          # rewrite the section between the markers
-    python scripts/columns_doc.py --check  # exit 1 when README.md is out of date
+    python scripts/columns_doc.py --check  # exit 1 when the page is out of date
 
 test_report.py runs the same comparison, so a column added without this step fails CI.
 """
@@ -20,11 +20,11 @@ def render(readme: str) -> str:
     head, sep, rest = readme.partition(README_BEGIN)
     _, sep2, tail = rest.partition(README_END)
     if not sep or not sep2:
-        raise SystemExit(f"README.md lacks the markers {README_BEGIN} ... {README_END}")
+        raise SystemExit(f"the page lacks the markers {README_BEGIN} ... {README_END}")
     return head + README_BEGIN + "\n" + markdown() + README_END + tail
 
 
 if __name__ == "__main__":
     import readme_block
 
-    sys.exit(readme_block.main(render, "column reference", "scripts/columns_doc.py", sys.argv[1:]))
+    sys.exit(readme_block.main(render, "column reference", "scripts/columns_doc.py", sys.argv[1:], marker=README_BEGIN))

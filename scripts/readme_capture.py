@@ -1,9 +1,10 @@
-"""Copy the committed 80-column terminal capture into README.md (between its markers).
+"""Copy the committed 80-column terminal capture into README.md and docs/getting-started.md
+(between their markers).
 
     python scripts/readme_capture.py          # rewrite the block
-    python scripts/readme_capture.py --check  # exit 1 when README.md differs from the capture
+    python scripts/readme_capture.py --check  # exit 1 when a page differs from the capture
 
-tests/report/test_fit.py runs the same comparison, so the README shows what was captured.
+tests/report/test_fit.py runs the same comparison, so the pages show what was captured.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def render(readme: str) -> str:
     m = BEGIN.search(readme)
     end = readme.find(END, m.end()) if m else -1
     if not m or end < 0:
-        raise SystemExit("README.md lacks the terminal-capture markers")
+        raise SystemExit("the page lacks the terminal-capture markers")
     capture = (ROOT / m.group(1)).read_text(encoding="utf-8").rstrip("\n")
     return readme[: m.end()] + "```text\n" + capture + "\n```\n" + readme[end:]
 
@@ -28,4 +29,4 @@ def render(readme: str) -> str:
 if __name__ == "__main__":
     import readme_block
 
-    sys.exit(readme_block.main(render, "terminal capture", "scripts/readme_capture.py", sys.argv[1:]))
+    sys.exit(readme_block.main(render, "terminal capture", "scripts/readme_capture.py", sys.argv[1:], marker="<!-- terminal-capture: "))

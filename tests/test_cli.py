@@ -145,7 +145,8 @@ def test_bad_input(files, capsys, argv, field, fragment):
 
 # profile's options that take no user value that could be bad (switches), or only one checked
 # elsewhere (--resume with a good directory: tests/test_reliability.py)
-NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help", "--ignore-eos", "--serve", "--wide", "--oversaturation-stop"}
+NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help", "--ignore-eos", "--serve", "--wide", "--oversaturation-stop",
+                "--no-prefix-caching", "--no-judge-calibration", "--no-oversaturation-stop"}
 
 
 def test_every_profile_option_has_a_bad_input_case():

@@ -1,9 +1,9 @@
 """How much of our CPUs other processes used while a block ran: the contention gauge.
 
-On a shared machine the same cell can take 3x longer because a neighbour's test suite or
-engine runs beside it (measured: the README demo's plain p50 was 3.14 s on an idle 2-core
-machine and 11.32 s with a vLLM engine and a pytest run beside it). Timing alone cannot tell
-that apart from a slow technique; this gauge can:
+On a shared machine the same cell can take several times longer because a neighbour's test
+suite or engine runs beside it (bench/results/capacity-cpu-2026-11-27/ against its -quiet twin:
+one cell's capacity moved several-fold). Timing alone cannot tell that apart from a slow
+technique; this gauge can:
 
     foreign_cpu_share = (busy CPU seconds on our CPUs - our process tree's CPU seconds)
                         / (wall seconds x number of our CPUs)

@@ -1,6 +1,6 @@
 """Every summary.csv column in one table: name -> unit -> meaning.
 
-README.md's column reference is generated from this table (`python scripts/columns_doc.py`;
+The docs' column reference (docs/columns.md) is generated from this table (`python scripts/columns_doc.py`;
 test_report.py fails when the two differ), so the documentation cannot drift from the code.
 To add a column: compute it in summary.py and append one `Column(...)` line to the right section
 below (or call `add_column` from code that adds columns at run time). Columns are added, never
@@ -307,7 +307,7 @@ def all_columns() -> list[Column]:
 
 
 def markdown() -> str:
-    """The README column reference: one row per column."""
+    """The column reference (docs/columns.md): one row per column."""
     lines = ["| column | unit | meaning |", "|---|---|---|"]
     for c in all_columns():
         lines.append(f"| `{c.name}` | {c.unit} | {c.meaning.replace('|', '/')} |")
@@ -319,7 +319,7 @@ README_END = "<!-- /summary-columns -->"
 
 
 def readme_section(readme: str) -> str | None:
-    """The generated part of README.md (between the markers), or None without markers."""
+    """The generated part of a page (between the markers), or None without markers."""
     if README_BEGIN not in readme or README_END not in readme:
         return None
     return readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip("\n") + "\n"

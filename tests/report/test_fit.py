@@ -264,8 +264,9 @@ def test_report_command_off_a_terminal_prints_the_complete_table(tmp_path, capsy
 
 
 def test_readme_shows_the_committed_80_column_capture():
-    """README's example is the committed capture (scripts/readme_capture.py), and no line of it is
-    wider than the 80-column terminal it was captured in (capture-pane -J joins wrapped lines)."""
+    """README's example, and each docs page's, is the committed capture
+    (scripts/readme_capture.py), and no line of it is wider than the 80-column terminal it was
+    captured in (capture-pane -J joins wrapped lines)."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
@@ -275,7 +276,11 @@ def test_readme_shows_the_committed_80_column_capture():
     spec = importlib.util.spec_from_file_location("readme_capture", Path(sys_path) / "readme_capture.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    assert mod.render(readme) == readme, "run python scripts/readme_capture.py"
-    capture = (root / mod.BEGIN.search(readme).group(1)).read_text(encoding="utf-8").splitlines()
-    assert capture and max(len(line) for line in capture) <= 80
+    pages = [p for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+             if "<!-- terminal-capture: " in p.read_text(encoding="utf-8")]
+    assert root / "README.md" in pages and len(pages) >= 2  # README, and the docs pages that show it
+    for page in pages:
+        readme = page.read_text(encoding="utf-8")
+        assert mod.render(readme) == readme, f"{page}: run python scripts/readme_capture.py"
+        capture = (root / mod.BEGIN.search(readme).group(1)).read_text(encoding="utf-8").splitlines()
+        assert capture and max(len(line) for line in capture) <= 80

@@ -19,13 +19,14 @@ from costtax.rewards.judge import JudgeReward, weak_proxy_reason
 from costtax.rewards.refusal_fingerprint import refusal_rule_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "docs" / "techniques-and-reward-models.md"  # holds the table (was README.md)
 DATA = cr.load_calibration()
 
 
 def test_readme_table_is_the_rendering_of_the_committed_json():
-    block = cr.readme_block((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert block is not None, "README lacks the calibration-table markers"
-    assert block == cr.render_table(DATA), "README table differs: run bench/calibration_table.py --readme-only"
+    block = cr.readme_block(PAGE.read_text(encoding="utf-8"))
+    assert block is not None, "docs/techniques-and-reward-models.md lacks the calibration-table markers"
+    assert block == cr.render_table(DATA), "the page's table differs: run bench/calibration_table.py --readme-only"
 
 
 def test_render_shows_each_figure_of_the_file():
@@ -126,7 +127,7 @@ def test_readme_prose_claims_hold_for_the_file():
     """The README's sentences around the table ("below 0.5", "no variant tried reaches the
     target", "the rule by itself ranks at least as well as judge + rule") are true of the data;
     a new measurement that breaks one fails here until the prose is rewritten."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = PAGE.read_text(encoding="utf-8")
     test = DATA["splits"]["test"]
     if "AUC below 0.5" in readme:
         assert test["judge_alone"]["auc"] < 0.5

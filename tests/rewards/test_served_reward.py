@@ -281,5 +281,5 @@ def test_readme_cost_table_is_generated_from_the_recorded_measurement():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     result = json.loads(bench.RESULT.read_text())
-    assert bench.readme_section((root / "README.md").read_text()) == bench.render(result)
+    assert bench.readme_section(bench.PAGE.read_text()) == bench.render(result)
     assert result["agreement"]["pair_verdicts_identical"] is True
