@@ -82,6 +82,10 @@ def or_empty(v) -> Mapping[str, Any]:
     return v or {}
 
 
+def as_dict(v) -> dict[str, Any]:
+    return dict(v) if isinstance(v, Mapping) else {}
+
+
 _LEVELS: dict[str, LoadLevel] = {}
 
 
@@ -149,7 +153,7 @@ class CallRecord(_Record):
     repeat: int = 0
     round: int | None = None  # CAI round (1-based) for critique/revise calls
     finish_reasons: tuple[str | None, ...] | None = _f(None, read=opt_tuple)
-    extra: Mapping[str, Any] = _f(read=dict, factory=dict)  # engine/scorer details no generic reader reads
+    extra: Mapping[str, Any] = _f(read=as_dict, factory=dict)  # engine/scorer details no generic reader reads
     session: str | None = None  # the profile invocation that wrote the row (resume-safe joins)
     load: LoadLevel = _load_field()
     cell_repeat: int = _f(0, read=int0)  # which whole-cell repeat (--cell-repeats) wrote the row
@@ -192,7 +196,7 @@ class AnswerRecord(_Record):
     selection_reward: float | None = None  # BoN: reward of the chosen candidate
     truncated: bool = False
     ttft_s: float | None = None
-    extra: Mapping[str, Any] = _f(read=dict, factory=dict)  # the technique's own fields (its summary() and check() read them)
+    extra: Mapping[str, Any] = _f(read=as_dict, factory=dict)  # the technique's own fields (its summary() and check() read them)
     session: str | None = None
     load: LoadLevel = _load_field()
     cell_repeat: int = _f(0, read=int0)
@@ -249,9 +253,9 @@ class CellRecord(_Record):
         self._normalise_load()
 
 
-# The keys costtax.prompts.grading.evaluate_answers writes into a scores row, by scorer.
+# The keys costtax.prompts.grading.evaluate_answers writes into a scores row, by scorer (the
+# runner scores only these two after a unit: context.run_scoring; exact answers are judged by the report).
 SCORE_VALUES = {
-    "exact": ("correct",),
     "refusal": ("refusal_rule", "refusal_judge", "refusal_judge_score"),
     "pass_at_k": ("code_extracted_by", "code_passed", "code_fail_reason", "code_wall_s", "code_exit_code", "code_stage",
                   "code_exit_via", "code_sandbox", "candidates_n", "candidates_passed", "candidate_fail_reasons"),
@@ -360,40 +364,60 @@ def to_row(rec) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What from_row needs of a record class, computed once per class."""
+
+    fields: Mapping[str, Any]
+    lifts: tuple[str, ...]
+    open_name: str | None
+    required: tuple[str, ...]
+
+
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan(cls) -> _Plan:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        fs = {f.name: f for f in fields(cls)}
+        plan = _PLANS[cls] = _Plan(
+            fs, tuple(n for n, f in fs.items() if f.metadata.get("legacy_extra")),
+            next((n for n, f in fs.items() if f.metadata.get("unknown")), None),
+            tuple(n for n, f in fs.items() if f.default is MISSING and f.default_factory is MISSING))
+    return plan
+
+
 def from_row(cls, row: Mapping[str, Any], **derived):
     """A stored row as `cls`: legacy `extra` keys lifted, each field's `read` coercion applied,
     undeclared keys kept in the open mapping. `derived`: reader-side fields (not on disk).
     Raises RecordError naming a field the row lacks or holds badly."""
-    names = {f.name: f for f in fields(cls)}
-    row = dict(row)
-    lifts = [f.name for f in names.values() if f.metadata.get("legacy_extra")]
-    if lifts and isinstance(row.get("extra"), Mapping):
+    plan = _plan(cls)
+    names = plan.fields
+    if plan.lifts and isinstance(row.get("extra"), Mapping) and any(k in row["extra"] for k in plan.lifts):
+        row = dict(row)
         extra = dict(row["extra"])
-        for k in lifts:
+        for k in plan.lifts:
             if k in extra:
-                v = extra.pop(k)
-                row.setdefault(k, v)
+                row.setdefault(k, extra.pop(k))
         row["extra"] = extra
     kw: dict[str, Any] = {}
-    open_name = next((f.name for f in names.values() if f.metadata.get("unknown")), None)
     rest: dict[str, Any] = {}
     for k, v in row.items():
         f = names.get(k)
-        if f is None or f.metadata.get("unknown") or k in derived:
+        if f is None or k == plan.open_name or k in derived:
             rest[k] = v
             continue
         read = f.metadata.get("read")
         kw[k] = read(v) if read is not None else v
-    for f in names.values():  # absent fields that the reader coerces: what the coercion gives for "absent"
-        if f.name not in kw and f.metadata.get("read") is not None and f.name not in derived and f.default is MISSING \
-                and f.default_factory is MISSING:
-            kw[f.name] = f.metadata["read"](None)
-    if open_name is not None:
-        kw[open_name] = rest
-    missing = [f.name for f in names.values() if f.name not in kw and f.name not in derived
-               and f.default is MISSING and f.default_factory is MISSING]
-    if missing:
-        raise RecordError(f"lacks field {missing[0]!r}")
+    for name in plan.required:
+        if name not in kw and name not in derived:
+            read = names[name].metadata.get("read")
+            if read is None:  # a required field a row lacks; one with a coercion reads "absent" as it says
+                raise RecordError(f"lacks field {name!r}")
+            kw[name] = read(None)
+    if plan.open_name is not None:
+        kw[plan.open_name] = rest
     try:
         return cls(**kw, **derived)
     except RecordError:
