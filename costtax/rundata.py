@@ -27,7 +27,7 @@ A leaf module: no pandas here; DataFrames are built by costtax.report from these
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -37,8 +37,9 @@ from .load import BATCH, LoadLevel
 from .records import read_jsonl
 from .schema import (
     ANSWERS, CALLS, CELLS, RUN_JSON, SCHEMA_VERSION, SCORES, SUMMARY, AnswerRecord, CallRecord, CellRecord, RecordError,
-    RunRecord, ScoreRecord, from_row, level,
+    RunRecord, ScoreRecord, from_row,
 )
+from .schema import level as level_of
 
 RECORD_FILES = (CALLS, ANSWERS, CELLS, SCORES)
 
@@ -237,7 +238,7 @@ def _rows(path: Path, run_ids: set[str]) -> Iterable[dict[str, Any]]:
 
 def _level(label, where: Path) -> LoadLevel:
     try:
-        return level(label)
+        return level_of(label)
     except CosttaxError:
         raise RunDataError(where, f"unknown load level {label!r}") from None
 

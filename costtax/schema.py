@@ -399,7 +399,9 @@ def from_row(cls, row: Mapping[str, Any], **derived):
         extra = dict(row["extra"])
         for k in plan.lifts:
             if k in extra:
-                row.setdefault(k, extra.pop(k))
+                v = extra.pop(k)
+                if row.get(k) is None:  # a top-level value (layout 2) wins over a copy in extra
+                    row[k] = v
         row["extra"] = extra
     kw: dict[str, Any] = {}
     rest: dict[str, Any] = {}
