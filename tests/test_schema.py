@@ -81,6 +81,9 @@ def test_layout_1_rows_are_lifted_by_the_explicit_list_only():
     # a top-level value (layout 2) wins over a stale copy in extra
     row2 = {**to_row(_call(queue_s=0.5)), "extra": {"queue_s": 0.9}}
     assert from_row(CallRecord, row2).queue_s == 0.5
+    # ... unless it is null: a writer that put the value into extra next to the null field
+    row3 = {**to_row(_call()), "extra": {"rewards": [0.7]}}
+    assert row3["rewards"] is None and from_row(CallRecord, row3).rewards == (0.7,)
     a = {**to_row(_answer()), "extra": {"candidate_texts": ["p", "q"], "candidate_rewards": [0.1, 0.2], "selected_index": 1}}
     del a["candidate_texts"], a["candidate_rewards"]
     ans = from_row(AnswerRecord, a)
@@ -152,3 +155,11 @@ def test_old_golden_run_reads_with_lifted_fields_and_nothing_unknown():
 def test_declared_keys_exclude_the_open_mapping():
     assert "unknown" not in declared(CallRecord) and "values" not in declared(ScoreRecord)
     assert "queue_s" in declared(CallRecord)
+
+
+def test_no_module_but_the_reader_parses_record_files():
+    """rundir, the search and baseline reuse read through rundata (issue 25): only records.py (which
+    defines read_jsonl) and rundata.py call it in the package."""
+    root = Path(__file__).resolve().parents[1] / "costtax"
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "read_jsonl(" in p.read_text(encoding="utf-8"))
+    assert users == ["records.py", "rundata.py"], users
