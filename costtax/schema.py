@@ -13,7 +13,9 @@ Records and their files (SCHEMA_VERSION is run.json's `schema_version`):
 How a field is declared (dataclass field metadata, read by `to_row` and `from_row`):
 - `read`: the reader's coercion of the stored value (tuple from a JSON list, float or None, ...);
 - `legacy_extra`: layout 1 (schema_version 1) wrote this field inside the row's `extra` dict; the
-  reader lifts it out when the row has no top-level value. Layout 2 writes it at the top level.
+  reader lifts it out when the row has no (or a null) top-level value. Layout 2 writes it at the
+  top level, null where the call has none (as every other declared field: a row of layout 2
+  holds all its record's declared fields but the `omit_default` ones).
   These are the only keys ever lifted: queue_s, score_wait_s, score_batch_pairs,
   reward_tokens_computed, rewards, evaluated_by_session (calls) and candidate_texts,
   candidate_rewards (answers). Every other `extra` key stays in `extra`: the technique's own answer
@@ -24,7 +26,9 @@ How a field is declared (dataclass field metadata, read by `to_row` and `from_ro
   27 and 28 (answers `admission`, `slot`, `worker`, `probe`; calls `worker`, `probe`; cells
   `probe`, `client`): omitted while default (None, 0, {}), so a run that does not use them writes
   rows with the same keys as before and the runner golden (tests/golden_runner) changes only
-  where this layout moved fields out of `extra`; a writer that sets them writes them.
+  where this layout moved fields out of `extra`; a writer that sets them writes them. The reader
+  cannot tell "0 written" from "absent": both mean the default, by design. `evaluated_by_session`
+  is omitted while None too: layout 1 wrote it (in `extra`, or in scores rows) only when set.
 - `unknown`: every record but ScoreRecord ends with it. The reader puts there any top-level key
   this costtax does not declare (a newer writer's field), so nothing read is dropped; the writer
   writes its entries back at the top level (baseline_from copies rows through the schema).
