@@ -6,7 +6,9 @@ The new run directory (config.out) starts with the baseline run's plain rows (ca
 cells, scores of cell `plain` only; never its summary or plots) and a run.json of its own (new
 run id, this config, `baseline_from: {run_dir, run_id}`); profile() then resumes it, so the
 plain units count as done and only the other cells run. RunData accepts the copied rows because
-run.json names the run they came from. The baseline must have been run with the same prompts and
+run.json names the run they came from. The rows are read and written back through the one schema
+(costtax.schema): a baseline written by an older layout is copied in the current one, fields this
+costtax does not know included. The baseline must have been run with the same prompts and
 sampling (the fields a resume compares), else the reuse is refused like a changed resume.
 """
 from __future__ import annotations
@@ -15,8 +17,9 @@ import json
 from pathlib import Path
 
 from .errors import ConfigError
-from .records import ANSWERS, CALLS, CELLS, RUN_JSON, SCORES, read_jsonl, write_json_atomic
-from .rundata import RunData, RunDataError
+from .records import RUN_JSON, SCHEMA_VERSION, write_json_atomic
+from .rundata import RunData, RunDataError, read_file
+from .schema import AnswerRecord, CallRecord, CellRecord, ScoreRecord, to_row
 from .rundir import new_run_id
 
 BASELINE_CELL = "plain"
@@ -30,16 +33,17 @@ def seed_from_baseline(config, baseline_dir: str | Path) -> Path:
         base = RunData.open(baseline_dir, records=False)
     except RunDataError as exc:
         raise ConfigError("baseline_from", str(baseline_dir), str(exc)) from None
-    if not any(u.get("cell") == BASELINE_CELL and u.get("status") == "ok" for u in read_jsonl(base.path / CELLS)):
+    if not any(u.cell == BASELINE_CELL and u.status == "ok" for u in read_file(CellRecord, base.path)):
         raise ConfigError("baseline_from", str(baseline_dir), "has no finished plain cell to reuse")
     out = Path(config.out)
     if (out / RUN_JSON).exists():
         raise ConfigError("--out", str(out), "already holds a run; give a new directory")
     out.mkdir(parents=True, exist_ok=True)
-    for name in (CALLS, ANSWERS, CELLS, SCORES):
-        rows = [r for r in read_jsonl(base.path / name) if r.get("cell") == BASELINE_CELL]
-        (out / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    for cls in (CallRecord, AnswerRecord, CellRecord, ScoreRecord):
+        rows = [to_row(r) for r in read_file(cls, base.path) if r.cell == BASELINE_CELL]
+        (out / cls.FILE).write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows), encoding="utf-8")
     meta = dict(base.meta)
+    meta["schema_version"] = SCHEMA_VERSION  # the rows above are written in this layout
     meta["baseline_from"] = {"run_dir": str(base.path), "run_id": base.run_id}
     meta["run_id"] = new_run_id()
     meta["config"] = config.to_dict()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .load import BATCH, LoadLevel
-from .records import AnswerRecord, CallRecord
+from .records import AnswerRecord, CallRecord, ScoreRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engines.base import Engine, GenRequest, GenResult, SamplingSpec
@@ -187,7 +187,8 @@ class CellContext:
                 ttft_source=res.ttft_source,
                 round=round,
                 finish_reasons=tuple(s.finish_reason for s in res.samples),
-                extra={"share_prefix": req.share_prefix, "queue_s": res.queue_s},
+                queue_s=res.queue_s,
+                extra={"share_prefix": req.share_prefix},
             )
         )
         return res
@@ -222,15 +223,15 @@ class CellContext:
             t_first_token_s=None,
             t_finish_s=out.t_finish_s - self.epoch,
             ttft_s=None,
+            rewards=tuple(out.rewards),
+            score_wait_s=out.wait_s,
+            score_batch_pairs=out.batch_pairs,
+            reward_tokens_computed=out.computed_tokens,
             extra={
-                "rewards": list(out.rewards),
                 "reward_model": self.batcher.name,
                 "kernel_path": out.path,
                 "padding_fraction": out.padding_fraction,
-                "score_wait_s": out.wait_s,
-                "score_batch_pairs": out.batch_pairs,
                 "score_batch_calls": out.batch_calls,
-                "reward_tokens_computed": out.computed_tokens,
             },
         )
         self._record(rec)
@@ -268,8 +269,12 @@ class CellContext:
         *,
         selection_reward: float | None = None,
         truncated: bool = False,
+        candidate_texts: Sequence[str] | None = None,
+        candidate_rewards: Sequence[float | None] | None = None,
         **extra: Any,
     ) -> None:
+        """Write the answer's record. `candidate_texts`/`candidate_rewards`: every candidate of a
+        best-of-N style technique (record fields); `extra`: the technique's own fields."""
         t = self._totals.get(inst.answer_id, _AnswerTotals())
         latency = (t.t_last_finish - t.t_first_submit) if t.t_first_submit is not None else 0.0
         arrival = self._arrivals.get(inst.answer_id)
@@ -294,6 +299,8 @@ class CellContext:
                 truncated=truncated,
                 ttft_s=t.ttft_s,
                 extra=extra,
+                candidate_texts=None if candidate_texts is None else tuple(candidate_texts),
+                candidate_rewards=None if candidate_rewards is None else tuple(candidate_rewards),
                 session=self.session,
                 load=self.load,
                 cell_repeat=self.cell_repeat,
@@ -304,11 +311,11 @@ class CellContext:
         self.answers_written += 1
         self._finished.append((inst, text, self.session))
         if inst.prompt.effective_scorer in ("pass_at_k", "refusal"):
-            self._scorable.append((inst, text, extra.get("candidate_texts"), self.session))
+            self._scorable.append((inst, text, candidate_texts, self.session))
 
     def adopt_backlog(self, prompts: Sequence["Prompt"], backlog) -> tuple[int, int]:
         """Queue the evaluation an earlier session never ran for answers it finished
-        (rundir.evaluation_backlog: (answers.jsonl row, has eval call, has scores row)), so
+        (rundir.evaluation_backlog: (its rundata.Answer, has eval call, has scores row)), so
         run_eval and run_scoring evaluate them once, with the rest of this unit; generation is
         not redone. Their rows carry the answer's session (the one reader counts a call or score
         only under its answer's session) and `evaluated_by_session`: this one. Returns
@@ -316,17 +323,17 @@ class CellContext:
         insts = {f"{self.cell}{self.unit_tag}|{p.id}|{r}": PromptInstance(p, r, f"{self.cell}{self.unit_tag}|{p.id}|{r}")
                  for r in range(self.repeats) for p in prompts}
         n_eval = n_score = 0
-        for row, has_eval, has_score in backlog:
-            inst = insts.get(row["answer_id"])
+        for ans, has_eval, has_score in backlog:
+            inst = insts.get(ans.answer_id)
             if inst is None:  # not one of this run's prompts (cannot happen with an unchanged config)
                 continue
-            owner = row.get("session")
+            owner = ans.session
             if not has_eval and self._eval_scorer is not None:
-                self._finished.append((inst, row.get("text", ""), owner))
+                self._finished.append((inst, ans.text, owner))
                 n_eval += 1
             if not has_score and inst.prompt.effective_scorer in ("pass_at_k", "refusal"):
-                cands = (row.get("extra") or {}).get("candidate_texts")
-                self._scorable.append((inst, row.get("text", ""), cands, owner))
+                cands = None if ans.candidate_texts is None else list(ans.candidate_texts)
+                self._scorable.append((inst, ans.text, cands, owner))
                 n_score += 1
         return n_eval, n_score
 
@@ -346,11 +353,13 @@ class CellContext:
         evals = evaluate_answers([i.prompt for i, *_ in items], [t for _, t, *_ in items], [c for _, _, c, _ in items],
                                  judge=refusal_judge, progress=progress)
         for (inst, _, _, owner), ev in zip(items, evals):
-            late = {} if owner == self.session else {"evaluated_by_session": self.session}
-            self.writer.scored(
-                {"run_id": self.run_id, "cell": self.cell, "load": self.load, "cell_repeat": self.cell_repeat,
-                 "answer_id": inst.answer_id, "session": owner, **late, **ev}
-            )
+            ev = dict(ev)
+            self.writer.scored(ScoreRecord(
+                run_id=self.run_id, cell=self.cell, answer_id=inst.answer_id,
+                prompt_id=ev.pop("prompt_id", inst.prompt.id), scorer=ev.pop("scorer", None), source=ev.pop("source", None),
+                load=self.level, cell_repeat=self.cell_repeat, session=owner,
+                evaluated_by_session=None if owner == self.session else self.session, values=ev,
+            ))
         return len(items)
 
     def run_eval(self, chunk: int = 64, progress=None) -> int:
@@ -374,7 +383,6 @@ class CellContext:
             t1 = time.monotonic()
             cached = list(getattr(res, "cached_tokens", ()) or ())
             for k, (inst, _, owner) in enumerate(part):
-                late = {} if owner == self.session else {"evaluated_by_session": self.session}
                 self.writer.call(
                     self._call(
                         inst,
@@ -389,7 +397,9 @@ class CellContext:
                         t_first_token_s=None,
                         t_finish_s=t1 - self.epoch,
                         ttft_s=None,
-                        extra={"rewards": [float(res.rewards[k])], "reward_model": getattr(self._eval_scorer, "name", "eval"), "kernel_path": getattr(res, "path", None), **late},
+                        rewards=(float(res.rewards[k]),),
+                        evaluated_by_session=None if owner == self.session else self.session,
+                        extra={"reward_model": getattr(self._eval_scorer, "name", "eval"), "kernel_path": getattr(res, "path", None)},
                     )
                 )
         return len(items)

@@ -11,9 +11,13 @@ summary, plan, plots, compare and the pytest plugin open runs only through `RunD
   the session that wrote their answer (a killed session's calls of answers it never finished);
 - keys everything by a typed `UnitKey` (cell, LoadLevel, cell repeat);
 - recovers the run's prompts and reference answers from the per-source counts run.json recorded;
-- exposes typed frozen records: the fields the report reads (queue_s, score_wait_s, ...) are
-  fields, not entries of an `extra` dict. `extra` keeps only what no generic reader reads: the
-  technique's own answer fields (its summary() and check() read them) and engine details;
+- exposes typed frozen records, the ones costtax.schema declares for the writer too (Call,
+  Answer, Unit, Score extend them only by what the reader derives): the fields the report reads
+  (queue_s, score_wait_s, ...) are fields, not entries of an `extra` dict; rows of layout 1, which
+  kept some of them in `extra`, are lifted by the schema's explicit list; a field this costtax
+  does not declare is kept in the record's `unknown` mapping (a Score's `values`), never dropped;
+- offers the same rows without de-duplication (`read_file`) to the runner's bookkeeping (rundir,
+  the search, baseline reuse), so nothing else parses record files by hand;
 - reads summary-only directories (run.json + summary.csv and no answers.jsonl, as the committed
   capacity runs under bench/results): `summary_only` is then True, the record tuples are empty,
   and `costtax report` prints the stored summary instead of rebuilding (and erasing) it.
@@ -23,14 +27,19 @@ A leaf module: no pandas here; DataFrames are built by costtax.report from these
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import CosttaxError
 from .load import BATCH, LoadLevel
-from .records import ANSWERS, CALLS, CELLS, RUN_JSON, SCHEMA_VERSION, SCORES, SUMMARY, read_jsonl
+from .records import read_jsonl
+from .schema import (
+    ANSWERS, CALLS, CELLS, RUN_JSON, SCHEMA_VERSION, SCORES, SUMMARY, AnswerRecord, CallRecord, CellRecord, RecordError,
+    RunRecord, ScoreRecord, from_row,
+)
+from .schema import level as level_of
 
 RECORD_FILES = (CALLS, ANSWERS, CELLS, SCORES)
 
@@ -58,109 +67,24 @@ class UnitKey:
         return (self.cell, self.load)
 
 
-# -- typed records -------------------------------------------------------------------------------
-def _opt_float(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+# -- typed records ---------------------------------------------------------------------------------
+# The reader's types are the records costtax.schema declares (the one declaration the writer
+# uses too), each extended only by what the reader derives from other rows.
+@dataclass(frozen=True)
+class Call(CallRecord):
+    """A calls.jsonl row as read (fields: costtax.schema.CallRecord)."""
 
 
 @dataclass(frozen=True)
-class Call:
-    run_id: str
-    cell: str
-    call_id: str
-    answer_id: str
-    prompt_id: str
-    stage: str
-    n: int
-    prompt_tokens: int | None
-    cached_prompt_tokens: int | None
-    output_tokens: int
-    t_submit_s: float
-    t_first_token_s: float | None
-    t_finish_s: float
-    latency_s: float
-    ttft_s: float | None
-    load: LoadLevel
-    cell_repeat: int = 0
-    session: str | None = None
-    batch_id: str | None = None
-    answer_ids: tuple[str, ...] | None = None
-    prompt_tokens_computed: int | None = None
-    ttft_source: str | None = None
-    repeat: int = 0
-    round: int | None = None
-    finish_reasons: tuple[str | None, ...] | None = None
-    queue_s: float | None = None  # waited for a load slot / the engine before submit
-    score_wait_s: float | None = None  # score calls: wait in the reward micro-batcher
-    score_batch_pairs: float | None = None  # score calls: pairs in the micro-batch that served it
-    reward_tokens_computed: float | None = None  # score calls: tokens the reward model computed
-    rewards: tuple[float | None, ...] | None = None  # score and eval calls: the rewards returned
-    extra: Mapping[str, Any] = field(default_factory=dict)  # engine/scorer details no reader reads
+class Answer(AnswerRecord):
+    """An answers.jsonl row as read, with the reward of its eval call (same session; None without one)."""
 
-
-_CALL_LIFTED = ("queue_s", "score_wait_s", "score_batch_pairs", "reward_tokens_computed")
+    eval_reward: float | None = None
 
 
 @dataclass(frozen=True)
-class Answer:
-    run_id: str
-    cell: str
-    answer_id: str
-    technique: str
-    prompt_id: str
-    text: str
-    calls: int
-    prompt_tokens: int | None
-    output_tokens: int
-    latency_s: float
-    load: LoadLevel
-    cell_repeat: int = 0
-    session: str | None = None
-    cached_prompt_tokens: int | None = None
-    prompt_set: str | None = None
-    repeat: int = 0
-    reward_tokens: int = 0
-    score_latency_s: float = 0.0
-    selection_reward: float | None = None
-    truncated: bool = False
-    ttft_s: float | None = None
-    t_arrival_s: float | None = None
-    t_finish_s: float | None = None
-    eval_reward: float | None = None  # from the answer's eval call (same session), None without one
-    candidate_texts: tuple[str, ...] | None = None  # best-of-N style techniques: every candidate
-    candidate_rewards: tuple[float | None, ...] | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)  # the technique's own fields
-
-
-_ANSWER_LIFTED = ("candidate_texts", "candidate_rewards")
-
-
-@dataclass(frozen=True)
-class Unit:
+class Unit(CellRecord):
     """The cells.jsonl record of a unit (the last one written for its key)."""
-
-    run_id: str
-    cell: str
-    technique: str
-    params: Mapping[str, Any]
-    status: str
-    answers: int
-    cell_wall_s: float | None
-    load: LoadLevel
-    cell_repeat: int = 0
-    engine_start_s: float | None = None
-    is_baseline: bool = False
-    error: str | None = None
-    meter: Mapping[str, Any] = field(default_factory=dict)
-    engine_stats: Mapping[str, Any] = field(default_factory=dict)
-    t_start_s: float | None = None
-    t_end_s: float | None = None
-    session: str | None = None
-    resumed_answers: int = 0
-    warmup: Mapping[str, Any] = field(default_factory=dict)
-    load_stats: Mapping[str, Any] = field(default_factory=dict)
-    engine_counters: Mapping[str, Any] = field(default_factory=dict)
-    score_batches: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def key(self) -> UnitKey:
@@ -168,28 +92,22 @@ class Unit:
 
 
 @dataclass(frozen=True)
-class Score:
-    """A scores.jsonl row: one answer evaluated by its prompt source's declared scorer."""
-
-    answer_id: str
-    cell: str
-    prompt_id: str
-    scorer: str
-    load: LoadLevel
-    cell_repeat: int = 0
-    session: str | None = None
-    source: str | None = None
-    values: Mapping[str, Any] = field(default_factory=dict)  # scorer-specific results (pass@k, refusal_*)
+class Score(ScoreRecord):
+    """A scores.jsonl row: one answer evaluated by its prompt source's declared scorer; `values`
+    holds the scorer's results (pass@k, refusal_*)."""
 
 
 def as_row(rec) -> dict[str, Any]:
     """A record as a flat dict for the report's tables: the load level as its label, the
-    scorer-specific values of a Score spread into the row."""
+    scorer-specific values of a Score and the undeclared fields of any record spread into the row
+    (never over a declared field)."""
     d = {f.name: getattr(rec, f.name) for f in fields(rec)}
     d["load"] = rec.load.label
     if isinstance(rec, Score):
         vals = d.pop("values")
         d = {**vals, **d}
+    for k, v in (d.pop("unknown", None) or {}).items():
+        d.setdefault(k, v)
     for k, v in d.items():
         if isinstance(v, tuple) and k not in ("answer_ids", "finish_reasons"):
             d[k] = list(v)
@@ -210,6 +128,14 @@ class RunData:
     @property
     def run_id(self) -> str:
         return self.meta["run_id"]
+
+    @cached_property
+    def run(self) -> RunRecord:
+        """run.json typed (costtax.schema.RunRecord); undeclared keys kept in `unknown`."""
+        try:
+            return from_row(RunRecord, self.meta)
+        except RecordError as exc:
+            raise RunDataError(self.path / RUN_JSON, str(exc)) from None
 
     @property
     def config(self) -> Mapping[str, Any]:
@@ -310,29 +236,20 @@ def _rows(path: Path, run_ids: set[str]) -> Iterable[dict[str, Any]]:
         yield r
 
 
-_LEVELS: dict[str, LoadLevel] = {}
-
-
 def _level(label, where: Path) -> LoadLevel:
-    label = label or BATCH.label
-    lvl = _LEVELS.get(label)
-    if lvl is None:
-        try:
-            lvl = LoadLevel.from_label(str(label))
-        except CosttaxError:
-            raise RunDataError(where, f"unknown load level {label!r}") from None
-        _LEVELS[label] = lvl
-    return lvl
+    try:
+        return level_of(label)
+    except CosttaxError:
+        raise RunDataError(where, f"unknown load level {label!r}") from None
 
 
 def _build(cls, path: Path, meta: Mapping[str, Any], raw: dict[str, list[dict]]) -> RunData:
     # Units: the last record of a key wins (a failed unit later resumed and finished); a key keeps
     # the position of its first record.
-    last: dict[UnitKey, dict] = {}
-    for r in raw[CELLS]:
-        lvl = _level(r.get("load"), path / CELLS)
-        last[UnitKey(r["cell"], lvl, int(r.get("cell_repeat") or 0))] = r
-    units = tuple(_unit(r, k) for k, r in last.items())
+    last: dict[UnitKey, Unit] = {}
+    for u in read_rows(Unit, raw[CELLS], path / CELLS):
+        last[u.key] = u
+    units = tuple(last.values())
     # Answers: the last record of an answer id wins, at its own position in the file.
     ans_rows = raw[ANSWERS]
     last_at = {r["answer_id"]: i for i, r in enumerate(ans_rows)}
@@ -343,72 +260,34 @@ def _build(cls, path: Path, meta: Mapping[str, Any], raw: dict[str, list[dict]])
         # A run killed mid-cell leaves calls of answers it never finished; the resumed session
         # redoes those answers. Only calls of the session that wrote the answer count.
         call_rows = [r for r in call_rows if r.get("answer_id") in owner and owner[r["answer_id"]] == r.get("session")]
-    calls = tuple(_call(r, path) for r in call_rows)
+    calls = tuple(read_rows(Call, call_rows, path / CALLS))
     eval_reward: dict[str, float | None] = {}
     for c in calls:
         if c.stage == "eval":
             eval_reward[c.answer_id] = (c.rewards or (None,))[0] if c.rewards is not None else None
-    answers = tuple(_answer(r, path, eval_reward) for r in ans_rows)
+    answers = tuple(read_rows(Answer, ans_rows, path / ANSWERS, lambda r: {"eval_reward": eval_reward.get(r["answer_id"])}))
     check_owner = bool(ans_rows) and any("session" in r for r in ans_rows)
     scores: dict[str, dict] = {}
     for r in raw[SCORES]:
         if not check_owner or owner.get(r.get("answer_id")) == r.get("session"):
             scores[r["answer_id"]] = r
-    return cls(path, meta, calls, answers, units, tuple(_score(r, path) for r in scores.values()))
+    return cls(path, meta, calls, answers, units, tuple(read_rows(Score, scores.values(), path / SCORES)))
 
 
-def _pick(r: Mapping[str, Any], cls) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in r.items() if k in names}
+def read_rows(cls, rows: Iterable[Mapping[str, Any]], where: Path, derive=None) -> Iterable:
+    """Rows of one record file as `cls` (costtax.schema.from_row: layout-1 `extra` fields lifted,
+    undeclared fields kept); a row that does not fit is one RunDataError line naming the file,
+    the row and the field. `derive(row)`: the reader-side fields of that row."""
+    for i, r in enumerate(rows, 1):
+        try:
+            yield from_row(cls, r, **(derive(r) if derive else {}))
+        except RecordError as exc:
+            raise RunDataError(where, f"row {i} {exc}") from None
 
 
-def _tuple(v):
-    return tuple(v) if isinstance(v, (list, tuple)) else None
-
-
-def _call(r: dict, path: Path) -> Call:
-    extra = dict(r.get("extra") or {})
-    kw = _pick(r, Call)
-    kw.pop("extra", None)
-    for k in _CALL_LIFTED:
-        kw[k] = _opt_float(extra.pop(k, None))
-    kw["rewards"] = _tuple(extra.pop("rewards", None))
-    kw["answer_ids"] = _tuple(r.get("answer_ids"))
-    kw["finish_reasons"] = _tuple(r.get("finish_reasons"))
-    kw["load"] = _level(r.get("load"), path / CALLS)
-    kw["cell_repeat"] = int(r.get("cell_repeat") or 0)
-    return Call(**kw, extra=extra)
-
-
-def _answer(r: dict, path: Path, eval_reward: Mapping[str, float | None]) -> Answer:
-    extra = dict(r.get("extra") or {})
-    kw = _pick(r, Answer)
-    kw.pop("extra", None)
-    for k in _ANSWER_LIFTED:
-        kw[k] = _tuple(extra.pop(k, None))
-    kw["load"] = _level(r.get("load"), path / ANSWERS)
-    kw["cell_repeat"] = int(r.get("cell_repeat") or 0)
-    kw["eval_reward"] = eval_reward.get(r["answer_id"])
-    return Answer(**kw, extra=extra)
-
-
-def _unit(r: dict, key: UnitKey) -> Unit:
-    kw = _pick(r, Unit)
-    kw["load"], kw["cell_repeat"] = key.load, key.cell_repeat
-    kw["params"] = r.get("params") or {}
-    kw["score_batches"] = tuple(b for b in (r.get("score_batches") or []) if isinstance(b, Mapping))
-    for k in ("meter", "engine_stats", "warmup", "load_stats", "engine_counters"):
-        kw[k] = r.get(k) if isinstance(r.get(k), Mapping) else {}
-    return Unit(**kw)
-
-
-_SCORE_FIELDS = {"answer_id", "cell", "prompt_id", "scorer", "load", "cell_repeat", "session", "source"}
-
-
-def _score(r: dict, path: Path) -> Score:
-    return Score(
-        answer_id=r["answer_id"], cell=r["cell"], prompt_id=r.get("prompt_id"), scorer=r.get("scorer"),
-        load=_level(r.get("load"), path / SCORES), cell_repeat=int(r.get("cell_repeat") or 0),
-        session=r.get("session"), source=r.get("source"),
-        values={k: v for k, v in r.items() if k not in _SCORE_FIELDS and k != "run_id"},
-    )
+def read_file(cls, run_dir: str | Path) -> list:
+    """Every row of one record file of a run directory as `cls` (Call, Answer, Unit, Score), in
+    file order, without RunData's de-duplication across sessions: for the runner's own bookkeeping
+    while a run is being written (rundir's resume state, the search's probes, baseline reuse)."""
+    path = Path(run_dir) / cls.FILE
+    return list(read_rows(cls, read_jsonl(path), path))

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import provenance
 from .config import RunConfig
 from .errors import ConfigError
-from .load import DEFAULT_LABEL, LoadLevel
+from .load import LoadLevel
 from .phases import phase
-from .records import CELLS, RUN_JSON, SCHEMA_VERSION, SCORES, RunWriter, read_jsonl, read_run_json, write_json_atomic
+from .records import RUN_JSON, SCHEMA_VERSION, RunWriter, read_run_json, write_json_atomic
+from .rundata import Answer, Call, Score, Unit, read_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from .constitution import Constitution
@@ -142,35 +143,28 @@ UnitKey = tuple[str, LoadLevel, int]  # (cell, load level, cell repeat)
 def done_units(run_dir: Path) -> set[UnitKey]:
     """Every unit a session of this run finished. Rows written before load levels existed
     carry no `load`: they are the batch level's."""
-    return {(r["cell"], LoadLevel.from_label(r.get("load", DEFAULT_LABEL)), int(r.get("cell_repeat", 0)))
-            for r in read_jsonl(run_dir / CELLS) if r.get("status") == "ok"}
+    return {(u.cell, u.load, u.cell_repeat) for u in read_file(Unit, run_dir) if u.status == "ok"}
 
 
 def done_answers(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0) -> frozenset[str]:
     """Answer ids of one unit already written (by an interrupted or failed session)."""
-    return frozenset(
-        r["answer_id"]
-        for r in read_jsonl(run_dir / "answers.jsonl")
-        if r.get("cell") == cell and r.get("load", DEFAULT_LABEL) == level.label and int(r.get("cell_repeat", 0)) == cell_repeat
-    )
+    return frozenset(a.answer_id for a in read_file(Answer, run_dir)
+                     if a.cell == cell and a.load == level and a.cell_repeat == cell_repeat)
 
 
-def evaluation_backlog(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0) -> list[tuple[dict[str, Any], bool, bool]]:
-    """Answers of one unit an earlier session finished, each as (its answers.jsonl row, has an
+def evaluation_backlog(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0) -> list[tuple[Any, bool, bool]]:
+    """Answers of one unit an earlier session finished, each as (its rundata.Answer, has an
     eval call, has a scores.jsonl row). A session killed (or a unit failed) after an answer was
     written but before the unit's scoring pass leaves answers with neither; the resumed unit
     evaluates those (CellContext.adopt_backlog). Same rule as rundata: the last row of an answer
     wins, and an eval call or scores row counts only when it carries the answer's session."""
-    rows: dict[str, dict[str, Any]] = {}
-    for r in read_jsonl(run_dir / "answers.jsonl"):
-        if r.get("cell") == cell and r.get("load", DEFAULT_LABEL) == level.label and int(r.get("cell_repeat", 0)) == cell_repeat:
-            rows[r["answer_id"]] = r
+    rows = {a.answer_id: a for a in read_file(Answer, run_dir)
+            if a.cell == cell and a.load == level and a.cell_repeat == cell_repeat}
     if not rows:
         return []
-    evald = {(r.get("answer_id"), r.get("session")) for r in read_jsonl(run_dir / "calls.jsonl")
-             if r.get("stage") == "eval" and r.get("answer_id") in rows}
-    scored = {(r.get("answer_id"), r.get("session")) for r in read_jsonl(run_dir / SCORES) if r.get("answer_id") in rows}
-    return [(r, (aid, r.get("session")) in evald, (aid, r.get("session")) in scored) for aid, r in rows.items()]
+    evald = {(c.answer_id, c.session) for c in read_file(Call, run_dir) if c.stage == "eval" and c.answer_id in rows}
+    scored = {(s.answer_id, s.session) for s in read_file(Score, run_dir) if s.answer_id in rows}
+    return [(a, (aid, a.session) in evald, (aid, a.session) in scored) for aid, a in rows.items()]
 
 
 def rebuild_summary(state: RunState, after: str, emit: "Event | None" = None) -> None:

@@ -314,9 +314,15 @@ class SearchUnits:
         self.probed: dict[str, list[str]] = {c.cell: [] for c in config.cells}
 
     def _rows(self):
-        from .records import ANSWERS, CELLS, read_jsonl
+        """cells.jsonl and answers.jsonl read through the one reader, as the report's flat rows."""
+        from .rundata import Answer, Unit, as_row, read_file
 
-        return list(read_jsonl(self.run_dir / CELLS)), list(read_jsonl(self.run_dir / ANSWERS))
+        return [as_row(u) for u in read_file(Unit, self.run_dir)], [as_row(a) for a in read_file(Answer, self.run_dir)]
+
+    def _recorded(self) -> set[tuple[str, str, int]]:
+        from .rundata import Unit, read_file
+
+        return {(u.cell, u.load.label, u.cell_repeat) for u in read_file(Unit, self.run_dir)}
 
     def _round(self) -> list[tuple[Any, LoadLevel]]:
         cell_rows, answers = self._rows()
@@ -332,20 +338,18 @@ class SearchUnits:
         return bool(self._round())
 
     def __iter__(self):
-        from .records import CELLS, read_jsonl
-
         while True:
             todo = self._round()
             if not todo:
                 return
-            recorded = {(r["cell"], r.get("load"), int(r.get("cell_repeat", 0))) for r in read_jsonl(self.run_dir / CELLS)}
+            recorded = self._recorded()
             yielded = []
             for k in range(self.config.cell_repeats):
                 for spec, level in todo:
                     if (spec.cell, level.label, k) not in recorded:
                         yielded.append((spec.cell, level.label, k))
                         yield spec, level, k
-            recorded = {(r["cell"], r.get("load"), int(r.get("cell_repeat", 0))) for r in read_jsonl(self.run_dir / CELLS)}
+            recorded = self._recorded()
             missing = [u for u in yielded if u not in recorded]
             if missing or not yielded:
                 raise RuntimeError(f"search: probe units left no record: {missing or todo}")

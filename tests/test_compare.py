@@ -86,7 +86,7 @@ def _worse_answers(run_dir, cell):
 
     def calls(r):
         if r["cell"] == cell and r["stage"] == "eval":
-            r["extra"]["rewards"] = [-10.0]
+            r["rewards"] = [-10.0]
         return r
 
     _rewrite(run_dir, "calls.jsonl", calls)

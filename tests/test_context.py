@@ -71,7 +71,7 @@ def test_answer_totals_follow_the_calls():
     # sample call: submitted at 102, finished 103; critique: 101 -> 102 (epoch 100): first submit
     # to last finish
     assert a.latency_s == pytest.approx(2.0)
-    assert rows.calls[0].extra["queue_s"] == 0.25 and rows.calls[0].ttft_s == pytest.approx(0.5)
+    assert rows.calls[0].queue_s == 0.25 and rows.calls[0].ttft_s == pytest.approx(0.5)
     assert a.ttft_s == pytest.approx(0.5)  # from the sample call, not the critique
 
 
@@ -166,8 +166,8 @@ def test_score_calls_count_reward_tokens_not_generation_tokens():
     ctx.finish_answer(inst, res.samples[0].text, selection_reward=max(rewards))
     sample, score = rows.calls
     assert score.stage == "score" and score.n == 3 and score.output_tokens == 0 and score.ttft_s is None
-    assert score.extra["rewards"] == rewards and score.extra["reward_model"] == "fake-reward"
-    assert score.extra["score_batch_pairs"] == 3 and score.extra["score_batch_calls"] == 1
+    assert list(score.rewards) == rewards and score.extra["reward_model"] == "fake-reward"
+    assert score.score_batch_pairs == 3 and score.extra["score_batch_calls"] == 1
     a = rows.answers[0]
     assert a.calls == 2 and a.reward_tokens == score.prompt_tokens > 0
     # the score call adds neither prompt nor output tokens of the generation
@@ -207,7 +207,7 @@ def test_run_eval_scores_finished_answers_once_in_chunks():
     evals = [c for c in rows.calls if c.stage == "eval"]
     assert [c.prompt_id for c in evals] == [p.id for p in prompts]
     assert [c.batch_id for c in evals] == ["e0", "e0", "e1", "e1", "e2"] and scorer.calls == 3
-    assert all(c.n == 1 and c.output_tokens == 0 and len(c.extra["rewards"]) == 1 for c in evals)
+    assert all(c.n == 1 and c.output_tokens == 0 and len(c.rewards) == 1 for c in evals)
     assert all(c.extra["reward_model"] == "eval-rm" for c in evals)
     assert ctx.run_eval() == 0  # each answer is evaluated once
     assert _ctx(None, _Rows()).run_eval() == 0  # no evaluation model: nothing to do

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from costtax.model_files import EMBEDDED
-from costtax.records import read_jsonl
+from costtax.records import SCHEMA_VERSION, read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def test_default_cells_and_table(demo_run):
 def test_run_directory_contract(demo_run):
     out, _ = demo_run
     meta = json.loads((out / "run.json").read_text())
-    assert meta["schema_version"] == 1 and meta["status"] == "finished"
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["status"] == "finished"
     assert meta["cells"] == ["plain", "bon:n=4", "cai:rounds=1"]
     assert meta["engine"]["engine"] == "vllm" and meta["engine"]["dtype"] == "float32"
     assert meta["engine_start"]["engine_start_s"] > 1
@@ -67,13 +67,13 @@ def test_run_directory_contract(demo_run):
         assert a["calls"] == len(mine)
         if a["technique"] == "bon":
             assert a["output_tokens"] == sum(a["extra"]["candidate_output_tokens"])
-            assert a["selection_reward"] == pytest.approx(max(a["extra"]["candidate_rewards"]), abs=1e-5)
+            assert a["selection_reward"] == pytest.approx(max(a["candidate_rewards"]), abs=1e-5)
             assert a["cached_prompt_tokens"] > 0  # the 4 samples share the prompt prefill
         if a["technique"] == "cai":
             assert a["calls"] == 3
     bon = [a for a in answers if a["technique"] == "bon"]
     mean_selected = sum(a["selection_reward"] for a in bon) / len(bon)
-    mean_first = sum(a["extra"]["candidate_rewards"][0] for a in bon) / len(bon)
+    mean_first = sum(a["candidate_rewards"][0] for a in bon) / len(bon)
     assert mean_selected >= mean_first - 1e-6
     with open(out / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))

@@ -84,13 +84,13 @@ def test_contract_and_invariants(tmp_path):
         elif a["technique"] == "bon":
             n = int(a["cell"].split("n=")[1].split(",")[0])
             ex = a["extra"]
-            assert len(ex["candidate_rewards"]) == n
+            assert len(a["candidate_rewards"]) == n
             # output tokens per answer = the sum over its N candidates
             assert a["output_tokens"] == sum(ex["candidate_output_tokens"])
             # selected reward = max candidate reward, and the selected text is that candidate
-            assert a["selection_reward"] == pytest.approx(max(ex["candidate_rewards"]))
-            assert ex["candidate_rewards"][ex["selected_index"]] == pytest.approx(max(ex["candidate_rewards"]))
-            assert a["text"] == ex["candidate_texts"][ex["selected_index"]]
+            assert a["selection_reward"] == pytest.approx(max(a["candidate_rewards"]))
+            assert a["candidate_rewards"][ex["selected_index"]] == pytest.approx(max(a["candidate_rewards"]))
+            assert a["text"] == a["candidate_texts"][ex["selected_index"]]
             assert sorted(c["stage"] for c in mine) == ["sample", "score"]
             assert a["reward_tokens"] > 0
             if "share_prefix=false" in a["cell"]:

@@ -20,6 +20,7 @@ from costtax.records import (
     CallRecord,
     CellRecord,
     RunWriter,
+    ScoreRecord,
     read_jsonl,
     read_run_json,
     to_json_dict,
@@ -35,6 +36,10 @@ def _call(**kw) -> CallRecord:
     return CallRecord(**base)
 
 
+def _score(answer_id: str, **values) -> ScoreRecord:
+    return ScoreRecord(run_id="r", cell="plain", answer_id=answer_id, prompt_id="p1", scorer="pass_at_k", values=values)
+
+
 def test_read_jsonl_skips_a_torn_last_line(tmp_path):
     p = tmp_path / "x.jsonl"
     p.write_text('{"a": 1}\n\n{"a": 2}\n{"a": 3, "b": [1, 2', encoding="utf-8")  # killed mid-write
@@ -44,12 +49,12 @@ def test_read_jsonl_skips_a_torn_last_line(tmp_path):
 
 def test_writer_flushes_every_row_and_appends_on_reopen(tmp_path):
     w = RunWriter(tmp_path)
-    w.scored({"answer_id": "a", "code_passed": False})
+    w.scored(_score("a", code_passed=False))
     # flushed: a reader sees the row before the writer closes
     assert [r["answer_id"] for r in read_jsonl(tmp_path / SCORES)] == ["a"]
     w.close()
     w2 = RunWriter(tmp_path)  # a resumed session appends
-    w2.scored({"answer_id": "b"})
+    w2.scored(_score("b"))
     w2.close()
     assert [r["answer_id"] for r in read_jsonl(tmp_path / SCORES)] == ["a", "b"]
     assert (tmp_path / CALLS).exists() and (tmp_path / CELLS).exists()
@@ -72,7 +77,7 @@ def test_call_record_rejects_an_unknown_stage():
 
 
 def test_rows_round_trip_through_the_writer_with_tuples_as_lists(tmp_path):
-    call = _call(answer_ids=("a1", "a2"), finish_reasons=("stop", None), extra={"queue_s": 0.25})
+    call = _call(answer_ids=("a1", "a2"), finish_reasons=("stop", None), queue_s=0.25, extra={"share_prefix": True})
     d = to_json_dict(call)
     assert d["answer_ids"] == ["a1", "a2"] and d["finish_reasons"] == ["stop", None]
     answer = AnswerRecord(run_id="r", cell="plain", answer_id="plain|p1|0", technique="plain", prompt_id="p1",
@@ -88,7 +93,7 @@ def test_rows_round_trip_through_the_writer_with_tuples_as_lists(tmp_path):
     [a] = read_jsonl(tmp_path / "run" / ANSWERS)
     [k] = read_jsonl(tmp_path / "run" / CELLS)
     assert c == d  # every field, defaults included, survives the trip
-    assert c["load"] == "batch" and c["cell_repeat"] == 0 and c["extra"] == {"queue_s": 0.25}
+    assert c["load"] == "batch" and c["cell_repeat"] == 0 and c["queue_s"] == 0.25 and c["extra"] == {"share_prefix": True}
     assert a["prompt_tokens"] is None and a["text"] == "Voilà: 3 œufs"  # unknown stays null, not 0
     assert "Voilà" in (tmp_path / "run" / ANSWERS).read_text(encoding="utf-8")  # UTF-8, not \u escapes
     assert k["status"] == "ok" and k["meter"] == {"gpu_s": None} and k["score_batches"] == []
@@ -104,9 +109,10 @@ def test_json_writers_stringify_what_json_cannot_hold(tmp_path):
     write_json_atomic(tmp_path / RUN_JSON, {"out": tmp_path / "x", "status": "running"})
     assert read_run_json(tmp_path) == {"out": str(tmp_path / "x"), "status": "running"}
     w = RunWriter(tmp_path)
-    w.scored({"answer_id": "a", "path": Path("/tmp/p")})
+    w.scored(_score("a", path=Path("/tmp/p")))
     w.close()
-    assert list(read_jsonl(tmp_path / SCORES)) == [{"answer_id": "a", "path": "/tmp/p"}]
+    [row] = read_jsonl(tmp_path / SCORES)
+    assert row["answer_id"] == "a" and row["path"] == "/tmp/p"  # a scorer's value at the top level, as text
 
 
 def test_records_import_no_heavy_module():

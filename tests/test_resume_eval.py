@@ -52,7 +52,7 @@ def test_resume_evaluates_answers_the_killed_session_finished(tmp_path):
     evals = Counter((c["answer_id"], c["session"]) for c in calls if c["stage"] == "eval")
     assert evals == Counter({(aid, a["session"]): 1 for aid, a in answers.items()})
     resumed = [c for c in calls if c["stage"] == "eval" and c["answer_id"] in first]
-    assert resumed and all(c["extra"]["evaluated_by_session"] not in (None, c["session"]) for c in resumed)
+    assert resumed and all(c["evaluated_by_session"] not in (None, c["session"]) for c in resumed)
     # generation was not redone: the first session's answers have no calls but their evaluation
     after = Counter(c["answer_id"] for c in calls if c["stage"] != "eval")
     assert all(after[aid] == sample_calls_before[aid] for aid in first)

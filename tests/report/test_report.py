@@ -15,7 +15,7 @@ def _call(cell, aid, pid, stage, *, n=1, pt=10, cached=0, out=5, t0=0.0, t1=1.0,
         run_id="r", cell=cell, call_id=f"{aid}-{stage}-{t0}", answer_id=aid, prompt_id=pid, stage=stage, n=n,
         prompt_tokens=pt, cached_prompt_tokens=cached, output_tokens=out, t_submit_s=t0, t_first_token_s=None if ttft is None else t0 + ttft,
         t_finish_s=t1, latency_s=t1 - t0, ttft_s=ttft, prompt_tokens_computed=pt * n - cached,
-        extra={"rewards": rewards} if rewards else {}, session=session,
+        rewards=tuple(rewards) if rewards else None, session=session,
     )
 
 
@@ -53,7 +53,7 @@ def run_dir(tmp_path):
         w.call(_call("bon:n=4", aid, pid, "eval", pt=20, out=0, t0=9, t1=9.5, ttft=None, rewards=[ev]))
         w.answer(AnswerRecord(run_id="r", cell="bon:n=4", answer_id=aid, technique="bon", prompt_id=pid, text=ans[pid],
                               calls=2, prompt_tokens=40, output_tokens=20, latency_s=lat, prompt_set="arith", session="s",
-                              selection_reward=0.9, extra={"candidate_texts": ["a b", "a b", "c d", "e f"]}))
+                              selection_reward=0.9, candidate_texts=("a b", "a b", "c d", "e f")))
     w.cell(CellRecord(run_id="r", cell="bon:n=4", technique="bon", params={"n": 4, "share_prefix": True}, status="ok", answers=2,
                       cell_wall_s=8.0, engine_start_s=30.0, meter={"cpu_s": 32.0, "rss_peak_bytes": 1500, "memory_source": "process_tree_rss",
                                                                                    "foreign_cpu_share": 0.6}))

@@ -134,13 +134,13 @@ def test_bon_picks_the_highest_reward_and_accounts_all_n_samples():
     assert stages(calls) == [("sample", 4, None), ("score", 4, None)]
     ex = answer["extra"]
     assert ex["selected_index"] == 2 and answer["text"] == "c c c"  # not the first, not the last
-    assert answer["selection_reward"] == pytest.approx(0.9) and ex["candidate_rewards"] == pytest.approx([0.1, 0.5, 0.9, 0.3])
+    assert answer["selection_reward"] == pytest.approx(0.9) and answer["candidate_rewards"] == pytest.approx([0.1, 0.5, 0.9, 0.3])
     assert answer["truncated"]  # the chosen candidate's finish reason
     # cost: all N candidates' tokens, and the reward model's tokens for all N
     assert answer["output_tokens"] == 1 + 2 + 3 + 4 and ex["candidate_output_tokens"] == [1, 2, 3, 4]
     assert answer["reward_tokens"] == calls[1]["prompt_tokens"] > 0
-    assert calls[1]["extra"]["rewards"] == pytest.approx([0.1, 0.5, 0.9, 0.3])
-    assert ex["candidate_texts"] == ["a", "b b", "c c c", "d d d d"]
+    assert calls[1]["rewards"] == pytest.approx([0.1, 0.5, 0.9, 0.3])
+    assert answer["candidate_texts"] == ["a", "b b", "c c c", "d d d d"]
     assert BestOfN(n=4).check(answer, calls) == []
 
 
@@ -180,7 +180,7 @@ def test_bon_es_keeps_the_top_partial_scores_continues_only_unfinished_ones_and_
     ex = answer["extra"]
     assert ex["kept_indices"] == [1, 2] and ex["top_partial_index"] == 1
     assert ex["selected_index"] == 2 and answer["text"] == "c1" and answer["selection_reward"] == pytest.approx(0.8)
-    assert ex["candidate_texts"] == ["b1 b2 b3b4 b5", "c1"]
+    assert answer["candidate_texts"] == ["b1 b2 b3b4 b5", "c1"]
     assert ex["discarded_tokens"] == 3 + 3 and ex["continued_tokens"] == 2  # a and d dropped; b's two more tokens
     assert answer["output_tokens"] == 3 + 3 + 1 + 3 + 2
     assert tech.check(answer, calls) == []
