@@ -80,7 +80,13 @@ def make_fixtures(base: Path, owner: int | None) -> dict:
         os.chown(fix, owner, owner)
         os.chmod(base, 0o755)
     return {"tag": tag, "fixtures": str(fix), "secret": str(secret), "secret_owner": "root" if os.geteuid() == 0 else "self",
-            "home": os.path.expanduser("~"), "project": str(ROOT)}
+            "home": os.path.expanduser("~"), "project": str(ROOT) if os.access(ROOT, os.W_OK) else _project(base)}
+
+
+def _project(base: Path) -> str:
+    """A project directory this user may write (the checkout itself when it is writable)."""
+    (base / "project").mkdir(exist_ok=True)
+    return str(base / "project")
 
 
 def _fixture_base() -> Path:

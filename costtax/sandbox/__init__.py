@@ -233,6 +233,10 @@ def run_program(source: str, limits: SandboxLimits = SandboxLimits(), *, check_c
         if timed_out:
             _kill_group(proc)
         proc.wait()
+    except BaseException:  # interrupted (KeyboardInterrupt, ...): the sample does not outlive this call
+        _kill_group(proc)
+        proc.wait()
+        raise
     finally:
         os.close(out_r)
         os.close(err_r)
