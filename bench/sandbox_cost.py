@@ -9,6 +9,9 @@ all cores over the bench's wall time), as the rest of costtax records contention
 
 Run: flock /tmp/costtax-heavy.lock env PYTHONPATH=. .venv/bin/python bench/sandbox_cost.py
      [--out bench/results/sandbox-cost-PATH-DATE.json] [--trivial 50] [--limit N]
+The removed ``unshare`` path, measured back to back with the current one on the same machine:
+     git archive 9faa070 costtax | tar -x -C /tmp/oldpath
+     PYTHONPATH=/tmp/oldpath .venv/bin/python bench/sandbox_cost.py --code "git archive 9faa070" --out ...
 The README's sandbox section states the committed numbers (scripts/sandbox_cost_doc.py).
 """
 from __future__ import annotations
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--trivial", type=int, default=50)
     ap.add_argument("--limit", type=int, default=None, help="first N HumanEval problems (a quick look)")
+    ap.add_argument("--code", default=None, help="where the measured costtax came from, e.g. 'git archive 9faa070' (recorded)")
     args = ap.parse_args(argv)
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     out = Path(args.out or ROOT / "bench" / "results" / f"sandbox-cost-{PATH_NAME}-{day}.json")
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             "script": "bench/sandbox_cost.py", "git_commit": rev, "utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": {"host": platform.node(), "cpus": os.cpu_count(), "cpu_model": _cpu_model(),
                         "kernel": platform.release(), "python": platform.python_version()},
-            "euid": os.geteuid(), "sandbox_path": PATH_NAME, "sandbox": facts,
+            "euid": os.geteuid(), "sandbox_path": PATH_NAME, "code": args.code or "this checkout",
+            "costtax_package": str(Path(sys.modules["costtax"].__file__).parent), "sandbox": facts,
             "load": {"loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                      "foreign_cpu_share": round(foreign, 3)},
             "limits": {"timeout_s": lim.timeout_s, "cpu_s": lim.cpu_s, "memory_bytes": lim.memory_bytes},

@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CosttaxError
-from . import _bwrap, _seccomp
+from . import _bwrap, _cgroup, _seccomp
 from ._reasons import outcome, signal_name
 
 PATH_NAME = "bwrap"  # which containment path ran (recorded in every result)
 GRACE_S = 5.0  # the outside wall limit: the init's own (timeout_s, from the sample's fork) + this
+CGROUP_SLACK_BYTES = 64 << 20  # the cgroup's memory limit over the sample's: bwrap, the init, page tables
 _HERE = Path(__file__).resolve().parent
 
 
@@ -212,6 +213,12 @@ def run_program(source: str, limits: SandboxLimits = SandboxLimits(), *, check_c
     sec_fd = _seccomp.filter_fd()
     cfg = _config(limits, python, check_call, out_w, err_w)
     cmd = _bwrap.command(bwrap, python, prefix, limits.tmpfs_bytes, sec_fd, (_HERE / "_init.py").read_text())
+    cg = None
+    if slot:  # pids and memory limits on the whole sandbox, bwrap included (root only)
+        cg = _cgroup.Cgroup(f"costtax-sandbox-{os.getpid()}-{slot.uid - _bwrap.UID_BASE}", slot.uid, limits.max_processes + 4,
+                            limits.memory_bytes + 2 * limits.tmpfs_bytes + CGROUP_SLACK_BYTES)
+        cmd = cg.join_command(cmd)
+    cg_facts = {"cgroup": "none (not root: no cgroup of costtax's own to create)"}
     drop = {"user": slot.uid, "group": slot.uid, "extra_groups": []} if slot else {}
     t0 = time.perf_counter()
     try:
@@ -221,6 +228,8 @@ def run_program(source: str, limits: SandboxLimits = SandboxLimits(), *, check_c
     except OSError as exc:
         for fd in (out_r, out_w, err_r, err_w, sec_fd):
             os.close(fd)
+        if cg:
+            cg.close()
         if slot:
             slot.close()
         raise _unavailable(f"cannot start {bwrap}: {exc}") from None
@@ -240,6 +249,9 @@ def run_program(source: str, limits: SandboxLimits = SandboxLimits(), *, check_c
     finally:
         os.close(out_r)
         os.close(err_r)
+        if cg:
+            cg_facts = cg.facts()
+            cg.close()
         if slot:
             slot.close()
     wall = time.perf_counter() - t0
@@ -247,7 +259,7 @@ def run_program(source: str, limits: SandboxLimits = SandboxLimits(), *, check_c
         raise _unavailable("cannot establish containment here (" + (msgs.get("setup_error") or msgs["_init_err"].strip()
                            or f"bwrap exit {proc.returncode}")[-300:] + ")")
     containment = {"path": PATH_NAME, "mode": "root" if root else "user", "host_uid": slot.uid if slot else os.getuid(),
-                   "bwrap": version, **sfacts, **(msgs.get("facts") or {})}
+                   "bwrap": version, **cg_facts, **sfacts, **(msgs.get("facts") or {})}
     if "result" not in msgs:
         return SandboxResult(False, "timeout" if timed_out else "sandbox_lost", None, None, wall, None, None,
                              msgs["_stdout"], msgs["_stderr"], containment=containment)
