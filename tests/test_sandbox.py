@@ -211,6 +211,22 @@ def test_setup_failure_in_the_sample_process_travels_on_the_close_on_exec_pipe(m
         run_program("print(1)", FAST)
 
 
+def test_cgroup_caps_the_whole_sandbox_as_root_and_is_removed_after():
+    import glob
+    import os
+
+    res = run_program("import os\nprint(os.getpid())", FAST)
+    c = res.containment
+    if os.geteuid() != 0:  # an ordinary user has no cgroup of its own to create: said so
+        assert c["cgroup"].startswith("none (")
+        return
+    assert c["cgroup"] in ("v1", "v2"), c["cgroup"]  # this machine: the v1 pids and memory hierarchies
+    assert c["cgroup_pids_max"] == FAST.max_processes + 4
+    assert c["cgroup_memory_max"] == FAST.memory_bytes + 2 * FAST.tmpfs_bytes + sandbox.CGROUP_SLACK_BYTES
+    assert 2 <= c["cgroup_pids_peak"] <= 4 and 0 < c["cgroup_memory_peak"] <= c["cgroup_memory_max"]
+    assert not glob.glob(f"/sys/fs/cgroup/**/costtax-sandbox-{os.getpid()}-*", recursive=True)
+
+
 def test_check_call_must_be_the_programs_last_line(humaneval0):
     program, _ = build_program(humaneval0, sc.EXIT_VARIANTS["correct"][0])
     assert program.rstrip().endswith(check_call(humaneval0))
@@ -243,5 +259,24 @@ def test_readme_sandbox_section_names_tests_that_exist():
             defined[fname] = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         assert test in defined[fname], f"README names {fname}::{test}, which does not exist"
     # and every attack test of the suite is named there
-    attacks = {n for n in defined["test_sandbox_attacks.py"] if n.startswith("test_")}
-    assert attacks <= {t for f, t in named if f == "test_sandbox_attacks.py"}
+    for fname in ("test_sandbox_attacks.py", "test_sandbox_attacks_bwrap.py"):
+        attacks = {n for n in defined[fname] if n.startswith("test_")}
+        assert attacks and attacks <= {t for f, t in named if f == fname}, fname
+
+
+def test_readme_sandbox_cost_block_is_generated_from_both_committed_results():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    import sandbox_cost_doc
+
+    docs = [doc for _, doc in sandbox_cost_doc.results()]
+    assert {d["provenance"]["sandbox_path"] for d in docs} == {"unshare", "bwrap"}  # the removed path's and today's
+    for doc in docs:
+        assert doc["trivial"]["n"] == 50 and doc["humaneval_canonical"]["n"] == 164
+        assert doc["trivial"]["passed"] == 50 and doc["humaneval_canonical"]["passed"] == 164
+        assert "foreign_cpu_share" in doc["provenance"]["load"]
+    p = subprocess.run([sys.executable, str(root / "scripts" / "sandbox_cost_doc.py"), "--check"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
