@@ -84,7 +84,8 @@ class SandboxResult:
     tests) | ``raise_system_exit`` (a ``raise SystemExit`` before the tests) | ``os_exit`` (the
     process ended without an exception before the tests, e.g. ``os._exit``) | ``exit_in_tests`` (any
     exit while the check call ran) | ``fork_outlived`` (a process of the sample outlived it or
-    finished the tests in its place) | ``no_marker`` (exit 0 without the marker) | ``exit:<code>``
+    finished the tests in its place) | ``no_marker`` (the program ran to its end but
+    its report pipe was unusable, so the marker could not be written; the driver exits 121) | ``exit:<code>``
     (nonzero exit after the marker) | ``sandbox_lost`` (PID 1 did not report).
     ``stage``: where the program stopped: ``program`` (module code), ``tests`` (the check call),
     ``done``, or None (the driver never ran). ``exit_via``: ``sys.exit`` | ``raise SystemExit`` |

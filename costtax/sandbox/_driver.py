@@ -11,6 +11,9 @@ check call as its own stage; without one the program runs as a ``__main__`` scri
 """
 
 
+NO_MARKER_EXIT = 121  # costtax.sandbox._reasons.NO_MARKER_EXIT
+
+
 def _main():
     import json
     import os
@@ -32,8 +35,9 @@ def _main():
     def say(obj):
         try:
             os.write(3, (json.dumps(obj) + "\n").encode())
+            return True
         except Exception:  # a full pipe, a closed fd, no memory left: PID 1 falls back on stderr
-            pass
+            return False
 
     def read(path):
         try:
@@ -69,7 +73,10 @@ def _main():
         except BaseException as exc:
             say({"error": type(exc).__name__, "stage": stage})
             raise
-    say({"done": marker, "pid": os.getpid()})
+    if not say({"done": marker, "pid": os.getpid()}):  # the program ran to its end; its report pipe did not
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(NO_MARKER_EXIT)
 
 
 def _exit_via(exc):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import signal
 
+NO_MARKER_EXIT = 121  # the driver's exit status when the program ended but the marker could not be written
 _ERROR_REASONS = {"AssertionError": "assertion", "MemoryError": "memory", "SyntaxError": "syntax",
                   "IndentationError": "syntax", "TabError": "syntax"}
 
@@ -36,7 +37,7 @@ def _stderr_reason(exit_code: int | None, stderr: str) -> str:
     if m and (m.group(1).endswith(("Error", "Exception", "Exit", "Interrupt")) or m.group(1) == "KeyboardInterrupt"):
         name = m.group(1).rsplit(".", 1)[-1]
         return _ERROR_REASONS.get(name, f"error:{name}")
-    return "no_marker" if exit_code == 0 else f"exit:{exit_code}"
+    return f"exit:{exit_code}"
 
 
 def outcome(rep: dict, stderr_tail: str, cpu_limit: int) -> tuple[str, str | None, str | None]:
@@ -50,10 +51,12 @@ def outcome(rep: dict, stderr_tail: str, cpu_limit: int) -> tuple[str, str | Non
     via, fallback = None, _stderr_reason(code, stderr_tail)
     if exits:
         via = "raise SystemExit" if exits[0]["system_exit"] == "raise" else "sys.exit"
-    elif stage in ("program", "tests") and not errors and sig is None and (fallback.startswith("exit:") or fallback == "no_marker"):
+    elif stage in ("program", "tests") and not errors and sig is None and fallback.startswith("exit:"):
         # neither an exception (reported, or printed by Python when the report could not be
         # written, e.g. out of memory) nor the marker: the process ended without unwinding
         via = "os._exit"
+    if code == NO_MARKER_EXIT and sig is None and not exits and not errors and not rep["completed"]:
+        return "no_marker", stage, None  # the program ran to its end, but its report pipe was unusable
     if rep.get("timed_out"):
         return "timeout", stage, None
     if sig is not None:
