@@ -208,7 +208,10 @@ def run_program(source: str, limits: SandboxLimits = SandboxLimits(), *, check_c
         source = body[: -len(check_call.strip())]
     bwrap, version, python, prefix, sfacts = _prepare()
     root = os.geteuid() == 0
-    slot = _bwrap.Slot() if root else None
+    try:
+        slot = _bwrap.Slot() if root else None  # as root: the unprivileged uid bwrap runs as
+    except (_bwrap.Unavailable, OSError) as exc:
+        raise _unavailable(exc) from None
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     sec_fd = _seccomp.filter_fd()
