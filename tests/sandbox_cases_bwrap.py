@@ -223,7 +223,8 @@ def run_cases(ctx: dict) -> dict:
     os.chmod(tok, 0o644)
     look = (f"attempt('token', lambda: open({tok!r}).read())\n"
             "for d in ('/home', '/root', '/etc', '/run', '/var', '/opt', '/srv', '/mnt', '/media', '/work'):\n"
-            "    attempt('ls' + d, lambda: os.listdir(d))\nattempt('top', lambda: sorted(os.listdir('/')))\n")
+            "    attempt('ls' + d, lambda: os.listdir(d))\nattempt('top', lambda: sorted(os.listdir('/')))\n"
+            "attempt('hostname', lambda: socket.gethostname())\n")
     out["token_and_homes"] = {"control": _host(_probe(look)), "sandbox": _sandbox(_probe(look))}
 
     # 9: the parent (costtax) is interrupted or killed while a sample sleeps

@@ -126,12 +126,13 @@ def test_memory_is_bounded_by_the_limit_plus_the_capped_tmpfs_mounts(res):
     assert tmp + shm + r["heap"] <= mem + 2 * tmpfs  # what the README promises
 
 
-def test_token_outside_home_other_homes_and_host_dirs_are_absent(res):
+def test_token_outside_home_other_homes_host_dirs_and_hostname_are_absent(res):
     c = res[1]["token_and_homes"]
     assert c["control"]["R"]["token"].endswith("_TOKEN") and c["control"]["R"]["ls/etc"].startswith("ok")
     r = _r(c["sandbox"])
     assert r["token"].startswith("fail:FileNotFoundError")
     assert all(r[k].startswith("fail:FileNotFoundError") for k in r if k.startswith("ls/")), r
+    assert r["hostname"] == "ok:costtax-sandbox" != c["control"]["R"]["hostname"]  # not the host's name
     assert set(eval(r["top"][3:])) <= {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "dev", "proc", "tmp"}
 
 

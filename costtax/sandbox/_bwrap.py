@@ -27,6 +27,7 @@ MIN_BWRAP = (0, 11)
 UID_BASE = 1_600_000_000  # slot N runs as uid/gid UID_BASE + N (in no passwd file, owns no file)
 SLOTS = 256
 WORK = "/tmp/work"
+HOSTNAME = "costtax-sandbox"  # its own UTS namespace: the host's name is not the sample's to send
 _lock = threading.Lock()
 _cache: dict[str, object] = {}
 
@@ -148,7 +149,7 @@ def binds(prefix: str) -> list[str]:
 def command(bwrap: str, python: str, prefix: str, tmpfs_bytes: int, seccomp_fd: int, init_text: str) -> list[str]:
     return [
         bwrap, "--unshare-user", "--unshare-all", "--disable-userns", "--die-with-parent", "--new-session",
-        "--as-pid-1", "--cap-drop", "ALL", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
+        "--as-pid-1", "--hostname", HOSTNAME, "--cap-drop", "ALL", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
         *binds(prefix),
         "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev",
         "--size", str(tmpfs_bytes), "--tmpfs", "/dev/shm", "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
