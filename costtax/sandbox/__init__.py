@@ -56,13 +56,13 @@ class SandboxUnavailable(CosttaxError, RuntimeError):
 class SandboxLimits:
     """Per-sample limits. Defaults fit one HumanEval problem (their tests take milliseconds)."""
 
-    timeout_s: float = 10.0  # wall clock, from outside
+    timeout_s: float = 10.0  # wall clock from the fork, enforced by the init inside (costtax kills at + GRACE_S)
     cpu_s: int = 5  # RLIMIT_CPU soft limit (SIGXCPU), hard = soft + 1 (SIGKILL)
     memory_bytes: int = 1 << 30  # RLIMIT_AS: address space, not RSS (Python reserves ~30 MB)
     max_processes: int = 32  # RLIMIT_NPROC (threads count too; see README for the non-root path)
     max_file_bytes: int = 8 << 20  # RLIMIT_FSIZE: largest file the sample may write
     max_open_files: int = 64  # RLIMIT_NOFILE
-    tmpfs_bytes: int = 64 << 20  # size of each private tmpfs (working dir, /tmp, ...)
+    tmpfs_bytes: int = 64 << 20  # each of /tmp (holding the work dir) and /dev/shm; memory bound: memory_bytes + 2 x this
     output_tail_chars: int = 2000  # how much of stdout/stderr is kept in the result
 
     def __post_init__(self):
