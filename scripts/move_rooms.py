@@ -115,6 +115,8 @@ TEST_MOVES = {
     "test_context.py": "techniques", "test_reward_length.py": "rewards",
     "test_sandbox.py": "sandbox", "test_sandbox_attacks.py": "sandbox",
     "test_sandbox_humaneval.py": "sandbox", "sandbox_cases.py": "sandbox",
+    "test_sandbox_attacks_bwrap.py": "sandbox", "sandbox_cases_bwrap.py": "sandbox",
+    "sandbox_runner.py": "sandbox", "test_sandbox_e2e.py": "sandbox",
 }
 
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".yml", ".yaml", ".txt", ".cfg", ".ini", ".json", ".args", ""}
