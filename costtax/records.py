@@ -124,6 +124,7 @@ class CellRecord:
     load_stats: dict[str, Any] = field(default_factory=dict)  # offered/achieved answers/s, timed_out, saturated
     engine_counters: dict[str, Any] = field(default_factory=dict)  # engine counters before/after the unit
     score_batches: list[dict[str, Any]] = field(default_factory=list)  # reward micro-batcher: pairs, calls, wait_s
+    client: dict[str, Any] = field(default_factory=dict)  # the client's own gauges over the load window (costtax/client_gauge.py)
 
 
 def to_json_dict(rec) -> dict[str, Any]:

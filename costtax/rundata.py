@@ -161,6 +161,7 @@ class Unit:
     load_stats: Mapping[str, Any] = field(default_factory=dict)
     engine_counters: Mapping[str, Any] = field(default_factory=dict)
     score_batches: tuple[Mapping[str, Any], ...] = ()
+    client: Mapping[str, Any] = field(default_factory=dict)  # loop lag and CPU share of the client (costtax/client_gauge.py)
 
     @property
     def key(self) -> UnitKey:
@@ -397,7 +398,7 @@ def _unit(r: dict, key: UnitKey) -> Unit:
     kw["load"], kw["cell_repeat"] = key.load, key.cell_repeat
     kw["params"] = r.get("params") or {}
     kw["score_batches"] = tuple(b for b in (r.get("score_batches") or []) if isinstance(b, Mapping))
-    for k in ("meter", "engine_stats", "warmup", "load_stats", "engine_counters"):
+    for k in ("meter", "engine_stats", "warmup", "load_stats", "engine_counters", "client"):
         kw[k] = r.get(k) if isinstance(r.get(k), Mapping) else {}
     return Unit(**kw)
 

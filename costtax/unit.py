@@ -125,7 +125,7 @@ def run_unit(
             from .oversaturation import level_watch
 
             watch = level_watch(level, total, slo_p95_s=search.slo_p95_s if search else None, slope=config.oversaturation_stop)
-            drive_res, peaks = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total, watch=watch))
+            drive_res, peaks, client = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total, watch=watch, gauge=True))
         t1 = time.monotonic()
         after = _counters(engine)
         with phase(emit if ctx.pending_scoring() else None, f"scoring {cell}'s answers (not metered)",
@@ -151,6 +151,7 @@ def run_unit(
             load_stats=stats,
             engine_counters={"before": before, "after": after},
             score_batches=list(ctx.batcher.batches) if ctx.batcher is not None else [],
+            client=client,
         )
         state.writer.cell(rec)
         emit("cell_done", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "wall_s": t1 - t0, "answers": ctx.answers_written})
@@ -166,8 +167,11 @@ def run_unit(
         return rec
 
 
-async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig, emit, total: int | None = None, on_answer=None, watch=None):
-    """Release the unit's answers by the load level; sample engine gauges every 0.5 s."""
+async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig, emit, total: int | None = None, on_answer=None, watch=None,
+                      gauge: bool = False):
+    """Release the unit's answers by the load level; sample engine gauges every 0.5 s. Returns
+    (drive result, gauge peaks, the client's gauges: costtax/client_gauge.py, {} unless `gauge`)."""
+    from .client_gauge import ClientGauge
     from .load import drive
 
     done = [total - len(insts)] if total is not None else [0]
@@ -208,24 +212,26 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
                 pass
 
     sampler = asyncio.ensure_future(sample_gauges()) if emit is not None else None
+    client_gauge = ClientGauge(ctx.engine) if gauge else None
     try:
-        res = await drive(
-            level,
-            insts,
-            lambda inst: technique.answer(inst, ctx),
-            seed=config.seed,
-            timeout_s=config.level_timeout_s,
-            on_release=on_release,
-            on_done=on_done,
-            watch=watch,
-        )
+        with client_gauge if client_gauge is not None else contextlib.nullcontext():
+            res = await drive(
+                level,
+                insts,
+                lambda inst: technique.answer(inst, ctx),
+                seed=config.seed,
+                timeout_s=config.level_timeout_s,
+                on_release=on_release,
+                on_done=on_done,
+                watch=watch,
+            )
     finally:
         stop.set()
         if sampler is not None:
             await sampler
         if ctx.batcher is not None:
             await ctx.batcher.aclose()
-    return res, peaks
+    return res, peaks, (client_gauge.result() if client_gauge is not None else {})
 
 
 def _counters(engine) -> dict[str, Any]:

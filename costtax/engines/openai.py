@@ -206,6 +206,13 @@ class OpenAIEngine:
 
         self._aclient = self._loop.call(make_client())
 
+    def client_loop(self):
+        """(thread name, loop) of the private loop every request is sent and read on (the
+        client's lag gauge times it: costtax/client_gauge.py); None before start()."""
+        if self._loop is None:
+            return None
+        return self._loop.thread.name, self._loop.loop
+
     def close(self) -> None:
         loop, self._loop = self._loop, None
         if loop is not None:
