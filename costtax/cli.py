@@ -88,6 +88,7 @@ def profile(
     serve_arg: Optional[List[str]] = typer.Option(
         None, "--serve-arg", help="repeatable, '=' form: an argument for the server --serve starts, e.g. --serve-arg=--tensor-parallel-size=2"
     ),
+    client_workers: int = typer.Option(1, "--client-workers", help="served engines: send each concurrency/rate level from N worker processes (own event loop and connection pool each) when one client process is the bottleneck"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the engine log (RUN_DIR/engine.log) to the terminal too"),
     wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP),
 ):
@@ -151,6 +152,7 @@ def profile(
             serve=serve,
             server_timeout_s=server_timeout_s,
             serve_args=tuple(serve_arg or ()),
+            client_workers=client_workers,
         )
 
     result = _run_with_display(config, resume=resume, verbose=verbose)

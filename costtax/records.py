@@ -66,6 +66,7 @@ class CallRecord:
     session: str | None = None  # the profile invocation that wrote the row (resume-safe joins)
     load: str = DEFAULT_LABEL  # the unit's LoadLevel.label (costtax.load)
     cell_repeat: int = 0  # which whole-cell repeat (--cell-repeats) wrote the row
+    worker: int = 0  # the client worker process that made the call (--client-workers; 0 with one)
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -98,6 +99,7 @@ class AnswerRecord:
     cell_repeat: int = 0
     t_arrival_s: float | None = None  # the load generator released the answer (seconds since epoch)
     t_finish_s: float | None = None  # its last call finished (seconds since epoch)
+    worker: int = 0  # the client worker process that produced it (--client-workers; 0 with one)
 
 
 @dataclass(frozen=True)

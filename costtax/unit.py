@@ -12,7 +12,7 @@ from typing import Any
 
 from .config import RunConfig
 from .errors import ConfigError
-from .load import LoadLevel
+from .load import LOADED_MODES, LoadLevel
 from .phases import phase
 from .records import CellRecord
 from .rundir import Event, RunState, done_answers, evaluation_backlog, no_events
@@ -125,7 +125,10 @@ def run_unit(
             from .oversaturation import level_watch
 
             watch = level_watch(level, total, slo_p95_s=search.slo_p95_s if search else None, slope=config.oversaturation_stop)
-            drive_res, peaks, client = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total, watch=watch, gauge=True))
+            if config.client_workers > 1 and level.mode in LOADED_MODES and insts:
+                drive_res, peaks, client = _drive_split(level, insts, spec, ctx, config, emit, total=total, watch=watch)
+            else:
+                drive_res, peaks, client = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total, watch=watch, gauge=True))
         t1 = time.monotonic()
         after = _counters(engine)
         with phase(emit if ctx.pending_scoring() else None, f"scoring {cell}'s answers (not metered)",
@@ -200,12 +203,7 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
         # Engine gauges (KV-cache usage, waiting requests) peak during a level: sampled at 2 Hz,
         # cheap next to the engine's own work (the fidelity bench measured the meter's cost).
         while not stop.is_set():
-            snap = _counters(ctx.engine)
-            for k in GAUGES:
-                # engines that track a gauge's peak between reads (vLLM) report `<gauge>_peak`
-                vals = [v for v in (snap.get(k), snap.get(k + "_peak")) if isinstance(v, (int, float))]
-                if vals:
-                    peaks[k + "_peak"] = max([peaks.get(k + "_peak", vals[0]), *vals])
+            _update_peaks(peaks, _counters(ctx.engine))
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
             except asyncio.TimeoutError:
@@ -232,6 +230,33 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
         if ctx.batcher is not None:
             await ctx.batcher.aclose()
     return res, peaks, (client_gauge.result() if client_gauge is not None else {})
+
+
+def _update_peaks(peaks: dict[str, float], snap: dict[str, Any]) -> None:
+    for k in GAUGES:
+        # engines that track a gauge's peak between reads (vLLM) report `<gauge>_peak`
+        vals = [v for v in (snap.get(k), snap.get(k + "_peak")) if isinstance(v, (int, float))]
+        if vals:
+            peaks[k + "_peak"] = max([peaks.get(k + "_peak", vals[0]), *vals])
+
+
+def _drive_split(level: LoadLevel, insts, spec, ctx, config: RunConfig, emit, total: int, watch=None):
+    """The measured unit's level sent from --client-workers processes (costtax/client_workers.py);
+    the same (drive result, gauge peaks, client gauges) as _drive_unit."""
+    from .client_workers import run_split
+
+    done = [total - len(insts)]
+    peaks: dict[str, float] = {}
+
+    def on_done() -> None:
+        done[0] += 1
+        if emit:
+            emit("answer_done", {"cell": ctx.cell, "load": ctx.load, "cell_repeat": ctx.cell_repeat, "done": done[0], "total": total})
+
+    res, client = run_split(level, list(insts), spec=spec, ctx=ctx, engine=ctx.engine, workers=config.client_workers, seed=config.seed,
+                            timeout_s=config.level_timeout_s, watch=watch, on_done=on_done,
+                            sample=lambda: _update_peaks(peaks, _counters(ctx.engine)))
+    return res, peaks, client
 
 
 def _counters(engine) -> dict[str, Any]:
