@@ -20,8 +20,9 @@ process is the bottleneck (its loop lag: costtax/client_gauge.py). Served engine
 - The workers start and open their engines before the window; the unit's window starts when the
   parent releases them all at once. Warm-up and offline batch levels run in the parent.
 - Evaluation and post-unit scoring run in the parent over the answers the workers wrote, as for
-  one process. Techniques that need the selection reward model during the answer (best-of-N)
-  are not split: a worker has no reward model, and the unit fails with that message.
+  one process. Techniques that need the selection reward model during the answer (best-of-N,
+  `needs_reward_model`) are not split (costtax/unit.py runs them in the parent): a worker has no
+  reward model, and one that asks for it fails the unit with that message.
 - A worker whose parent dies exits (it polls its parent id), so a killed run leaves no
   orphans; the finished rows are on disk and `--resume` works as for one process.
 """

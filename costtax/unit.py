@@ -125,7 +125,9 @@ def run_unit(
             from .oversaturation import level_watch
 
             watch = level_watch(level, total, slo_p95_s=search.slo_p95_s if search else None, slope=config.oversaturation_stop)
-            if config.client_workers > 1 and level.mode in LOADED_MODES and insts:
+            # best-of-N style cells score with the reward model inside the answer: workers have
+            # none, so those units run in this process (their client record says workers 1)
+            if config.client_workers > 1 and level.mode in LOADED_MODES and insts and not getattr(technique, "needs_reward_model", False):
                 drive_res, peaks, client = _drive_split(level, insts, spec, ctx, config, emit, total=total, watch=watch)
             else:
                 drive_res, peaks, client = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total, watch=watch, gauge=True))

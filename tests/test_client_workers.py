@@ -63,6 +63,12 @@ def test_two_workers_write_what_one_process_writes(server, tmp_path):
     assert cell["client"]["workers"] == 2 and cell["client"]["lag_samples"] > 0
     rd = RunData.open(two)  # the reader accepts it as a run (no duplicate answers)
     assert len(rd.answers) == 36 and len(rd.units) == 1
+    import csv
+
+    (s1,), (s2,) = (list(csv.DictReader(open(r / "summary.csv"))) for r in (one, two))
+    assert s1["client_workers"] == "1" and s1["client_loop"] == "engine:costtax-openai-client"
+    assert s2["client_workers"] == "2" and s2["client_loop"].startswith("engine:costtax-openai-client x2")
+    assert s2["answers"] == s1["answers"] == "36" and float(s2["client_lag_p50_s"]) >= 0
 
 
 def test_rate_level_stays_one_poisson_schedule(server, tmp_path):
@@ -114,3 +120,19 @@ def test_kill_mid_level_leaves_no_worker_and_resume_finishes(server, tmp_path):
     assert {r["answer_id"] for r in before} <= set(ids)
     rd = RunData.open(out)
     assert len(rd.answers) == 96 and rd.units[0].status == "ok" and rd.units[0].client["workers"] == 2
+
+
+def test_cells_that_score_inside_the_answer_run_in_one_process(server, tmp_path):
+    """bon needs the selection reward model during the answer; workers have none, so its units
+    run in the parent (a split would need the engine's worker_kwargs, which the fake has not)."""
+    from fakes import FakeEngine, FakeReward
+
+    cfg = RunConfig(engine="openai", base_url=server, techniques=("bon:n=2",), prompts=("helpful",), limit=2,
+                    max_tokens=8, load=("concurrency=2",), warmup_answers=0, judge_calibration=False, client_workers=2,
+                    out=str(tmp_path / "run"))
+    scorer = FakeReward()
+    res = profile(cfg, engine=FakeEngine(), scorer=scorer, eval_scorer=scorer)
+    cells = [json.loads(x) for x in (tmp_path / "run" / "cells.jsonl").read_text().splitlines()]
+    bon = [c for c in cells if c["cell"] == "bon:n=2"]
+    assert bon and all(c["status"] == "ok" and c["client"]["workers"] == 1 for c in bon), bon
+    assert "bon:n=2" in res.cells_ok

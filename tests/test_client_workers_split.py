@@ -48,3 +48,4 @@ def test_merge_results():
     assert m.errors == ["E: x"] and m.stop_reason == "oversaturated: y"
     empty = merge_results([DriveResult(0, 0, 0, False, None, None, None, None, [])])
     assert empty.t_first_release is None
+
