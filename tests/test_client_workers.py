@@ -136,3 +136,24 @@ def test_cells_that_score_inside_the_answer_run_in_one_process(server, tmp_path)
     bon = [c for c in cells if c["cell"] == "bon:n=2"]
     assert bon and all(c["status"] == "ok" and c["client"]["workers"] == 1 for c in bon), bon
     assert "bon:n=2" in res.cells_ok
+
+
+def test_the_over_saturation_watch_sees_every_worker_and_stops_them_all(tmp_path):
+    """An open-loop level far above what the server holds (answers take 1.5 s, 50 arrive per s):
+    the answers in flight, counted over both workers in the parent, keep rising; the parent's
+    watch stops the level and both workers cancel what they still run."""
+    proc, url = standin("--ttft-ms", "300", "--token-ms", "50")
+    try:
+        cfg = RunConfig(engine="openai", base_url=url, techniques=("plain",), prompts=("helpful",), limit=24, repeats=4,
+                        max_tokens=24, load=("rate=50",), warmup_answers=0, eval_reward_model="none", client_workers=2,
+                        oversaturation_stop=True, out=str(tmp_path / "run"))
+        run = Path(profile(cfg).run_dir)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    (cell,) = rows(run, "cells.jsonl")
+    stats = cell["load_stats"]
+    assert (stats["stop_reason"] or "").startswith("oversaturated"), stats
+    assert stats["oversaturated"] and stats["finished"] < 96 and stats["started"] < 96
+    ans = rows(run, "answers.jsonl")
+    assert len(ans) == stats["finished"] and len({r["answer_id"] for r in ans}) == len(ans)
