@@ -78,9 +78,10 @@ def test_rate_level_stays_one_poisson_schedule(server, tmp_path):
     t = sorted(r["t_arrival_s"] for r in ans)
     got = [x - t[0] for x in t]
     want = poisson_arrivals(36, 12.0, 0)
-    # each arrival at its scheduled offset, give or take this shared machine's scheduling
+    # each arrival at its scheduled offset, give or take this shared machine's scheduling (each worker
+    # drawing its own schedule would end 1.5 s early)
     late = [g - w for g, w in zip(got, want)]
-    assert max(abs(x) for x in late) < 0.25, late
+    assert max(abs(x) for x in late) < 0.5, late
 
 
 def test_kill_mid_level_leaves_no_worker_and_resume_finishes(server, tmp_path):
