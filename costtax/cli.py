@@ -134,6 +134,8 @@ def profile(
                                                 help="search: a probe at concurrency C runs K x C answers"),
     search_min_answers: int = typer.Option(16, "--search-min-answers", metavar="N", rich_help_panel=PANEL_LOAD,
                                            help="search: fewest answers per probe"),
+    client_workers: int = typer.Option(1, "--client-workers", metavar="N", rich_help_panel=PANEL_LOAD,
+                                       help="served engines: send each level from N client processes"),
     serve: bool = typer.Option(False, "--serve", rich_help_panel=PANEL_SERVING,
                                help="start vLLM's OpenAI server for --model, profile through it"),
     serve_arg: Optional[List[str]] = typer.Option(
@@ -226,6 +228,7 @@ def profile(
             serve=serve,
             server_timeout_s=server_timeout_s,
             serve_args=tuple(serve_arg or ()),
+            client_workers=client_workers,
         )
 
     result = _run_with_display(config, resume=resume, verbose=verbose)

@@ -185,6 +185,9 @@ class RunConfig:
     # --serve-arg: arguments for the server --serve starts (costtax.engines.serve_args says
     # which of costtax's own it may override and refuses the rest)
     serve_args: tuple[str, ...] = ()
+    # --client-workers: a loaded level's answers sent from this many worker processes, each with
+    # its own event loop and connection pool (costtax/client_workers.py); served engines only.
+    client_workers: int = 1
     cells: tuple[TechniqueSpec, ...] = field(default=(), compare=False)
     load_levels: tuple[LoadLevel, ...] = field(default=(), init=False, compare=False)
 
@@ -237,6 +240,11 @@ class RunConfig:
             raise ConfigError("--base-url", self.base_url, "use an http(s) URL, e.g. http://127.0.0.1:8000/v1")
         if self.base_url and self.engine != "openai":
             raise ConfigError("--base-url", self.base_url, "only the openai engine talks to a server; add --engine openai")
+        if isinstance(self.client_workers, bool) or not isinstance(self.client_workers, int) or not 1 <= self.client_workers <= 64:
+            raise ConfigError("--client-workers", self.client_workers, "use an integer between 1 and 64")
+        if self.client_workers > 1 and self.engine_kind != "openai":
+            raise ConfigError("--client-workers", self.client_workers,
+                              f"worker processes drive a served engine only (--engine openai or --serve), not the in-process {self.engine} engine")
         if not self.server_timeout_s > 0:
             raise ConfigError("--server-timeout-s", self.server_timeout_s, "use a number of seconds > 0")
         from .rewards.server_spec import check_served_config

@@ -308,10 +308,18 @@ class CellContext:
                 t_finish_s=t.t_last_finish,
             )
         )
+        self._queue_evaluation(inst, text, candidate_texts, self.session)
+
+    def _queue_evaluation(self, inst: PromptInstance, text: str, candidates, session: str | None) -> None:
         self.answers_written += 1
-        self._finished.append((inst, text, self.session))
+        self._finished.append((inst, text, session))
         if inst.prompt.effective_scorer in ("pass_at_k", "refusal"):
-            self._scorable.append((inst, text, candidate_texts, self.session))
+            self._scorable.append((inst, text, candidates, session))
+
+    def adopt_answer(self, inst: PromptInstance, rec: AnswerRecord) -> None:
+        """An answer a client worker process finished and the caller wrote (costtax/client_workers.py):
+        counted and queued for this unit's evaluation as if it had finished here."""
+        self._queue_evaluation(inst, rec.text, rec.candidate_texts, rec.session)
 
     def adopt_backlog(self, prompts: Sequence["Prompt"], backlog) -> tuple[int, int]:
         """Queue the evaluation an earlier session never ran for answers it finished

@@ -211,11 +211,15 @@ async def drive(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     watch: Any = None,
+    offsets: Sequence[float] | None = None,
+    t0: float | None = None,
 ) -> DriveResult:
     """Release `items` to `run_one` according to `level`. The first exception of an answer is
     re-raised after the others are cancelled (the unit is then marked failed by the runner; rows
     already written stay). A timeout cancels what is still running and returns timed_out=True;
-    a `watch` naming a stop reason does the same and returns it in `stop_reason`."""
+    a `watch` naming a stop reason does the same and returns it in `stop_reason`. A rate level
+    may be given its arrival `offsets` (s after `t0`, monotonic; default now) instead of drawing
+    them: a worker process's share of one schedule (costtax.client_workers)."""
     res = DriveResult(0, 0, 0, False, None, None, None, None, [])
     in_flight: set[asyncio.Task] = set()
     first_error: list[BaseException] = []
@@ -271,11 +275,11 @@ async def drive(
             in_flight.update(tasks)
             await asyncio.gather(*tasks)
         else:
-            offsets = poisson_arrivals(len(items), float(level.value), seed)
-            t0 = clock()
+            offs = poisson_arrivals(len(items), float(level.value), seed) if offsets is None else offsets
+            start = clock() if t0 is None else t0
             tasks = []
-            for item, off in zip(items, offsets):
-                delay = t0 + off - clock()
+            for item, off in zip(items, offs):
+                delay = start + off - clock()
                 if delay > 0:
                     await sleep(delay)
                 if first_error:
@@ -304,3 +308,43 @@ async def drive(
     if first_error:
         raise first_error[0]
     return res
+
+
+def merge_results(parts: Sequence[DriveResult]) -> DriveResult:
+    """One level's result from its worker processes' shares: counts added, the first release
+    and finish the earliest, the last the latest, timed out if any share was, the first stop
+    reason and every error."""
+    def pick(fn, vals):
+        vals = [v for v in vals if v is not None]
+        return fn(vals) if vals else None
+
+    return DriveResult(
+        started=sum(p.started for p in parts),
+        finished=sum(p.finished for p in parts),
+        failed=sum(p.failed for p in parts),
+        timed_out=any(p.timed_out for p in parts),
+        t_first_release=pick(min, [p.t_first_release for p in parts]),
+        t_last_release=pick(max, [p.t_last_release for p in parts]),
+        t_first_finish=pick(min, [p.t_first_finish for p in parts]),
+        t_last_finish=pick(max, [p.t_last_finish for p in parts]),
+        errors=[e for p in parts for e in p.errors],
+        stop_reason=next((p.stop_reason for p in parts if p.stop_reason), None),
+    )
+
+
+def split_level(level: LoadLevel, items: Sequence[Any], workers: int, seed: int) -> list[tuple[LoadLevel, list[Any], list[float] | None]]:
+    """A concurrency or rate level split across `workers` processes: (the worker's level, its
+    items, its arrival offsets or None). Items are dealt round-robin (admission order kept
+    within each worker). Concurrency C: worker k holds C // N slots, the first C % N one more
+    (at most C workers, so none gets 0). Rate R: one Poisson schedule of every item drawn here
+    with the level's seed (the one a single process draws), its arrivals dealt round-robin, so
+    the union is the same Poisson process; each worker's level keeps the rate label."""
+    if level.mode not in (CONCURRENCY_MODE, RATE_MODE):
+        raise ValueError(f"only concurrency and rate levels are split across workers, not {level.label}")
+    n = workers if level.mode == RATE_MODE else min(workers, int(level.value))
+    n = max(1, min(n, len(items)))
+    if level.mode == CONCURRENCY_MODE:
+        c = int(level.value)
+        return [(LoadLevel(CONCURRENCY_MODE, c // n + (1 if k < c % n else 0)), list(items[k::n]), None) for k in range(n)]
+    offsets = poisson_arrivals(len(items), float(level.value), seed)
+    return [(level, list(items[k::n]), offsets[k::n]) for k in range(n)]

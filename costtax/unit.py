@@ -12,7 +12,7 @@ from typing import Any
 
 from .config import RunConfig
 from .errors import ConfigError
-from .load import LoadLevel
+from .load import LOADED_MODES, LoadLevel
 from .phases import phase
 from .records import CellRecord
 from .rundir import Event, RunState, done_answers, evaluation_backlog, no_events
@@ -125,7 +125,12 @@ def run_unit(
             from .oversaturation import level_watch
 
             watch = level_watch(level, total, slo_p95_s=search.slo_p95_s if search else None, slope=config.oversaturation_stop)
-            drive_res, peaks = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total, watch=watch))
+            # best-of-N style cells score with the reward model inside the answer: workers have
+            # none, so those units run in this process (their client record says workers 1)
+            if config.client_workers > 1 and level.mode in LOADED_MODES and insts and not getattr(technique, "needs_reward_model", False):
+                drive_res, peaks, client = _drive_split(level, insts, spec, ctx, config, emit, total=total, watch=watch)
+            else:
+                drive_res, peaks, client = asyncio.run(_drive_unit(level, insts, technique, ctx, config, emit, total=total, watch=watch, gauge=True))
         t1 = time.monotonic()
         after = _counters(engine)
         with phase(emit if ctx.pending_scoring() else None, f"scoring {cell}'s answers (not metered)",
@@ -151,6 +156,7 @@ def run_unit(
             load_stats=stats,
             engine_counters={"before": before, "after": after},
             score_batches=list(ctx.batcher.batches) if ctx.batcher is not None else [],
+            client=client,
         )
         state.writer.cell(rec)
         emit("cell_done", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "wall_s": t1 - t0, "answers": ctx.answers_written})
@@ -166,8 +172,11 @@ def run_unit(
         return rec
 
 
-async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig, emit, total: int | None = None, on_answer=None, watch=None):
-    """Release the unit's answers by the load level; sample engine gauges every 0.5 s."""
+async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig, emit, total: int | None = None, on_answer=None, watch=None,
+                      gauge: bool = False):
+    """Release the unit's answers by the load level; sample engine gauges every 0.5 s. Returns
+    (drive result, gauge peaks, the client's gauges: costtax/client_gauge.py, {} unless `gauge`)."""
+    from .client_gauge import ClientGauge
     from .load import drive
 
     done = [total - len(insts)] if total is not None else [0]
@@ -196,36 +205,60 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
         # Engine gauges (KV-cache usage, waiting requests) peak during a level: sampled at 2 Hz,
         # cheap next to the engine's own work (the fidelity bench measured the meter's cost).
         while not stop.is_set():
-            snap = _counters(ctx.engine)
-            for k in GAUGES:
-                # engines that track a gauge's peak between reads (vLLM) report `<gauge>_peak`
-                vals = [v for v in (snap.get(k), snap.get(k + "_peak")) if isinstance(v, (int, float))]
-                if vals:
-                    peaks[k + "_peak"] = max([peaks.get(k + "_peak", vals[0]), *vals])
+            _update_peaks(peaks, _counters(ctx.engine))
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
             except asyncio.TimeoutError:
                 pass
 
     sampler = asyncio.ensure_future(sample_gauges()) if emit is not None else None
+    client_gauge = ClientGauge(ctx.engine) if gauge else None
     try:
-        res = await drive(
-            level,
-            insts,
-            lambda inst: technique.answer(inst, ctx),
-            seed=config.seed,
-            timeout_s=config.level_timeout_s,
-            on_release=on_release,
-            on_done=on_done,
-            watch=watch,
-        )
+        with client_gauge if client_gauge is not None else contextlib.nullcontext():
+            res = await drive(
+                level,
+                insts,
+                lambda inst: technique.answer(inst, ctx),
+                seed=config.seed,
+                timeout_s=config.level_timeout_s,
+                on_release=on_release,
+                on_done=on_done,
+                watch=watch,
+            )
     finally:
         stop.set()
         if sampler is not None:
             await sampler
         if ctx.batcher is not None:
             await ctx.batcher.aclose()
-    return res, peaks
+    return res, peaks, (client_gauge.result() if client_gauge is not None else {})
+
+
+def _update_peaks(peaks: dict[str, float], snap: dict[str, Any]) -> None:
+    for k in GAUGES:
+        # engines that track a gauge's peak between reads (vLLM) report `<gauge>_peak`
+        vals = [v for v in (snap.get(k), snap.get(k + "_peak")) if isinstance(v, (int, float))]
+        if vals:
+            peaks[k + "_peak"] = max([peaks.get(k + "_peak", vals[0]), *vals])
+
+
+def _drive_split(level: LoadLevel, insts, spec, ctx, config: RunConfig, emit, total: int, watch=None):
+    """The measured unit's level sent from --client-workers processes (costtax/client_workers.py);
+    the same (drive result, gauge peaks, client gauges) as _drive_unit."""
+    from .client_workers import run_split
+
+    done = [total - len(insts)]
+    peaks: dict[str, float] = {}
+
+    def on_done() -> None:
+        done[0] += 1
+        if emit:
+            emit("answer_done", {"cell": ctx.cell, "load": ctx.load, "cell_repeat": ctx.cell_repeat, "done": done[0], "total": total})
+
+    res, client = run_split(level, list(insts), spec=spec, ctx=ctx, engine=ctx.engine, workers=config.client_workers, seed=config.seed,
+                            timeout_s=config.level_timeout_s, watch=watch, on_done=on_done,
+                            sample=lambda: _update_peaks(peaks, _counters(ctx.engine)))
+    return res, peaks, client
 
 
 def _counters(engine) -> dict[str, Any]:

@@ -206,6 +206,21 @@ class OpenAIEngine:
 
         self._aclient = self._loop.call(make_client())
 
+    def worker_kwargs(self) -> dict[str, Any]:
+        """What a client worker process (costtax/client_workers.py) needs to open its own
+        engine on the same server: its own loop and connection pool, the same model and seeds."""
+        return {"base_url": self.base_url, "model": self.model, "tokenizer": self.tokenizer_dir, "api_key": self.api_key,
+                "max_model_len": self._max_model_len_arg, "seed": self.seed, "trust_remote_code": self.trust_remote_code,
+                "per_request_seed": self.per_request_seed, "connect_timeout_s": self.connect_timeout_s,
+                "request_timeout_s": self.request_timeout_s, "url_field": self.url_field}
+
+    def client_loop(self):
+        """(thread name, loop) of the private loop every request is sent and read on (the
+        client's lag gauge times it: costtax/client_gauge.py); None before start()."""
+        if self._loop is None:
+            return None
+        return self._loop.thread.name, self._loop.loop
+
     def close(self) -> None:
         loop, self._loop = self._loop, None
         if loop is not None:

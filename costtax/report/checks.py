@@ -8,7 +8,9 @@ from typing import Any
 
 from .. import stats as M
 from ..records import GEN_STAGES
+from ..client_gauge import CLIENT_LAG_TTFT_SHARE
 from ._values import is_num as _num
+from .client import lag_share_of_ttft
 
 COLD_FACTOR = 3.0  # a first repeat / first engine batch slower than 3x the median of the others is cold
 
@@ -17,6 +19,7 @@ SANITY_FLAGS = {
     "flag_nonpositive_duration": "a zero or negative duration (answer latency, call latency or cell wall time)",
     "flag_cached_exceeds_prompt": "a call reports more cached prompt tokens than prompt tokens served",
     "flag_energy_below_idle": "energy per answer below idle power x wall time / answers",
+    "flag_client_lag": "the client's median event-loop lag is a visible share of the median TTFT it measured (client_lag_share_of_ttft >= CLIENT_LAG_TTFT_SHARE): the client is part of the latency",
 }
 AA_Z = 1.96  # consecutive plain repeats agree when their medians differ by less than the 95% band
 # ... or by less than this fraction of their mean: a floor for timer/scheduler jitter, which the
@@ -27,6 +30,7 @@ AA_FLOOR_REL = 0.05
 def add_checks(df, answers, calls, meta):
     """Sanity flags on every row, and the plain-vs-plain A/A check on the plain rows."""
     flags = {k: [] for k in SANITY_FLAGS}
+    lag_shares: list[float | None] = []
     idle = ((meta.get("idle_power_w") or {}).get("power_w")) if isinstance(meta.get("idle_power_w"), dict) else None
     for _, row in df.iterrows():
         in_group = lambda f: (f["cell"] == row["cell"]) & (f["load"] == row["load"])  # noqa: E731
@@ -60,6 +64,10 @@ def add_checks(df, answers, calls, meta):
         if idle and _num(row.get("energy_j_per_answer")) and _num(wall) and row.get("answers"):
             below = row["energy_j_per_answer"] < idle * wall / row["answers"] * 0.999
         flags["flag_energy_below_idle"].append(bool(below))
+        share = lag_share_of_ttft(row)
+        lag_shares.append(share)
+        flags["flag_client_lag"].append(share is not None and share >= CLIENT_LAG_TTFT_SHARE)
+    df["client_lag_share_of_ttft"] = lag_shares
     for k, v in flags.items():
         df[k] = v
     df["sanity_flags"] = [";".join(k[len("flag_"):] for k in SANITY_FLAGS if df.loc[i, k]) or None for i in df.index]

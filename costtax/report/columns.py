@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..client_gauge import CLIENT_LAG_TTFT_SHARE, LAG_INTERVAL_S
+
 
 @dataclass(frozen=True)
 class Column:
@@ -135,6 +137,13 @@ _LOAD = [
     Column("goodput_answers_per_s", "1/s", "achieved answers/s x share of answers within --slo-p95-s (empty without an SLO)"),
     Column("score_wait_p50_s", "s", "median time a score call waited in the reward micro-batcher before its batch started"),
     Column("score_batch_pairs_mean", "count", "mean prompt/response pairs per reward-model pass the score calls rode in"),
+    Column("client_loop", "text", "the event loop whose lag the client columns measured: `engine:costtax-openai-client` (the openai engine's own loop thread, which sends and reads every request) or `profiler` (the unit runner's loop, in-process engines)"),
+    Column("client_lag_p50_s", "s", f"median lateness of a timer re-armed every {LAG_INTERVAL_S * 1000:g} ms on that loop during the load window (an idle loop: about 1 ms, epoll's granularity); the worst cell repeat"),
+    Column("client_lag_p99_s", "s", "99th percentile of that lateness; the worst cell repeat"),
+    Column("client_lag_max_s", "s", "the latest firing of that timer; the worst cell repeat"),
+    Column("client_cpu_share", "cores", "the client's CPU seconds (process user + system, all threads, summed over --client-workers processes) per wall second of the load window; one Python process tops out near 1; with an in-process engine the process is the engine too"),
+    Column("client_workers", "count", "client processes that generated the load (--client-workers)"),
+    Column("client_lag_share_of_ttft", "fraction", f"client_lag_p50_s / ttft_p50_s: the share of the measured TTFT the client's own loop may account for; at >= {CLIENT_LAG_TTFT_SHARE:g} the row raises flag_client_lag"),
 ]
 
 _STEADY = [
@@ -150,6 +159,7 @@ _STEADY = [
     Column("flag_nonpositive_duration", "bool", "a zero or negative answer latency, call latency or cell wall time"),
     Column("flag_cached_exceeds_prompt", "bool", "a call reports more cached prompt tokens than prompt tokens served"),
     Column("flag_energy_below_idle", "bool", "energy per answer below the idle power (measured before the first cell) x wall time / answers"),
+    Column("flag_client_lag", "bool", f"the client's median loop lag is >= {CLIENT_LAG_TTFT_SHARE:g} x the median TTFT it measured (client_lag_share_of_ttft): the client, not the server, may be the bottleneck; rerun with --client-workers or a lighter load"),
     Column("accounting_violations", "count", "answers whose calls break the technique's own accounting checks (declared in its file)"),
     Column("accounting_example", "text", "the first accounting violation, if any"),
     Column("sanity_flags", "text", "the raised flags, `;`-separated (empty when every check holds)"),

@@ -16,6 +16,7 @@ from typing import Any
 from ..records import SUMMARY
 from ..rundata import RunData, as_row
 from .checks import SANITY_FLAGS, add_checks, cold_start  # noqa: F401
+from .client import client_columns
 from .columns import CONTRACT_COLUMNS
 from .cost import METER_COLUMNS, REPEAT_METRICS, SPREAD_METRICS, cell_cost, load_metrics, repeat_aggregate  # noqa: F401
 from .params import PROVENANCE_COLUMNS, add_params, add_provenance  # noqa: F401
@@ -105,6 +106,7 @@ def build_summary(run_dir: str | Path | RunData):
         # contention: the worst repeat speaks for the row (a median would hide one disturbed repeat)
         shares = [m["foreign_cpu_share"] for m in per_unit if isinstance(m.get("foreign_cpu_share"), (int, float))]
         row["foreign_cpu_share"] = max(shares) if shares else None
+        row.update(client_columns([m["_unit"] for m in per_unit]))  # the client's own loop lag and CPU (report/client.py)
         row.update(cold_start(per_unit))
         row.update(technique_summary(cr, a, prompts_answer))
         evals = [e for e in data["scores"] if e["cell"] == cell and e["load"] == load]
