@@ -46,6 +46,7 @@ MOVES = {
     "oversaturation": "load.oversaturation",
     "client_lag": "load.client_lag",
     "client_workers": "load.client_workers",
+    "client_gauge": "metering.client_gauge",
     "blocks": "load.blocks",
     # store/: the run directory on disk
     "records": "store.records",
