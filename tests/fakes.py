@@ -142,6 +142,24 @@ class FakeScore:
     padding_fraction: float = 0.0
     path: str = "fake"
     latency_s: float = 0.0
+    cached_tokens: tuple = ()
+    computed_tokens: tuple = ()
+
+
+def fake_computed_tokens(prompts, responses) -> tuple:
+    """Shared-prefix scoring as the real reward models count it (rewards/base.py ScoreBatch): a
+    run of consecutive pairs with the same prompt computes the prompt's words once, split evenly
+    over the run's pairs (the first pairs take the remainder), plus each pair's own response."""
+    out: list[int] = []
+    i = 0
+    while i < len(prompts):
+        j = i
+        while j < len(prompts) and prompts[j] == prompts[i]:
+            j += 1
+        share, rest = divmod(len(prompts[i].split()), j - i)
+        out += [share + (k < rest) + len(responses[i + k].split()) for k in range(j - i)]
+        i = j
+    return tuple(out)
 
 
 class FakeReward:
@@ -160,7 +178,9 @@ class FakeReward:
             raise RuntimeError("fake reward failure")
         self.calls += 1
         rewards = tuple(len(set(r.split())) / 10 + (_h(p, r) % 100) / 1000 for p, r in zip(prompts, responses))
-        return FakeScore(rewards, tuple(len(p.split()) + len(r.split()) for p, r in zip(prompts, responses)))
+        tokens = tuple(len(p.split()) + len(r.split()) for p, r in zip(prompts, responses))
+        computed = fake_computed_tokens(prompts, responses)
+        return FakeScore(rewards, tokens, cached_tokens=tuple(t - c for t, c in zip(tokens, computed)), computed_tokens=computed)
 
     def provenance(self):
         return {"reward_model": self.name}
