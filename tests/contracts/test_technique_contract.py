@@ -123,4 +123,5 @@ def test_token_accounting_adds_up_from_the_calls(run):
 
 
 def test_fake_computed_tokens_counts_a_shared_prompt_once():
-    assert fake_computed_tokens(["a b c", "a b c", "d"], ["x", "y z", "w"]) == (2 + 1, 1 + 2, 1 + 1)
+    # "a b c" + 2 tags = 5 prefix tokens over two pairs (3 + 2), "d" + 2 tags = 3 for one pair
+    assert fake_computed_tokens(["a b c", "a b c", "d"], ["x", "y z", "w"]) == (3 + 1, 2 + 2, 3 + 1)

@@ -78,6 +78,9 @@ def test_waste_ratio_sees_the_prefix_recomputed_per_sample(tmp_path):
     extra = 3 * sum(c["prompt_tokens"] for c in calls) / int(shared["answers"])
     assert f(unshared["tokens_computed_per_answer"]) - f(shared["tokens_computed_per_answer"]) == pytest.approx(extra)
     assert f(unshared["waste_ratio"]) - f(shared["waste_ratio"]) == pytest.approx(extra / f(shared["tokens_min_per_answer"]))
+    # with a shared prefix the fake engine prefills the prompt once and the fake scorer computes
+    # the group's prompt (with its chat tags) once: exactly the minimum
+    assert f(shared["waste_ratio"]) == pytest.approx(1.0)
 
 
 def _call(aid, stage, t0, t1, prompt, out=0, n=1, computed=None, reward_computed=None):
