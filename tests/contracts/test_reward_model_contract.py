@@ -140,3 +140,24 @@ def test_through_the_reward_batcher_with_mixed_flags(model):
             assert 0 <= out.computed_tokens <= out.tokens
             if out.cached_tokens is not None:
                 assert out.computed_tokens + out.cached_tokens == out.tokens
+
+
+def test_a_best_of_n_run_on_harmful_prompts_finishes(model, tmp_path):
+    """Every reward kind crossed with a refusal prompt set in a whole run (the fake engine): the
+    batcher passes the harmful flags to selection and evaluation scoring, every cell finishes and
+    each score call records what the reward model computed, never more than it read."""
+    from costtax.config import RunConfig
+    from costtax.profile import profile
+    from costtax.records import read_jsonl
+    from fakes import FakeEngine
+
+    cfg = RunConfig(techniques=("bon:n=2",), prompts=("harmful",), limit=2, max_tokens=6, out=str(tmp_path / "run"),
+                    judge_calibration=False, load=("batch",), warmup_answers=0)
+    res = profile(cfg, engine=FakeEngine(), scorer=model, eval_scorer=model)
+    assert "bon:n=2" in res.cells_ok and not res.cells_failed
+    score = [c for c in read_jsonl(res.run_dir / "calls.jsonl") if c["stage"] == "score"]
+    assert len(score) == 2
+    for c in score:
+        assert len(c["extra"]["rewards"]) == 2 and all(math.isfinite(r) for r in c["extra"]["rewards"])
+        rc = c["extra"]["reward_tokens_computed"]
+        assert rc is None or 0 < rc <= c["prompt_tokens"]
