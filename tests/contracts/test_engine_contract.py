@@ -14,7 +14,10 @@ import time
 import pytest
 
 from costtax.engines.base import AsyncEngine, Engine, GenRequest, SamplingSpec
-from engines.test_openai_engine import MODEL, FakeServer
+from standins import load_test_module
+
+_openai = load_test_module("engines/test_openai_engine.py")
+MODEL, FakeServer = _openai.MODEL, _openai.FakeServer
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,10 @@ import math
 
 import pytest
 
-from rewards.test_served_reward import NAME, StandIn
+from standins import load_test_module
+
+_served = load_test_module("rewards/test_served_reward.py")
+NAME, StandIn = _served.NAME, _served.StandIn
 
 pytestmark = pytest.mark.integration
 
