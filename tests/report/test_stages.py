@@ -115,3 +115,24 @@ def test_stage_columns_of_a_constructed_run():
     assert out["tokens_min_per_answer"] == pytest.approx(56 / 2)
     assert out["tokens_computed_per_answer"] == pytest.approx((12 + 6 + 16 + 16 + 4 + 20) / 2)
     assert out["waste_ratio"] == pytest.approx(74 / 56)
+
+
+def test_committed_demo_run_counts_the_reward_tokens_computed(tmp_path):
+    """bench/results/demo-cpu-2026-11-27 (a real best-of-4 run, judge on vLLM CPU): the score
+    stage is what its judge computed (calls.jsonl extra.reward_tokens_computed), not the tokens
+    it read, and the waste ratio follows from it (values asserted below)."""
+    import shutil
+    from pathlib import Path
+
+    from costtax.report import write_summary
+
+    run = tmp_path / "demo"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "bench/results/demo-cpu-2026-11-27", run)
+    calls = [c for c in read_jsonl(run / "calls.jsonl") if c["cell"] == "bon:n=4" and c["stage"] == "score"]
+    write_summary(run)
+    r = {x["cell"]: x for x in csv.DictReader(open(run / "summary.csv"))}["bon:n=4"]
+    computed = sum(c["extra"]["reward_tokens_computed"] for c in calls) / int(r["answers"])
+    assert computed == pytest.approx(372.25)
+    assert f(r["stage_score_tokens_per_answer"]) == pytest.approx(computed) == pytest.approx(f(r["reward_tokens_computed_per_answer"]))
+    assert f(r["waste_ratio"]) == pytest.approx(f(r["tokens_computed_per_answer"]) / f(r["tokens_min_per_answer"]))
+    assert f(r["waste_ratio"]) == pytest.approx(697.75 / 592.5)
