@@ -206,7 +206,7 @@ class SwitchingReward(FakeReward):
         super().__init__()
         self.pass_s = 0.002
 
-    def score(self, prompts, responses):
+    def score(self, prompts, responses, *, harmful=None):
         time.sleep(self.pass_s)
         return super().score(prompts, responses)
 
