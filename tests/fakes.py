@@ -142,6 +142,35 @@ class FakeScore:
     padding_fraction: float = 0.0
     path: str = "fake"
     latency_s: float = 0.0
+    cached_tokens: tuple = ()
+    computed_tokens: tuple = ()
+
+
+# The fake reward model reads each pair as "<user> {prompt} <assistant> {response}", as FakeEngine
+# renders a one-turn prompt: the prompt's words plus these 2 tags, then the response's words.
+FAKE_REWARD_TAGS = 2
+
+
+def fake_read_tokens(prompt: str, response: str) -> int:
+    return len(prompt.split()) + FAKE_REWARD_TAGS + len(response.split())
+
+
+def fake_computed_tokens(prompts, responses) -> tuple:
+    """Shared-prefix scoring as the real reward models count it (rewards/base.py ScoreBatch): a
+    run of consecutive pairs with the same prompt computes the prefix (the prompt and its tags)
+    once, split evenly over the run's pairs (the first pairs take the remainder), plus each pair's
+    own response. So a best-of-N group computes what the waste ratio's minimum counts for it (the
+    generation call's prompt once plus each response): a ratio of exactly 1 on FakeEngine."""
+    out: list[int] = []
+    i = 0
+    while i < len(prompts):
+        j = i
+        while j < len(prompts) and prompts[j] == prompts[i]:
+            j += 1
+        share, rest = divmod(len(prompts[i].split()) + FAKE_REWARD_TAGS, j - i)
+        out += [share + (k < rest) + len(responses[i + k].split()) for k in range(j - i)]
+        i = j
+    return tuple(out)
 
 
 class FakeReward:
@@ -160,7 +189,9 @@ class FakeReward:
             raise RuntimeError("fake reward failure")
         self.calls += 1
         rewards = tuple(len(set(r.split())) / 10 + (_h(p, r) % 100) / 1000 for p, r in zip(prompts, responses))
-        return FakeScore(rewards, tuple(len(p.split()) + len(r.split()) for p, r in zip(prompts, responses)))
+        tokens = tuple(fake_read_tokens(p, r) for p, r in zip(prompts, responses))
+        computed = fake_computed_tokens(prompts, responses)
+        return FakeScore(rewards, tokens, cached_tokens=tuple(t - c for t, c in zip(tokens, computed)), computed_tokens=computed)
 
     def provenance(self):
         return {"reward_model": self.name}

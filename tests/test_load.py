@@ -151,7 +151,7 @@ class CountingReward(FakeReward):
         super().__init__()
         self.batch_sizes = []
 
-    def score(self, prompts, responses):
+    def score(self, prompts, responses, *, harmful=None):
         self.batch_sizes.append(len(responses))
         time.sleep(0.01)
         return super().score(prompts, responses)

@@ -94,7 +94,7 @@ def test_a_level_stopped_while_a_reward_pass_runs_closes_the_batcher():
     from fakes import FakeReward
 
     class Slow(FakeReward):
-        def score(self, prompts, responses):
+        def score(self, prompts, responses, *, harmful=None):
             _time.sleep(0.3)
             return super().score(prompts, responses)
 

@@ -87,7 +87,7 @@ def test_resume_finishes_answers_of_unfinished_cell(tmp_path):
                     score_max_pairs=2, warmup_answers=0)
 
     class DieInScore(FakeReward):
-        def score(self, prompts, responses):
+        def score(self, prompts, responses, *, harmful=None):
             if self.calls == 3:  # plain's eval pass done, two bon answers scored
                 raise KeyboardInterrupt
             return super().score(prompts, responses)

@@ -20,25 +20,35 @@ from fakes import FakeEngine, FakeReward
 
 EXPECTED = Path(__file__).parent / "golden_runner" / "fake_run_records.json"
 MASKED = "<masked>"
-# Keys whose values depend on the clock, the machine, the host or the session.
-MASK_KEYS = {
-    "run_id", "session", "t", "started_at", "finished_at", "provenance", "meter", "out", "traceback",
-    "engine_counters", "load_stats", "warmup", "score_batches", "engine_stats", "idle_power_w",
-    "lag_samples", "cpu_share",  # the cells' `client` gauges (its *_s keys are masked as timings)
-}
+# Keys whose values depend on the clock, the machine, the host or the session. Everything else is
+# compared: counts (load_stats, engine_stats, score_batches' pairs and calls, warmup answers), the
+# engine's counters and every configuration value.
+MASK_KEYS = {"run_id", "session", "t", "started_at", "finished_at", "provenance", "out", "traceback", "idle_power_w",
+             "lag_samples", "cpu_share"}  # the cells' `client` gauges (its *_s keys are masked as timings)
+# Records of the machine's meters: the key set is compared, the readings are not (they differ by
+# machine: CPU seconds, RSS, whether NVML is there and why not).
+METER_KEYS = {"meter"}
 
 
 def _timing(key: str) -> bool:
-    return key.endswith("_s") or key.startswith("t_") or "latency" in key or key.endswith("_ms")
+    return key.endswith("_s") or key.startswith("t_") or "latency" in key
 
 
 def mask(obj, key: str | None = None):
+    if key == "config" and isinstance(obj, dict):  # the run's configuration: given, never measured
+        return {k: (MASKED if k in MASK_KEYS else v) for k, v in obj.items()}
+    if key in METER_KEYS and isinstance(obj, dict):
+        return {k: MASKED for k in obj}
     if key is not None and (key in MASK_KEYS or _timing(key)):
         return MASKED
     if key == "call_id" and isinstance(obj, str):
         # "<cell>@<load>#<repeat>|c<k>": k counts calls in issue order, which interleaving under
         # concurrency (the event loop's timing) may change; the unit prefix must stay
         return obj.rpartition("|c")[0] + "|c" + MASKED
+    if key == "score_batches" and isinstance(obj, list):
+        # which score calls share a micro-batch depends on when they arrive (the batcher's
+        # max_wait_s): the batches' pairs and calls are compared as totals
+        return {"pairs": sum(b.get("pairs", 0) for b in obj), "calls": sum(b.get("calls", 0) for b in obj)}
     if isinstance(obj, dict):
         return {k: mask(v, k) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -101,6 +111,14 @@ def test_runner_records_match_expected(tmp_path):
 
 
 def test_mask_keeps_counts_and_hides_clock():
-    rec = {"cell": "plain", "output_tokens": 7, "latency_s": 0.3, "t_submit_s": 1.0, "meter": {"cpu": 1}, "extra": {"queue_s": 0.1, "n": 2}}
-    assert mask(rec) == {"cell": "plain", "output_tokens": 7, "latency_s": MASKED, "t_submit_s": MASKED, "meter": MASKED,
-                         "extra": {"queue_s": MASKED, "n": 2}}
+    rec = {"cell": "plain", "output_tokens": 7, "latency_s": 0.3, "t_submit_s": 1.0, "meter": {"cpu_s": 1, "rss_peak_bytes": 9},
+           "extra": {"queue_s": 0.1, "n": 2}, "load_stats": {"finished": 4, "load_span_s": 0.2},
+           "score_batches": [{"pairs": 4, "calls": 2, "wait_s": 0.1}, {"pairs": 2, "calls": 1, "score_s": 0.1}],
+           "warmup": {"answers": 1, "wall_s": 0.02}}
+    assert mask(rec) == {"cell": "plain", "output_tokens": 7, "latency_s": MASKED, "t_submit_s": MASKED,
+                         "meter": {"cpu_s": MASKED, "rss_peak_bytes": MASKED}, "extra": {"queue_s": MASKED, "n": 2},
+                         "load_stats": {"finished": 4, "load_span_s": MASKED}, "score_batches": {"pairs": 6, "calls": 3},
+                         "warmup": {"answers": 1, "wall_s": MASKED}}
+    # configuration values are compared, timing-named ones included; only the output path is the machine's
+    assert mask({"config": {"score_gather_ms": 0.0, "server_timeout_s": 600.0, "out": "/tmp/x"}}) == {
+        "config": {"score_gather_ms": 0.0, "server_timeout_s": 600.0, "out": MASKED}}

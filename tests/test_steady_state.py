@@ -214,7 +214,7 @@ def test_resume_with_cell_repeats_writes_no_duplicates(tmp_path):
                     judge_calibration=False, cell_repeats=2, warmup_answers=0, score_max_pairs=2)
 
     class DieLate(FakeReward):
-        def score(self, prompts, responses):
+        def score(self, prompts, responses, *, harmful=None):
             # plain#0 eval, bon#0 (3 scores + eval), plain#1 eval, then die inside bon#1
             if self.calls == 8:
                 raise KeyboardInterrupt
@@ -251,7 +251,7 @@ def test_reward_model_header_labels_a_weak_proxy():
 
 def test_reward_length_correlation_columns(tmp_path):
     class LengthLover(FakeReward):
-        def score(self, prompts, responses):
+        def score(self, prompts, responses, *, harmful=None):
             res = super().score(prompts, responses)
             import dataclasses
 

@@ -82,7 +82,7 @@ class GenResult:
     t_submit_s: float
     t_first_token_s: float | None
     t_finish_s: float
-    ttft_source: str | None = None  # "engine" | "batch" | None
+    ttft_source: str | None = None  # "engine" | "batch" | "stream" (openai: first streamed chunk) | None
     # Seconds the request waited in the engine's queue before it was scheduled, where the engine
     # reports it (vLLM's request stats: queued -> scheduled); None where it cannot say.
     queue_s: float | None = None

@@ -62,7 +62,7 @@ _COST = [
     Column("score_latency_s_per_answer", "s", "selection-scoring time per answer"),
     Column("score_share_of_wall", "fraction", "share of the cell's wall time the reward model spent on selection scoring (sum of its micro-batches' scoring time / wall)"),
     Column("ttft_p50_s", "s", "median time to first token of sample calls"),
-    Column("ttft_source", "text", "how TTFT was measured: `engine` (per request) or `batch` (HF engine: per batch)"),
+    Column("ttft_source", "text", "how TTFT was measured: `engine` (per request), `batch` (HF engine: per batch) or `stream` (openai engine: first streamed chunk, HTTP included)"),
     Column("tpot_p50_s", "s", "median time per output token of sample calls: (latency - TTFT) / (tokens - 1)"),
     Column("rss_peak_bytes", "bytes", "peak resident memory of the whole process tree (vLLM's engine processes included)"),
     Column("memory_source", "text", "what rss_peak_bytes measured (`process_tree_rss`)"),

@@ -82,7 +82,9 @@ def _min_tokens(calls: list[dict]) -> float:
 
 def _computed_tokens(c: dict) -> float:
     if c["stage"] == "score":
-        rc = (c.get("extra") or {}).get("reward_tokens_computed")
+        # rundata.Call lifts the scorer's count out of `extra` into this typed field; a score
+        # call whose scorer does not say counts every token it read as computed
+        rc = c.get("reward_tokens_computed")
         return float(rc) if _num(rc) else float(c.get("prompt_tokens") or 0)
     pc = c.get("prompt_tokens_computed")
     prefill = float(pc) if _num(pc) else float(c.get("prompt_tokens") or 0) * max(int(c.get("n") or 1), 1)

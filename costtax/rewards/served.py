@@ -328,9 +328,14 @@ class ServedScalar(_ServerRewardBase):
         usage = out.get("usage") or {}
         return reward, int(usage.get("prompt_tokens") or 0), _cached_tokens(usage)
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> ScoreBatch:
+    def score(self, prompts: Sequence[str], responses: Sequence[str], *, harmful: Sequence[bool] | None = None) -> ScoreBatch:
+        """Raw head outputs. ``harmful`` (the RewardModel protocol's flags, passed by the batcher and
+        evaluation for refusal prompt sets) is checked for length and otherwise ignored: a scalar
+        reward model has no refusal rule, as the in-process ``scalar:DIR`` head."""
         if len(prompts) != len(responses):
             raise ValueError(f"score(): {len(prompts)} prompts but {len(responses)} responses")
+        if harmful is not None and len(list(harmful)) != len(prompts):
+            raise ValueError(f"score(): {len(list(harmful))} harmful flags for {len(prompts)} pairs")
         if self._client is None:
             self.load()
         t0 = time.perf_counter()

@@ -38,7 +38,8 @@ vllm:request_queue_time_seconds_count{engine="0",model_name="fake-model"} 2.0
 
 
 class FakeServer:
-    """Tokens are words. A prompt's tokens: every word of every message plus 2 per message.
+    """Tokens are words. A prompt's tokens: the words of its rendering (`render`: a role tag per
+    message, the words, a final <assistant> tag), the same count /tokenize gives.
 
     Simulated prefix cache keyed by (cache_salt, prompt): the first request of a key computes,
     later ones read the whole prompt from the cache. Sample text: `max_tokens` words
@@ -107,7 +108,7 @@ class FakeServer:
                     return self._json({"success": True})
                 if self.path == "/tokenize" and server.tokenize and server.vllm:
                     if "messages" in body:
-                        text = server.render(body["messages"])
+                        text = server.render(body["messages"], body.get("add_generation_prompt", True))
                     else:
                         text = body["prompt"]
                     toks = [len(w) for w in text.split()]
@@ -130,8 +131,9 @@ class FakeServer:
                 try:
                     if server.status != 200:
                         return self._json({"error": {"message": "bad request", "code": server.status}}, server.status)
-                    plen = server.prompt_len(body["messages"])
-                    key = (body.get("cache_salt"), server.render(body["messages"]))
+                    gen_prompt = body.get("add_generation_prompt", True)
+                    plen = server.prompt_len(body["messages"], gen_prompt)
+                    key = (body.get("cache_salt"), server.render(body["messages"], gen_prompt))
                     with server.lock:
                         cached = plen if key in server.seen else 0
                         server.seen.add(key)
@@ -182,12 +184,15 @@ class FakeServer:
         self.thread.start()
 
     @staticmethod
-    def render(messages):
-        return " ".join(f"<{m['role']}> {m['content']}" for m in messages) + " <assistant>"
+    def render(messages, add_generation_prompt=True):
+        # without the generation prompt (continue_final_message) the last turn is continued
+        text = " ".join(f"<{m['role']}> {m['content']}" for m in messages)
+        return text + " <assistant>" if add_generation_prompt else text
 
     @staticmethod
-    def prompt_len(messages):
-        return sum(len(m["content"].split()) + 2 for m in messages)
+    def prompt_len(messages, add_generation_prompt=True):
+        # the rendered prompt's tokens, as /tokenize counts them (one message: its words + 2)
+        return len(FakeServer.render(messages, add_generation_prompt).split())
 
     def close(self):
         self.httpd.shutdown()

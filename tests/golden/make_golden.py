@@ -46,10 +46,10 @@ class DieOnce(FakeReward):
         super().__init__()
         self.at = at
 
-    def score(self, prompts, responses):
+    def score(self, prompts, responses, *, harmful=None):
         if self.calls == self.at:
             raise KeyboardInterrupt
-        return super().score(prompts, responses)
+        return super().score(prompts, responses, harmful=harmful)
 
 
 class SlowerUnderLoad(FakeEngine):

@@ -216,12 +216,23 @@ def test_a_label_too_long_for_any_band_becomes_stacked_blocks():
     assert max(cell_len(line) for line in lines) <= 60
 
 
-def test_off_a_terminal_the_format_is_complete_and_width_independent():
-    for _, table in _tables():
-        assert layout(table, None).lines == layout(table, None).lines
-        assert not any(line.startswith("legend") for line in layout(table, None).lines)
-        head = layout(table, None).lines[1]
-        assert all(c.header in _tokens(head) for c in table.columns)
+def test_off_a_terminal_the_format_is_complete_and_width_independent(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "40")  # a narrow terminal setting must not reach piped output
+    for name, table in _tables():
+        lines = layout(table, None).lines
+        # complete: the title, the full header, its rule, then exactly one line per row
+        assert len(lines) == 3 + len(table.rows), name
+        assert lines[0] == table.title and set(lines[2]) == {"─"}
+        assert _tokens(lines[1]) == [c.header for c in table.columns], name
+        assert not any(line.startswith("legend") for line in lines)
+        _check(table, lines, None)
+        # width independent: what a pipe gets through rich (no terminal, so no width) is that text,
+        # however long its lines are
+        buf = io.StringIO()
+        assert terminal_width(buf) is None
+        print_table(output_console(buf, terminal_width(buf)), table, terminal_width(buf))
+        assert buf.getvalue().splitlines() == lines, name
+        assert max(cell_len(line) for line in lines) > 40
 
 
 def test_printed_through_rich_the_lines_stay_as_laid_out():

@@ -29,7 +29,7 @@ class _LookupReward:
     def __init__(self, table):
         self.table = table
 
-    def score(self, prompts, responses):
+    def score(self, prompts, responses, *, harmful=None):
         r = tuple(float(self.table.get(x, 0.0)) for x in responses)
         return ScoreBatch(rewards=r, tokens=tuple(1 for _ in r), padding_fraction=0.0, path="reference", latency_s=0.0)
 

@@ -100,7 +100,7 @@ class _LengthReward:
 
     name = "fake"
 
-    def score(self, prompts, responses):
+    def score(self, prompts, responses, *, harmful=None):
         r = tuple(-float(len(x)) for x in responses)
         return ScoreBatch(rewards=r, tokens=tuple(len(x) for x in responses), padding_fraction=0.0, path="reference", latency_s=0.0)
 
@@ -125,7 +125,7 @@ class _CountingReward(_LengthReward):
     def __init__(self):
         self.calls = 0
 
-    def score(self, prompts, responses):
+    def score(self, prompts, responses, *, harmful=None):
         self.calls += 1
         return super().score(prompts, responses)
 

@@ -93,11 +93,17 @@ def test_evaluate_answers_reports_both_scorers_and_their_disagreement(judge):
 
 
 def test_embedded_judge_gets_its_measured_threshold_others_zero(tiny_lm):
-    from costtax.rewards.refusal import CALIBRATED_THRESHOLDS, RefusalJudge
+    from pathlib import Path
 
+    from costtax.rewards.refusal import RefusalJudge
+
+    # the measured cut: the most accurate threshold on the measure set, recorded by
+    # bench/results/refusal-agreement.py (not the constant under test)
+    measured = json.loads((Path(__file__).resolve().parents[2] / "bench/results/refusal-agreement-2026-11-27-q-comply.json")
+                          .read_text())["judge_threshold_from_measure"]
     j = RefusalJudge("judge")  # built, not loaded: no weights read
     assert j.model.name == "judge:smollm2-135m-instruct"
-    assert j.threshold == CALIBRATED_THRESHOLDS[("judge:smollm2-135m-instruct", "comply")]
+    assert j.threshold == pytest.approx(measured, abs=5e-4)  # the recorded cut, to the 3 decimals kept
     assert RefusalJudge("judge", question="refuse").threshold == 0.0
     assert RefusalJudge(f"judge:{tiny_lm}").threshold == 0.0
     assert RefusalJudge("judge", threshold=-1.0).threshold == -1.0

@@ -41,7 +41,7 @@ def test_batches_report_as_they_finish_and_results_are_unchanged(scalar_rm):
 
 def test_a_model_without_the_hook_reports_start_and_end():
     class Flat:
-        def score(self, prompts, responses):
+        def score(self, prompts, responses, *, harmful=None):
             from costtax.rewards.base import ScoreBatch
 
             return ScoreBatch(rewards=tuple(1.0 if "good" in r else 0.0 for r in responses), tokens=tuple(1 for _ in responses),

@@ -73,7 +73,7 @@ class TableReward(FakeReward):
         super().__init__("table-reward")
         self.table = table
 
-    def score(self, prompts, responses):
+    def score(self, prompts, responses, *, harmful=None):
         res = super().score(prompts, responses)
         return dataclasses.replace(res, rewards=tuple(float(self.table.get(r, 0.0)) for r in responses))
 
