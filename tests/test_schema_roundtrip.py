@@ -30,10 +30,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore")]
 
 ROOT = Path(__file__).resolve().parents[1]
 # Declared for the variance (issue 27) and scale (issue 28) work, not written by anyone yet.
+# `worker` is written only by runs with --client-workers > 1 (served engines; this fake run has one
+# process): tests/test_client_workers.py checks those rows.
 NOT_YET_WRITTEN = {
     CallRecord: {"worker", "probe"},
     AnswerRecord: {"admission", "slot", "worker", "probe"},
-    CellRecord: {"probe", "client"},
+    CellRecord: {"probe"},
     ScoreRecord: set(),
 }
 
