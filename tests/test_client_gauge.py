@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from costtax.client_gauge import CLIENT_LAG_TTFT_SHARE, PROFILER_LOOP, ClientGauge, LoopLag, client_record, measured_loop
+from costtax.client_gauge import CLIENT_LAG_FLOOR_S, CLIENT_LAG_TTFT_SHARE, PROFILER_LOOP, ClientGauge, LoopLag, client_record, measured_loop
 from costtax.engines.loop_thread import LoopThread
 from costtax.report.client import client_columns
 
@@ -94,8 +94,10 @@ def test_flag_fires_at_the_stated_share_of_ttft():
          "ttft_p50_s": ttft, "client_lag_p50_s": ttft * CLIENT_LAG_TTFT_SHARE * 1.1},
         {"cell": "plain", "load": "batch", "status": "ok", "cell_wall_s": 1.0, "technique": "plain", "params": "{}",
          "ttft_p50_s": None, "client_lag_p50_s": 0.5},  # no TTFT measured: nothing to compare with
+        {"cell": "plain", "load": "concurrency=4", "status": "ok", "cell_wall_s": 1.0, "technique": "plain", "params": "{}",
+         "ttft_p50_s": 0.005, "client_lag_p50_s": CLIENT_LAG_FLOOR_S * 0.9},  # a large share of a tiny TTFT: the idle loop's floor
     ])
     out = add_checks(df, pd.DataFrame(), pd.DataFrame(), {})
-    assert list(out["flag_client_lag"]) == [False, True, False]
-    assert list(out["sanity_flags"].fillna("")) == ["", "client_lag", ""]
+    assert list(out["flag_client_lag"]) == [False, True, False, False]
+    assert list(out["sanity_flags"].fillna("")) == ["", "client_lag", "", ""]
     assert out["client_lag_share_of_ttft"][1] == pytest.approx(CLIENT_LAG_TTFT_SHARE * 1.1)

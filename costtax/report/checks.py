@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import stats as M
 from ..records import GEN_STAGES
-from ..client_gauge import CLIENT_LAG_TTFT_SHARE
+from ..client_gauge import CLIENT_LAG_FLOOR_S, CLIENT_LAG_TTFT_SHARE
 from ._values import is_num as _num
 from .client import lag_share_of_ttft
 
@@ -19,7 +19,7 @@ SANITY_FLAGS = {
     "flag_nonpositive_duration": "a zero or negative duration (answer latency, call latency or cell wall time)",
     "flag_cached_exceeds_prompt": "a call reports more cached prompt tokens than prompt tokens served",
     "flag_energy_below_idle": "energy per answer below idle power x wall time / answers",
-    "flag_client_lag": "the client's median event-loop lag is a visible share of the median TTFT it measured (client_lag_share_of_ttft >= CLIENT_LAG_TTFT_SHARE): the client is part of the latency",
+    "flag_client_lag": "the client's median event-loop lag is a visible share of the median TTFT it measured (client_lag_share_of_ttft >= CLIENT_LAG_TTFT_SHARE, and the lag above the idle loop's floor CLIENT_LAG_FLOOR_S): the client is part of the latency",
 }
 AA_Z = 1.96  # consecutive plain repeats agree when their medians differ by less than the 95% band
 # ... or by less than this fraction of their mean: a floor for timer/scheduler jitter, which the
@@ -66,7 +66,9 @@ def add_checks(df, answers, calls, meta):
         flags["flag_energy_below_idle"].append(bool(below))
         share = lag_share_of_ttft(row)
         lag_shares.append(share)
-        flags["flag_client_lag"].append(share is not None and share >= CLIENT_LAG_TTFT_SHARE)
+        lag = row.get("client_lag_p50_s")
+        flags["flag_client_lag"].append(share is not None and share >= CLIENT_LAG_TTFT_SHARE
+                                        and _num(lag) and lag >= CLIENT_LAG_FLOOR_S)
     df["client_lag_share_of_ttft"] = lag_shares
     for k, v in flags.items():
         df[k] = v
