@@ -66,7 +66,8 @@ def run_instrumented(engine, prompts, sampling, run_dir: Path, *, meter: bool | 
     from costtax.rundir import RunState, new_session_id
     from costtax.startup import StartedModels
     from costtax.unit import run_unit
-    from costtax.records import ANSWERS, CALLS, RunWriter, read_jsonl
+    from costtax.records import ANSWERS, CALLS, RunWriter
+    from costtax.jsonio import read_jsonl
 
     run_dir = Path(run_dir)
     cfg = RunConfig(

@@ -66,7 +66,9 @@ def run_costtax_cli(prompts_file: Path, n: int, max_tokens: int, out_dir: Path, 
     defaults: NVML 50 ms, process tree 250 ms)."""
     import csv
 
-    from costtax.records import CALLS, CELLS, RUN_JSON, read_jsonl
+    from costtax.records import CALLS, CELLS, RUN_JSON
+
+    from costtax.jsonio import read_jsonl
 
     args = [
         "profile", "-t", "plain", "-p", str(prompts_file), "--limit", str(n),

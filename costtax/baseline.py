@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 
 from .errors import ConfigError
-from .records import RUN_JSON, SCHEMA_VERSION, write_json_atomic
+from .records import RUN_JSON, SCHEMA_VERSION
+from .jsonio import write_json_atomic
 from .rundata import RunData, RunDataError, read_file
 from .schema import AnswerRecord, CallRecord, CellRecord, ScoreRecord, to_row
 from .rundir import new_run_id

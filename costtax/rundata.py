@@ -5,7 +5,7 @@ summary, plan, plots, compare and the pytest plugin open runs only through `RunD
   CosttaxError: the CLI prints it and exits 2; the plugin fails the test with it): missing,
   run.json absent or not JSON, a newer or unknown layout, record files of another run;
 - reads run.json, calls.jsonl, answers.jsonl, cells.jsonl, scores.jsonl (a torn last line, a
-  crash mid-write, is skipped as records.read_jsonl always did);
+  crash mid-write, is skipped by jsonio.read_jsonl);
 - de-duplicates rows across resumed sessions: the last record of a unit wins (a failed unit
   later resumed), the last record of an answer wins, calls and scores count only when written by
   the session that wrote their answer (a killed session's calls of answers it never finished);
@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import CosttaxError
 from .load import BATCH, LoadLevel
-from .records import read_jsonl
+from .jsonio import read_jsonl
 from .schema import (
     ANSWERS, CALLS, CELLS, RUN_JSON, SCHEMA_VERSION, SCORES, SUMMARY, AnswerRecord, CallRecord, CellRecord, RecordError,
     RunRecord, ScoreRecord, from_row,

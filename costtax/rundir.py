@@ -18,7 +18,8 @@ from .config import RunConfig
 from .errors import ConfigError
 from .load import LoadLevel
 from .phases import phase
-from .records import RUN_JSON, SCHEMA_VERSION, RunWriter, read_run_json, write_json_atomic
+from .records import RUN_JSON, SCHEMA_VERSION, RunWriter, read_run_json
+from .jsonio import write_json_atomic
 from .rundata import Answer, Call, Score, Unit, read_file
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -14,7 +14,7 @@ from costtax.compare import CompareConfig, Estimate, beyond_noise, cell_estimate
 from costtax.config import RunConfig
 from costtax.load import LoadLevel
 from costtax.profile import profile
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 from costtax.report import write_summary
 from fakes import FakeEngine, FakeReward
 

@@ -16,7 +16,7 @@ from costtax.config import RunConfig
 from costtax.estimates import unit_estimates
 from costtax.load import LoadLevel
 from costtax.profile import profile
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 from costtax.report import summary_records, write_summary
 from costtax.rundata import RunData
 from fakes import FakeEngine, FakeReward

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from costtax.model_files import EMBEDDED
-from costtax.records import SCHEMA_VERSION, read_jsonl
+from costtax.records import SCHEMA_VERSION
+from costtax.jsonio import read_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -89,7 +89,7 @@ def test_golden_runs_hold_what_the_test_claims():
     """The frozen runs keep the shapes the golden test is meant to cover."""
     import json
 
-    from costtax.records import read_jsonl
+    from costtax.jsonio import read_jsonl
 
     for name in RUNS:
         d = GOLDEN / name

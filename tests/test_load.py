@@ -12,7 +12,7 @@ from costtax.config import RunConfig
 from costtax.errors import ConfigError
 from costtax.load import LoadLevel, drive, parse_load, poisson_arrivals
 from costtax.profile import profile
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 from costtax.rewards.batcher import RewardBatcher
 from fakes import FakeEngine, FakeReward
 
@@ -33,7 +33,8 @@ def test_run_config_holds_the_levels_parsed_once_and_typed(tmp_path, monkeypatch
 
     import costtax.config as config_mod
     from costtax.rundir import config_from_run
-    from costtax.records import RUN_JSON, write_json_atomic
+    from costtax.records import RUN_JSON
+    from costtax.jsonio import write_json_atomic
 
     cfg = RunConfig(load=("rate=0.5", "concurrency=1,2", "batch"))
     assert cfg.load_levels == (LoadLevel("rate", 0.5), LoadLevel("concurrency", 1), LoadLevel("concurrency", 2), LoadLevel("batch"))

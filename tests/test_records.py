@@ -21,11 +21,10 @@ from costtax.records import (
     CellRecord,
     RunWriter,
     ScoreRecord,
-    read_jsonl,
     read_run_json,
     to_json_dict,
-    write_json_atomic,
 )
+from costtax.jsonio import read_jsonl, write_json_atomic
 
 
 def _call(**kw) -> CallRecord:

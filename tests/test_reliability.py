@@ -15,7 +15,7 @@ import pytest
 from costtax.config import RunConfig
 from costtax.errors import ConfigError
 from costtax.profile import RunInterrupted, profile
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 from fakes import FakeEngine, FakeReward
 
 HERE = Path(__file__).parent

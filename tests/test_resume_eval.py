@@ -9,7 +9,7 @@ import pytest
 
 from costtax.config import RunConfig
 from costtax.profile import RunInterrupted, profile
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 from costtax.rundata import RunData
 from fakes import FakeEngine, FakeReward
 

@@ -13,7 +13,7 @@ import pytest
 
 from costtax.cli import main
 from costtax.load import LoadLevel
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 from costtax.rundata import RunData, RunDataError, UnitKey
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "old"

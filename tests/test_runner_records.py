@@ -15,7 +15,7 @@ from pathlib import Path
 
 from costtax.config import RunConfig
 from costtax.profile import profile
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 from fakes import FakeEngine, FakeReward
 
 EXPECTED = Path(__file__).parent / "golden_runner" / "fake_run_records.json"

@@ -19,7 +19,7 @@ import pytest
 
 from costtax.config import RunConfig
 from costtax.profile import RunInterrupted, profile
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 from costtax.rundata import RunData
 from costtax.schema import (
     SCORE_VALUES, AnswerRecord, CallRecord, CellRecord, RunRecord, ScoreRecord, declared, legacy_extra,

@@ -15,7 +15,7 @@ import pytest
 from costtax.config import RunConfig
 from costtax.context import CellContext
 from costtax.load import LoadLevel
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 from costtax.search import SearchSpec, capacity, judge, next_probe, replay
 from fakes import FakeEngine, FakeReward
 

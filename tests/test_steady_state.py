@@ -12,7 +12,7 @@ import pytest
 
 from costtax.config import RunConfig
 from costtax.profile import profile
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 from fakes import FakeEngine, FakeReward, TimedEngine
 
 

@@ -232,7 +232,7 @@ class RunJsonHooks:
         self.meta, self.run_json, self.session = meta, Path(run_json), session
 
     def _write(self) -> None:
-        from ..records import write_json_atomic
+        from ..jsonio import write_json_atomic
 
         write_json_atomic(self.run_json, self.meta)
 

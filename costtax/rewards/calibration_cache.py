@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from ..records import write_json_atomic
+from ..jsonio import write_json_atomic
 
 Event = Callable[[str, dict], None]
 

@@ -151,7 +151,7 @@ def test_a_best_of_n_run_on_harmful_prompts_finishes(model, tmp_path):
     each score call records what the reward model computed, never more than it read."""
     from costtax.config import RunConfig
     from costtax.profile import profile
-    from costtax.records import read_jsonl
+    from costtax.jsonio import read_jsonl
     from fakes import FakeEngine
 
     cfg = RunConfig(techniques=("bon:n=2",), prompts=("harmful",), limit=2, max_tokens=6, out=str(tmp_path / "run"),

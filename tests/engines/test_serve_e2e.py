@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 
 from costtax.model_files import EMBEDDED
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 
 pytestmark = pytest.mark.slow
 

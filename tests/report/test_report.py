@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from costtax.records import AnswerRecord, CallRecord, CellRecord, RunWriter, write_json_atomic
+from costtax.records import AnswerRecord, CallRecord, CellRecord, RunWriter
+
+from costtax.jsonio import write_json_atomic
 from costtax.report import build_summary, capacity_plan, headline_rows, write_plots, write_summary
 from costtax.report.columns import CONTRACT_COLUMNS, all_columns, markdown, readme_section
 
@@ -192,7 +194,7 @@ def test_contention_of_a_row_is_its_worst_repeat(tmp_path):
     to doubt the row's spread, and a median would hide it."""
     from costtax.config import RunConfig
     from costtax.profile import profile
-    from costtax.records import read_jsonl
+    from costtax.jsonio import read_jsonl
     from fakes import FakeEngine, FakeReward
 
     cfg = RunConfig(techniques=("plain",), prompts=("helpful",), limit=2, max_tokens=4, out=str(tmp_path / "run"),

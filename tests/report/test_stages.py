@@ -8,7 +8,7 @@ import pytest
 
 from costtax.config import RunConfig
 from costtax.profile import profile
-from costtax.records import read_jsonl
+from costtax.jsonio import read_jsonl
 from costtax.report.stages import STAGE_ORDER, busy_time, stage_columns
 from fakes import FakeReward, TimedEngine
 

@@ -18,7 +18,8 @@ from costtax.engines.base import Sample, SamplingSpec
 from costtax.errors import ConfigError
 from costtax.profile import profile
 from costtax.prompts import Prompt
-from costtax.records import read_jsonl, to_json_dict
+from costtax.records import to_json_dict
+from costtax.jsonio import read_jsonl
 from costtax.techniques import REGISTRY, get_technique
 from costtax.techniques.best_of_n import BestOfN
 from costtax.techniques.cai import ConstitutionalAI
