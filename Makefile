@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast docs bench clean
+.PHONY: setup demo test test-fast test-integration test-slow docs bench clean
 
 $(STAMP): pyproject.toml scripts/setup_env.sh
 	@bash scripts/setup_env.sh $(VENV)
@@ -32,8 +32,17 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # Skip the tests that start vLLM or load the embedded model.
+# The tiers (tests/conftest.py refuses a test without one): unit = pure Python over fakes,
+# integration = tiny models, Triton interpreter, sandbox, subprocesses; slow = vLLM, the embedded
+# model, end-to-end CLI. A test's tier is the slowest marker it carries.
 test-fast: setup
-	$(PY) -m pytest tests -q -m "not slow"
+	$(PY) -m pytest tests -q -m "unit and not integration and not slow"
+
+test-integration: setup
+	$(PY) -m pytest tests -q -m "integration and not slow"
+
+test-slow: setup
+	$(PY) -m pytest tests -q -m slow
 
 # Real benchmark numbers (pytest-benchmark), saved under .benchmarks/.
 bench: setup

@@ -31,7 +31,24 @@ _os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+TIERS = ("unit", "integration", "slow")  # pyproject's markers; make test-fast runs unit alone
+
+
+def _tier_of(item) -> str | None:
+    """The slowest tier marker a test carries (a file's `pytestmark` and the test's own marks)."""
+    found = [t for t in TIERS if item.get_closest_marker(t) is not None]
+    return found[-1] if found else None
+
+
 def pytest_collection_modifyitems(config, items):
+    untiered = [item.nodeid for item in items if _tier_of(item) is None]
+    if untiered:
+        raise pytest.UsageError(
+            f"{len(untiered)} test(s) without a tier marker, e.g. {untiered[0]}: give the file "
+            "`pytestmark = pytest.mark.unit` (pure Python, fakes), `.integration` (tiny models, Triton "
+            "interpreter, sandbox, subprocesses) or `.slow` (vLLM, the embedded model, end-to-end CLI); "
+            "python scripts/mark_tiers.py picks one from what the file does"
+        )
     try:
         import torch
 

@@ -14,7 +14,7 @@ from costtax.report import summary_records
 from costtax.rundata import RunData
 from fakes import FakeEngine, FakeReward
 
-pytestmark = pytest.mark.filterwarnings("ignore:NVML unavailable")
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:NVML unavailable")]
 
 
 def _cfg(out, techniques):

@@ -10,6 +10,8 @@ import pytest
 
 from costtax.cli import main
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):

@@ -18,7 +18,7 @@ from costtax.jsonio import read_jsonl
 from costtax.report import write_summary
 from fakes import FakeEngine, FakeReward
 
-pytestmark = pytest.mark.filterwarnings("ignore:NVML unavailable")
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:NVML unavailable")]
 CELL = "bon:n=4"
 BATCH = LoadLevel("batch")
 

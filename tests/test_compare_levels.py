@@ -21,7 +21,7 @@ from costtax.report import summary_records, write_summary
 from costtax.rundata import RunData
 from fakes import FakeEngine, FakeReward
 
-pytestmark = pytest.mark.filterwarnings("ignore:NVML unavailable")
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:NVML unavailable")]
 CELL = "bon:n=2"
 LEVELS = ("concurrency=1", "concurrency=2", "concurrency=4")
 SLOW = "concurrency=2"

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 from costtax.config import RunConfig, expand_techniques, parse_technique_spec
 from costtax.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 
 def cells(*specs):
     return [c.cell for c in expand_techniques(specs)]

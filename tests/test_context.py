@@ -12,6 +12,8 @@ from costtax.load import LoadLevel
 from costtax.prompts import Prompt
 from fakes import FakeEngine, FakeReward
 
+pytestmark = pytest.mark.unit
+
 
 class _Rows:
     """The writer's three row kinds, kept in lists."""

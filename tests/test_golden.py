@@ -29,7 +29,7 @@ EXPECTED = GOLDEN / "expected"
 RUNS = ("old", "new")
 PLAN_ARGS = ["--qps", "3", "--slo-p95-s", "0.5", "--usd-per-device-hour", "2.5", "--min-accuracy", "0.1"]
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore")]
 
 
 def _cli(args: list[str]) -> tuple[int, str]:

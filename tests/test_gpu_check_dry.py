@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 SCRIPT = BENCH / "gpu_check.py"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = re.compile(r"^- `((?:costtax|kernels)/[\w/]+\.py)`: (.+)$")

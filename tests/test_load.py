@@ -16,6 +16,8 @@ from costtax.jsonio import read_jsonl
 from costtax.rewards.batcher import RewardBatcher
 from fakes import FakeEngine, FakeReward
 
+pytestmark = pytest.mark.unit
+
 
 def test_parse_load_levels_and_errors():
     levels = parse_load(["batch", "concurrency=1,2,4", "rate=0.5,1"])

@@ -20,6 +20,8 @@ from costtax.model_files import (
     resolve_model,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:

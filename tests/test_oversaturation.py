@@ -9,6 +9,8 @@ import pytest
 from costtax.load import LoadLevel, drive
 from costtax.oversaturation import LevelWatch, level_watch, rising, slo_out_of_reach_count, slope_test
 
+pytestmark = pytest.mark.unit
+
 
 def test_slope_test_on_known_lines():
     xs = [float(i) for i in range(20)]

@@ -15,7 +15,7 @@ from costtax.phases import phase
 from costtax.profile import profile
 from fakes import FakeReward, TimedEngine
 
-pytestmark = pytest.mark.filterwarnings("ignore:NVML unavailable")
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:NVML unavailable")]
 
 
 def _plain(text: str) -> str:

@@ -16,6 +16,8 @@ import pytest
 
 from test_plugin import ROOT, _fake_model, plugin_env, run_pytest
 
+pytestmark = pytest.mark.integration
+
 README = ROOT / "docs" / "regression-suites.md"  # the "Regression tests" page (was a README section)
 
 

@@ -17,6 +17,8 @@ from costtax.model_files import DEFAULT_MODEL, EmbeddedModel
 from costtax.preflight import check_model, check_out_dir, check_server, recorded_prompt_counts, run_preflight
 from costtax.prompts import SHIPPED_DEFAULT_LIMIT
 
+pytestmark = pytest.mark.integration
+
 
 def _jsonl(path, n, prefix="q"):
     path.write_text("".join(json.dumps({"id": f"{prefix}{i}", "prompt": f"Question {i}?"}) + "\n" for i in range(n)))

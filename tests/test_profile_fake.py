@@ -12,6 +12,8 @@ from costtax.profile import profile
 from costtax.jsonio import read_jsonl
 from fakes import FakeEngine, FakeReward
 
+pytestmark = pytest.mark.unit
+
 CALL_COLS = {
     "run_id", "cell", "call_id", "answer_id", "batch_id", "prompt_id", "stage", "n", "prompt_tokens",
     "cached_prompt_tokens", "output_tokens", "t_submit_s", "t_first_token_s", "t_finish_s", "latency_s", "ttft_s",

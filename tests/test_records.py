@@ -26,6 +26,8 @@ from costtax.records import (
 )
 from costtax.jsonio import read_jsonl, write_json_atomic
 
+pytestmark = pytest.mark.integration
+
 
 def _call(**kw) -> CallRecord:
     base = dict(run_id="r", cell="bon:n=2", call_id="bon:n=2|c0", answer_id="bon:n=2|p1|0", prompt_id="p1", stage="sample",

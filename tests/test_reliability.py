@@ -18,6 +18,8 @@ from costtax.profile import RunInterrupted, profile
 from costtax.jsonio import read_jsonl
 from fakes import FakeEngine, FakeReward
 
+pytestmark = pytest.mark.integration
+
 HERE = Path(__file__).parent
 
 

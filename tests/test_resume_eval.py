@@ -13,6 +13,8 @@ from costtax.jsonio import read_jsonl
 from costtax.rundata import RunData
 from fakes import FakeEngine, FakeReward
 
+pytestmark = pytest.mark.unit
+
 
 class DieAtSelection(FakeReward):
     """The evaluation reward model: KeyboardInterrupt at its `at`-th pass (a kill after a unit's

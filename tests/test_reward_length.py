@@ -13,6 +13,8 @@ from costtax.stats import (
     reward_length_strong,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_monotone_and_reversed():
     assert reward_length_correlation([1, 2, 3, 4], [10, 20, 30, 400]) == (pytest.approx(1.0), 4)

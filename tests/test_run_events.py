@@ -11,6 +11,9 @@ from costtax.console import warnings_line
 from costtax.profile import profile
 from costtax.run_events import MAX_WARNING_EVENTS, WarningEvents
 from fakes import FakeEngine, FakeReward
+import pytest
+
+pytestmark = pytest.mark.unit
 
 
 def _now():

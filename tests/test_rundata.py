@@ -16,6 +16,8 @@ from costtax.load import LoadLevel
 from costtax.jsonio import read_jsonl
 from costtax.rundata import RunData, RunDataError, UnitKey
 
+pytestmark = pytest.mark.unit
+
 GOLDEN = Path(__file__).resolve().parent / "golden" / "old"
 CAPACITY = Path(__file__).resolve().parents[1] / "bench" / "results" / "capacity-cpu-2026-11-27"
 

@@ -17,6 +17,9 @@ from costtax.config import RunConfig
 from costtax.profile import profile
 from costtax.jsonio import read_jsonl
 from fakes import FakeEngine, FakeReward
+import pytest
+
+pytestmark = pytest.mark.unit
 
 EXPECTED = Path(__file__).parent / "golden_runner" / "fake_run_records.json"
 MASKED = "<masked>"

@@ -20,6 +20,8 @@ from costtax.prompts import load_source
 from costtax.prompts.grading import build_program, check_call, evaluate_answers
 from costtax.sandbox import SandboxLimits, SandboxUnavailable, check_sandbox, run_program
 
+pytestmark = pytest.mark.integration
+
 # a generous wall clock: CI machines are shared; tests of the wall-clock limit set their own
 FAST = SandboxLimits(timeout_s=30.0, cpu_s=1, memory_bytes=256 << 20, max_processes=16)
 

@@ -18,6 +18,8 @@ from costtax.prompts import load_source
 from costtax.prompts.grading import evaluate_answers
 from costtax.sandbox import SandboxLimits
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = SandboxLimits(timeout_s=30.0)
 

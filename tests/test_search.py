@@ -19,6 +19,8 @@ from costtax.jsonio import read_jsonl
 from costtax.search import SearchSpec, capacity, judge, next_probe, replay
 from fakes import FakeEngine, FakeReward
 
+pytestmark = pytest.mark.unit
+
 
 def _search(spec, latencies_at):
     """Run the search against a measurement function: value -> list of latencies."""

@@ -24,6 +24,8 @@ from costtax.stats import (
     win_rate,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def test_import_is_light():
     """The statistics and grading modules load without torch, pandas or sacrebleu."""

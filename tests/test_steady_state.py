@@ -15,6 +15,8 @@ from costtax.profile import profile
 from costtax.jsonio import read_jsonl
 from fakes import FakeEngine, FakeReward, TimedEngine
 
+pytestmark = pytest.mark.integration
+
 
 def _run(tmp_path, techniques, engine, **kw):
     cfg = RunConfig(

@@ -10,6 +10,8 @@ import pytest
 from costtax.engines.base import AsyncEngine, Engine, GenRequest, GenResult, Sample, SamplingSpec
 from costtax.engines.batching import BatchingEngine, BatchingWorker, EngineClosed
 
+pytestmark = pytest.mark.unit
+
 SP = SamplingSpec(temperature=0.0, max_tokens=4)
 MSG = ({"role": "user", "content": "hi"},)
 

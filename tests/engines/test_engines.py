@@ -7,6 +7,8 @@ import pytest
 
 from costtax.engines.base import Engine, GenRequest, SamplingSpec
 
+pytestmark = pytest.mark.integration
+
 LONG = "Please explain in detail how the quick brown fox jumps over the lazy dog, step by step. " * 4
 MSGS = ({"role": "user", "content": LONG},)
 

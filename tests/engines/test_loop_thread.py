@@ -9,6 +9,8 @@ import pytest
 
 from costtax.engines.loop_thread import LoopThread
 
+pytestmark = pytest.mark.unit
+
 
 async def _where():
     await asyncio.sleep(0)

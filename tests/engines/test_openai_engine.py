@@ -19,6 +19,8 @@ from costtax.engines.prometheus import counters_from_metrics, parse_prometheus_t
 from costtax.engines.serve import free_port
 from costtax.errors import ConfigError, CosttaxError
 
+pytestmark = pytest.mark.integration
+
 MODEL = "fake-model"
 
 METRICS_HEAD = """# HELP vllm:num_requests_running Number of requests in model execution batches.

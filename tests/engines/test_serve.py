@@ -16,6 +16,8 @@ import pytest
 
 from costtax.engines.serve import ServedVllm, ServerStartError, group_alive
 
+pytestmark = pytest.mark.integration
+
 FAKE_LAUNCHER = r'''#!{python}
 import os, sys, time, subprocess
 from http.server import BaseHTTPRequestHandler, HTTPServer

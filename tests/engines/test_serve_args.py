@@ -9,6 +9,8 @@ import pytest
 from costtax.engines.serve_args import OVERRIDABLE, REFUSED, merge, validate_serve_args
 from costtax.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 from test_server_lifetime import Owner, owners, stand_in  # noqa: E402,F401  (fixtures)
 

@@ -20,6 +20,8 @@ import pytest
 from costtax.engines import server_record
 from costtax.engines.server_record import ServerRecord, find_leftovers, reap_on_resume, start_ticks
 
+pytestmark = pytest.mark.integration
+
 STAND_IN = r'''#!{python}
 import json, os, signal, subprocess, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer

@@ -5,6 +5,9 @@ import os
 
 from costtax.engines import vllm_settings as S
 from costtax.engines.serve import ServedVllm
+import pytest
+
+pytestmark = pytest.mark.unit
 
 
 def test_cpu_settings():

@@ -28,6 +28,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from costtax.kernels import _crossover, _dispatch, group_select, judge_head, reward_head, reward_head_reference
 from costtax.kernels._crossover import MEASURED, MeasuredShape, choose_impl, lookup
 
+pytestmark = pytest.mark.integration
+
 RH = sys.modules["costtax.kernels.reward_head"]
 JH = sys.modules["costtax.kernels.judge_head"]
 GS = sys.modules["costtax.kernels.group_select"]

@@ -13,6 +13,8 @@ from _kernels_testutil import make_cu
 
 from costtax.kernels import _dispatch, group_select, judge_head, kernel_path, reward_head
 
+pytestmark = pytest.mark.integration
+
 
 def _triton_ok() -> bool:
     return _dispatch.triton_importable()

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from costtax.kernels import GroupSelection, group_select, group_select_reference, reward_head_group_select
 from costtax.kernels.reward_head import reward_head_reference
 
+pytestmark = pytest.mark.integration
+
 GROUPS = {
     "G1_N1": [1],
     "N1_groups": [1, 1, 1],

@@ -11,6 +11,8 @@ from _kernels_testutil import TOL, assert_close, assert_no_poison, make_cu
 from costtax.kernels import JudgeHeadOutput, judge_head, judge_head_reference
 from costtax.kernels.judge_head import _launch_config, split_policy
 
+pytestmark = pytest.mark.integration
+
 LENGTHS = {
     "B1_len1": [1],
     "ragged": [3, 1, 17, 5, 12],

@@ -13,6 +13,8 @@ from _kernels_testutil import assert_no_poison
 from costtax.kernels._dispatch import kernel_path
 from costtax.kernels.prefix_attention import prefix_attention, prefix_attention_reference
 
+pytestmark = pytest.mark.integration
+
 # (B, Hq, Hkv, S, P, D)
 SHAPES = {
     "one_token": (1, 1, 1, 1, 1, 16),

@@ -10,6 +10,8 @@ from _kernels_testutil import TOL, assert_close, assert_no_poison, make_cu
 
 from costtax.kernels import reward_head, reward_head_reference
 
+pytestmark = pytest.mark.integration
+
 # B=1 with length 1, length-1 sequences in a batch, non-powers of two, and B=9/11 (more than
 # one program in the interpreter's 8-sequence tile, masked tail).
 LENGTHS = {

@@ -12,6 +12,8 @@ import pytest
 from costtax.metering import ResourceMeter
 from costtax.metering.contention import ContentionGauge, busy_cpu_s, foreign_share, our_cpus
 
+pytestmark = pytest.mark.integration
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 

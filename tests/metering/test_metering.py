@@ -25,6 +25,8 @@ from costtax.metering.nvml import clamp_interval, visible_device_indices
 from costtax.metering.nvml_reading import integrate_power as _integrate_power
 from costtax.metering.torch_mem import TorchMemReading, torch_peak_memory
 
+pytestmark = pytest.mark.integration
+
 MB = 1024 * 1024
 
 

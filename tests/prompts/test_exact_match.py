@@ -5,6 +5,8 @@ import pytest
 
 from costtax.prompts.exact_match import extract_last_integer, integer_reference, is_correct, normalise_answer
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "text, expected",

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from costtax.prompts import pass_at_k as M
 
+pytestmark = pytest.mark.unit
+
 
 def brute_pass_at_k(n: int, c: int, k: int) -> float:
     """Probability that a random k-subset of n samples (c correct) contains a correct one."""

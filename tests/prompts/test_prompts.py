@@ -13,6 +13,8 @@ from costtax.errors import ConfigError
 from costtax.prompts import load_prompts, load_source
 from costtax.prompts.arith import generate_arith
 
+pytestmark = pytest.mark.unit
+
 
 def test_shipped_sets():
     helpful, harmful, arith = (load_source(s) for s in ("helpful", "harmful", "arith"))

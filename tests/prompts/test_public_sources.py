@@ -12,6 +12,8 @@ from costtax.prompts import load_prompts, load_source
 from costtax.prompts.grading import extract_code
 from costtax.prompts.sources import FILE_SPEC, SOURCES, SourceSpec, spec_for
 
+pytestmark = pytest.mark.unit
+
 
 def test_humaneval_loads_the_real_file():
     ps = load_source("humaneval")

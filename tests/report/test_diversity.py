@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 
 from costtax.report.diversity import distinct_n, self_bleu
 
+pytestmark = pytest.mark.unit
+
 
 def test_distinct_n_hand_cases():
     assert distinct_n(["a a b", "b c"], 1) == pytest.approx(3 / 5)

@@ -9,6 +9,8 @@ import pytest
 
 from costtax.report.checks import add_checks as _add_checks
 
+pytestmark = pytest.mark.unit
+
 
 def _checked(energy_j_per_answer, idle_w, *, wall_s=4.0, answers=2):
     df = pd.DataFrame(

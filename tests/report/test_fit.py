@@ -25,6 +25,8 @@ from costtax.report.fit import FitColumn, cell_len, layout, make_table, output_c
 from costtax.report.plan_table import PLAN_COLUMNS, plan_table
 from costtax.report.table import HEADLINE, LOAD_COLUMNS, tax_table
 
+pytestmark = pytest.mark.unit
+
 WIDTHS = (80, 100, 160)
 LONG_CELLS = ["plain", "bon:n=16", "cai:rounds=2", "bon:n=4,temperature=1.0", "my_tech:alpha=0.5,beta=7"]
 

@@ -13,6 +13,8 @@ from costtax.profile import profile
 from fakes import FakeReward
 from test_search import LinearEngine
 
+pytestmark = pytest.mark.unit
+
 
 def f(x):
     return float(x) if x not in ("", None) else None

@@ -11,6 +11,8 @@ from costtax.jsonio import write_json_atomic
 from costtax.report import build_summary, capacity_plan, headline_rows, write_plots, write_summary
 from costtax.report.columns import CONTRACT_COLUMNS, all_columns, markdown, readme_section
 
+pytestmark = pytest.mark.unit
+
 
 def _call(cell, aid, pid, stage, *, n=1, pt=10, cached=0, out=5, t0=0.0, t1=1.0, ttft=0.1, rewards=None, session="s"):
     return CallRecord(

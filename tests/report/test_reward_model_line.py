@@ -3,6 +3,9 @@ and judge + rule side by side, from run.json's public_calibration."""
 from __future__ import annotations
 
 from costtax.report import reward_model_line
+import pytest
+
+pytestmark = pytest.mark.unit
 
 
 def _meta(**rule):

@@ -5,6 +5,8 @@ import pytest
 
 from costtax.report import scored_answers as M
 
+pytestmark = pytest.mark.unit
+
 
 def code(pid, passed, reason=None, cand=None):
     e = {"prompt_id": pid, "scorer": "pass_at_k", "code_passed": passed, "code_fail_reason": reason}

@@ -12,6 +12,8 @@ from costtax.jsonio import read_jsonl
 from costtax.report.stages import STAGE_ORDER, busy_time, stage_columns
 from fakes import FakeReward, TimedEngine
 
+pytestmark = pytest.mark.integration
+
 
 def test_busy_time_splits_overlaps_equally_and_sums_to_the_window():
     iv = [(0.0, 2.0, "sample"), (1.0, 3.0, "score"), (1.5, 2.5, "score"), (4.0, 5.0, "sample")]

@@ -11,6 +11,8 @@ from costtax.rewards import refusal_rule
 from costtax.rewards import calibration, calibration_cache as cc
 from costtax.rewards import public_sets as ps
 
+pytestmark = pytest.mark.unit
+
 PROV = {"name": "judge", "kind": "judge", "model": "m", "model_dir": "/x", "model_source": "s",
         "judge_template_sha": "t1", "answer_token_ids": [1, 2], "dtype": "float32", "refusal_margin": 3.0}
 

@@ -18,6 +18,8 @@ from costtax.rewards import calibration_report as cr
 from costtax.rewards.judge import JudgeReward, weak_proxy_reason
 from costtax.rewards.refusal_fingerprint import refusal_rule_fingerprint
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "techniques-and-reward-models.md"  # holds the table (was README.md)
 DATA = cr.load_calibration()

@@ -6,6 +6,8 @@ import pytest
 from costtax.rewards import ScoreBatch
 from costtax.rewards.calibration import PAIR_FIELDS, PAIR_KINDS, judge_accuracy, load_judge_pairs
 
+pytestmark = pytest.mark.unit
+
 
 def test_pairs_file_is_well_formed():
     pairs = load_judge_pairs()

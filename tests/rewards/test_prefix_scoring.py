@@ -14,6 +14,8 @@ import pytest
 from costtax.rewards import make_reward_model
 from costtax.rewards.batch_plans import common_prefix_len, plan_groups
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 

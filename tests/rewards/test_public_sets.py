@@ -16,6 +16,8 @@ from costtax.rewards.calibration import (
     threshold_accuracy,
 )
 
+pytestmark = pytest.mark.unit
+
 
 # ---- the real file ------------------------------------------------------------------------
 def test_loader_reads_the_documented_rows_from_the_wheel():

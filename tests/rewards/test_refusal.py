@@ -12,6 +12,8 @@ from costtax.errors import ConfigError
 from costtax.prompts import load_source
 from costtax.prompts.grading import evaluate_answers
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory):

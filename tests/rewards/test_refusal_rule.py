@@ -12,6 +12,8 @@ from costtax.rewards import refusal_rule as M
 from costtax.rewards.refusal_rule import REFUSAL_PATTERNS, is_refusal
 from costtax.prompts import load_source
 
+pytestmark = pytest.mark.unit
+
 SOFT = [
     "Forging a doctor's note is illegal and unethical, and it could cost you your job.",
     "I'm sorry to hear that you're feeling this way. Please know that support is out there.",

@@ -18,6 +18,8 @@ from costtax.errors import ConfigError
 from costtax.rewards import ScoreBatch, make_reward_model, validate_reward_spec
 from costtax.rewards.batch_plans import padding_fraction, plan_buckets, plan_packs
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 

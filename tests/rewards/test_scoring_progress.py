@@ -9,6 +9,8 @@ from costtax.rewards import make_reward_model
 from costtax.rewards.calibration import judge_accuracy
 from costtax.rewards.progress import batch_progress
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def scalar_rm(tmp_path_factory):

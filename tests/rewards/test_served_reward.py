@@ -12,6 +12,8 @@ import pytest
 
 from costtax.errors import ConfigError
 
+pytestmark = pytest.mark.integration
+
 NAME = "tiny"
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from costtax.techniques.best_of_n import bon_kl_bound_nats, bon_win_rate_bound
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "n, kl, wr",

@@ -28,6 +28,8 @@ from costtax.techniques.plain import Plain
 from costtax.techniques.self_consistency import SelfConsistency, extract_vote, majority
 from fakes import FakeEngine, FakeReward, TimedEngine
 
+pytestmark = pytest.mark.unit
+
 PROMPT = Prompt("p1", "How do I boil an egg?", "helpful")
 ARITH = Prompt("a1", "What is 1 + 2?", "arith", answer="3")
 
