@@ -102,6 +102,7 @@ class CellContext:
         self._scorable: list[tuple[PromptInstance, str, Any, str | None]] = []  # for run_scoring
         self._totals: dict[str, _AnswerTotals] = {}
         self._arrivals: dict[str, float] = {}
+        self._admissions: dict[str, tuple[int, int | None]] = {}
         self._ids = itertools.count()
         self.answers_written = 0
 
@@ -163,6 +164,10 @@ class CellContext:
     def arrived(self, inst: PromptInstance, t: float) -> None:
         """The load generator released this answer at monotonic time t."""
         self._arrivals[inst.answer_id] = t
+
+    def admitted(self, inst: PromptInstance, admission: int, slot: int | None) -> None:
+        """The load generator's release order (within the unit) and closed-loop slot of this answer."""
+        self._admissions[inst.answer_id] = (admission, slot)
 
     # -- calls ---------------------------------------------------------------------------------------
     async def generate(self, inst: PromptInstance, req: "GenRequest", *, stage: str, round: int | None = None) -> "GenResult":
@@ -273,6 +278,7 @@ class CellContext:
         t = self._totals.get(inst.answer_id, _AnswerTotals())
         latency = (t.t_last_finish - t.t_first_submit) if t.t_first_submit is not None else 0.0
         arrival = self._arrivals.get(inst.answer_id)
+        admission, slot = self._admissions.get(inst.answer_id, (None, None))
         self.writer.answer(
             AnswerRecord(
                 run_id=self.run_id,
@@ -299,6 +305,8 @@ class CellContext:
                 cell_repeat=self.cell_repeat,
                 t_arrival_s=None if arrival is None else arrival - self.epoch,
                 t_finish_s=t.t_last_finish,
+                admission=admission,
+                slot=slot,
             )
         )
         self.answers_written += 1

@@ -98,6 +98,8 @@ class AnswerRecord:
     cell_repeat: int = 0
     t_arrival_s: float | None = None  # the load generator released the answer (seconds since epoch)
     t_finish_s: float | None = None  # its last call finished (seconds since epoch)
+    admission: int | None = None  # 0-based release order within its unit (see the module docstring)
+    slot: int | None = None  # closed loop: the concurrency slot 0..C-1 that ran it; None for batch/rate
 
 
 @dataclass(frozen=True)

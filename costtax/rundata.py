@@ -126,6 +126,8 @@ class Answer:
     ttft_s: float | None = None
     t_arrival_s: float | None = None
     t_finish_s: float | None = None
+    admission: int | None = None  # release order within the unit (records.py docstring)
+    slot: int | None = None  # closed loop: concurrency slot that ran it
     eval_reward: float | None = None  # from the answer's eval call (same session), None without one
     candidate_texts: tuple[str, ...] | None = None  # best-of-N style techniques: every candidate
     candidate_rewards: tuple[float | None, ...] | None = None

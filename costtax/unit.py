@@ -174,6 +174,11 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
 
     flight = [0]  # answers released and not finished: the batcher's gather policy waits for them
 
+    offset = done[0]  # answers of the unit an earlier session finished: admissions continue after them
+
+    def on_admit(inst, admission: int, slot) -> None:
+        ctx.admitted(inst, offset + admission, slot)
+
     def on_release(inst, t: float) -> None:
         flight[0] += 1
         ctx.arrived(inst, t)
@@ -217,6 +222,7 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
             timeout_s=config.level_timeout_s,
             on_release=on_release,
             on_done=on_done,
+            on_admit=on_admit,
             watch=watch,
         )
     finally:

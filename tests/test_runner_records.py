@@ -24,6 +24,7 @@ MASKED = "<masked>"
 MASK_KEYS = {
     "run_id", "session", "t", "started_at", "finished_at", "provenance", "meter", "out", "traceback",
     "engine_counters", "load_stats", "warmup", "score_batches", "engine_stats", "idle_power_w",
+    "slot",  # the lowest free closed-loop slot at release: which slots are free depends on finish order
 }
 
 
