@@ -322,6 +322,7 @@ def compare(
     max_memory_increase: Optional[str] = typer.Option(None, "--max-memory-increase", help="peak memory (default: reported only)"),
     max_energy_increase: Optional[str] = typer.Option(None, "--max-energy-increase", help="energy per answer (default: reported only)"),
     wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP),
+    record_noise: bool = typer.Option(False, "--record-noise", help="OLD and NEW are identical runs (an A/A): record their timing spread as this machine's noise band, which later compares and the plugin cite"),
 ):
     """Per-cell deltas with CIs; exit 1 on a regression beyond the limits and beyond noise."""
     from .compare import CompareConfig, parse_fraction, run_compare
@@ -334,6 +335,7 @@ def compare(
         max_quality_drop=max_quality_drop,
         max_memory_increase=parse_fraction(max_memory_increase, "--max-memory-increase"),
         max_energy_increase=parse_fraction(max_energy_increase, "--max-energy-increase"),
+        record_noise=record_noise,
     )
     from .console import RunDisplay
     from .report.fit import output_console

@@ -181,8 +181,6 @@ def timing_estimates(rd: RunData, cell: str, level: LoadLevel, a, row) -> dict[s
     units' values; with one unit the point is the pooled value and the CI a block bootstrap
     (waves in closed loop, time windows in open loop), none with fewer than MIN_BLOCKS blocks
     (a batch unit is one block)."""
-    import numpy as np
-
     from . import blocks as B
 
     lat = [x for x in (num(x.latency_s) for x in a) if x is not None]
@@ -212,7 +210,7 @@ def timing_estimates(rd: RunData, cell: str, level: LoadLevel, a, row) -> dict[s
     bl_lat = [[float(x.latency_s) for x in b if num(x.latency_s) is not None] for b in blocks]
     pc = M.percentiles(lat, (50, 95))
     for q, name in ((50, "latency_p50_s"), (95, "latency_p95_s")):
-        ci = B.block_bootstrap_ci(bl_lat, lambda v, q=q: float(np.percentile(v, q)))
+        ci = B.block_bootstrap_ci(bl_lat, q)
         out[name] = Estimate(pc[f"p{q}"], *(ci or (None, None)), len(lat), "blocks", 1)
     tput = B.throughput_blocks(blocks)
     ci = None
