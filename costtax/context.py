@@ -84,6 +84,7 @@ class CellContext:
         level: LoadLevel = BATCH,
         cell_repeat: int = 0,
         batcher=None,
+        probe: int = 0,
     ):
         self.run_id, self.cell, self.technique = run_id, cell, technique
         self.engine, self.sampling, self.writer = engine, sampling, writer
@@ -96,6 +97,7 @@ class CellContext:
         self.level = level
         self.load = level.label  # what the rows record
         self.cell_repeat = cell_repeat
+        self.probe = probe  # a search re-probe of the same (cell, level, cell_repeat): 1, 2, ...
         self.batcher = batcher
         # (instance, text, session that wrote the answer): this one's, or an earlier one's (adopt_backlog)
         self._finished: list[tuple[PromptInstance, str, str | None]] = []
@@ -111,7 +113,8 @@ class CellContext:
     def unit_tag(self) -> str:
         """'' for the default unit (offline batch, first cell repeat), so answer ids of a plain
         run read as before; '@LOAD#K' otherwise."""
-        return "" if (self.level.is_batch and self.cell_repeat == 0) else f"@{self.load}#{self.cell_repeat}"
+        tag = "" if (self.level.is_batch and self.cell_repeat == 0) else f"@{self.load}#{self.cell_repeat}"
+        return tag + (f".p{self.probe}" if self.probe else "")
 
     def expand(self, prompts: Sequence["Prompt"], answers: int | None = None) -> list[PromptInstance]:
         """Prompt x repeat instances still to answer (finished ones are skipped on resume).
@@ -258,6 +261,7 @@ class CellContext:
             session=self.session if owner is None else owner,
             load=self.load,
             cell_repeat=self.cell_repeat,
+            probe=self.probe,
             **fields,
         )
 
@@ -307,6 +311,7 @@ class CellContext:
                 t_finish_s=t.t_last_finish,
                 admission=admission,
                 slot=slot,
+                probe=self.probe,
             )
         )
         self.answers_written += 1

@@ -66,6 +66,7 @@ class CallRecord:
     session: str | None = None  # the profile invocation that wrote the row (resume-safe joins)
     load: str = DEFAULT_LABEL  # the unit's LoadLevel.label (costtax.load)
     cell_repeat: int = 0  # which whole-cell repeat (--cell-repeats) wrote the row
+    probe: int = 0  # 0: first measurement of (cell, level, cell_repeat); a search re-probe writes 1, 2, ...
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -100,6 +101,7 @@ class AnswerRecord:
     t_finish_s: float | None = None  # its last call finished (seconds since epoch)
     admission: int | None = None  # 0-based release order within its unit (see the module docstring)
     slot: int | None = None  # closed loop: the concurrency slot 0..C-1 that ran it; None for batch/rate
+    probe: int = 0  # as CallRecord.probe
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class CellRecord:
     load_stats: dict[str, Any] = field(default_factory=dict)  # offered/achieved answers/s, timed_out, saturated
     engine_counters: dict[str, Any] = field(default_factory=dict)  # engine counters before/after the unit
     score_batches: list[dict[str, Any]] = field(default_factory=list)  # reward micro-batcher: pairs, calls, wait_s
+    probe: int = 0  # as CallRecord.probe; the reader keys units by (cell, level, cell_repeat, probe)
 
 
 def to_json_dict(rec) -> dict[str, Any]:

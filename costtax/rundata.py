@@ -9,7 +9,7 @@ summary, plan, plots, compare and the pytest plugin open runs only through `RunD
 - de-duplicates rows across resumed sessions: the last record of a unit wins (a failed unit
   later resumed), the last record of an answer wins, calls and scores count only when written by
   the session that wrote their answer (a killed session's calls of answers it never finished);
-- keys everything by a typed `UnitKey` (cell, LoadLevel, cell repeat);
+- keys everything by a typed `UnitKey` (cell, LoadLevel, cell repeat, probe);
 - recovers the run's prompts and reference answers from the per-source counts run.json recorded;
 - exposes typed frozen records: the fields the report reads (queue_s, score_wait_s, ...) are
   fields, not entries of an `extra` dict. `extra` keeps only what no generic reader reads: the
@@ -46,11 +46,13 @@ class RunDataError(CosttaxError):
 
 @dataclass(frozen=True)
 class UnitKey:
-    """One unit of a run: a cell at one load level in one cell repeat."""
+    """One unit of a run: a cell at one load level in one cell repeat (and probe: a capacity
+    search re-measures its bracketing levels under probe 1, 2, ...)."""
 
     cell: str
     load: LoadLevel
     cell_repeat: int = 0
+    probe: int = 0  # a search re-probe of the same (cell, level, cell repeat): 1, 2, ...
 
     @property
     def level(self) -> tuple[str, LoadLevel]:
@@ -95,6 +97,7 @@ class Call:
     score_batch_pairs: float | None = None  # score calls: pairs in the micro-batch that served it
     reward_tokens_computed: float | None = None  # score calls: tokens the reward model computed
     rewards: tuple[float | None, ...] | None = None  # score and eval calls: the rewards returned
+    probe: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)  # engine/scorer details no reader reads
 
 
@@ -128,6 +131,7 @@ class Answer:
     t_finish_s: float | None = None
     admission: int | None = None  # release order within the unit (records.py docstring)
     slot: int | None = None  # closed loop: concurrency slot that ran it
+    probe: int = 0  # search re-probe (UnitKey.probe)
     eval_reward: float | None = None  # from the answer's eval call (same session), None without one
     candidate_texts: tuple[str, ...] | None = None  # best-of-N style techniques: every candidate
     candidate_rewards: tuple[float | None, ...] | None = None
@@ -163,10 +167,11 @@ class Unit:
     load_stats: Mapping[str, Any] = field(default_factory=dict)
     engine_counters: Mapping[str, Any] = field(default_factory=dict)
     score_batches: tuple[Mapping[str, Any], ...] = ()
+    probe: int = 0
 
     @property
     def key(self) -> UnitKey:
-        return UnitKey(self.cell, self.load, self.cell_repeat)
+        return UnitKey(self.cell, self.load, self.cell_repeat, self.probe)
 
 
 @dataclass(frozen=True)
@@ -333,7 +338,7 @@ def _build(cls, path: Path, meta: Mapping[str, Any], raw: dict[str, list[dict]])
     last: dict[UnitKey, dict] = {}
     for r in raw[CELLS]:
         lvl = _level(r.get("load"), path / CELLS)
-        last[UnitKey(r["cell"], lvl, int(r.get("cell_repeat") or 0))] = r
+        last[UnitKey(r["cell"], lvl, int(r.get("cell_repeat") or 0), int(r.get("probe") or 0))] = r
     units = tuple(_unit(r, k) for k, r in last.items())
     # Answers: the last record of an answer id wins, at its own position in the file.
     ans_rows = raw[ANSWERS]
@@ -379,6 +384,7 @@ def _call(r: dict, path: Path) -> Call:
     kw["finish_reasons"] = _tuple(r.get("finish_reasons"))
     kw["load"] = _level(r.get("load"), path / CALLS)
     kw["cell_repeat"] = int(r.get("cell_repeat") or 0)
+    kw["probe"] = int(r.get("probe") or 0)
     return Call(**kw, extra=extra)
 
 
@@ -390,13 +396,14 @@ def _answer(r: dict, path: Path, eval_reward: Mapping[str, float | None]) -> Ans
         kw[k] = _tuple(extra.pop(k, None))
     kw["load"] = _level(r.get("load"), path / ANSWERS)
     kw["cell_repeat"] = int(r.get("cell_repeat") or 0)
+    kw["probe"] = int(r.get("probe") or 0)
     kw["eval_reward"] = eval_reward.get(r["answer_id"])
     return Answer(**kw, extra=extra)
 
 
 def _unit(r: dict, key: UnitKey) -> Unit:
     kw = _pick(r, Unit)
-    kw["load"], kw["cell_repeat"] = key.load, key.cell_repeat
+    kw["load"], kw["cell_repeat"], kw["probe"] = key.load, key.cell_repeat, key.probe
     kw["params"] = r.get("params") or {}
     kw["score_batches"] = tuple(b for b in (r.get("score_batches") or []) if isinstance(b, Mapping))
     for k in ("meter", "engine_stats", "warmup", "load_stats", "engine_counters"):

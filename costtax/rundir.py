@@ -146,16 +146,18 @@ def done_units(run_dir: Path) -> set[UnitKey]:
             for r in read_jsonl(run_dir / CELLS) if r.get("status") == "ok"}
 
 
-def done_answers(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0) -> frozenset[str]:
+def done_answers(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0, probe: int = 0) -> frozenset[str]:
     """Answer ids of one unit already written (by an interrupted or failed session)."""
     return frozenset(
         r["answer_id"]
         for r in read_jsonl(run_dir / "answers.jsonl")
         if r.get("cell") == cell and r.get("load", DEFAULT_LABEL) == level.label and int(r.get("cell_repeat", 0)) == cell_repeat
+        and int(r.get("probe") or 0) == probe
     )
 
 
-def evaluation_backlog(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0) -> list[tuple[dict[str, Any], bool, bool]]:
+def evaluation_backlog(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0,
+                       probe: int = 0) -> list[tuple[dict[str, Any], bool, bool]]:
     """Answers of one unit an earlier session finished, each as (its answers.jsonl row, has an
     eval call, has a scores.jsonl row). A session killed (or a unit failed) after an answer was
     written but before the unit's scoring pass leaves answers with neither; the resumed unit
@@ -163,7 +165,8 @@ def evaluation_backlog(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: 
     wins, and an eval call or scores row counts only when it carries the answer's session."""
     rows: dict[str, dict[str, Any]] = {}
     for r in read_jsonl(run_dir / "answers.jsonl"):
-        if r.get("cell") == cell and r.get("load", DEFAULT_LABEL) == level.label and int(r.get("cell_repeat", 0)) == cell_repeat:
+        if r.get("cell") == cell and r.get("load", DEFAULT_LABEL) == level.label and int(r.get("cell_repeat", 0)) == cell_repeat \
+                and int(r.get("probe") or 0) == probe:
             rows[r["answer_id"]] = r
     if not rows:
         return []
