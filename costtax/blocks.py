@@ -14,6 +14,9 @@ Measurement choices (README "Measurement choices" restates them):
   field; older runs without it: arrival order), per (cell repeat, probe).
 - Open loop: a block is a time window of one median answer latency (answers that arrived within
   one latency of each other were in flight together), in arrival order.
+- Best-of-N and other techniques scored by the reward micro-batcher: blocks whose answers shared a
+  reward pass (score calls with one `batch_id` in a unit) are merged (merge_shared): a pass that
+  waits for a cohort delays every answer in it.
 - Batch: every answer of a unit was released at once, so the unit is one block: no within-run
   interval for its timing; only repeats (or compare's A/A noise band) give one.
 - An interval from blocks needs at least `MIN_BLOCKS` blocks; fewer (a search probe of 4×C
@@ -25,7 +28,7 @@ Measurement choices (README "Measurement choices" restates them):
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 MIN_BLOCKS = 5  # fewer blocks: a block bootstrap is degenerate (with 4 blocks, 4^4 distinct resamples at most)
 N_BOOT = 1000
@@ -124,6 +127,33 @@ def answer_blocks(answers: Sequence[Any], mode: str, concurrency: int | None = N
         else:  # batch: one block per unit
             out.append(list(rows))
     return out
+
+
+def merge_shared(blocks: Sequence[Sequence[Any]], passes: Mapping[str, set]) -> list[list[Any]]:
+    """Blocks joined where their answers shared a reward pass: best-of-N answers of different waves
+    scored in one micro-batch (score calls with one `batch_id`) wait for each other, so their
+    latencies share that pass's fate. `passes`: answer_id -> the pass keys of its score calls.
+    Merged blocks keep the order of their first member."""
+    parent = list(range(len(blocks)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[Any, int] = {}
+    for i, b in enumerate(blocks):
+        for a in b:
+            for key in passes.get(getattr(a, "answer_id", None), ()):
+                j = owner.setdefault(key, i)
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    out: dict[int, list[Any]] = {}
+    for i, b in enumerate(blocks):
+        out.setdefault(find(i), []).extend(b)
+    return [out[k] for k in sorted(out)]
 
 
 def _num(v, default: float) -> float:

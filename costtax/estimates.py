@@ -207,6 +207,12 @@ def timing_estimates(rd: RunData, cell: str, level: LoadLevel, a, row) -> dict[s
         return out
     conc = int(level.value) if level.mode == "concurrency" else None
     blocks = B.answer_blocks(a, level.mode, conc)
+    passes: dict[str, set] = {}
+    for c in rd.calls:
+        if c.stage == "score" and c.batch_id and c.cell == cell and c.load == level:
+            passes.setdefault(c.answer_id, set()).add((c.cell_repeat, c.probe, c.batch_id))
+    if passes:
+        blocks = B.merge_shared(blocks, passes)
     bl_lat = [[float(x.latency_s) for x in b if num(x.latency_s) is not None] for b in blocks]
     pc = M.percentiles(lat, (50, 95))
     for q, name in ((50, "latency_p50_s"), (95, "latency_p95_s")):

@@ -140,3 +140,11 @@ def test_closed_loop_watch_counts_a_wave_once():
         stopped += why is not None
         naive += why1 is not None
     assert naive >= 20 and stopped <= naive / 3, (stopped, naive)
+
+
+def test_blocks_that_shared_a_reward_pass_are_merged():
+    a = [NS(answer_id=f"a{i}", cell_repeat=0, admission=i, latency_s=1.0, t_arrival_s=0.0, t_finish_s=1.0) for i in range(8)]
+    bl = B.answer_blocks(a, "concurrency", 2)  # waves {0,1} {2,3} {4,5} {6,7}
+    merged = B.merge_shared(bl, {"a1": {"s0"}, "a2": {"s0"}, "a6": {"s3"}, "a7": {"s3"}})
+    assert [[x.answer_id for x in b] for b in merged] == [["a0", "a1", "a2", "a3"], ["a4", "a5"], ["a6", "a7"]]
+    assert len(B.merge_shared(bl, {})) == 4
