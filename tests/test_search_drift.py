@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from costtax.search import (
-    SearchSpec, Verdict, _capacity, _pava, capacity, isotonic_interval, judge, level_units, reprobes_wanted, verdicts,
-)
+from costtax.search import SearchSpec, Verdict, _capacity, capacity, judge, reprobes_wanted, verdicts
+from costtax.search_interval import _pava, isotonic_interval, level_units
 
 pytestmark = pytest.mark.unit
 

@@ -18,7 +18,8 @@ CELL_COLUMNS = (
 
 def add_capacity_columns(df, data: dict[str, Any]):
     """p95 CI and early-stop columns on every row; search columns on a search run's rows."""
-    from ..search import SearchSpec, capacity, level_units, p95_ci, replay, verdicts
+    from ..search import SearchSpec, capacity, p95_ci, replay, verdicts
+    from ..search_interval import level_units
 
     meta, answers, cells = data["meta"], data["answers"], data["cells"]
     lo, hi, stop, over = [], [], [], []
