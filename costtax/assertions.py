@@ -169,6 +169,8 @@ def _check(kind: str, result, limits: Mapping[str, float | None], table: Mapping
             if e.has_ci and (e.lo <= limit <= e.hi):
                 noise = "; the CI contains the limit: possibly noise at this n"
             lines.append(f"  {label} [{name}] = {_fmt_measured(e)} {op} limit {key}={limit:g}{noise}")
+            if name in ("latency_p50_s", "latency_p95_s"):
+                lines.append(_machine_noise_note(run_dir, name, e.value, limit))
     share = row.get("foreign_cpu_share")
     if lines and kind == "cost" and isinstance(share, (int, float)) and share == share:
         from .report.table import CONTENTION_WARN_SHARE
@@ -179,6 +181,26 @@ def _check(kind: str, result, limits: Mapping[str, float | None], table: Mapping
     if lines:
         what = "cost" if kind == "cost" else "quality"
         raise CosttaxLimitError(f"costtax {what} limit crossed in cell {cell} (run dir {run_dir}):\n" + "\n".join(lines))
+
+
+def _machine_noise_note(run_dir, name: str, value: float, limit: float) -> str:
+    """An absolute time limit is crossed: cite this machine's recorded A/A noise band for the
+    metric (costtax/noise.py), the drift between identical runs that no within-run CI sees."""
+    from .noise import load_calibration
+    from .rundata import RunData, RunDataError
+
+    try:
+        prov = RunData.open(run_dir, records=False).meta.get("provenance") or {}
+    except RunDataError:
+        prov = {}
+    cal = load_calibration(prov.get("machine"), (prov.get("versions") or {}).get("costtax"))
+    band = (cal or {}).get("bands", {}).get(name)
+    if isinstance(band, (int, float)):
+        within = value <= limit * (1 + band)
+        return (f"    machine noise band (A/A calibration {cal['path']}): identical runs differed by up to {band:.0%} on "
+                f"{name}; {'within' if within else 'beyond'} it")
+    return (f"    no A/A calibration of this machine for {name}: drift between identical runs is not in the CI "
+            "(record one: `costtax compare A A2 --record-noise`)")
 
 
 def assert_cost(

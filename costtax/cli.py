@@ -134,6 +134,8 @@ def profile(
                                                 help="search: a probe at concurrency C runs K x C answers"),
     search_min_answers: int = typer.Option(16, "--search-min-answers", metavar="N", rich_help_panel=PANEL_LOAD,
                                            help="search: fewest answers per probe"),
+    search_reprobes: int = typer.Option(2, "--search-reprobes", metavar="R", rich_help_panel=PANEL_LOAD,
+                                        help="search: re-measure the bracketing levels R more times"),
     client_workers: int = typer.Option(1, "--client-workers", metavar="N", rich_help_panel=PANEL_LOAD,
                                        help="served engines: send each level from N client processes"),
     serve: bool = typer.Option(False, "--serve", rich_help_panel=PANEL_SERVING,
@@ -219,6 +221,7 @@ def profile(
             search_probes=search_probes,
             search_answers_per_slot=search_answers_per_slot,
             search_min_answers=search_min_answers,
+            search_reprobes=search_reprobes,
             oversaturation_stop=oversaturation_stop,
             ignore_eos=ignore_eos,
             score_max_pairs=score_max_pairs,
@@ -411,6 +414,7 @@ def compare(
     max_memory_increase: Optional[str] = typer.Option(None, "--max-memory-increase", help="peak memory (default: reported only)"),
     max_energy_increase: Optional[str] = typer.Option(None, "--max-energy-increase", help="energy per answer (default: reported only)"),
     wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP),
+    record_noise: bool = typer.Option(False, "--record-noise", help="OLD and NEW are an A/A: record their spread as this machine's noise band"),
 ):
     """Per-cell deltas with CIs; exit 1 on a regression beyond the limits and beyond noise."""
     from .compare import CompareConfig, parse_fraction, run_compare
@@ -423,6 +427,7 @@ def compare(
         max_quality_drop=max_quality_drop,
         max_memory_increase=parse_fraction(max_memory_increase, "--max-memory-increase"),
         max_energy_increase=parse_fraction(max_energy_increase, "--max-energy-increase"),
+        record_noise=record_noise,
     )
     from .console import RunDisplay
     from .report.fit import output_console

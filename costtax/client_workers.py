@@ -115,10 +115,17 @@ def _exit_with_parent(parent_pid: int) -> None:
 async def _drive_share(job: WorkerJob, ctx, technique, engine, q, stop, t0: float):
     from .load import drive
 
+    def on_admit(inst, admission: int, slot) -> None:
+        # the items were dealt round-robin, so worker k's i-th release stands at i*N + k of the
+        # level's release order, and its slot s is the level's slot s*N + k: the waves the block
+        # CIs resample (costtax/blocks.py) are then the level's, not one worker's
+        n, k = job.workers, job.index
+        ctx.admitted(inst, admission * n + k, None if slot is None else slot * n + k)
+
     with ClientGauge(engine) as gauge:
         res = await drive(job.level, job.items, lambda inst: technique.answer(inst, ctx), seed=job.seed, timeout_s=job.timeout_s,
                           on_release=ctx.arrived, watch=_WatchProxy(q, job.index, stop), offsets=job.offsets,
-                          t0=t0 if job.offsets is not None else None)
+                          t0=t0 if job.offsets is not None else None, on_admit=on_admit)
     return res, gauge
 
 

@@ -13,9 +13,15 @@ Measurement choices: see costtax/estimates.py (what each metric's point and CI a
 - Quality: win-rate vs plain (eval or proxy, with summary.csv's CI) and accuracy (with CI), judged
   on an absolute drop; the mean eval reward is reported, never judged (its scale is the reward
   model's own).
-- Noise: a change is "beyond noise" only when each run's point estimate lies outside the other
-  run's 95% CI. Over the limit but not beyond noise is reported as `noise`, not failed. A metric
-  without a CI on one side counts that side as a point.
+- Noise, timing metrics (latency p50/p95, answers/s, round time): a change is a REGRESSION only
+  beyond the larger of the limit and the noise costtax/noise.py justifies (the runs' repeats, else
+  this machine's recorded A/A calibration, else the runs' block CIs, else none: the limit alone),
+  "better" only beyond the same on the other side, "ok" between; the `noise` column cites the
+  source. `--record-noise` records an A/A of two identical runs as this machine's calibration.
+- Output tokens per answer when both runs used --ignore-eos: deterministic, judged exactly.
+- Noise, other metrics: a change is "beyond noise" only when each run's point estimate lies
+  outside the other run's 95% CI. Over the limit but not beyond noise is reported as `noise`, not
+  failed. A metric without a CI on one side counts that side as a point.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from .estimates import (  # noqa: F401  (re-exported: earlier import paths)
     NOTCH, Estimate, benchmark_estimates, cell_estimates, flatten_for_extra_info, row_level, unit_estimates,
 )
 from .load import LoadLevel
+from .noise import TIMING, Noise, load_calibration, pooled_repeat_variance, record_calibration, timing_noise
 
 # A row of a source: (cell or benchmark name, load level; None for benchmarks)
 Key = tuple[str, "LoadLevel | None"]
@@ -70,6 +77,7 @@ class CompareConfig:
     max_quality_drop: float = 0.03  # absolute, on win-rate and accuracy
     max_memory_increase: float | None = None  # None: reported, not judged
     max_energy_increase: float | None = None
+    record_noise: bool = False  # record this comparison as the machine's A/A calibration (costtax/noise.py)
 
     def __post_init__(self):
         for name in ("max_slowdown", "max_tokens_increase", "max_quality_drop", "max_memory_increase", "max_energy_increase"):
@@ -130,7 +138,11 @@ def load_source(path: str, field: str) -> Source:
         if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
             raise ConfigError(field, path, "is JSON without a \"benchmarks\" list; give a pytest-benchmark --benchmark-json file")
         cells = {(k, None): e for k, e in benchmark_estimates(data).items()}
-        return Source(str(p), "benchmark-json", cells, {"device": (data.get("machine_info") or {}).get("cpu", {}).get("brand_raw")})
+        from . import provenance
+
+        # a benchmark file is judged against the calibration of the machine compare runs on
+        return Source(str(p), "benchmark-json", cells, {"device": (data.get("machine_info") or {}).get("cpu", {}).get("brand_raw"),
+                                                        "machine": provenance.machine(), "version": provenance.versions().get("costtax")})
     raise ConfigError(field, path, "no such file or directory; give a run directory or a pytest-benchmark JSON file")
 
 
@@ -146,9 +158,13 @@ def _run_source(p: Path, path: str, field: str) -> Source:
         name = where.name if where.parent == p else str(where)
         raise ConfigError(field, path, f"{name}: {exc.problem}") from None
     est = unit_estimates(rd, rows)
+    prov = rd.meta.get("provenance") or {}
     info = {
         "config": {k: v for k, v in rd.config.items() if k not in ("out", "techniques", "cells")},
-        "device": ((rd.meta.get("provenance") or {}).get("machine") or {}).get("device"),
+        "device": (prov.get("machine") or {}).get("device"),
+        "machine": prov.get("machine"),
+        "version": (prov.get("versions") or {}).get("costtax"),
+        "ignore_eos": bool(rd.config.get("ignore_eos")),
         # other processes' share of the run's CPUs per row: timing verdicts of a disturbed row
         # may be the neighbours' doing, which the notes say
         "contention": {(r["cell"], row_level(r)): r.get("foreign_cpu_share") for r in rows
@@ -172,6 +188,7 @@ class DeltaRow:
     change: float | None  # how much worse NEW is (fraction for relative metrics); < 0: better
     limit: float | None
     verdict: str  # REGRESSION | noise | ok | better | n/a
+    noise: Noise | None = None  # timing and exact metrics: what the change had to clear (costtax/noise.py)
 
 
 @dataclass(frozen=True)
@@ -207,12 +224,22 @@ def beyond_noise(old: Estimate, new: Estimate) -> bool:
     return not (new_in_old or old_in_new)
 
 
-def judge(metric: Metric, old: Estimate, new: Estimate, limit: float | None) -> tuple[float | None, str]:
+def judge(metric: Metric, old: Estimate, new: Estimate, limit: float | None, noise: Noise | None = None) -> tuple[float | None, str]:
+    """(worse by, verdict). With `noise` (timing, exact metrics): REGRESSION beyond the larger of
+    the limit and the noise, better beyond it the other way (exact: any improvement), else ok.
+    Without: the CI-overlap rule of the module docstring."""
     if old.value is None or new.value is None:
         return None, "n/a"
     change = worse_by(metric, old.value, new.value)
     if change is None:
         return None, "n/a"
+    if noise is not None:
+        bar = max(limit if limit is not None else 0.0, noise.value)
+        if limit is not None and change > bar + 1e-12:
+            return change, "REGRESSION"
+        if (change < 0 and noise.source == "exact") or change < -bar - 1e-12:
+            return change, "better"
+        return change, "ok"
     noisy = not beyond_noise(old, new)
     if limit is not None and change > limit + 1e-12:
         return change, "noise" if noisy else "REGRESSION"
@@ -224,6 +251,15 @@ def judge(metric: Metric, old: Estimate, new: Estimate, limit: float | None) -> 
 def compare_sources(old: Source, new: Source, config: CompareConfig) -> CompareResult:
     keys = [k for k in old.cells if k in new.cells]
     rows = []
+    calibration = load_calibration(new.info.get("machine"), new.info.get("version"))
+    exact_tokens = bool(old.info.get("ignore_eos")) and bool(new.info.get("ignore_eos"))
+    # "any regression" is one test over every timing row: Bonferroni over them (costtax/noise.py)
+    n_timing = sum(1 for k in keys for m in TIMING
+                   if old.cells[k].get(m) is not None and new.cells[k].get(m) is not None
+                   and old.cells[k][m].value is not None and new.cells[k][m].value is not None)
+    alpha = 0.05 / max(n_timing, 1)
+    pooled = {m: pooled_repeat_variance([(old.cells[k][m].unit_values, new.cells[k][m].unit_values) for k in keys
+                                         if m in old.cells[k] and m in new.cells[k]]) for m in TIMING}
     for key in keys:
         o, n = old.cells[key], new.cells[key]
         for metric in METRICS:
@@ -233,8 +269,13 @@ def compare_sources(old: Source, new: Source, config: CompareConfig) -> CompareR
             if oe.value is None and ne.value is None:
                 continue
             limit = config.limit_for(metric.limit)
-            change, verdict = judge(metric, oe, ne, limit)
-            rows.append(DeltaRow(key, metric, oe, ne, change, limit, verdict))
+            noise = None
+            if metric.name in TIMING:
+                noise = timing_noise(metric.name, oe, ne, calibration, alpha, pooled[metric.name])
+            elif metric.name == "output_tokens_per_answer" and exact_tokens:
+                noise = Noise(0.0, "exact", "both runs generated with --ignore-eos: every answer has --max-tokens tokens")
+            change, verdict = judge(metric, oe, ne, limit, noise)
+            rows.append(DeltaRow(key, metric, oe, ne, change, limit, verdict, noise))
     notes = []
     if old.info.get("config") and new.info.get("config"):
         oc, nc = old.info["config"], new.info["config"]
@@ -251,10 +292,48 @@ def compare_sources(old: Source, new: Source, config: CompareConfig) -> CompareR
             cells = ", ".join(f"{key_label(k)} {v:.0%}" for k, v in busy.items())
             notes.append(f"{side} ran beside other processes (foreign_cpu_share: {cells}): its timing for "
                          f"{'that cell' if len(busy) == 1 else 'those cells'} is inflated by neighbours; rerun on a quiet machine before trusting a timing verdict")
+    notes += _noise_notes(rows, calibration, old, new)
     return CompareResult(
         old, new, tuple(rows),
         tuple(k for k in old.cells if k not in new.cells), tuple(k for k in new.cells if k not in old.cells), tuple(notes),
     )
+
+
+def _noise_notes(rows, calibration, old: Source, new: Source) -> list[str]:
+    """Where the timing verdicts' noise came from, and what that source cannot see."""
+    by: dict[str, int] = {}
+    for r in rows:
+        if r.noise is not None and r.noise.source != "exact":
+            by[r.noise.source] = by.get(r.noise.source, 0) + 1
+    out = []
+    if not by:
+        return out
+    parts = [f"{n} from {src}" for src, n in sorted(by.items())]
+    out.append("timing noise (a change must exceed the larger of the limit and this): " + ", ".join(parts))
+    if by.get("calibration"):
+        out.append(f"A/A calibration of this machine and costtax {new.info.get('version')}: {calibration.get('path')}")
+        if old.info.get("machine") and new.info.get("machine") and \
+                (old.info["machine"].get("hostname"), old.info["machine"].get("cpu")) != (new.info["machine"].get("hostname"), new.info["machine"].get("cpu")):
+            out.append("OLD and NEW ran on different machines: the calibration is NEW's machine's")
+    if by.get("blocks") or by.get("none"):
+        out.append("rows without repeats or calibration see no drift between runs (engine state, clocks, machine load): "
+                   "record this machine's A/A once with `costtax compare A A2 --record-noise` (two identical runs), "
+                   "or profile with --cell-repeats 2 or more")
+    return out
+
+
+def noise_bands(result: CompareResult) -> dict[str, float]:
+    """Per timing metric, the largest 'worse by' in either direction over the compared rows: what
+    an identical rerun showed (bench/spread.py's rule), the calibration --record-noise writes."""
+    bands: dict[str, float] = {}
+    for r in result.rows:
+        if r.metric.name not in TIMING or r.old.value is None or r.new.value is None:
+            continue
+        ch = [c for c in (worse_by(r.metric, r.old.value, r.new.value), worse_by(r.metric, r.new.value, r.old.value))
+              if c is not None and c != math.inf]
+        if ch:
+            bands[r.metric.name] = max(bands.get(r.metric.name, 0.0), max(ch))
+    return bands
 
 
 # -- output ------------------------------------------------------------------------------------------
@@ -342,10 +421,30 @@ def run_compare(config: CompareConfig, console=None, on_event=None) -> CompareRe
     if old.kind != new.kind:
         raise ConfigError("NEW", config.new, f"is a {new.kind} but OLD is a {old.kind}; compare two of the same kind")
     result = compare_sources(old, new, config)
+    if config.record_noise:
+        _record(result, old, new)
     if not result.rows:
         shared = [k for k in old.cells if k in new.cells]
         what = "no (cell, load level) or benchmark name appears in both" if not shared else "the shared cells have no metric in common"
         names = ", ".join(key_label(k) for k in list(old.cells)[:5]) or "none"
         raise ConfigError("NEW", config.new, f"nothing to compare: {what} (OLD has {names})")
     print_result(result, console)
+    if config.record_noise:
+        print(f"recorded A/A noise bands for this machine and costtax {new.info.get('version')}: {result.new.info.get('calibration_path')}")
     return result
+
+
+def _record(result: CompareResult, old: Source, new: Source) -> None:
+    from .provenance import now_iso
+
+    diff = [n for n in result.notes if n.startswith("the runs' configs differ") or n.startswith("different devices")]
+    if diff:
+        raise ConfigError("--record-noise", "on", f"an A/A needs two identical runs on one machine ({diff[0]})")
+    bands = noise_bands(result)
+    if not bands:
+        raise ConfigError("--record-noise", "on", "no timing metric in both runs to calibrate")
+    try:
+        path = record_calibration(new.info.get("machine"), new.info.get("version"), bands, (old.path, new.path), now_iso())
+    except ValueError as exc:
+        raise ConfigError("--record-noise", "on", str(exc)) from None
+    new.info["calibration_path"] = str(path)

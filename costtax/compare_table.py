@@ -11,7 +11,9 @@ from typing import Callable
 from .report.fit import FitColumn, FitTable, make_table
 
 NOTE = ("worse by: relative change for latency/throughput/tokens/memory/energy (answers/s: increase in time per answer), "
-        "absolute drop for win-rate and accuracy. noise = over the limit but a point estimate lies inside the other run's CI.")
+        "absolute drop for win-rate and accuracy. noise column (timing): what a change must also exceed, and from where "
+        "(repeats, calibration: this machine's A/A, blocks: within-run CIs, none: the limit alone; exact: --ignore-eos tokens). "
+        "verdict noise = over the limit but a point estimate lies inside the other run's CI.")
 
 
 def compare_columns(est: Callable, change: Callable, limit: Callable) -> list[tuple[FitColumn, Callable]]:
@@ -23,6 +25,7 @@ def compare_columns(est: Callable, change: Callable, limit: Callable) -> list[tu
         (FitColumn("new", "NEW [95% CI]", "NEW"), lambda r: est(r.metric, r.new)),
         (FitColumn("worse_by", "worse by", "worse"), change),
         (FitColumn("limit", "limit"), limit),
+        (FitColumn("noise", "noise"), lambda r: r.noise.label if r.noise is not None else "CIs"),
         (FitColumn("verdict", "verdict", justify="left"), lambda r: r.verdict),
     ]
 

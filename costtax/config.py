@@ -170,6 +170,7 @@ class RunConfig:
     search_probes: int = 10
     search_answers_per_slot: int = 4
     search_min_answers: int = 16
+    search_reprobes: int = 2  # re-measure the bracketing levels this many more times (costtax.search)
     oversaturation_stop: bool = True
     ignore_eos: bool = False
     # Reward micro-batcher under load: max prompt/response pairs per reward-model pass, and how
@@ -264,7 +265,8 @@ class RunConfig:
         given = [(f, v) for f, v, d in (("--search-max", self.search_max, None), ("--search-start", self.search_start, None),
                                         ("--search-probes", self.search_probes, 10),
                                         ("--search-answers-per-slot", self.search_answers_per_slot, 4),
-                                        ("--search-min-answers", self.search_min_answers, 16)) if v != d]
+                                        ("--search-min-answers", self.search_min_answers, 16),
+                                        ("--search-reprobes", self.search_reprobes, 2)) if v != d]
         if search is None:
             if given:
                 raise ConfigError(given[0][0], given[0][1], "applies only to --load search (or search=rate); add it or drop this flag")
@@ -287,6 +289,8 @@ class RunConfig:
             raise ConfigError("--search-answers-per-slot", self.search_answers_per_slot, "use an integer between 1 and 1000")
         if not 1 <= self.search_min_answers <= 100_000:
             raise ConfigError("--search-min-answers", self.search_min_answers, "use an integer between 1 and 100000")
+        if not 0 <= self.search_reprobes <= 20:
+            raise ConfigError("--search-reprobes", self.search_reprobes, "use an integer between 0 and 20 (2 or more for a drift-aware interval)")
 
     @property
     def search(self):

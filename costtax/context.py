@@ -84,6 +84,7 @@ class CellContext:
         level: LoadLevel = BATCH,
         cell_repeat: int = 0,
         batcher=None,
+        probe: int = 0,
     ):
         self.run_id, self.cell, self.technique = run_id, cell, technique
         self.engine, self.sampling, self.writer = engine, sampling, writer
@@ -96,12 +97,14 @@ class CellContext:
         self.level = level
         self.load = level.label  # what the rows record
         self.cell_repeat = cell_repeat
+        self.probe = probe  # a search re-probe of the same (cell, level, cell_repeat): 1, 2, ...
         self.batcher = batcher
         # (instance, text, session that wrote the answer): this one's, or an earlier one's (adopt_backlog)
         self._finished: list[tuple[PromptInstance, str, str | None]] = []
         self._scorable: list[tuple[PromptInstance, str, Any, str | None]] = []  # for run_scoring
         self._totals: dict[str, _AnswerTotals] = {}
         self._arrivals: dict[str, float] = {}
+        self._admissions: dict[str, tuple[int, int | None]] = {}
         self._ids = itertools.count()
         self.answers_written = 0
 
@@ -110,7 +113,8 @@ class CellContext:
     def unit_tag(self) -> str:
         """'' for the default unit (offline batch, first cell repeat), so answer ids of a plain
         run read as before; '@LOAD#K' otherwise."""
-        return "" if (self.level.is_batch and self.cell_repeat == 0) else f"@{self.load}#{self.cell_repeat}"
+        tag = "" if (self.level.is_batch and self.cell_repeat == 0) else f"@{self.load}#{self.cell_repeat}"
+        return tag + (f".p{self.probe}" if self.probe else "")
 
     def expand(self, prompts: Sequence["Prompt"], answers: int | None = None) -> list[PromptInstance]:
         """Prompt x repeat instances still to answer (finished ones are skipped on resume).
@@ -163,6 +167,10 @@ class CellContext:
     def arrived(self, inst: PromptInstance, t: float) -> None:
         """The load generator released this answer at monotonic time t."""
         self._arrivals[inst.answer_id] = t
+
+    def admitted(self, inst: PromptInstance, admission: int, slot: int | None) -> None:
+        """The load generator's release order (within the unit) and closed-loop slot of this answer."""
+        self._admissions[inst.answer_id] = (admission, slot)
 
     # -- calls ---------------------------------------------------------------------------------------
     async def generate(self, inst: PromptInstance, req: "GenRequest", *, stage: str, round: int | None = None) -> "GenResult":
@@ -254,6 +262,7 @@ class CellContext:
             session=self.session if owner is None else owner,
             load=self.load,
             cell_repeat=self.cell_repeat,
+            probe=self.probe,
             **fields,
         )
 
@@ -278,6 +287,7 @@ class CellContext:
         t = self._totals.get(inst.answer_id, _AnswerTotals())
         latency = (t.t_last_finish - t.t_first_submit) if t.t_first_submit is not None else 0.0
         arrival = self._arrivals.get(inst.answer_id)
+        admission, slot = self._admissions.get(inst.answer_id, (None, None))
         self.writer.answer(
             AnswerRecord(
                 run_id=self.run_id,
@@ -306,6 +316,9 @@ class CellContext:
                 cell_repeat=self.cell_repeat,
                 t_arrival_s=None if arrival is None else arrival - self.epoch,
                 t_finish_s=t.t_last_finish,
+                admission=admission,
+                slot=slot,
+                probe=self.probe,
             )
         )
         self._queue_evaluation(inst, text, candidate_texts, self.session)

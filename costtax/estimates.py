@@ -2,13 +2,17 @@
 pytest-benchmark JSON file: what `costtax compare` judges and the plugin's assertions read.
 
 Measurement choices:
-- Latency per final answer: p50 with a bootstrap CI of the median (as summary.csv has), p95 with a
-  bootstrap CI of the 95th percentile (metrics.percentile_ci), both resampling the answers of the
-  cell AT THAT LOAD LEVEL (every cell repeat of the level pooled; levels never pooled).
-  answers/s is one number per row (one timed window): no CI, judged on the limit alone. A
-  pytest-benchmark round time gets the boxplot-notch CI of the median,
+- Latency per final answer (p50, p95) and answers/s, per (cell, load level), with intervals
+  that respect how answers under load are correlated (costtax/blocks.py, timing_estimates):
+  with two or more units at the level (cell repeats, search probes) the point is summary.csv's
+  (median of the units' values) and the CI a t-interval over the units' values; with one unit a
+  block bootstrap (closed loop: waves of C answers in admission order; open loop: windows of one
+  median latency), none with fewer than 5 blocks; a batch unit is one block, so no CI. answers/s
+  from blocks: ratio of resampled (answers, seconds added to the span) sums, scaled to the row's
+  value. A pytest-benchmark round time gets the boxplot-notch CI of the median,
   median ± 1.58·IQR/√rounds (McGill, Tukey & Larsen 1978).
-- Output tokens per answer: mean of the answers' output_tokens with a bootstrap CI.
+- Output tokens per answer: mean of the answers' output_tokens with a bootstrap CI over answers
+  (each answer's length is its own draw; waves share time, not tokens).
 - ×plain: the value is summary.csv's column (report/tax.py is the one definition); its CI is a
   bootstrap of the ratio over the cell's and plain's answers at the same level.
 - Accuracy vs plain: paired on (prompt, repeat, cell repeat), graded against the reference
@@ -33,24 +37,39 @@ NOTCH = 1.58  # boxplot notch: median ± 1.58·IQR/√n is a ~95% interval for t
 
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate with an optional 95% CI and the number of observations behind it."""
+    """A point estimate with an optional 95% CI and the number of observations behind it.
+    `ci_from` says what the CI resampled: "repeats" (a t-interval over cell repeats / probes),
+    "blocks" (waves or time windows, costtax.blocks), "answers" (answers taken as independent:
+    quality and token metrics), "summary" (summary.csv's columns); `units` the repeats behind
+    the row and `unit_values` their per-repeat values (repeat-level statistics for compare)."""
 
     value: float | None
     lo: float | None = None
     hi: float | None = None
     n: int | None = None
+    ci_from: str | None = None
+    units: int | None = None
+    unit_values: tuple[float, ...] | None = None
 
     @property
     def has_ci(self) -> bool:
         return self.lo is not None and self.hi is not None
 
     def to_json(self) -> dict[str, Any]:
-        return {"value": self.value, "ci95": [self.lo, self.hi] if self.has_ci else None, "n": self.n}
+        out = {"value": self.value, "ci95": [self.lo, self.hi] if self.has_ci else None, "n": self.n}
+        if self.ci_from is not None:
+            out["ci_from"] = self.ci_from
+        if self.unit_values is not None:
+            out["unit_values"] = list(self.unit_values)
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Estimate":
         ci = d.get("ci95") or (None, None)
-        return cls(num(d.get("value")), num(ci[0]), num(ci[1]), d.get("n"))
+        uv = d.get("unit_values")
+        uv = tuple(float(x) for x in uv) if isinstance(uv, list) and all(num(x) is not None for x in uv) else None
+        return cls(num(d.get("value")), num(ci[0]), num(ci[1]), d.get("n"), d.get("ci_from"),
+                   len(uv) if uv else None, uv)
 
 
 def num(v) -> float | None:
@@ -124,20 +143,16 @@ def unit_estimates(rd: RunData, rows: list[Mapping[str, Any]]) -> dict[tuple[str
         tok = [float(x.output_tokens or 0) for x in a]
         e: dict[str, Estimate] = {}
         if a:
-            pc = M.percentiles(lat, (50, 95))
-            ci50 = M.bootstrap_ci(lat, stat="median")
-            ci95 = M.percentile_ci(lat, 95)
-            e["latency_p50_s"] = Estimate(pc["p50"], *(ci50 or (None, None)), len(lat))
-            e["latency_p95_s"] = Estimate(pc["p95"], *(ci95 or (None, None)), len(lat))
+            e.update(timing_estimates(rd, cell, level, a, row))
             tci = M.bootstrap_ci(tok)
-            e["output_tokens_per_answer"] = Estimate(M.mean_or_none(tok), *(tci or (None, None)), len(tok))
+            e["output_tokens_per_answer"] = Estimate(M.mean_or_none(tok), *(tci or (None, None)), len(tok), "answers")
         else:  # summary-only directory
             n = _int(row.get("answers"))
             e["latency_p50_s"] = Estimate(num(row.get("latency_p50_s")), num(row.get("latency_p50_ci95_lo_s")),
-                                          num(row.get("latency_p50_ci95_hi_s")), n)
+                                          num(row.get("latency_p50_ci95_hi_s")), n, "summary")
             e["latency_p95_s"] = Estimate(num(row.get("latency_p95_s")), n=n)
             e["output_tokens_per_answer"] = Estimate(num(row.get("output_tokens_per_answer")), n=n)
-        e["answers_per_s"] = Estimate(num(row.get("answers_per_s")), n=len(a) or _int(row.get("answers")))
+            e["answers_per_s"] = Estimate(num(row.get("answers_per_s")), n=n)
         win_col = "win_rate_vs_plain" if num(row.get("win_rate_vs_plain")) is not None else "proxy_win_rate_vs_plain"
         e["win_rate_vs_plain"] = Estimate(
             num(row.get(win_col)), num(row.get("win_rate_ci95_lo")), num(row.get("win_rate_ci95_hi")), _int(row.get("win_rate_n"))
@@ -156,6 +171,60 @@ def unit_estimates(rd: RunData, rows: list[Mapping[str, Any]]) -> dict[tuple[str
         if base and ("plain", level) in by_key:
             e.update(_vs_plain(rd, row, a, base, lat, tok))
         out[(cell, level)] = e
+    return out
+
+
+def timing_estimates(rd: RunData, cell: str, level: LoadLevel, a, row) -> dict[str, Estimate]:
+    """latency p50/p95 and answers/s of one (cell, level) with intervals that respect how its
+    answers are correlated (costtax/blocks.py): with two or more units (cell repeats, probes) the
+    point is summary.csv's (the median of the units' values) and the CI a t-interval over the
+    units' values; with one unit the point is the pooled value and the CI a block bootstrap
+    (waves in closed loop, time windows in open loop), none with fewer than MIN_BLOCKS blocks
+    (a batch unit is one block)."""
+    from . import blocks as B
+
+    lat = [x for x in (num(x.latency_s) for x in a) if x is not None]
+    by_unit: dict[tuple, list] = {}
+    for x in a:
+        by_unit.setdefault((x.cell_repeat, getattr(x, "probe", 0) or 0), []).append(x)
+    out: dict[str, Estimate] = {}
+    aps = num(row.get("answers_per_s"))
+    if len(by_unit) >= 2:
+        walls = {(u.cell_repeat, getattr(u, "probe", 0) or 0): u for u in rd.units if u.cell == cell and u.load == level}
+        for q, name in ((50, "latency_p50_s"), (95, "latency_p95_s")):
+            vals = [M.percentiles([float(x.latency_s) for x in rows], (q,))[f"p{q}"] for rows in by_unit.values()]
+            vals = [v for v in vals if v is not None]
+            point = num(row.get(name))
+            out[name] = Estimate(point if point is not None else M.percentiles(lat, (q,))[f"p{q}"],
+                                 *(B.repeat_t_ci(vals) or (None, None)), len(lat), "repeats", len(vals), tuple(vals))
+        vals = []
+        for k in by_unit:
+            u = walls.get(k)
+            if u is not None and u.cell_wall_s and u.status == "ok":
+                vals.append(u.answers / u.cell_wall_s)
+        out["answers_per_s"] = Estimate(aps, *(B.repeat_t_ci(vals) or (None, None)), len(a), "repeats",
+                                        len(vals), tuple(vals) if vals else None)
+        return out
+    conc = int(level.value) if level.mode == "concurrency" else None
+    blocks = B.answer_blocks(a, level.mode, conc)
+    passes: dict[str, set] = {}
+    for c in rd.calls:
+        if c.stage == "score" and c.batch_id and c.cell == cell and c.load == level:
+            passes.setdefault(c.answer_id, set()).add((c.cell_repeat, c.probe, c.batch_id))
+    if passes:
+        blocks = B.merge_shared(blocks, passes)
+    bl_lat = [[float(x.latency_s) for x in b if num(x.latency_s) is not None] for b in blocks]
+    pc = M.percentiles(lat, (50, 95))
+    for q, name in ((50, "latency_p50_s"), (95, "latency_p95_s")):
+        ci = B.block_bootstrap_ci(bl_lat, q)
+        out[name] = Estimate(pc[f"p{q}"], *(ci or (None, None)), len(lat), "blocks", 1)
+    tput = B.throughput_blocks(blocks)
+    ci = None
+    if aps is not None and tput:
+        own = sum(n for n, _ in tput) / max(sum(d for _, d in tput), 1e-12)
+        rci = B.ratio_block_ci(tput)
+        ci = (aps * rci[0] / own, aps * rci[1] / own) if rci and own > 0 else None
+    out["answers_per_s"] = Estimate(aps, *(ci or (None, None)), len(a), "blocks", 1)
     return out
 
 

@@ -213,13 +213,18 @@ async def drive(
     watch: Any = None,
     offsets: Sequence[float] | None = None,
     t0: float | None = None,
+    on_admit: Callable[[Any, int, int | None], None] | None = None,
 ) -> DriveResult:
     """Release `items` to `run_one` according to `level`. The first exception of an answer is
     re-raised after the others are cancelled (the unit is then marked failed by the runner; rows
     already written stay). A timeout cancels what is still running and returns timed_out=True;
     a `watch` naming a stop reason does the same and returns it in `stop_reason`. A rate level
     may be given its arrival `offsets` (s after `t0`, monotonic; default now) instead of drawing
-    them: a worker process's share of one schedule (costtax.client_workers)."""
+    them: a worker process's share of one schedule (costtax.client_workers).
+    `on_admit(item, admission, slot)` is called at each release, before `on_release`: admission
+    is the 0-based release order within this call, slot (closed loop only; None otherwise) the
+    concurrency slot 0..C-1 that runs it (the lowest free one), so readers can group answers into
+    waves (costtax.blocks)."""
     res = DriveResult(0, 0, 0, False, None, None, None, None, [])
     in_flight: set[asyncio.Task] = set()
     first_error: list[BaseException] = []
@@ -230,8 +235,10 @@ async def drive(
             res.stop_reason = reason
             stop.set()
 
-    async def one(item) -> None:
+    async def one(item, slot: int | None = None) -> None:
         t = clock()
+        if on_admit:
+            on_admit(item, res.started, slot)
         res.started += 1
         res.t_first_release = t if res.t_first_release is None else res.t_first_release
         res.t_last_release = t
@@ -266,10 +273,16 @@ async def drive(
             await asyncio.gather(*tasks)
         elif level.mode == "concurrency":
             sem = asyncio.Semaphore(int(level.value))
+            free = list(range(int(level.value)))  # slots not running an answer
 
             async def gated(item):
                 async with sem:
-                    await one(item)
+                    slot = min(free)
+                    free.remove(slot)
+                    try:
+                        await one(item, slot)
+                    finally:
+                        free.append(slot)
 
             tasks = [asyncio.ensure_future(gated(i)) for i in items]
             in_flight.update(tasks)

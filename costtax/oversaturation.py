@@ -13,6 +13,10 @@ Two signals, each a reason the level is stopped, its finished rows kept:
   once there are `MIN_POINTS` of them, is positive with t = slope / its standard error above
   `T_MIN`, and the fitted rise across those points exceeds `RISE_MIN` of their mean (and, for
   counts of answers in flight, at least `RISE_MIN_ANSWERS` answers). Reason `oversaturated: ...`.
+  Closed loop: the points are not independent (a wave of C answers finishes together), so the
+  slope and its t are fitted to the means of runs of C consecutive finishes, and need at least 5
+  such waves (costtax.blocks.cluster_slope_t): one slow wave is one piece of evidence, not C.
+  Open loop keeps one point per arrival (see LevelWatch.released).
 - **SLO out of reach** (search probes only, where the question is only "does p95 meet the SLO"):
   once k of the level's N planned answers have finished above the SLO, with
   k >= N - floor(0.95 (N - 1)), the level's p95 (linear interpolation) is above the SLO whatever
@@ -52,14 +56,25 @@ def slope_test(xs: list[float], ys: list[float]) -> tuple[float, float, float] |
     return slope, t, (rise / abs(my)) if my else math.inf
 
 
-def rising(xs: list[float], ys: list[float], *, min_abs_rise: float = 0.0) -> str | None:
-    """A description of the rise when the slope test says the signal keeps rising, else None."""
+def rising(xs: list[float], ys: list[float], *, min_abs_rise: float = 0.0, cluster: int = 1) -> str | None:
+    """A description of the rise when the slope test says the signal keeps rising, else None.
+    `cluster`: points that share their fate come in runs of this many consecutive points (a
+    closed loop's wave of C finishes; in open loop about the answers in flight); the slope's
+    standard error is then cluster-robust (costtax.blocks.cluster_slope_t), so C answers of one
+    slow wave count as one piece of evidence, not C."""
     if len(xs) < MIN_POINTS:
         return None
     res = slope_test(xs, ys)
     if res is None:
         return None
     slope, t, rise_rel = res
+    if cluster > 1:
+        from .blocks import cluster_slope_t
+
+        cres = cluster_slope_t(xs, ys, cluster)
+        if cres is None:  # under MIN_CLUSTERS clusters: too few independent pieces to call a trend
+            return None
+        t = cres[1]
     rise = slope * (max(xs) - min(xs))
     if slope > 0 and t > T_MIN and rise_rel > RISE_MIN and rise >= min_abs_rise:
         return f"rose {rise:.3g} over {max(xs) - min(xs):.3g} s ({rise_rel:.0%} of its mean, t={t:.1f}, {len(xs)} points)"
@@ -90,6 +105,9 @@ class LevelWatch:
             return None
         self._arrivals.append((t, float(in_flight)))
         pts = self._arrivals[int(RAMP_FRACTION * self.planned):]
+        # Not clustered (yet): the in-flight count of an open loop that cannot follow rises from
+        # the ramp on, so "as many arrivals as were in flight" gives too few clusters to test the
+        # very case the stop is for; the 50 % and 2-answer rise floors guard this series instead.
         why = rising([p[0] for p in pts], [p[1] for p in pts], min_abs_rise=RISE_MIN_ANSWERS)
         return f"oversaturated: answers in flight {why}" if why else None
 
@@ -106,7 +124,7 @@ class LevelWatch:
         self._finishes.append((t_finish, latency))
         skip = max(int(RAMP_FRACTION * self.planned), int(self.concurrency or 0))
         pts = self._finishes[skip:]
-        why = rising([p[0] for p in pts], [p[1] for p in pts])
+        why = rising([p[0] for p in pts], [p[1] for p in pts], cluster=int(self.concurrency or 1))
         return f"oversaturated: answer latency {why}" if why else None
 
 

@@ -103,11 +103,12 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
         if todo:
             models = start_models(state, emit=emit, **models_kw)
         warmed = {(cell, level) for cell, level, _ in done}
-        for spec, level, k in todo:
+        for spec, level, k, *rest in todo:
+            probe = rest[0] if rest else 0  # a capacity search's re-probe of a bracketing level
             emit("cell_start", {"cell": spec.cell, "load": level.label, "cell_repeat": k})
             # a search warms each cell up once, before its first probe
             first = (spec.cell, level) not in warmed and not (search and any(c == spec.cell for c, _ in warmed))
-            rec = run_unit(state, models, spec, level, k, warmup=first, emit=emit)
+            rec = run_unit(state, models, spec, level, k, warmup=first, emit=emit, probe=probe)
             warmed.add((spec.cell, level))
             if rec.status != "ok":
                 failed.append(spec.cell)

@@ -9,7 +9,7 @@ summary, plan, plots, compare and the pytest plugin open runs only through `RunD
 - de-duplicates rows across resumed sessions: the last record of a unit wins (a failed unit
   later resumed), the last record of an answer wins, calls and scores count only when written by
   the session that wrote their answer (a killed session's calls of answers it never finished);
-- keys everything by a typed `UnitKey` (cell, LoadLevel, cell repeat);
+- keys everything by a typed `UnitKey` (cell, LoadLevel, cell repeat, probe);
 - recovers the run's prompts and reference answers from the per-source counts run.json recorded;
 - exposes typed frozen records, the ones costtax.schema declares for the writer too (Call,
   Answer, Unit, Score extend them only by what the reader derives): the fields the report reads
@@ -55,11 +55,13 @@ class RunDataError(CosttaxError):
 
 @dataclass(frozen=True)
 class UnitKey:
-    """One unit of a run: a cell at one load level in one cell repeat."""
+    """One unit of a run: a cell at one load level in one cell repeat (and probe: a capacity
+    search re-measures its bracketing levels under probe 1, 2, ...)."""
 
     cell: str
     load: LoadLevel
     cell_repeat: int = 0
+    probe: int = 0  # a search re-probe of the same (cell, level, cell repeat): 1, 2, ...
 
     @property
     def level(self) -> tuple[str, LoadLevel]:
@@ -88,7 +90,7 @@ class Unit(CellRecord):
 
     @property
     def key(self) -> UnitKey:
-        return UnitKey(self.cell, self.load, self.cell_repeat)
+        return UnitKey(self.cell, self.load, self.cell_repeat, self.probe)
 
 
 @dataclass(frozen=True)

@@ -147,20 +147,21 @@ def done_units(run_dir: Path) -> set[UnitKey]:
     return {(u.cell, u.load, u.cell_repeat) for u in read_file(Unit, run_dir) if u.status == "ok"}
 
 
-def done_answers(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0) -> frozenset[str]:
+def done_answers(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0, probe: int = 0) -> frozenset[str]:
     """Answer ids of one unit already written (by an interrupted or failed session)."""
     return frozenset(a.answer_id for a in read_file(Answer, run_dir)
-                     if a.cell == cell and a.load == level and a.cell_repeat == cell_repeat)
+                     if a.cell == cell and a.load == level and a.cell_repeat == cell_repeat and a.probe == probe)
 
 
-def evaluation_backlog(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0) -> list[tuple[Any, bool, bool]]:
+def evaluation_backlog(run_dir: Path, cell: str, level: LoadLevel, cell_repeat: int = 0,
+                       probe: int = 0) -> list[tuple[Any, bool, bool]]:
     """Answers of one unit an earlier session finished, each as (its rundata.Answer, has an
     eval call, has a scores.jsonl row). A session killed (or a unit failed) after an answer was
     written but before the unit's scoring pass leaves answers with neither; the resumed unit
     evaluates those (CellContext.adopt_backlog). Same rule as rundata: the last row of an answer
     wins, and an eval call or scores row counts only when it carries the answer's session."""
     rows = {a.answer_id: a for a in read_file(Answer, run_dir)
-            if a.cell == cell and a.load == level and a.cell_repeat == cell_repeat}
+            if a.cell == cell and a.load == level and a.cell_repeat == cell_repeat and a.probe == probe}
     if not rows:
         return []
     evald = {(c.answer_id, c.session) for c in read_file(Call, run_dir) if c.stage == "eval" and c.answer_id in rows}

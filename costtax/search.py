@@ -22,15 +22,33 @@ Rules (README "Capacity search" restates them):
   stopped early (costtax.oversaturation) or failed, and its p95 (the summary row's
   `latency_p95_s`: with --cell-repeats the median of the repeats' p95s) is at or below the SLO.
   The point estimate decides the search; the p95's 95% CI (bootstrap over the probe's answers,
-  widened to cover every repeat's p95) decides the capacity *interval*.
-- **Capacity interval** (units: the probe's load, concurrency or answers/s offered; and
+  widened to cover every repeat's p95) decides the capacity *interval* when no level was measured
+  twice.
+- **Capacity interval without re-probes** (units: the probe's load, concurrency or answers/s offered; and
   achieved answers/s): low end = the highest probed level that held with its whole p95 CI at or
   below the SLO (0 when none did); high end = one below the lowest probed level that failed
   for certain (whole CI above the SLO, or stopped, saturated, failed), or the highest probed
   level when none did (`capacity_hi_bounded` false). In achieved answers/s: the low end's
   throughput, and the best throughput measured at or below the level just above the high end
   (throughput does not fall as load rises below saturation; stated, not checked).
-- **A level probed twice** does not happen within a search (bisection never revisits); a unit
+- **Over-saturation stop.** A level the slope test stopped did not hold (the search does not
+  climb past it) but counts as a *certain* failure only when the p95 of its finished answers has
+  its whole CI above the SLO; otherwise it is "uncertain" and goes into the capacity interval.
+  A stop because the SLO was out of reach is certain by construction.
+- **Re-probes** (`--search-reprobes R`, default 2; `reprobes` here, 0 for runs before them): once
+  the search has finished, the bracketing levels (the last that held, the first that did not) are
+  measured R more times, alternating, each under its own `probe` key (1..R; the reader keys
+  units by (cell, level, cell repeat, probe)). Only probe 0 steers the search (so a replay is
+  the same however many re-probes exist); re-probes feed the interval.
+- **Capacity interval with re-probes** (`interval_from` "isotonic"): p95 is fitted
+  non-decreasing in load (isotonic regression: the non-monotone p95 the reward cohorts cause is
+  pooled, not read as capacity), bootstrapped over each level's units (cell repeats and probes)
+  and, inside each unit, its waves (blocks of C answers in admission order); the interval is the
+  2.5 % and 97.5 % points of the replicates' capacities (high end: one below the next probed
+  level), widened to include every uncertain over-saturated level. It has width unless every
+  unit of the bracketing levels agrees which side of the SLO it is on. Without re-probes or
+  repeats, the per-probe CI rule below gives the interval.
+- **A level probed twice** by the search itself does not happen (bisection never revisits); a unit
   already in the run directory (finished or failed) is read, never rerun: a failed probe counts
   as "did not hold", also after a resume.
 """
@@ -57,6 +75,7 @@ class SearchSpec:
     probe_budget: int = 10
     answers_per_slot: int = 4
     min_answers: int = 16
+    reprobes: int = 0  # re-measurements of the bracketing levels (runs before re-probes: 0)
 
     def __post_init__(self):
         if self.mode not in DEFAULT_CAP:
@@ -69,6 +88,8 @@ class SearchSpec:
             raise ValueError("concurrency start and cap must be integers")
         if self.probe_budget < 1 or self.answers_per_slot < 1 or self.min_answers < 1:
             raise ValueError("probe budget, answers per slot and minimum answers must be >= 1")
+        if self.reprobes < 0:
+            raise ValueError("reprobes must be >= 0")
 
     @classmethod
     def from_config(cls, config) -> "SearchSpec | None":
@@ -79,7 +100,7 @@ class SearchSpec:
             return None
         return cls(mode, float(config.slo_p95_s), float(config.search_start or DEFAULT_START[mode]),
                    float(config.search_max or DEFAULT_CAP[mode]), config.search_probes, config.search_answers_per_slot,
-                   config.search_min_answers)
+                   config.search_min_answers, getattr(config, "search_reprobes", 0))
 
     def level(self, value: float) -> LoadLevel:
         return LoadLevel(self.mode, float(int(value)) if self.mode == CLOSED_LOOP else float(value))
@@ -142,6 +163,12 @@ def judge(spec: SearchSpec, value: float, latencies_by_repeat: dict[int, list[fl
     slo = spec.slo_p95_s
     if failed:
         held, certain, why = False, True, "failed"
+    elif stop_reason and stop_reason.startswith("oversaturated") and p95 is not None:
+        # the slope test says the level kept degrading; whether its p95 misses the SLO is for the
+        # p95 evidence to say (its finished answers): certain only when their whole CI is above
+        held, certain = False, lo > slo
+        why = (f"stopped early ({stop_reason}); p95 of the finished answers {p95:.3g} s "
+               f"(CI95 {lo:.3g}..{hi:.3g} s) {'above' if certain else 'does not rule out'} SLO {slo:g} s")
     elif stop_reason:
         held, certain, why = False, True, f"stopped early ({stop_reason})"
     elif saturated:
@@ -188,7 +215,8 @@ def next_probe(spec: SearchSpec, history: list[Verdict]) -> tuple[float, str] | 
 
 @dataclass(frozen=True)
 class Capacity:
-    """A cell's search result."""
+    """A cell's search result. `interval_from`: "isotonic" (re-probed levels: a monotone fit of p95
+    against load, bootstrapped over repeats, probes and waves) or "ci" (each probe's p95 CI)."""
 
     status: str  # bracketed | hit_cap | budget | infeasible | running
     capacity: float | None  # highest probed level that held (below the lowest that did not)
@@ -201,6 +229,8 @@ class Capacity:
     answers_per_s_hi: float | None
     probes: int
     order: tuple[tuple[float, str], ...] = field(default=())
+    interval_from: str = "ci"
+    uncertain: tuple[float, ...] = ()  # levels stopped as over-saturated whose p95 did not rule them out
 
 
 def replay(spec: SearchSpec, measured: dict[float, Verdict]) -> tuple[list[tuple[Verdict, str]], tuple[float, str] | None]:
@@ -214,7 +244,41 @@ def replay(spec: SearchSpec, measured: dict[float, Verdict]) -> tuple[list[tuple
         seq.append((measured[nxt[0]], nxt[1]))
 
 
-def capacity(spec: SearchSpec, seq: list[tuple[Verdict, str]], pending: tuple[float, str] | None = None) -> Capacity:
+def capacity(spec: SearchSpec, seq: list[tuple[Verdict, str]], pending: tuple[float, str] | None = None,
+             units: dict[float, list[dict]] | None = None) -> Capacity:
+    """The cell's result from its probe sequence; with `units` (level_units: every repeat and
+    re-probe of each level) where some level was measured more than once, the interval is the
+    isotonic bootstrap's (isotonic_interval) instead of the per-probe CIs'."""
+    cap = _capacity(spec, seq, pending)
+    if not units or pending is not None or max((len(u) for u in units.values()), default=0) < 2:
+        return cap
+    from .search_interval import isotonic_interval
+
+    lo, hi = isotonic_interval(spec, units)
+    uncertain = tuple(sorted(v.value for v, _ in seq if not v.held and not v.certain and v.reason.startswith("stopped early (oversaturated")))
+    hi = max([hi, *uncertain])
+    values = sorted(units)
+    bounded = hi < max(values) or any(not v.held and v.certain and v.value > hi for v, _ in seq)
+
+    # achieved answers/s per level: the median over its units (repeats and re-probes), as summary.csv
+    aps: dict[float, float] = {}
+    for v, us in units.items():
+        got = sorted(float(u["achieved_answers_per_s"]) for u in us if isinstance(u.get("achieved_answers_per_s"), (int, float)))
+        if got:
+            aps[v] = statistics.median(got)
+
+    def best_up_to(value: float) -> float | None:
+        vals = [a for v, a in aps.items() if v <= value]
+        return max(vals) if vals else None
+
+    above = [v for v in values if v > hi]
+    aps_lo = aps.get(lo) if lo else 0.0
+    point = aps.get(cap.capacity, cap.answers_per_s) if cap.capacity is not None else cap.answers_per_s
+    return Capacity(cap.status, cap.capacity, cap.bracket_fail, point, lo, hi, bounded, aps_lo,
+                    best_up_to(min(above) if above else hi), cap.probes, cap.order, "isotonic", uncertain)
+
+
+def _capacity(spec: SearchSpec, seq: list[tuple[Verdict, str]], pending: tuple[float, str] | None = None) -> Capacity:
     history = [v for v, _ in seq]
     order = tuple((v.value, r) for v, r in seq)
     if not history:
@@ -274,11 +338,11 @@ def verdicts(spec: SearchSpec, cell: str, cell_rows: Iterable[dict], answers: It
     wins) and answers.jsonl rows; a level counts once all its `repeats` units have a record."""
     units: dict[tuple[str, int], dict] = {}
     for r in cell_rows:
-        if r.get("cell") == cell:
+        if r.get("cell") == cell and not _probe(r):  # re-probes never steer the search (level_units reads them)
             units[(r.get("load", "batch"), int(r.get("cell_repeat", 0)))] = r
     lat: dict[tuple[str, int], list[float]] = {}
     for a in answers:
-        if a.get("cell") == cell:
+        if a.get("cell") == cell and not _probe(a):
             lat.setdefault((a.get("load", "batch"), int(a.get("cell_repeat", 0))), []).append(a.get("latency_s"))
     out: dict[float, Verdict] = {}
     labels = {lbl for lbl, _ in units}
@@ -304,6 +368,20 @@ def verdicts(spec: SearchSpec, cell: str, cell_rows: Iterable[dict], answers: It
     return out
 
 
+def _probe(r) -> int:
+    p = r.get("probe")
+    return int(p) if isinstance(p, (int, float)) and p == p else 0
+
+
+def reprobes_wanted(spec: SearchSpec, cap: Capacity, repeats: int) -> list[tuple[float, int]]:
+    """(level, probe) units a finished search still owes: the bracketing levels (the last that held
+    and the first that did not) re-measured under probes 1..reprobes, alternating between them."""
+    if cap.status == "running" or spec.reprobes < 1:
+        return []
+    bracket = [v for v in (cap.capacity, cap.bracket_fail) if v is not None]
+    return [(v, p) for p in range(1, spec.reprobes + 1) for v in bracket]
+
+
 class SearchUnits:
     """The runner's side: yields (cell spec, level, cell repeat) units round by round, every
     cell's next probe in turn (plain first; repeats interleaved as for fixed levels), reading
@@ -319,19 +397,25 @@ class SearchUnits:
 
         return [as_row(u) for u in read_file(Unit, self.run_dir)], [as_row(a) for a in read_file(Answer, self.run_dir)]
 
-    def _recorded(self) -> set[tuple[str, str, int]]:
+    def _recorded(self) -> set[tuple[str, str, int, int]]:
         from .rundata import Unit, read_file
 
-        return {(u.cell, u.load.label, u.cell_repeat) for u in read_file(Unit, self.run_dir)}
+        return {(u.cell, u.load.label, u.cell_repeat, u.probe) for u in read_file(Unit, self.run_dir)}
 
-    def _round(self) -> list[tuple[Any, LoadLevel]]:
+    def _round(self) -> list[tuple[Any, LoadLevel, int]]:
         cell_rows, answers = self._rows()
+        recorded = {(r["cell"], r.get("load"), int(r.get("cell_repeat", 0)), _probe(r)) for r in cell_rows}
         todo = []
         for c in self.config.cells:
             seq, nxt = replay(self.spec, verdicts(self.spec, c.cell, cell_rows, answers, self.config.cell_repeats))
             self.probed[c.cell] = [self.spec.level(v.value).label for v, _ in seq]
             if nxt is not None:
-                todo.append((c, self.spec.level(nxt[0])))
+                todo.append((c, self.spec.level(nxt[0]), 0))
+                continue
+            for v, p in reprobes_wanted(self.spec, _capacity(self.spec, seq), self.config.cell_repeats):
+                lvl = self.spec.level(v)
+                if any((c.cell, lvl.label, k, p) not in recorded for k in range(self.config.cell_repeats)):
+                    todo.append((c, lvl, p))
         return todo
 
     def __bool__(self) -> bool:
@@ -345,10 +429,10 @@ class SearchUnits:
             recorded = self._recorded()
             yielded = []
             for k in range(self.config.cell_repeats):
-                for spec, level in todo:
-                    if (spec.cell, level.label, k) not in recorded:
-                        yielded.append((spec.cell, level.label, k))
-                        yield spec, level, k
+                for spec, level, p in todo:
+                    if (spec.cell, level.label, k, p) not in recorded:
+                        yielded.append((spec.cell, level.label, k, p))
+                        yield spec, level, k, p
             recorded = self._recorded()
             missing = [u for u in yielded if u not in recorded]
             if missing or not yielded:

@@ -37,7 +37,7 @@ class _NullWriter:
 
 def run_unit(
     state: RunState, models: StartedModels, spec, level: LoadLevel, cell_repeat: int = 0, *, warmup: bool = True,
-    emit: Event | None = None, meter_factory=None,
+    emit: Event | None = None, meter_factory=None, probe: int = 0,
 ) -> CellRecord:
     """One cell at one load level, one cell repeat. Writes its calls, answers and one cells.jsonl
     record; returns that record. Raises only for ConfigError and KeyboardInterrupt: any other
@@ -66,6 +66,7 @@ def run_unit(
             session=state.session,
             load=level.label,
             cell_repeat=cell_repeat,
+            probe=probe,
             **fields,
         )
 
@@ -86,6 +87,7 @@ def run_unit(
             session=state.session,
             level=level,
             cell_repeat=cell_repeat,
+            probe=probe,
             batcher=RewardBatcher(models.scorer, max_pairs=config.score_max_pairs, max_wait_s=config.score_max_wait_ms / 1000,
                                   gather_s=config.score_gather_ms / 1000)
             if models.scorer is not None
@@ -109,12 +111,12 @@ def run_unit(
         # Same starting state for every unit: drop the prefix cache, so order never changes
         # another unit's numbers (the warm-up above filled it with this cell's prompts).
         engine.reset_prefix_cache()
-        ctx = context(state.writer, skip=done_answers(state.run_dir, cell, level, cell_repeat))
+        ctx = context(state.writer, skip=done_answers(state.run_dir, cell, level, cell_repeat, probe))
         search = config.search
         insts = ctx.expand(state.prompts, answers=search.planned_answers(level.value) if search else None)
         # answers an earlier session finished but never evaluated (killed before this unit's
         # scoring pass): evaluated below with this session's, once; not regenerated
-        backlog_eval, backlog_scored = ctx.adopt_backlog(state.prompts, evaluation_backlog(state.run_dir, cell, level, cell_repeat)) \
+        backlog_eval, backlog_scored = ctx.adopt_backlog(state.prompts, evaluation_backlog(state.run_dir, cell, level, cell_repeat, probe)) \
             if ctx.skip_answers else (0, 0)
         total = len(insts) + len(ctx.skip_answers)
         emit("unit_start", {"cell": cell, "load": level.label, "cell_repeat": cell_repeat, "total": total, "done": len(ctx.skip_answers)})
@@ -183,6 +185,11 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
 
     flight = [0]  # answers released and not finished: the batcher's gather policy waits for them
 
+    offset = done[0]  # answers of the unit an earlier session finished: admissions continue after them
+
+    def on_admit(inst, admission: int, slot) -> None:
+        ctx.admitted(inst, offset + admission, slot)
+
     def on_release(inst, t: float) -> None:
         flight[0] += 1
         ctx.arrived(inst, t)
@@ -223,6 +230,7 @@ async def _drive_unit(level: LoadLevel, insts, technique, ctx, config: RunConfig
                 timeout_s=config.level_timeout_s,
                 on_release=on_release,
                 on_done=on_done,
+                on_admit=on_admit,
                 watch=watch,
             )
     finally:

@@ -127,6 +127,7 @@ CASES = [
     (["--load", "search", "--slo-p95-s", "5", "--search-probes", "0"], "--search-probes", "between 1 and 100"),
     (["--load", "search", "--slo-p95-s", "5", "--search-answers-per-slot", "0"], "--search-answers-per-slot", "between 1"),
     (["--load", "search", "--slo-p95-s", "5", "--search-min-answers", "0"], "--search-min-answers", "between 1"),
+    (["--load", "search", "--slo-p95-s", "5", "--search-reprobes", "-1"], "--search-reprobes", "between 0 and 20"),
     (["--search-max", "8"], "--search-max", "only to --load search"),
     (["--client-workers", "0"], "--client-workers", "between 1 and 64"),
     (["--client-workers", "2", "--engine", "hf"], "--client-workers", "served engine only"),

@@ -128,8 +128,10 @@ def test_estimates_match_summary(base_run):
         assert e["latency_p50_s"].value == pytest.approx(float(rows[cell]["latency_p50_s"]))
         assert e["latency_p95_s"].value == pytest.approx(float(rows[cell]["latency_p95_s"]))
         assert e["output_tokens_per_answer"].value == pytest.approx(float(rows[cell]["output_tokens_per_answer"]))
-        for name in ("latency_p50_s", "latency_p95_s", "output_tokens_per_answer"):
-            assert e[name].lo <= e[name].value <= e[name].hi, name
+        assert e["output_tokens_per_answer"].lo <= e["output_tokens_per_answer"].value <= e["output_tokens_per_answer"].hi
+        for name in ("latency_p50_s", "latency_p95_s", "answers_per_s"):
+            # an offline batch releases every answer at once: one block, no within-run interval
+            assert e[name].ci_from == "blocks" and not e[name].has_ci, name
         assert e["latency_p95_s"].n == 16
     assert est[CELL]["latency_p95_x"].value == pytest.approx(float(rows[CELL]["latency_p95_x"]))
     assert est[CELL]["output_tokens_per_answer_x"].value == pytest.approx(float(rows[CELL]["output_tokens_per_answer_x"]))
@@ -151,7 +153,7 @@ def test_injected_slowdown_is_caught(base_run, tmp_path, capsys):
     assert v["output_tokens_per_answer"] == "ok"
     assert all(r.verdict in ("ok", "n/a") for r in res.rows if r.key[0] == "plain")
     p95 = [r for r in res.rows if r.key[0] == CELL and r.metric.name == "latency_p95_s"][0]
-    assert p95.change == pytest.approx(1.0) and p95.old.has_ci and p95.new.has_ci
+    assert p95.change == pytest.approx(1.0) and p95.old.ci_from == "blocks" and not p95.old.has_ci
     assert _cli(["compare", str(base_run), str(slow), "--max-slowdown", "15%"]) == 1
     out = capsys.readouterr().out
     assert "REGRESSION" in out and "latency p95" in out
@@ -310,3 +312,34 @@ def test_a_slowdown_measured_beside_neighbours_is_noted(base_run, tmp_path, caps
     assert len(notes) == 1 and notes[0].startswith(f"NEW ran beside other processes (foreign_cpu_share: {CELL} at load batch 55%)")
     assert _cli(["compare", str(base_run), str(slow)]) == 1
     assert "inflated by neighbours" in capsys.readouterr().out
+
+
+def test_record_noise_writes_this_machines_calibration_and_compare_cites_it(base_run, tmp_path, monkeypatch, capsys):
+    """`compare A A2 --record-noise` on an A/A stores the timing spread per machine and costtax
+    version; a later compare judges timing against it and names the file. A batch run has no block
+    CI, so before the calibration its timing is judged on the limit alone ("none")."""
+    from costtax.noise import load_calibration
+
+    monkeypatch.setenv("COSTTAX_NOISE_DIR", str(tmp_path / "noise"))
+    slow = _copy(base_run, tmp_path, "slow-cal")
+    _slow_down(slow, CELL, 1.3)
+    before = [r for r in _compare(base_run, slow).rows if r.metric.name == "latency_p50_s"]
+    assert {r.noise.source for r in before} == {"none"}
+    # an A/A that drifted by the same 30 %: recorded as the band
+    assert _cli(["compare", str(base_run), str(slow), "--record-noise"]) in (0, 1)
+    assert "recorded A/A noise bands" in capsys.readouterr().out
+    meta = json.loads((base_run / "run.json").read_text())["provenance"]
+    cal = load_calibration(meta["machine"], meta["versions"]["costtax"])
+    assert cal["bands"]["latency_p50_s"] == pytest.approx(0.3, rel=0.05)
+    res = _compare(base_run, slow)
+    assert not [r for r in res.regressions if r.metric.name in ("latency_p50_s", "latency_p95_s")]
+    assert any(cal["path"] in n for n in res.notes)
+    worse = _copy(base_run, tmp_path, "slow-2x")
+    _slow_down(worse, CELL, 2.0)
+    assert _verdicts(_compare(base_run, worse), CELL)["latency_p50_s"] == "REGRESSION"
+    # an A/A of runs whose configs differ is refused
+    other = _copy(base_run, tmp_path, "other-config")
+    _rewrite_json = json.loads((other / "run.json").read_text())
+    _rewrite_json["config"]["max_tokens"] = 999
+    (other / "run.json").write_text(json.dumps(_rewrite_json))
+    assert _cli(["compare", str(base_run), str(other), "--record-noise"]) == 2

@@ -27,7 +27,8 @@ MASKED = "<masked>"
 # compared: counts (load_stats, engine_stats, score_batches' pairs and calls, warmup answers), the
 # engine's counters and every configuration value.
 MASK_KEYS = {"run_id", "session", "t", "started_at", "finished_at", "provenance", "out", "traceback", "idle_power_w",
-             "lag_samples", "cpu_share"}  # the cells' `client` gauges (its *_s keys are masked as timings)
+             "lag_samples", "cpu_share",  # the cells' `client` gauges (its *_s keys are masked as timings)
+             "slot"}  # the lowest free closed-loop slot at release: which slots are free depends on finish order
 # Records of the machine's meters: the key set is compared, the readings are not (they differ by
 # machine: CPU seconds, RSS, whether NVML is there and why not).
 METER_KEYS = {"meter"}

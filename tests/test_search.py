@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import itertools
+import json
 import math
 import random
 import time
@@ -157,8 +158,15 @@ def test_profile_search_finds_floor_s_minus_a_over_b(tmp_path):
     assert float(r["capacity_concurrency"]) == 4 and r["search_status"] == "bracketed"
     assert r["search_bracket"] == "concurrency=4 held, concurrency=5 did not"
     by_load = {x["load"]: x for x in rows}
-    # each probe ran k x C answers (at least 16), prompts cycled
-    assert int(by_load["concurrency=4"]["answers"]) == 16
+    # each probe ran k x C answers (at least 16), prompts cycled; the bracketing levels (4 held,
+    # 5 did not) were re-probed twice more (--search-reprobes 2): three units each, under probes 0-2
+    assert int(by_load["concurrency=4"]["answers"]) == 3 * 16 and int(by_load["concurrency=2"]["answers"]) == 16
+    units = [json.loads(x) for x in open(res.run_dir / "cells.jsonl")]
+    for lvl in ("concurrency=4", "concurrency=5"):
+        assert sorted(u["probe"] for u in units if u["load"] == lvl) == [0, 1, 2], lvl
+    assert {u["probe"] for u in units if u["load"] == "concurrency=8"} == {0}
+    # the interval comes from the isotonic fit over every probe and contains the point
+    assert float(r["capacity_lo"]) <= 4 <= float(r["capacity_hi"])
     assert float(by_load["concurrency=4"]["latency_p95_s"]) <= slo
     assert float(r["capacity_answers_per_s"]) == pytest.approx(float(by_load["concurrency=4"]["achieved_answers_per_s"]))
     # the failing levels stopped as soon as their p95 was out of reach (rows kept)

@@ -19,6 +19,7 @@ CELL_COLUMNS = (
 def add_capacity_columns(df, data: dict[str, Any]):
     """p95 CI and early-stop columns on every row; search columns on a search run's rows."""
     from ..search import SearchSpec, capacity, p95_ci, replay, verdicts
+    from ..search_interval import level_units
 
     meta, answers, cells = data["meta"], data["answers"], data["cells"]
     lo, hi, stop, over = [], [], [], []
@@ -43,11 +44,12 @@ def add_capacity_columns(df, data: dict[str, Any]):
         return df
     spec = SearchSpec(**raw)
     cell_rows = cells.to_dict("records") if len(cells) else []
-    ans_rows = answers[["cell", "load", "cell_repeat", "latency_s"]].to_dict("records") if len(answers) else []
+    cols = [c for c in ("cell", "load", "cell_repeat", "latency_s", "probe", "admission", "t_arrival_s") if c in answers]
+    ans_rows = answers[cols].to_dict("records") if len(answers) else []
     repeats = int((meta.get("config") or {}).get("cell_repeats") or 1)
     for cell in dict.fromkeys(df["cell"]):
         seq, pending = replay(spec, verdicts(spec, cell, cell_rows, ans_rows, repeats))
-        cap = capacity(spec, seq, pending)
+        cap = capacity(spec, seq, pending, level_units(spec, cell, cell_rows, ans_rows))
         idx = df.index[df["cell"] == cell]
         for i, (v, role) in enumerate(seq):
             label = spec.level(v.value).label

@@ -62,7 +62,7 @@ def build_summary(run_dir: str | Path | RunData):
     rows = []
     for (cell, level), units in groups.items():
         load = level.label
-        units = sorted(units, key=lambda u: u.cell_repeat)
+        units = sorted(units, key=lambda u: (u.cell_repeat, u.probe))
         unit_rows = {id(u): as_row(u) for u in units}
         cr = unit_rows[id(units[-1])]
         ok_units = [unit_rows[id(u)] for u in units if u.status == "ok"]
@@ -84,9 +84,9 @@ def build_summary(run_dir: str | Path | RunData):
         }
         per_unit = []
         for u in ok_units or [unit_rows[id(u)] for u in units]:
-            k = int(u.get("cell_repeat", 0))
-            ua = a[a["cell_repeat"] == k] if len(a) else a
-            uc = c[c["cell_repeat"] == k] if len(c) else c
+            k, pr = int(u.get("cell_repeat", 0)), int(u.get("probe") or 0)
+            ua = a[(a["cell_repeat"] == k) & (a["probe"] == pr)] if len(a) else a
+            uc = c[(c["cell_repeat"] == k) & (c["probe"] == pr)] if len(c) else c
             m = cell_cost(ua, uc, u) if len(ua) else {"cell_wall_s": u.get("cell_wall_s")}
             m.update(load_metrics(ua, uc, u, level, slo))
             m["_latencies"] = list(ua["latency_s"]) if len(ua) else []
