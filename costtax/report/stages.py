@@ -82,7 +82,7 @@ def _min_tokens(calls: list[dict]) -> float:
 
 def _computed_tokens(c: dict) -> float:
     if c["stage"] == "score":
-        rc = (c.get("extra") or {}).get("reward_tokens_computed")
+        rc = c.get("reward_tokens_computed")
         return float(rc) if _num(rc) else float(c.get("prompt_tokens") or 0)
     pc = c.get("prompt_tokens_computed")
     prefill = float(pc) if _num(pc) else float(c.get("prompt_tokens") or 0) * max(int(c.get("n") or 1), 1)
