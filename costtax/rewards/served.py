@@ -328,7 +328,7 @@ class ServedScalar(_ServerRewardBase):
         usage = out.get("usage") or {}
         return reward, int(usage.get("prompt_tokens") or 0), _cached_tokens(usage)
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> ScoreBatch:
+    def score(self, prompts: Sequence[str], responses: Sequence[str], *, harmful: Sequence[bool] | None = None) -> ScoreBatch:
         if len(prompts) != len(responses):
             raise ValueError(f"score(): {len(prompts)} prompts but {len(responses)} responses")
         if self._client is None:

@@ -217,3 +217,18 @@ def test_existing_flags_are_kept_and_new_ones_appended():
     answers = pd.DataFrame([{"cell": "c", "load": "batch", "prompt_id": "p", "answer_id": "a"}])
     out = inv.add_invariants(df, {"answers": answers, "calls": empty, "cells": empty, "meta": {}})
     assert out.loc[0, "sanity_flags"] == "energy_below_idle;score_tokens_mismatch;waste_below_one"
+
+
+def test_served_judge_tokens_count_on_the_policy_engine():
+    """`served` scores on the policy's own server: its computed tokens are in that server's
+    counters, so costtax's side adds them (named by run.json's spec or by the score calls)."""
+    unit = {"cell_repeat": 0, "engine_stats": {"prefix_cache_queries": 500, "prefix_cache_hits": 100}}
+    calls = [{"stage": "sample", "n": 1, "prompt_tokens": 100, "prompt_tokens_computed": 100, "cell_repeat": 0},
+             {"stage": "score", "n": 1, "prompt_tokens": 400, "reward_tokens_computed": 300, "cell_repeat": 0,
+              "extra": {"reward_model": "served"}}]
+    assert inv.served_on_policy_server({}, calls) and inv.served_on_policy_server({"reward_model": {"spec": "served"}})
+    assert not inv.served_on_policy_server({"reward_model": {"spec": "judge"}}, [{**calls[1], "extra": {"reward_model": "judge:x"}}])
+    on = inv.prefix_counter_check([unit], calls, block=32, reward_on_engine=True)
+    assert (on["engine_prefill_tokens_computed"], on["costtax_prefill_tokens_computed"], on["flag_prefix_counters_disagree"]) == (400, 400, False)
+    off = inv.prefix_counter_check([unit], calls, block=32, reward_on_engine=False)
+    assert off["costtax_prefill_tokens_computed"] == 100 and off["flag_prefix_counters_disagree"]
