@@ -2,7 +2,8 @@
 
 Factors: technique x reward model x prompts x load. Only bon and bon_es call a reward model, so
 a reward-model value counts as met only in a cell whose technique is one of them; the other
-techniques carry reward model NONE. A pair of values is required when some valid cell holds it:
+techniques carry reward model NONE. sc votes on final answers, so it runs only on prompts with a
+reference answer (arith; costtax's preflight refuses the others). A pair of values is required when some valid cell holds it:
 every (reward model, prompts), (reward model, load) and (reward model, bon | bon_es) pair, and
 every pair among technique, prompts and load. `cells()` picks valid cells greedily (the one that
 covers most required pairs not yet covered; ties: the first in factor order), so the list is
@@ -16,6 +17,8 @@ from typing import NamedTuple
 
 TECHNIQUES = ("plain", "bon:n=4", "bon_es", "sc", "cai")
 REWARD_TECHNIQUES = frozenset({"bon:n=4", "bon_es"})
+# sc votes on final answers: it needs prompts with a reference answer (preflight refuses others)
+ANSWERED_PROMPTS = frozenset({"arith"})
 REWARD_MODELS = ("judge", "served_judge", "scalar_local", "served_scalar")
 NONE = "-"
 PROMPTS = ("helpful", "harmful", "arith", "humaneval")
@@ -38,7 +41,7 @@ def valid_cells() -> list[Cell]:
     """Every cell the constraints allow, in factor order."""
     out = []
     for t, r, p, load in product(TECHNIQUES, REWARD_MODELS + (NONE,), PROMPTS, LOADS):
-        if (t in REWARD_TECHNIQUES) == (r != NONE):
+        if (t in REWARD_TECHNIQUES) == (r != NONE) and (t != "sc" or p in ANSWERED_PROMPTS):
             out.append(Cell(t, r, p, load))
     return out
 

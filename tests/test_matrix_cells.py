@@ -12,6 +12,7 @@ pytestmark = pytest.mark.unit
 def test_every_cell_is_valid():
     for c in mc.cells():
         assert (c.technique in mc.REWARD_TECHNIQUES) == (c.reward_model != mc.NONE), c
+        assert c.technique != "sc" or c.prompts in mc.ANSWERED_PROMPTS, c
 
 
 def test_every_required_pair_is_covered():
@@ -38,7 +39,7 @@ def test_no_pair_with_a_reward_model_outside_bon():
 
 def test_the_greedy_choice_is_small_and_stable():
     cells = mc.cells()
-    # a lower bound: 16 (reward model x prompts) pairs need a reward cell each, and the three
-    # other techniques need one cell per prompt set each (12)
-    assert len(cells) == 16 + 12
+    # a lower bound: 16 (reward model x prompts) pairs need a reward cell each, plain and cai one
+    # cell per prompt set each (8), sc one per load on arith (2)
+    assert len(cells) == 16 + 8 + 2
     assert cells == mc.cells() and len(set(cells)) == len(cells)
