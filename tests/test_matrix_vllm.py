@@ -182,4 +182,8 @@ def test_matrix_run(group, policy, scorers, tmp_path):
             lo, hi = waste_band(row)
             w = float(row["waste_ratio"])
             print(f"  bon:n=4 waste band [{lo:.3f}, {hi:.3f}], measured {w:.3f}")
-            assert 1.0 <= lo - 1e-9 <= w <= hi + 1e-9, (lo, w, hi)
+            # the band's floor may touch 1.0 (a reward model that computes fewer tokens than the
+            # prompt + responses it reads, e.g. the judge's cached template on HumanEval's long
+            # prompt); the ratio itself never goes below 1 (flag_waste_below_one, checked above)
+            assert lo - 1e-9 <= w <= hi + 1e-9, (lo, w, hi)
+            assert w >= 1.0 - 1e-9, w
