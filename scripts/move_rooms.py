@@ -115,6 +115,7 @@ TEST_MOVES = {
     "test_schema_roundtrip.py": "store",
     "test_compare.py": "compare", "test_compare_levels.py": "compare", "test_compare_noise.py": "compare",
     "test_context.py": "techniques", "test_reward_length.py": "rewards",
+    "test_matrix_cells.py": "run", "test_matrix_vllm.py": "run", "matrix_cells.py": "run",
     "test_sandbox.py": "sandbox", "test_sandbox_attacks.py": "sandbox",
     "test_sandbox_humaneval.py": "sandbox", "sandbox_cases.py": "sandbox",
     "test_sandbox_attacks_bwrap.py": "sandbox", "sandbox_cases_bwrap.py": "sandbox",

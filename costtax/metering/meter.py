@@ -22,6 +22,8 @@ Field notes:
   estimate), else ``None``.
 * ``torch_peak_*``: this process's CUDA caching allocator only, ``None`` without CUDA torch.
 * ``nvml_available`` / ``nvml_reason``: why GPU fields are ``None``.
+* ``harness_cpu_s`` / ``engine_cpu_s``: this process's own CPU and its descendants', each
+  from its own counter (:mod:`~costtax.metering.cpu_split`), not shares of ``cpu_s``.
 * ``foreign_cpu_share``: share of this process's CPUs that *other* processes kept busy during
   the block (:mod:`~costtax.metering.contention`): the neighbour gauge on shared machines.
 
@@ -39,6 +41,7 @@ from typing import Optional, Sequence
 from .nvml import DEFAULT_INTERVAL_S, NvmlSampler, clamp_interval
 from .nvml_reading import NvmlReading
 from .contention import ContentionGauge
+from .cpu_split import CpuSplit
 from .process import MEMORY_SOURCE, ProcessReading, ProcessTreeSampler
 from .torch_mem import TorchMemReading, TorchPeakMemory
 
@@ -63,6 +66,10 @@ class MeterReading:
     # share of our CPUs' capacity that other processes used during the block (contention.py);
     # None without /proc/stat or without a process-tree CPU reading
     foreign_cpu_share: Optional[float] = None
+    # the CPU split by two independent counters (cpu_split.py): this process's own CPU time and
+    # its descendants' (engine core, workers, a --serve server); None where unreadable
+    harness_cpu_s: Optional[float] = None
+    engine_cpu_s: Optional[float] = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +98,7 @@ class ResourceMeter:
         self._nvml: Optional[NvmlSampler] = None
         self._proc: Optional[ProcessTreeSampler] = None
         self._contention: Optional[ContentionGauge] = None
+        self._split: Optional[CpuSplit] = None
         self._t0 = 0.0
 
     def __enter__(self) -> "ResourceMeter":
@@ -103,11 +111,17 @@ class ResourceMeter:
         self._proc.__enter__()
         self._contention = ContentionGauge()
         self._contention.start()
+        self._split = CpuSplit()
+        self._split.start()
         self._t0 = time.perf_counter()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         wall = time.perf_counter() - self._t0
+        try:
+            self._split.stop()
+        except Exception:  # noqa: BLE001 - a diagnostic; its fields stay None
+            pass
         try:
             self._contention.stop()
         except Exception:  # noqa: BLE001 - the gauge is a diagnostic; never fail the block for it
@@ -138,6 +152,8 @@ class ResourceMeter:
             nvml_available=nv.available,
             nvml_reason=nv.reason,
             foreign_cpu_share=self._contention.share(proc.cpu_s, wall),
+            harness_cpu_s=self._split.harness_cpu_s,
+            engine_cpu_s=self._split.engine_cpu_s,
         )
         return False
 

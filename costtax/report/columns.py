@@ -264,7 +264,23 @@ STAGE_COLUMNS = [
     Column("waste_ratio", "x", "tokens_computed_per_answer / tokens_min_per_answer (1.0 = the physical minimum)"),
 ]
 
-COLUMNS: list[Column] = [*_CONTRACT, *_CELL, *_COST, *_LOAD, *_QUALITY, *_STEADY, *_TAX, *_PROVENANCE, *_CAPACITY, *STAGE_COLUMNS]
+# Invariants between independent counters (report/invariants.py, which states each bound and
+# tolerance); a raised flag is also listed in `sanity_flags`.
+INVARIANT_COLUMNS = [
+    Column("flag_reward_computed_exceeds_read", "bool", "a score call's reward model computed more tokens than it read (reward_tokens_computed > prompt_tokens)"),
+    Column("flag_score_tokens_mismatch", "bool", "stage_score_tokens_per_answer differs from reward_tokens_computed_per_answer (both known)"),
+    Column("flag_prefill_exceeds_prompt", "bool", "a generation call's prompt_tokens_computed exceeds prompt_tokens x n, plus one prompt when n > 1 (vLLM V1's prefix-warming request)"),
+    Column("engine_prefill_tokens_computed", "tokens", "the engine's own prefix-cache counters over the row's metered windows: prefix_cache_queries - prefix_cache_hits (vLLM scheduler stats in-process, /metrics through a server); empty where the engine has none"),
+    Column("costtax_prefill_tokens_computed", "tokens", "costtax's per-request sum over the same windows: generation calls' prompt_tokens_computed (+ score calls' computed tokens when the reward model is `served` on the policy's server)"),
+    Column("flag_prefix_counters_disagree", "bool", "engine_prefill_tokens_computed and costtax_prefill_tokens_computed differ beyond 5% + one KV block per unit (the engine may exceed by n > 1 calls' warming prompts)"),
+    Column("cpu_harness_s", "s", "CPU seconds of the harness process alone (its own CPU clock), summed over the row's metered windows"),
+    Column("cpu_engine_tree_s", "s", "CPU seconds of the harness's descendants (engine core, workers, a --serve server), each from its own counters"),
+    Column("flag_cpu_split_disagrees", "bool", "cpu_harness_s + cpu_engine_tree_s differs from the process-tree sampler's CPU seconds by more than 10% or 0.15 s per unit"),
+    Column("flag_waste_below_one", "bool", "waste_ratio below 1 though no two answers of the row share a prompt"),
+    Column("waste_below_one_reason", "text", "why a waste_ratio below 1 is legitimate: answers sharing a prompt read each other's prefix cache"),
+]
+
+COLUMNS: list[Column] = [*_CONTRACT, *_CELL, *_COST, *_LOAD, *_QUALITY, *_STEADY, *_TAX, *_PROVENANCE, *_CAPACITY, *STAGE_COLUMNS, *INVARIANT_COLUMNS]
 CONTRACT_COLUMNS = [c.name for c in _CONTRACT]
 PARAM_PREFIX = "param_"  # plain parameter columns, prefixed so they never collide with provenance (seed, max_tokens)
 

@@ -131,6 +131,9 @@ def build_summary(run_dir: str | Path | RunData):
     from .stages import add_stage_columns  # cost per stage, waste ratio (report/stages.py)
 
     df = add_stage_columns(df, data)
+    from .invariants import add_invariants  # cross-checks between independent counters (report/invariants.py)
+
+    df = add_invariants(df, data)
     cols = CONTRACT_COLUMNS + [c for c in df.columns if c not in CONTRACT_COLUMNS]
     for c in CONTRACT_COLUMNS:
         if c not in df:

@@ -399,7 +399,7 @@ def test_resource_meter_real_pynvml_no_gpu():
         "wall_s", "cpu_s", "rss_peak_bytes", "memory_source", "gpu_mem_peak_bytes",
         "gpu_mem_source", "energy_j", "energy_method", "power_mean_w", "gpu_util_mean_pct",
         "gpu_s", "torch_peak_allocated_bytes", "torch_peak_reserved_bytes", "nvml_available",
-        "nvml_reason", "foreign_cpu_share",
+        "nvml_reason", "foreign_cpu_share", "harness_cpu_s", "engine_cpu_s",
     }
     assert d["foreign_cpu_share"] is None or 0.0 <= d["foreign_cpu_share"] <= 1.0
     assert ("torch" in sys.modules) == torch_was_imported  # the meter never imports torch
