@@ -1,6 +1,7 @@
 """Diversity of a cell's answers: distinct-n and self-BLEU (sacrebleu, imported lazily)."""
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable
 
 import numpy as np
@@ -40,13 +41,120 @@ def self_bleu(texts: Iterable[str]) -> float | None:
     smoothing, effective order). Higher means less diverse: identical texts give
     100, texts sharing no tokens give 0. Empty / whitespace-only texts are
     dropped first; returns ``None`` when fewer than 2 non-empty texts remain.
+
+    Computed exactly in O(total tokens) (times a sort's log), where calling
+    ``sentence_bleu`` per text is quadratic (each call re-reads every other text):
+    each text is tokenised once by sacrebleu's own tokeniser and split on
+    whitespace as sacrebleu does; its n-grams (orders 1-4) are the same token
+    tuples ``extract_all_word_ngrams`` counts, encoded exactly (no hashing) as
+    two integers of token ids. Against "all other texts" sacrebleu clips a text's
+    count of an n-gram by the largest count among the others: the n-gram's
+    largest count over all texts, unless this text is its only holder, then the
+    second largest. The reference length is the closest other text's length,
+    ties to the shorter, as sacrebleu picks it, and the score is sacrebleu's
+    ``BLEU.compute_bleu`` on those statistics, so the floats are sacrebleu's
+    (tests/report/test_self_bleu_linear.py checks equality with ``sentence_bleu``
+    on random and real answer sets). Memory: one order at a time, about 40 bytes
+    per token in numpy arrays, no Python object per n-gram.
     """
     kept = [t for t in texts if t is not None and t.strip()]
     if len(kept) < 2:
         return None
-    import sacrebleu  # lazy: keep `import costtax.report.diversity` light
+    from sacrebleu.metrics.bleu import BLEU  # lazy: keep `import costtax.report.diversity` light
 
+    metric = BLEU(effective_order=True)  # sentence_bleu's defaults
+    orders = metric.max_ngram_order
+    vocab = _Ids()
+    ids = array("q")
+    lens = np.empty(len(kept), dtype=np.int64)
+    for i, text in enumerate(kept):  # the one pass over the text: sacrebleu's tokeniser, then ids
+        n0 = len(ids)
+        ids.extend(map(vocab.__getitem__, metric.tokenizer(text.rstrip()).split()))
+        lens[i] = len(ids) - n0
+    if len(vocab) >= 2**31:
+        raise ValueError("self_bleu: more than 2**31 distinct tokens")
+    tok = np.frombuffer(ids, dtype=np.int64).astype(np.uint64) if len(ids) else np.zeros(0, np.uint64)
+    n_texts = len(kept)
+    text_of = np.repeat(np.arange(n_texts, dtype=np.int64), lens)
+    pos = np.arange(tok.size, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+    correct = np.zeros((orders, n_texts), dtype=np.int64)
+    for n in range(1, orders + 1):
+        correct[n - 1] = _clipped_matches(tok, text_of, pos + n <= lens[text_of], n, n_texts)
+    total = np.maximum(lens[None, :] - np.arange(orders)[:, None], 0)
+    correct_l, total_l = correct.T.tolist(), total.T.tolist()
+    ref = _closest_other_lengths(lens).tolist()
+    sys = lens.tolist()
     scores = [
-        sacrebleu.sentence_bleu(hyp, kept[:i] + kept[i + 1 :]).score for i, hyp in enumerate(kept)
+        BLEU.compute_bleu(correct_l[i], total_l[i], sys[i], ref[i], smooth_method=metric.smooth_method,
+                          smooth_value=metric.smooth_value, effective_order=metric.effective_order,
+                          max_ngram_order=orders).score
+        for i in range(n_texts)
     ]
     return float(np.mean(scores))
+
+
+class _Ids(dict):
+    """token -> id, a new id per new token."""
+
+    def __missing__(self, key):
+        v = self[key] = len(self)
+        return v
+
+
+_NONE = np.uint64(2**32 - 1)  # an absent position of an n-gram shorter than 4 (ids < 2**31)
+
+
+def _clipped_matches(tok, text_of, valid, n: int, n_texts: int):
+    """Per text, sum over its order-n n-grams of min(its count, the largest count in any other
+    text): sacrebleu's clipped matches against all the other texts."""
+    starts = np.flatnonzero(valid)
+    if not starts.size:
+        return np.zeros(n_texts, dtype=np.int64)
+
+    def at(k):
+        return tok[starts + k] if k < n else np.full(starts.size, _NONE, dtype=np.uint64)
+
+    hi = (at(0) << np.uint64(32)) | at(1)
+    lo = (at(2) << np.uint64(32)) | at(3)
+    t = text_of[starts]
+    del starts
+    idx = np.lexsort((t, lo, hi))  # by n-gram, then text
+    hi, lo, t = hi[idx], lo[idx], t[idx]
+    del idx
+    new_gram = np.ones(hi.size, dtype=bool)
+    new_gram[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+    new_pair = new_gram.copy()
+    new_pair[1:] |= t[1:] != t[:-1]
+    del hi, lo
+    heads = np.flatnonzero(new_pair)  # one (n-gram, text) pair each: its count in that text
+    cnt = np.diff(np.append(heads, new_pair.size))
+    text = t[heads]
+    gram = np.cumsum(new_gram)[heads] - 1
+    del t, new_gram, new_pair
+    order = np.lexsort((-cnt, gram))  # per n-gram, counts descending
+    cnt_s, gram_s = cnt[order], gram[order]
+    first_of = np.ones(gram_s.size, dtype=bool)
+    first_of[1:] = gram_s[1:] != gram_s[:-1]
+    g_heads = np.flatnonzero(first_of)
+    top = cnt_s[g_heads]
+    second = np.zeros_like(top)
+    nxt = g_heads + 1
+    has2 = nxt < cnt_s.size
+    has2[has2] = ~first_of[nxt[has2]]
+    second[has2] = cnt_s[nxt[has2]]
+    top_g, second_g = top[gram], second[gram]
+    sole = (cnt == top_g) & (second_g < top_g)  # this text alone holds the largest count
+    clipped = np.minimum(cnt, np.where(sole, second_g, top_g))
+    return np.bincount(text, weights=clipped, minlength=n_texts).astype(np.int64)
+
+
+def _closest_other_lengths(lens: np.ndarray) -> np.ndarray:
+    """Per text, the length of the other text closest to its own, ties to the shorter
+    (sacrebleu's `_get_closest_ref_len` over all the other texts); at least 2 texts."""
+    values, counts = np.unique(lens, return_counts=True)
+    pos = np.searchsorted(values, lens)
+    shared = counts[pos] >= 2  # another text has the same length
+    below = np.where(pos > 0, values[np.maximum(pos - 1, 0)], -1)
+    above = np.where(pos + 1 < values.size, values[np.minimum(pos + 1, values.size - 1)], -1)
+    take_below = (below >= 0) & ((above < 0) | (lens - below <= above - lens))
+    return np.where(shared, lens, np.where(take_below, below, above))

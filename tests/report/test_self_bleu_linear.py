@@ -1,0 +1,95 @@
+"""The linear self-BLEU (report/diversity.py) gives sacrebleu's floats exactly: equality with the
+definition, mean over i of sentence_bleu(text_i, all other texts), on random and real answer sets."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.unit
+
+sacrebleu = pytest.importorskip("sacrebleu")
+
+from costtax.report.diversity import _closest_other_lengths, self_bleu  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def reference(texts: list[str]) -> float | None:
+    """The definition, quadratic: what self_bleu computed before it was linear."""
+    kept = [t for t in texts if t is not None and t.strip()]
+    if len(kept) < 2:
+        return None
+    return float(np.mean([sacrebleu.sentence_bleu(h, kept[:i] + kept[i + 1:]).score for i, h in enumerate(kept)]))
+
+
+def random_set(rng: random.Random) -> list[str]:
+    """Small vocabularies so n-grams repeat within and across texts, lengths that tie, duplicate
+    texts, punctuation the 13a tokeniser splits off, and the odd empty text."""
+    vocab = [f"w{i}" for i in range(rng.choice([2, 3, 5, 12, 40]))] + [".", ",", "it's", "&amp;", "a-\nb"]
+    out = []
+    for _ in range(rng.randint(2, 20)):
+        r = rng.random()
+        if r < 0.1 and out:
+            out.append(rng.choice(out))  # an exact duplicate
+        elif r < 0.13:
+            out.append(rng.choice(["", "  ", "x"]))
+        else:
+            out.append(" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 25))))
+    return out
+
+
+def test_equals_sentence_bleu_on_300_random_sets():
+    rng = random.Random(20261206)
+    mismatches = [s for s in (random_set(rng) for _ in range(300)) if self_bleu(s) != reference(s)]
+    assert not mismatches, f"{len(mismatches)} sets differ, first: {mismatches[0]!r}"
+
+
+def _answer_texts(path: Path) -> dict[tuple, list[str]]:
+    groups: dict[tuple, list[str]] = {}
+    for line in path.read_text().splitlines():
+        a = json.loads(line)
+        if isinstance(a.get("text"), str):
+            groups.setdefault((a.get("cell"), a.get("load")), []).append(a["text"])
+    return groups
+
+
+REAL = sorted(p.relative_to(ROOT) for d in ("bench/results", "tests/golden") for p in (ROOT / d).rglob("answers.jsonl"))
+
+
+@pytest.mark.parametrize("path", REAL, ids=str)
+def test_equals_sentence_bleu_on_committed_answers(path):
+    groups = _answer_texts(ROOT / path)
+    assert groups
+    for key, texts in groups.items():
+        assert self_bleu(texts) == reference(texts), key
+    every = [t for ts in groups.values() for t in ts][:100]  # sacrebleu's side is quadratic
+    assert self_bleu(every) == reference(every)
+
+
+def test_equals_sentence_bleu_on_public_responses():
+    """PyRIT's human-written responses (read in place from the pyrit wheel), long multi-line texts."""
+    from costtax.rewards.public_sets import load_objective_set
+
+    try:
+        items = load_objective_set()
+    except Exception as exc:  # the wheel is installed by scripts/setup_env.sh
+        pytest.fail(f"pyrit's scorer-eval set is not readable: {exc}")
+    by_cat: dict[str, list[str]] = {}
+    for it in items:  # 12 per category keeps sacrebleu's quadratic side quick
+        if len(by_cat.setdefault(it.category, [])) < 12:
+            by_cat[it.category].append(it.response)
+    for cat, texts in by_cat.items():
+        assert self_bleu(texts) == reference(texts), cat
+
+
+def test_closest_other_length_ties_to_the_shorter():
+    lens = np.array([3, 5, 7, 7, 10, 1])
+    # 3: others 5,7,7,10,1 -> 1 and 5 both 2 away -> 1; 5: 3 and 7 -> 3; 7: another 7
+    assert _closest_other_lengths(lens).tolist() == [1, 3, 7, 7, 7, 3]
+    m = sacrebleu.metrics.bleu.BLEU()
+    for i, h in enumerate(lens.tolist()):
+        assert _closest_other_lengths(lens)[i] == m._get_closest_ref_len(h, lens.tolist()[:i] + lens.tolist()[i + 1:])
