@@ -40,14 +40,23 @@ PLAN_GROUPS = {"generation": ("sample", "continue"), "critique_revise": ("critiq
 
 def busy_time(intervals: list[tuple[float, float, str]], t0: float, t1: float) -> dict[str, float]:
     """Seconds of [t0, t1] attributed to each stage (and 'idle'): at any moment the time is split
-    equally among the stages with a call in progress."""
-    events = sorted({t0, t1, *(max(t0, min(t1, x)) for a, b, _ in intervals for x in (a, b))})
+    equally among the stages with a call in progress. A sweep line, O(n log n) in calls: the
+    window is cut at every (clamped) call start and finish, and each stretch adds to the stages
+    whose count of calls in progress is positive, in time order (the same sums, in the same
+    order, as testing every call against every stretch)."""
+    clamp = [(max(t0, min(t1, a)), max(t0, min(t1, b)), s) for a, b, s in intervals]
+    events = sorted({t0, t1, *(x for a, b, _ in clamp for x in (a, b))})
+    delta: dict[float, list[tuple[str, int]]] = {}
+    for a, b, s in clamp:
+        if a < b:  # a call in progress during some stretch of the window
+            delta.setdefault(a, []).append((s, 1))
+            delta.setdefault(b, []).append((s, -1))
+    running: dict[str, int] = {}
     out: dict[str, float] = {"idle": 0.0}
     for a, b in zip(events, events[1:]):
-        if b <= a:
-            continue
-        mid = (a + b) / 2
-        active = {s for s0, s1, s in intervals if s0 <= mid < s1}
+        for s, d in delta.get(a, ()):
+            running[s] = running.get(s, 0) + d
+        active = [s for s, k in running.items() if k > 0]
         if not active:
             out["idle"] += b - a
         for s in active:
