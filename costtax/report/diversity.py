@@ -54,15 +54,85 @@ def self_bleu(texts: Iterable[str]) -> float | None:
     ties to the shorter, as sacrebleu picks it, and the score is sacrebleu's
     ``BLEU.compute_bleu`` on those statistics, so the floats are sacrebleu's
     (tests/report/test_self_bleu_linear.py checks equality with ``sentence_bleu``
-    on random and real answer sets). Memory: one order at a time, about 40 bytes
-    per token in numpy arrays, no Python object per n-gram.
+    on random and real answer sets). Sets of more than SMALL_SET texts: one order
+    at a time, about 40 bytes per token in numpy arrays, no Python object per
+    n-gram; smaller sets: sacrebleu's ``extract_all_word_ngrams`` Counters.
     """
     kept = [t for t in texts if t is not None and t.strip()]
     if len(kept) < 2:
         return None
     from sacrebleu.metrics.bleu import BLEU  # lazy: keep `import costtax.report.diversity` light
 
-    metric = BLEU(effective_order=True)  # sentence_bleu's defaults
+    metric = _metric()
+    orders = metric.max_ngram_order
+    if len(kept) <= SMALL_SET:
+        correct, lens = _clipped_small(kept, metric)
+    else:
+        correct, lens = _clipped_large(kept, metric)
+    total = np.maximum(lens[None, :] - np.arange(orders)[:, None], 0)
+    correct_l, total_l = correct.T.tolist(), total.T.tolist()
+    ref = _closest_other_lengths(lens).tolist()
+    sys = lens.tolist()
+    n_texts = len(kept)
+    scores = [
+        BLEU.compute_bleu(correct_l[i], total_l[i], sys[i], ref[i], smooth_method=metric.smooth_method,
+                          smooth_value=metric.smooth_value, effective_order=metric.effective_order,
+                          max_ngram_order=orders).score
+        for i in range(n_texts)
+    ]
+    return float(np.mean(scores))
+
+
+SMALL_SET = 32  # up to this many texts (BoN candidates, a prompt's repeats) Python dicts beat numpy's overhead
+
+_METRIC = []
+
+
+def _metric():
+    """One sacrebleu BLEU with sentence_bleu's defaults per process: its tokeniser's lru_cache
+    then serves a text met again (the cell's answers, then their --repeats groups)."""
+    if not _METRIC:
+        from sacrebleu.metrics.bleu import BLEU
+
+        _METRIC.append(BLEU(effective_order=True))
+    return _METRIC[0]
+
+
+def _clipped_small(kept: list[str], metric):
+    """Clipped matches (orders x texts) and lengths of a few texts, with sacrebleu's own
+    extract_all_word_ngrams and dicts: each n-gram's largest count, its holders, the next count."""
+    from sacrebleu.metrics.helpers import extract_all_word_ngrams
+
+    orders = metric.max_ngram_order
+    grams, lens = [], np.empty(len(kept), dtype=np.int64)
+    for i, text in enumerate(kept):
+        g, lens[i] = extract_all_word_ngrams(metric.tokenizer(text.rstrip()), 1, orders)
+        grams.append(g)
+    best: dict[tuple, list[int]] = {}  # n-gram -> [largest count, texts holding it, next count]
+    for g in grams:
+        for k, c in g.items():
+            b = best.get(k)
+            if b is None:
+                best[k] = [c, 1, 0]
+            elif c > b[0]:
+                best[k] = [c, 1, b[0]]
+            elif c == b[0]:
+                b[1] += 1
+            elif c > b[2]:
+                b[2] = c
+    correct = np.zeros((orders, len(kept)), dtype=np.int64)
+    for i, g in enumerate(grams):
+        row = [0] * orders
+        for k, c in g.items():
+            top, holders, nxt = best[k]
+            row[len(k) - 1] += min(c, top if (c < top or holders >= 2) else nxt)
+        correct[:, i] = row
+    return correct, lens
+
+
+def _clipped_large(kept: list[str], metric):
+    """Clipped matches (orders x texts) and lengths of many texts: token ids in one array, each
+    order's n-grams sorted in numpy (no Python object per n-gram)."""
     orders = metric.max_ngram_order
     vocab = _Ids()
     ids = array("q")
@@ -80,17 +150,7 @@ def self_bleu(texts: Iterable[str]) -> float | None:
     correct = np.zeros((orders, n_texts), dtype=np.int64)
     for n in range(1, orders + 1):
         correct[n - 1] = _clipped_matches(tok, text_of, pos + n <= lens[text_of], n, n_texts)
-    total = np.maximum(lens[None, :] - np.arange(orders)[:, None], 0)
-    correct_l, total_l = correct.T.tolist(), total.T.tolist()
-    ref = _closest_other_lengths(lens).tolist()
-    sys = lens.tolist()
-    scores = [
-        BLEU.compute_bleu(correct_l[i], total_l[i], sys[i], ref[i], smooth_method=metric.smooth_method,
-                          smooth_value=metric.smooth_value, effective_order=metric.effective_order,
-                          max_ngram_order=orders).score
-        for i in range(n_texts)
-    ]
-    return float(np.mean(scores))
+    return correct, lens
 
 
 class _Ids(dict):

@@ -13,9 +13,17 @@ pytestmark = pytest.mark.unit
 
 sacrebleu = pytest.importorskip("sacrebleu")
 
+from costtax.report import diversity  # noqa: E402
 from costtax.report.diversity import _closest_other_lengths, self_bleu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["numpy", "dicts"], autouse=True)
+def path(request, monkeypatch):
+    """Every set through both ways of counting: numpy sorts (large sets) and dicts (small ones)."""
+    monkeypatch.setattr(diversity, "SMALL_SET", 1 if request.param == "numpy" else 10**9)
+    return request.param
 
 
 def reference(texts: list[str]) -> float | None:
@@ -60,9 +68,9 @@ def _answer_texts(path: Path) -> dict[tuple, list[str]]:
 REAL = sorted(p.relative_to(ROOT) for d in ("bench/results", "tests/golden") for p in (ROOT / d).rglob("answers.jsonl"))
 
 
-@pytest.mark.parametrize("path", REAL, ids=str)
-def test_equals_sentence_bleu_on_committed_answers(path):
-    groups = _answer_texts(ROOT / path)
+@pytest.mark.parametrize("run", REAL, ids=str)
+def test_equals_sentence_bleu_on_committed_answers(run):
+    groups = _answer_texts(ROOT / run)
     assert groups
     for key, texts in groups.items():
         assert self_bleu(texts) == reference(texts), key
