@@ -54,9 +54,10 @@ def self_bleu(texts: Iterable[str]) -> float | None:
     ties to the shorter, as sacrebleu picks it, and the score is sacrebleu's
     ``BLEU.compute_bleu`` on those statistics, so the floats are sacrebleu's
     (tests/report/test_self_bleu_linear.py checks equality with ``sentence_bleu``
-    on random and real answer sets). Sets of more than SMALL_SET texts: one order
-    at a time, about 40 bytes per token in numpy arrays, no Python object per
-    n-gram; smaller sets: sacrebleu's ``extract_all_word_ngrams`` Counters.
+    on random and real answer sets). Memory: one order at a time, about 40 bytes
+    per token in numpy arrays, no Python object per n-gram. (Counting with dicts
+    of sacrebleu's ``extract_all_word_ngrams`` tuples was measured slower even for
+    four texts: 3.8 vs 1.7 ms, 16 texts: 18 vs 4 ms, on the loaded 2-core machine.)
     """
     kept = [t for t in texts if t is not None and t.strip()]
     if len(kept) < 2:
@@ -65,10 +66,7 @@ def self_bleu(texts: Iterable[str]) -> float | None:
 
     metric = _metric()
     orders = metric.max_ngram_order
-    if len(kept) <= SMALL_SET:
-        correct, lens = _clipped_small(kept, metric)
-    else:
-        correct, lens = _clipped_large(kept, metric)
+    correct, lens = _clipped_large(kept, metric)
     total = np.maximum(lens[None, :] - np.arange(orders)[:, None], 0)
     correct_l, total_l = correct.T.tolist(), total.T.tolist()
     ref = _closest_other_lengths(lens).tolist()
@@ -83,8 +81,6 @@ def self_bleu(texts: Iterable[str]) -> float | None:
     return float(np.mean(scores))
 
 
-SMALL_SET = 32  # up to this many texts (BoN candidates, a prompt's repeats) Python dicts beat numpy's overhead
-
 _METRIC = []
 
 
@@ -96,38 +92,6 @@ def _metric():
 
         _METRIC.append(BLEU(effective_order=True))
     return _METRIC[0]
-
-
-def _clipped_small(kept: list[str], metric):
-    """Clipped matches (orders x texts) and lengths of a few texts, with sacrebleu's own
-    extract_all_word_ngrams and dicts: each n-gram's largest count, its holders, the next count."""
-    from sacrebleu.metrics.helpers import extract_all_word_ngrams
-
-    orders = metric.max_ngram_order
-    grams, lens = [], np.empty(len(kept), dtype=np.int64)
-    for i, text in enumerate(kept):
-        g, lens[i] = extract_all_word_ngrams(metric.tokenizer(text.rstrip()), 1, orders)
-        grams.append(g)
-    best: dict[tuple, list[int]] = {}  # n-gram -> [largest count, texts holding it, next count]
-    for g in grams:
-        for k, c in g.items():
-            b = best.get(k)
-            if b is None:
-                best[k] = [c, 1, 0]
-            elif c > b[0]:
-                best[k] = [c, 1, b[0]]
-            elif c == b[0]:
-                b[1] += 1
-            elif c > b[2]:
-                b[2] = c
-    correct = np.zeros((orders, len(kept)), dtype=np.int64)
-    for i, g in enumerate(grams):
-        row = [0] * orders
-        for k, c in g.items():
-            top, holders, nxt = best[k]
-            row[len(k) - 1] += min(c, top if (c < top or holders >= 2) else nxt)
-        correct[:, i] = row
-    return correct, lens
 
 
 def _clipped_large(kept: list[str], metric):

@@ -13,17 +13,9 @@ pytestmark = pytest.mark.unit
 
 sacrebleu = pytest.importorskip("sacrebleu")
 
-from costtax.report import diversity  # noqa: E402
 from costtax.report.diversity import _closest_other_lengths, self_bleu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(params=["numpy", "dicts"], autouse=True)
-def path(request, monkeypatch):
-    """Every set through both ways of counting: numpy sorts (large sets) and dicts (small ones)."""
-    monkeypatch.setattr(diversity, "SMALL_SET", 1 if request.param == "numpy" else 10**9)
-    return request.param
 
 
 def reference(texts: list[str]) -> float | None:
