@@ -156,20 +156,26 @@ def stage_columns(units: list[dict], calls: list[dict], answers: list[dict]) -> 
     return out
 
 
-def add_stage_columns(df, data: dict[str, Any]):
-    """Stage and waste columns on every row (report/summary.py calls this)."""
+def row_stage_columns(cell: str, load: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One summary row's stage and waste columns, from the run's frames (report/summary.py)."""
+    answers, calls, cells = data["answers"], data["calls"], data["cells"]
+    u = cells[(cells["cell"] == cell) & (cells["load"] == load)] if len(cells) else cells
+    units = [r for r in u.to_dict("records") if r.get("status") == "ok"] if len(u) else []
+    a = answers[(answers["cell"] == cell) & (answers["load"] == load)] if len(answers) else answers
+    c = calls[(calls["cell"] == cell) & (calls["load"] == load)] if len(calls) else calls
+    return stage_columns(units, c.to_dict("records") if len(c) else [], a.to_dict("records") if len(a) else [])
+
+
+def add_stage_columns(df, data: dict[str, Any], rows: dict[tuple[str, str], dict[str, Any]] | None = None):
+    """Stage and waste columns on every row (report/summary.py calls this); `rows`: those already
+    computed, by (cell, load)."""
     import pandas as pd
 
-    answers, calls, cells = data["answers"], data["calls"], data["cells"]
-    rows = []
-    for _, row in df.iterrows():
-        u = cells[(cells["cell"] == row["cell"]) & (cells["load"] == row["load"])] if len(cells) else cells
-        units = [r for r in u.to_dict("records") if r.get("status") == "ok"] if len(u) else []
-        a = answers[(answers["cell"] == row["cell"]) & (answers["load"] == row["load"])] if len(answers) else answers
-        c = calls[(calls["cell"] == row["cell"]) & (calls["load"] == row["load"])] if len(calls) else calls
-        rows.append(stage_columns(units, c.to_dict("records") if len(c) else [], a.to_dict("records") if len(a) else []))
+    rows = rows or {}
+    got = [rows.get((row["cell"], row["load"])) for _, row in df.iterrows()]
+    got = [g if g is not None else row_stage_columns(row["cell"], row["load"], data) for g, (_, row) in zip(got, df.iterrows())]
     from .columns import STAGE_COLUMNS
 
     names = [col.name for col in STAGE_COLUMNS]
-    extra = pd.DataFrame([{k: r.get(k) for k in names} for r in rows], index=df.index, dtype=object)
+    extra = pd.DataFrame([{k: r.get(k) for k in names} for r in got], index=df.index, dtype=object)
     return pd.concat([df, extra], axis=1)
