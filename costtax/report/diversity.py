@@ -8,7 +8,7 @@ import numpy as np
 
 from ..stats import positive_int
 
-__all__ = ["distinct_n", "self_bleu"]
+__all__ = ["distinct_n", "self_bleu", "self_bleu_groups"]
 
 
 
@@ -59,26 +59,41 @@ def self_bleu(texts: Iterable[str]) -> float | None:
     sacrebleu's ``extract_all_word_ngrams`` tuples was measured slower, even for a
     best-of-4's four candidates).
     """
-    kept = [t for t in texts if t is not None and t.strip()]
-    if len(kept) < 2:
-        return None
+    return self_bleu_groups([texts])[0]
+
+
+def self_bleu_groups(groups: Iterable[Iterable[str]]) -> list[float | None]:
+    """``[self_bleu(g) for g in groups]`` (the same floats) in one numpy pass over all the
+    groups' texts: a best-of-N's candidate sets or a prompt's --repeats answers, thousands of
+    small sets, without a numpy call per set. Each text is compared with its own group only."""
+    kept = [[t for t in g if t is not None and t.strip()] for g in groups]
+    out: list[float | None] = [None] * len(kept)
+    live = [i for i, g in enumerate(kept) if len(g) >= 2]
+    if not live:
+        return out
     from sacrebleu.metrics.bleu import BLEU  # lazy: keep `import costtax.report.diversity` light
 
     metric = _metric()
     orders = metric.max_ngram_order
-    correct, lens = _clipped_large(kept, metric)
+    texts = [t for i in live for t in kept[i]]
+    group = np.repeat(np.arange(len(live), dtype=np.int64), [len(kept[i]) for i in live])
+    correct, lens = _clipped_large(texts, metric, group)
     total = np.maximum(lens[None, :] - np.arange(orders)[:, None], 0)
     correct_l, total_l = correct.T.tolist(), total.T.tolist()
-    ref = _closest_other_lengths(lens).tolist()
+    ref = _closest_other_lengths(lens, group).tolist()
     sys = lens.tolist()
-    n_texts = len(kept)
     scores = [
         BLEU.compute_bleu(correct_l[i], total_l[i], sys[i], ref[i], smooth_method=metric.smooth_method,
                           smooth_value=metric.smooth_value, effective_order=metric.effective_order,
                           max_ngram_order=orders).score
-        for i in range(n_texts)
+        for i in range(len(texts))
     ]
-    return float(np.mean(scores))
+    start = 0
+    for i in live:
+        stop = start + len(kept[i])
+        out[i] = float(np.mean(scores[start:stop]))
+        start = stop
+    return out
 
 
 _METRIC = []
@@ -94,9 +109,10 @@ def _metric():
     return _METRIC[0]
 
 
-def _clipped_large(kept: list[str], metric):
-    """Clipped matches (orders x texts) and lengths of many texts: token ids in one array, each
-    order's n-grams sorted in numpy (no Python object per n-gram)."""
+def _clipped_large(kept: list[str], metric, group):
+    """Clipped matches (orders x texts) and lengths of many texts, each against the other texts
+    of its `group` (a group id per text): token ids in one array, each order's n-grams sorted in
+    numpy (no Python object per n-gram)."""
     orders = metric.max_ngram_order
     vocab = _Ids()
     ids = array("q")
@@ -113,7 +129,7 @@ def _clipped_large(kept: list[str], metric):
     pos = np.arange(tok.size, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
     correct = np.zeros((orders, n_texts), dtype=np.int64)
     for n in range(1, orders + 1):
-        correct[n - 1] = _clipped_matches(tok, text_of, pos + n <= lens[text_of], n, n_texts)
+        correct[n - 1] = _clipped_matches(tok, text_of, group[text_of], pos + n <= lens[text_of], n, n_texts)
     return correct, lens
 
 
@@ -128,9 +144,9 @@ class _Ids(dict):
 _NONE = np.uint64(2**32 - 1)  # an absent position of an n-gram shorter than 4 (ids < 2**31)
 
 
-def _clipped_matches(tok, text_of, valid, n: int, n_texts: int):
+def _clipped_matches(tok, text_of, group_of, valid, n: int, n_texts: int):
     """Per text, sum over its order-n n-grams of min(its count, the largest count in any other
-    text): sacrebleu's clipped matches against all the other texts."""
+    text of its group): sacrebleu's clipped matches against all the other texts."""
     starts = np.flatnonzero(valid)
     if not starts.size:
         return np.zeros(n_texts, dtype=np.int64)
@@ -140,16 +156,16 @@ def _clipped_matches(tok, text_of, valid, n: int, n_texts: int):
 
     hi = (at(0) << np.uint64(32)) | at(1)
     lo = (at(2) << np.uint64(32)) | at(3)
-    t = text_of[starts]
+    t, g = text_of[starts], group_of[starts]
     del starts
-    idx = np.lexsort((t, lo, hi))  # by n-gram, then text
-    hi, lo, t = hi[idx], lo[idx], t[idx]
+    idx = np.lexsort((t, lo, hi, g))  # by group, n-gram, then text
+    hi, lo, t, g = hi[idx], lo[idx], t[idx], g[idx]
     del idx
-    new_gram = np.ones(hi.size, dtype=bool)
-    new_gram[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+    new_gram = np.ones(hi.size, dtype=bool)  # a new (group, n-gram)
+    new_gram[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (g[1:] != g[:-1])
     new_pair = new_gram.copy()
     new_pair[1:] |= t[1:] != t[:-1]
-    del hi, lo
+    del hi, lo, g
     heads = np.flatnonzero(new_pair)  # one (n-gram, text) pair each: its count in that text
     cnt = np.diff(np.append(heads, new_pair.size))
     text = t[heads]
@@ -172,13 +188,19 @@ def _clipped_matches(tok, text_of, valid, n: int, n_texts: int):
     return np.bincount(text, weights=clipped, minlength=n_texts).astype(np.int64)
 
 
-def _closest_other_lengths(lens: np.ndarray) -> np.ndarray:
-    """Per text, the length of the other text closest to its own, ties to the shorter
-    (sacrebleu's `_get_closest_ref_len` over all the other texts); at least 2 texts."""
-    values, counts = np.unique(lens, return_counts=True)
-    pos = np.searchsorted(values, lens)
-    shared = counts[pos] >= 2  # another text has the same length
-    below = np.where(pos > 0, values[np.maximum(pos - 1, 0)], -1)
-    above = np.where(pos + 1 < values.size, values[np.minimum(pos + 1, values.size - 1)], -1)
-    take_below = (below >= 0) & ((above < 0) | (lens - below <= above - lens))
+def _closest_other_lengths(lens: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
+    """Per text, the length of the other text of its group closest to its own, ties to the
+    shorter (sacrebleu's `_get_closest_ref_len` over all the other texts); groups of >= 2."""
+    group = np.zeros(lens.size, dtype=np.int64) if group is None else group
+    span = int(lens.max()) * 2 + 3 if lens.size else 3  # keys of different groups never meet
+    key = group * span + lens
+    values, counts = np.unique(key, return_counts=True)
+    pos = np.searchsorted(values, key)
+    shared = counts[pos] >= 2  # another text of the group has the same length
+    lo = values[np.maximum(pos - 1, 0)]
+    hi = values[np.minimum(pos + 1, values.size - 1)]
+    has_below = (pos > 0) & (lo // span == group)
+    has_above = (pos + 1 < values.size) & (hi // span == group)
+    below, above = lo - group * span, hi - group * span
+    take_below = has_below & (~has_above | (lens - below <= above - lens))
     return np.where(shared, lens, np.where(take_below, below, above))

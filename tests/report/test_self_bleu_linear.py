@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 
 sacrebleu = pytest.importorskip("sacrebleu")
 
-from costtax.report.diversity import _closest_other_lengths, self_bleu  # noqa: E402
+from costtax.report.diversity import _closest_other_lengths, self_bleu, self_bleu_groups  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,6 +46,18 @@ def test_equals_sentence_bleu_on_300_random_sets():
     rng = random.Random(20261206)
     mismatches = [s for s in (random_set(rng) for _ in range(300)) if self_bleu(s) != reference(s)]
     assert not mismatches, f"{len(mismatches)} sets differ, first: {mismatches[0]!r}"
+
+
+def test_groups_in_one_pass_equal_each_group_alone():
+    """self_bleu_groups (BoN candidate sets, --repeats groups): each text against its own group
+    only, the same floats as sentence_bleu per group; groups of < 2 texts give None."""
+    rng = random.Random(5)
+    # the last n-gram of one group sorts next to the same n-gram first in the next group
+    sets = [["a", "a"], ["a", "b"], ["a b", "a b"], ["a b", "c d"]]
+    assert self_bleu_groups(sets) == [reference(s) for s in sets]
+    sets = [random_set(rng) for _ in range(120)] + [["only one"], [], ["", "x"]]
+    rng.shuffle(sets)
+    assert self_bleu_groups(sets) == [reference(s) for s in sets]
 
 
 def _answer_texts(path: Path) -> dict[tuple, list[str]]:
@@ -84,6 +96,12 @@ def test_equals_sentence_bleu_on_public_responses():
             by_cat[it.category].append(it.response)
     for cat, texts in by_cat.items():
         assert self_bleu(texts) == reference(texts), cat
+
+
+def test_closest_other_length_stays_in_its_group():
+    lens = np.array([3, 5, 4, 100, 2, 2])
+    group = np.array([0, 0, 1, 1, 2, 2])
+    assert _closest_other_lengths(lens, group).tolist() == [5, 3, 100, 4, 2, 2]
 
 
 def test_closest_other_length_ties_to_the_shorter():
