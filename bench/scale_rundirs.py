@@ -226,7 +226,11 @@ def _load() -> dict:
 def bench(sizes: list[int], work: Path, timeout_s: float = 1800) -> dict:
     import platform
 
-    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": commit,
            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                        "cpu_count": os.cpu_count(), "python": platform.python_version()},
            "layout": {"cells": [c for c, _, _ in CELLS], "load": LEVEL, "calls_per_answer": 11 / 3}, "sizes": []}
