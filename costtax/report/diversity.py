@@ -141,6 +141,7 @@ class _Ids(dict):
         return v
 
 
+PACK_BITS = 64  # n-grams whose ids fit this many bits sort as one key; others as two
 _NONE = np.uint64(2**32 - 1)  # an absent position of an n-gram shorter than 4 (ids < 2**31)
 
 
@@ -154,37 +155,44 @@ def _clipped_matches(tok, text_of, group_of, valid, n: int, n_texts: int):
     def at(k):
         return tok[starts + k] if k < n else np.full(starts.size, _NONE, dtype=np.uint64)
 
-    hi = (at(0) << np.uint64(32)) | at(1)
-    lo = (at(2) << np.uint64(32)) | at(3)
-    t, g = text_of[starts], group_of[starts]
-    del starts
-    idx = np.lexsort((t, lo, hi, g))  # by group, n-gram, then text
-    hi, lo, t, g = hi[idx], lo[idx], t[idx], g[idx]
+    t, g = text_of[starts], group_of[starts]  # ascending: texts are numbered group by group
+    bits = max(1, int(tok.max()).bit_length()) if tok.size else 1
+    if n * bits <= PACK_BITS:  # the n-gram's ids packed exactly into one key
+        key = np.zeros(starts.size, dtype=np.uint64)
+        for k in range(n):
+            key = (key << np.uint64(bits)) | tok[starts + k]
+        del starts
+        idx = np.argsort(key, kind="stable")  # by n-gram; stable: texts (and groups) stay ascending
+        key = key[idx]
+        same = key[1:] == key[:-1]
+    else:
+        hi = (at(0) << np.uint64(32)) | at(1)
+        lo = (at(2) << np.uint64(32)) | at(3)
+        del starts
+        idx = np.lexsort((lo, hi))  # by n-gram; stable, as above
+        hi, lo = hi[idx], lo[idx]
+        same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+        del hi, lo
+    t, g = t[idx], g[idx]
     del idx
-    new_gram = np.ones(hi.size, dtype=bool)  # a new (group, n-gram)
-    new_gram[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (g[1:] != g[:-1])
+    new_gram = np.ones(t.size, dtype=bool)  # a new (group, n-gram)
+    new_gram[1:] = ~same | (g[1:] != g[:-1])
     new_pair = new_gram.copy()
     new_pair[1:] |= t[1:] != t[:-1]
-    del hi, lo, g
+    del same, g
     heads = np.flatnonzero(new_pair)  # one (n-gram, text) pair each: its count in that text
     cnt = np.diff(np.append(heads, new_pair.size))
     text = t[heads]
-    gram = np.cumsum(new_gram)[heads] - 1
+    first = new_gram[heads]  # pairs are grouped by n-gram: where each n-gram's pairs start
     del t, new_gram, new_pair
-    order = np.lexsort((-cnt, gram))  # per n-gram, counts descending
-    cnt_s, gram_s = cnt[order], gram[order]
-    first_of = np.ones(gram_s.size, dtype=bool)
-    first_of[1:] = gram_s[1:] != gram_s[:-1]
-    g_heads = np.flatnonzero(first_of)
-    top = cnt_s[g_heads]
-    second = np.zeros_like(top)
-    nxt = g_heads + 1
-    has2 = nxt < cnt_s.size
-    has2[has2] = ~first_of[nxt[has2]]
-    second[has2] = cnt_s[nxt[has2]]
-    top_g, second_g = top[gram], second[gram]
-    sole = (cnt == top_g) & (second_g < top_g)  # this text alone holds the largest count
-    clipped = np.minimum(cnt, np.where(sole, second_g, top_g))
+    g_heads = np.flatnonzero(first)
+    gram = np.cumsum(first) - 1
+    top = np.maximum.reduceat(cnt, g_heads)  # the n-gram's largest count in any text
+    is_top = cnt == top[gram]
+    holders = np.bincount(gram, weights=is_top, minlength=g_heads.size)  # texts holding it
+    second = np.maximum.reduceat(np.where(is_top, 0, cnt), g_heads)  # largest count below it
+    sole = is_top & (holders[gram] == 1)  # this text alone holds the largest count
+    clipped = np.minimum(cnt, np.where(sole, second[gram], top[gram]))
     return np.bincount(text, weights=clipped, minlength=n_texts).astype(np.int64)
 
 

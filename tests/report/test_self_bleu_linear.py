@@ -13,9 +13,18 @@ pytestmark = pytest.mark.unit
 
 sacrebleu = pytest.importorskip("sacrebleu")
 
+from costtax.report import diversity  # noqa: E402
 from costtax.report.diversity import _closest_other_lengths, self_bleu, self_bleu_groups  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["one key", "two keys"], autouse=True)
+def keys(request, monkeypatch):
+    """Every set through both n-gram sorts: ids packed into one key (small vocabularies) and
+    the two-key sort (large ones)."""
+    monkeypatch.setattr(diversity, "PACK_BITS", 64 if request.param == "one key" else 0)
+    return request.param
 
 
 def reference(texts: list[str]) -> float | None:
