@@ -95,16 +95,19 @@ def row_level(row: Mapping[str, Any]) -> LoadLevel:
 
 
 def _ratio_ci(num_: list[float], den: list[float], stat: Callable, n_boot: int = 1000, seed: int = 0):
-    """Bootstrap CI of stat(num) / stat(den), the two samples resampled independently."""
+    """Bootstrap CI of stat(num) / stat(den), the two samples resampled independently (in chunks
+    of bounded memory, stats.resample_with: the same draws as whole matrices)."""
     import numpy as np
+
+    from .stats import resample_with
 
     a = np.asarray([x for x in num_ if x is not None], dtype=float)
     b = np.asarray([x for x in den if x is not None], dtype=float)
     if a.size < 2 or b.size < 2:
         return None
     rng = np.random.default_rng(seed)
-    sa = stat(a[rng.integers(0, a.size, (n_boot, a.size))])
-    sb = stat(b[rng.integers(0, b.size, (n_boot, b.size))])
+    sa = resample_with(rng, a, stat, n_boot)
+    sb = resample_with(rng, b, stat, n_boot)
     ok = sb > 0
     if not ok.any():
         return None

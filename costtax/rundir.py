@@ -174,9 +174,10 @@ def rebuild_summary(state: RunState, after: str, emit: "Event | None" = None) ->
     are safe; the table is rebuilt at the end or by `costtax report`."""
     try:
         from .report import write_summary
+        from .report.summary import profile_row_cache
 
-        with phase(emit, "updating summary.csv"):
-            write_summary(state.run_dir)
+        with phase(emit, "updating summary.csv"):  # rows of earlier units are reused (RowCache)
+            write_summary(state.run_dir, cache=profile_row_cache(state.run_dir))
     except Exception as exc:
         warnings.warn(f"could not rebuild summary.csv after {after}: {exc}", RuntimeWarning)
 
@@ -191,11 +192,16 @@ def close_run(state: RunState, models, status: str, emit: "Event | None" = None)
     state.writer.close()
     try:
         from .report import write_plots, write_summary
+        from .report.summary import profile_row_cache
 
-        with phase(emit, "rebuilding summary.csv and plots"):
-            write_plots(state.run_dir, write_summary(state.run_dir))
+        with phase(emit, "rebuilding summary.csv and plots"):  # only the cross-row columns are new work
+            write_plots(state.run_dir, write_summary(state.run_dir, cache=profile_row_cache(state.run_dir)))
     except Exception as exc:  # a report failure never loses the rows already written
         warnings.warn(f"could not rebuild summary/plots: {exc}", RuntimeWarning)
+    finally:
+        from .report.summary import drop_profile_row_cache
+
+        drop_profile_row_cache(state.run_dir)
     try:
         if models is not None:
             with phase(emit, "shutting down the engine" + (" and server" if getattr(models, "server", None) is not None else "")):

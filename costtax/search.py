@@ -136,14 +136,16 @@ def _p95(values: list[float]) -> float:
 
 
 def p95_ci(values: list[float], n_boot: int = 1000, seed: int = 0) -> tuple[float, float] | None:
-    """Percentile-bootstrap 95% interval of the p95 (numpy, vectorised, seeded)."""
+    """Percentile-bootstrap 95% interval of the p95 (numpy, seeded, resampled in chunks of
+    bounded memory: stats.resample_with)."""
     import numpy as np
+
+    from .stats import resample_with
 
     arr = np.asarray([v for v in values if v is not None and v == v], dtype=float)
     if arr.size < 2:
         return None
-    idx = np.random.default_rng(seed).integers(0, arr.size, size=(n_boot, arr.size))
-    boots = np.percentile(arr[idx], 95, axis=1)
+    boots = resample_with(np.random.default_rng(seed), arr, lambda m: np.percentile(m, 95, axis=1), n_boot)
     return float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 

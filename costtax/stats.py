@@ -153,8 +153,14 @@ def bootstrap_ci(
 def _resample(arr: np.ndarray, reduce, n_boot: int, seed: int) -> np.ndarray:
     """n_boot bootstrap statistics of arr: `reduce` maps a (rows, n) resample matrix to one value
     per row; resamples are drawn in chunks so memory stays bounded for large n."""
+    return resample_with(np.random.default_rng(seed), arr, reduce, n_boot)
+
+
+def resample_with(rng: np.random.Generator, arr: np.ndarray, reduce, n_boot: int) -> np.ndarray:
+    """`_resample` drawing from a caller's generator (two samples resampled from one stream).
+    Chunks of at most _BOOT_CHUNK_ELEMS indices: numpy's Generator draws the same index stream
+    whatever the chunking, so the statistics equal one (n_boot, n) matrix's, row by row."""
     n = arr.size
-    rng = np.random.default_rng(seed)
     rows_per_chunk = max(1, _BOOT_CHUNK_ELEMS // n)
     boot = np.empty(n_boot, dtype=np.float64)
     for start in range(0, n_boot, rows_per_chunk):

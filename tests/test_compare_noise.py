@@ -38,7 +38,7 @@ def _run(rng, *, repeats=3, waves=8, c=4, scale=1.0, tokens=32, drift_sd=0.10, s
                                       cell_repeat=k, t_arrival_s=t, t_finish_s=t + float(lat), admission=w * c + j, slot=j))
             t += max(lats)
         units.append(Unit(run_id="r", cell="plain", technique="plain", params={}, status="ok", answers=waves * c,
-                          cell_wall_s=t, load=LEVEL, cell_repeat=k))
+                          cell_wall_s=t, engine_start_s=None, load=LEVEL, cell_repeat=k))
     rd = RunData(Path("."), {"run_id": "r"}, (), tuple(answers), tuple(units), ())
     per_unit = []
     for u in units:

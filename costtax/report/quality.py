@@ -9,7 +9,7 @@ from typing import Any
 from .. import stats as M
 from ..prompts.exact_match import is_correct
 from ..rewards.refusal_rule import is_refusal
-from .diversity import distinct_n, self_bleu
+from .diversity import distinct_n, self_bleu, self_bleu_groups
 
 def _column(answers, key):
     return list(answers[key]) if key in answers else []
@@ -46,13 +46,13 @@ def cell_quality(a, prompts_answer: dict[str, str | None], prompt_scorers: dict[
     cands = [c for c in _column(a, "candidate_texts") if c]
     if cands:
         out["candidate_distinct_2"] = M.mean_or_none([distinct_n(c, 2) for c in cands])
-        out["candidate_self_bleu"] = M.mean_or_none([_bleu(c) for c in cands])
+        out["candidate_self_bleu"] = M.mean_or_none(_bleu(cands, groups=True))
     else:
         out["candidate_distinct_2"] = out["candidate_self_bleu"] = None
     # over --repeats K final answers per prompt (null when K=1)
     if "repeat" in a and a["repeat"].nunique() > 1:
         groups = a.groupby("prompt_id")["text"].apply(list)
-        out["repeats_self_bleu"] = M.mean_or_none([_bleu(g) for g in groups])
+        out["repeats_self_bleu"] = M.mean_or_none(_bleu(list(groups), groups=True))
         out["repeats_distinct_2"] = M.mean_or_none([distinct_n(g, 2) for g in groups])
     else:
         out["repeats_self_bleu"] = out["repeats_distinct_2"] = None
@@ -74,15 +74,16 @@ def cell_quality(a, prompts_answer: dict[str, str | None], prompt_scorers: dict[
     return out
 
 
-def _bleu(texts):
-    """self-BLEU, or None with a warning where sacrebleu is not installed (a bare GPU image)."""
+def _bleu(texts, groups: bool = False):
+    """self-BLEU (of each group with groups=True), or None with a warning where sacrebleu is not
+    installed (a bare GPU image)."""
     try:
-        return self_bleu(texts)
+        return self_bleu_groups(texts) if groups else self_bleu(texts)
     except ImportError as exc:
         import warnings
 
         warnings.warn(f"self_bleu columns are null: {exc}", RuntimeWarning)
-        return None
+        return [] if groups else None
 
 
 

@@ -40,14 +40,23 @@ PLAN_GROUPS = {"generation": ("sample", "continue"), "critique_revise": ("critiq
 
 def busy_time(intervals: list[tuple[float, float, str]], t0: float, t1: float) -> dict[str, float]:
     """Seconds of [t0, t1] attributed to each stage (and 'idle'): at any moment the time is split
-    equally among the stages with a call in progress."""
-    events = sorted({t0, t1, *(max(t0, min(t1, x)) for a, b, _ in intervals for x in (a, b))})
+    equally among the stages with a call in progress. A sweep line, O(n log n) in calls: the
+    window is cut at every (clamped) call start and finish, and each stretch adds to the stages
+    whose count of calls in progress is positive, in time order (the same sums, in the same
+    order, as testing every call against every stretch)."""
+    clamp = [(max(t0, min(t1, a)), max(t0, min(t1, b)), s) for a, b, s in intervals]
+    events = sorted({t0, t1, *(x for a, b, _ in clamp for x in (a, b))})
+    delta: dict[float, list[tuple[str, int]]] = {}
+    for a, b, s in clamp:
+        if a < b:  # a call in progress during some stretch of the window
+            delta.setdefault(a, []).append((s, 1))
+            delta.setdefault(b, []).append((s, -1))
+    running: dict[str, int] = {}
     out: dict[str, float] = {"idle": 0.0}
     for a, b in zip(events, events[1:]):
-        if b <= a:
-            continue
-        mid = (a + b) / 2
-        active = {s for s0, s1, s in intervals if s0 <= mid < s1}
+        for s, d in delta.get(a, ()):
+            running[s] = running.get(s, 0) + d
+        active = [s for s, k in running.items() if k > 0]
         if not active:
             out["idle"] += b - a
         for s in active:
@@ -149,20 +158,26 @@ def stage_columns(units: list[dict], calls: list[dict], answers: list[dict]) -> 
     return out
 
 
-def add_stage_columns(df, data: dict[str, Any]):
-    """Stage and waste columns on every row (report/summary.py calls this)."""
+def row_stage_columns(cell: str, load: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One summary row's stage and waste columns, from the run's frames (report/summary.py)."""
+    answers, calls, cells = data["answers"], data["calls"], data["cells"]
+    u = cells[(cells["cell"] == cell) & (cells["load"] == load)] if len(cells) else cells
+    units = [r for r in u.to_dict("records") if r.get("status") == "ok"] if len(u) else []
+    a = answers[(answers["cell"] == cell) & (answers["load"] == load)] if len(answers) else answers
+    c = calls[(calls["cell"] == cell) & (calls["load"] == load)] if len(calls) else calls
+    return stage_columns(units, c.to_dict("records") if len(c) else [], a.to_dict("records") if len(a) else [])
+
+
+def add_stage_columns(df, data: dict[str, Any], rows: dict[tuple[str, str], dict[str, Any]] | None = None):
+    """Stage and waste columns on every row (report/summary.py calls this); `rows`: those already
+    computed, by (cell, load)."""
     import pandas as pd
 
-    answers, calls, cells = data["answers"], data["calls"], data["cells"]
-    rows = []
-    for _, row in df.iterrows():
-        u = cells[(cells["cell"] == row["cell"]) & (cells["load"] == row["load"])] if len(cells) else cells
-        units = [r for r in u.to_dict("records") if r.get("status") == "ok"] if len(u) else []
-        a = answers[(answers["cell"] == row["cell"]) & (answers["load"] == row["load"])] if len(answers) else answers
-        c = calls[(calls["cell"] == row["cell"]) & (calls["load"] == row["load"])] if len(calls) else calls
-        rows.append(stage_columns(units, c.to_dict("records") if len(c) else [], a.to_dict("records") if len(a) else []))
+    rows = rows or {}
+    got = [rows.get((row["cell"], row["load"])) for _, row in df.iterrows()]
+    got = [g if g is not None else row_stage_columns(row["cell"], row["load"], data) for g, (_, row) in zip(got, df.iterrows())]
     from .columns import STAGE_COLUMNS
 
     names = [col.name for col in STAGE_COLUMNS]
-    extra = pd.DataFrame([{k: r.get(k) for k in names} for r in rows], index=df.index, dtype=object)
+    extra = pd.DataFrame([{k: r.get(k) for k in names} for r in got], index=df.index, dtype=object)
     return pd.concat([df, extra], axis=1)
