@@ -93,7 +93,7 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
     todo = [(spec, level, k) for spec, level, k in plan if (spec.cell, level, k) not in done]
     search = config.search
     if search is not None:  # --load search: the units come round by round (costtax.search)
-        from .search import SearchUnits
+        from .search_units import SearchUnits
 
         todo = SearchUnits(state.run_dir, config, search)
     failed: list[str] = []
@@ -127,7 +127,7 @@ def _profile_units(state: RunState, emit: Event, **models_kw) -> RunResult:
 
 def _search_units(state: RunState, cell: str) -> list[tuple[str, str, int]]:
     """The units a --load search ran for `cell` (its probes x cell repeats)."""
-    from .search import SearchUnits
+    from .search_units import SearchUnits
 
     return SearchUnits(state.run_dir, state.config, state.config.search).units_of(cell)
 
