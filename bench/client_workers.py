@@ -42,10 +42,10 @@ def _load() -> dict:
 
 
 def one(url: str, out: Path, concurrency: int, workers: int, answers: int, seed: int) -> dict:
-    import costtax.profile  # noqa: F401  (the package exports a function of the same name)
+    import costtax.run.profile  # noqa: F401  (the package exports a function of the same name)
     import costtax.report as R
 
-    P = sys.modules["costtax.profile"]
+    P = sys.modules["costtax.run.profile"]
     from costtax.config import RunConfig
 
     P.rebuild_summary = lambda *a, **k: None  # records only: summary.csv is not what is measured here
@@ -79,7 +79,7 @@ def one(url: str, out: Path, concurrency: int, workers: int, answers: int, seed:
 def annotate(doc: dict) -> dict:
     """Each result's client_lag_share_of_ttft and flag_client_lag, by the summary's own rule
     (costtax/report/client.py, CLIENT_LAG_TTFT_SHARE)."""
-    from costtax.client_gauge import CLIENT_LAG_TTFT_SHARE
+    from costtax.metering.client_gauge import CLIENT_LAG_TTFT_SHARE
     from costtax.report.client import lag_share_of_ttft
 
     for r in doc["results"]:

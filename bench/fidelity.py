@@ -25,7 +25,7 @@ on synthetic numbers and a fake engine); the functions that start or drive an en
 Part 1, overhead (one VllmEngine session, started once). Per round, in rotating order:
   raw           ``engine.generate(requests, sampling)``: the GenRequests Plain would build, no
                 CellContext, no RunWriter, no ResourceMeter;
-  instrumented  costtax's own cell runner, ``costtax.unit.run_unit`` (what profile() runs for
+  instrumented  costtax's own cell runner, ``costtax.run.unit.run_unit`` (what profile() runs for
                 every cell): prefix-cache reset, CellContext, the plain per-answer programs at
                 the offline batch level inside ``ResourceMeter()``, the fsync'ed CellRecord and
                 the writer's close (all inside the timer: conservative);

@@ -1,7 +1,7 @@
 """Part 1 of bench/fidelity.py, the profiler's overhead, in one VllmEngine session.
 
 The arms on any costtax Engine: ``run_raw`` (``engine.generate`` on the requests Plain would
-build), ``run_instrumented`` (costtax's cell runner ``costtax.unit.run_unit`` with its
+build), ``run_instrumented`` (costtax's cell runner ``costtax.run.unit.run_unit`` with its
 ResourceMeter, or without it / with another interval for the --diagnose arms) and, on vLLM only,
 ``run_bare_llm`` (VllmEngine.bare_generate: vLLM with none of costtax's bookkeeping).
 ``instrumentation_fixed_cost`` runs raw vs instrumented on tests/fakes.py's zero-cost engine;
@@ -53,7 +53,7 @@ def run_raw(engine, prompts, sampling) -> dict[str, Any]:
 
 
 def run_instrumented(engine, prompts, sampling, run_dir: Path, *, meter: bool | float = True) -> dict[str, Any]:
-    """Instrumented: costtax's own cell runner (costtax.unit.run_unit, the step profile()
+    """Instrumented: costtax's own cell runner (costtax.run.unit.run_unit, the step profile()
     runs for every cell) on one plain cell at the offline batch level, no warm-up, timed with
     perf_counter. The prefix-cache reset the runner does first is inside the timer (conservative).
 
@@ -61,12 +61,12 @@ def run_instrumented(engine, prompts, sampling, run_dir: Path, *, meter: bool | 
     250 ms); a float x: both samplers every x seconds; False: no meter at all (diagnostic arms
     that attribute the overhead)."""
     from costtax.config import RunConfig
-    from costtax.load import LoadLevel
+    from costtax.load.levels import LoadLevel
     from costtax.metering import ResourceMeter
-    from costtax.rundir import RunState, new_session_id
-    from costtax.startup import StartedModels
-    from costtax.unit import run_unit
-    from costtax.records import ANSWERS, CALLS, RunWriter
+    from costtax.run.rundir import RunState, new_session_id
+    from costtax.run.startup import StartedModels
+    from costtax.run.unit import run_unit
+    from costtax.store.records import ANSWERS, CALLS, RunWriter
     from costtax.jsonio import read_jsonl
 
     run_dir = Path(run_dir)

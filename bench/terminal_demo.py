@@ -18,8 +18,8 @@ from fakes import FakeReward, TimedEngine  # noqa: E402
 
 from costtax.cli import _print_table  # noqa: E402
 from costtax.config import DEFAULT_TECHNIQUES, RunConfig  # noqa: E402
-from costtax.console import EngineLog, RunDisplay  # noqa: E402
-from costtax.profile import profile  # noqa: E402
+from costtax.console.display import EngineLog, RunDisplay  # noqa: E402
+from costtax.run.profile import profile  # noqa: E402
 
 
 def main(out: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from costtax.compare import Estimate
+from costtax.compare.verdicts import Estimate
 from costtax.rewards.calibration import judge_accuracy, load_judge_pairs
 
 ROUNDS, WARMUP = 3, 1

@@ -39,7 +39,7 @@ def _source_tree_kernels() -> None:
 _source_tree_kernels()
 
 from .config import RunConfig  # noqa: E402
-from .profile import RunResult, profile  # noqa: E402
+from .run.profile import RunResult, profile  # noqa: E402
 
 __all__ = ["RunConfig", "RunResult", "profile"]
 __version__ = "0.1.0"

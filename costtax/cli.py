@@ -1,6 +1,6 @@
 """The typer CLI: parse flags, build a RunConfig, call one function. No torch/vllm imports here.
 
-What `profile` prints (costtax/console.py): a live line per long phase and a bar per cell on a
+What `profile` prints (costtax/console/display.py): a live line per long phase and a bar per cell on a
 terminal (start and end lines off one), then the table fitted to the terminal
 (costtax/report/fit.py; --wide or off a terminal: complete); engine and library output goes to
 RUN_DIR/engine.log (`-v` shows it too).
@@ -16,7 +16,7 @@ import typer
 
 from .config import DEFAULT_TECHNIQUES, ENGINE_NAMES, RunConfig
 from .errors import CosttaxError
-from .load import DEFAULT_LABEL
+from .load.levels import DEFAULT_LABEL
 from .model_files import DEFAULT_MODEL
 from .prompts import PUBLIC, SHIPPED
 
@@ -165,7 +165,7 @@ def profile(
                                     help="fixed length: every sample runs to --max-tokens"),
 ):
     """Profile techniques against plain decoding; writes a run directory and prints the tax table."""
-    from .rundir import config_from_run
+    from .run.rundir import config_from_run
 
     # --no-x (shown) or --x (hidden): False, True, or None where neither was given
     switches = {pos: False if ctx.params[neg] else ctx.params[pos] for neg, pos in _NEGATED.items()}
@@ -244,8 +244,8 @@ def profile(
 def _run_with_display(config: RunConfig, *, resume: str | None, verbose: bool):
     """profile() with its output sorted: engine/library output (this process's and vLLM's
     spawned processes') to RUN_DIR/engine.log, phases and progress to the terminal."""
-    from .console import EngineLog, RunDisplay, warnings_line
-    from .profile import profile as run_profile
+    from .console.display import EngineLog, RunDisplay, warnings_line
+    from .run.profile import profile as run_profile
 
     with EngineLog(echo=verbose) as log:
         display = RunDisplay(log.terminal_err, log=log)
@@ -284,7 +284,7 @@ def _print_table(run_dir: Path, df=None, *, width: int | None = None, wide: bool
         df = load_summary(run_dir)
     width = None if wide else (width or terminal_width(sys.stdout))
     console = output_console(sys.stdout, width)
-    from .rundata import RunData
+    from .store.rundata import RunData
 
     try:
         line = reward_model_line(RunData.open(run_dir, records=False).meta)
@@ -311,9 +311,9 @@ def _print_table(run_dir: Path, df=None, *, width: int | None = None, wide: bool
 def report(run_dir: str = typer.Argument(..., help="a run directory"),
            wide: bool = typer.Option(False, "--wide", help=_WIDE_HELP)):
     """Rebuild summary.csv from a run directory and print the tax table."""
-    from .console import RunDisplay, warnings_line
+    from .console.display import RunDisplay, warnings_line
     from .phases import phase
-    from .rundata import RunData
+    from .store.rundata import RunData
 
     p = RunData.open(run_dir).path  # a bad directory: one line naming the file, exit 2
     from .report import write_plots, write_summary
@@ -350,7 +350,7 @@ def plan(
 ):
     """Capacity plan from the measured latency-vs-throughput curve: replicas for a target QPS
     under a p95 SLO, $ and kWh per 1M answers, quality floors, the cheapest cell that holds them."""
-    from .rundata import RunData
+    from .store.rundata import RunData
 
     p = RunData.open(run_dir, records=False).path  # a bad directory: one line naming the file, exit 2
     if qps <= 0:
@@ -364,7 +364,7 @@ def plan(
             raise CosttaxError(f"{flag}: bad value {v!r}: use a fraction between 0 and 1")
     from .report import capacity_plan
 
-    from .console import RunDisplay
+    from .console.display import RunDisplay
     from .phases import phase
 
     display = RunDisplay(sys.stderr, gpu_check=False)
@@ -417,7 +417,7 @@ def compare(
     record_noise: bool = typer.Option(False, "--record-noise", help="OLD and NEW are an A/A: record their spread as this machine's noise band"),
 ):
     """Per-cell deltas with CIs; exit 1 on a regression beyond the limits and beyond noise."""
-    from .compare import CompareConfig, parse_fraction, run_compare
+    from .compare.verdicts import CompareConfig, parse_fraction, run_compare
 
     config = CompareConfig(
         old=old,
@@ -429,7 +429,7 @@ def compare(
         max_energy_increase=parse_fraction(max_energy_increase, "--max-energy-increase"),
         record_noise=record_noise,
     )
-    from .console import RunDisplay
+    from .console.display import RunDisplay
     from .report.fit import output_console
 
     # a spinner while the CIs are bootstrapped, on a terminal only: off one, stderr keeps bad
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         _err(str(exc))
-        from .profile import RunInterrupted  # light: profile.py imports torch/vllm only when running
+        from .run.profile import RunInterrupted  # light: profile.py imports torch/vllm only when running
 
         sys.exit(130 if isinstance(exc, RunInterrupted) else 2)
     except Exception as exc:

@@ -1,5 +1,5 @@
 """RunConfig and technique-spec parsing. Validation only: no file-system access, no heavy imports
-(file checks live in costtax.preflight).
+(file checks live in costtax.run.preflight).
 
 Spec grammar: `name[:key=v[,v...][,key=v...]]`. A comma followed by `key=` starts a new key;
 bare values extend the previous key's list. Several swept keys form a Cartesian product; each
@@ -16,7 +16,7 @@ from typing import Any
 
 from .engines import ENGINES as ENGINE_NAMES  # light: the engine modules load only in make_engine
 from .errors import ConfigError
-from .load import CLOSED_LOOP, DEFAULT_LABEL, LoadLevel, parse_load, parse_search
+from .load.levels import CLOSED_LOOP, DEFAULT_LABEL, LoadLevel, parse_load, parse_search
 from .model_files import DEFAULT_MODEL
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -156,21 +156,21 @@ class RunConfig:
     # same technique and load pattern, rows discarded (recorded as warm-up in cells.jsonl).
     cell_repeats: int = 1  # whole-cell reruns (--cell-repeats); each record's `cell_repeat` index
     warmup_answers: int | None = None  # None: one real batch's worth (see warmup_count)
-    # Load levels (costtax.load): batch | concurrency=C,... | rate=R,...; each (cell x level) is
+    # Load levels (costtax.load.levels): batch | concurrency=C,... | rate=R,...; each (cell x level) is
     # one summary row. `level_timeout_s` caps one unit (cell x level x repeat). `load` holds the
     # specs as given (run.json's config.load); `load_levels` the LoadLevels parsed from them once.
     load: tuple[str, ...] = (DEFAULT_LABEL,)
     level_timeout_s: float | None = None
     slo_p95_s: float | None = None
-    # --load search (costtax.search): cap, start, probe budget, answers per probe (k x C, at
+    # --load search (costtax.load.search): cap, start, probe budget, answers per probe (k x C, at
     # least the minimum); oversaturation_stop: stop a loaded level whose signal keeps rising
-    # (costtax.oversaturation). A search has no fixed levels: `load_levels` is then ().
+    # (costtax.load.oversaturation). A search has no fixed levels: `load_levels` is then ().
     search_max: float | None = None
     search_start: float | None = None
     search_probes: int = 10
     search_answers_per_slot: int = 4
     search_min_answers: int = 16
-    search_reprobes: int = 2  # re-measure the bracketing levels this many more times (costtax.search)
+    search_reprobes: int = 2  # re-measure the bracketing levels this many more times (costtax.load.search)
     oversaturation_stop: bool = True
     ignore_eos: bool = False
     # Reward micro-batcher under load: max prompt/response pairs per reward-model pass, and how
@@ -187,7 +187,7 @@ class RunConfig:
     # which of costtax's own it may override and refuses the rest)
     serve_args: tuple[str, ...] = ()
     # --client-workers: a loaded level's answers sent from this many worker processes, each with
-    # its own event loop and connection pool (costtax/client_workers.py); served engines only.
+    # its own event loop and connection pool (costtax/run/client_workers.py); served engines only.
     client_workers: int = 1
     cells: tuple[TechniqueSpec, ...] = field(default=(), compare=False)
     load_levels: tuple[LoadLevel, ...] = field(default=(), init=False, compare=False)
@@ -295,7 +295,7 @@ class RunConfig:
     @property
     def search(self):
         """The SearchSpec of --load search, or None."""
-        from .search import SearchSpec
+        from .load.search import SearchSpec
 
         return SearchSpec.from_config(self)
 

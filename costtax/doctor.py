@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import provenance
-from .console import NO_GPU_NOTE
+from .console.display import NO_GPU_NOTE
 
 
 def _has(mod: str) -> bool:

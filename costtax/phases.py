@@ -5,7 +5,7 @@
         ph.update(done, total)        # optional: a count (pairs scored, answers judged)
 
 emits ``phase_start`` {phase, id, total, unit, log}, ``phase_progress`` {id, done, total} and
-``phase_end`` {id, phase, wall_s, ok}. costtax/console.py's RunDisplay shows a spinner with the
+``phase_end`` {id, phase, wall_s, ok}. costtax/console/display.py's RunDisplay shows a spinner with the
 elapsed time (a bar when there is a count, the last line of ``log`` when one is named) on a
 terminal, and one line at the start and one at the end (with the duration) off a terminal.
 The block runs on the caller's thread (engine and server starts stay on the main thread);

@@ -22,7 +22,7 @@ Fixtures: `costtax_engine` (session: started once, closed at the end), `costtax_
 loaded on first use), `costtax_profile` (function: call it to run one cell). The plain baseline
 that the ×plain columns need runs once per session per (prompts, limit, sampling) and is shared:
 each cell's run reuses it through profile(..., baseline_from=DIR). The result type and the
-assertions live in costtax/assertions.py and are re-exported here.
+assertions live in costtax/compare/assertions.py and are re-exported here.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from .assertions import CellResult, CosttaxLimitError, assert_cost, assert_quality, cell_result  # noqa: F401  (public here)
+from .compare.assertions import CellResult, CosttaxLimitError, assert_cost, assert_quality, cell_result  # noqa: F401  (public here)
 
 _FIXTURES = ("costtax_engine", "costtax_scorer", "costtax_profile", "costtax_session")
 # name -> (command-line flag, ini key, default, help)
@@ -115,7 +115,7 @@ def validate(s: Settings) -> None:
     """Raise pytest.UsageError (one line) for a bad setting. File checks only, no model load."""
     from .config import ENGINE_NAMES
     from .errors import ConfigError
-    from .preflight import check_model
+    from .run.preflight import check_model
 
     if s.engine not in ENGINE_NAMES:
         raise _usage(s.source["engine"], s.engine, f"use one of: {', '.join(ENGINE_NAMES)}")
@@ -232,7 +232,7 @@ def _run_cell(config, *, engine, scorer, baseline_dir: Path | None, out: Path):
     With `baseline_dir`, profile() reuses that run's plain cell (profile(baseline_from=...))."""
     import dataclasses
 
-    from .profile import profile
+    from .run.profile import profile
 
     config = dataclasses.replace(config, out=str(out))
     return profile(config, engine=engine, scorer=scorer, baseline_from=baseline_dir)
@@ -362,7 +362,7 @@ class Profiler:
             self._fail(problem)
         res = done[-1]
         if res.cells_failed:
-            from .rundata import RunData
+            from .store.rundata import RunData
 
             errs = [f["error"] for f in RunData.open(res.run_dir, records=False).meta.get("failures", []) if f.get("cell") == cell]
             self._fail(f"cell {cell} failed: {errs[-1] if errs else 'see run.json'} (run dir {res.run_dir})")

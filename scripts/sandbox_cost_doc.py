@@ -4,7 +4,7 @@
     python scripts/sandbox_cost_doc.py          # rewrite the block between the markers
     python scripts/sandbox_cost_doc.py --check  # exit 1 when the page is out of date
 
-tests/test_sandbox.py runs the same comparison, so a new result without this step fails CI.
+tests/sandbox/test_sandbox.py runs the same comparison, so a new result without this step fails CI.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ import pytest
 _sys.path.insert(0, str(_Path(__file__).parent))  # tests/fakes.py
 _os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# costtax compare reads this machine's recorded A/A noise band (costtax/noise.py): tests never see
+# costtax compare reads this machine's recorded A/A noise band (costtax/compare/noise.py): tests never see
 # the user's own calibration; a test that wants one sets COSTTAX_NOISE_DIR itself.
 import tempfile as _tempfile  # noqa: E402
 

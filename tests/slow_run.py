@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from costtax.config import RunConfig  # noqa: E402
-from costtax.profile import profile  # noqa: E402
+from costtax.run.profile import profile  # noqa: E402
 from fakes import FakeEngine, FakeReward  # noqa: E402
 
 

@@ -149,7 +149,7 @@ def test_bad_input(files, capsys, argv, field, fragment):
 
 
 # profile's options that take no user value that could be bad (switches), or only one checked
-# elsewhere (--resume with a good directory: tests/test_reliability.py)
+# elsewhere (--resume with a good directory: tests/run/test_reliability.py)
 NO_BAD_VALUE = {"--prefix-caching", "--trust-remote-code", "--judge-calibration", "--verbose", "--help", "--ignore-eos", "--serve", "--wide", "--oversaturation-stop",
                 "--no-prefix-caching", "--no-judge-calibration", "--no-oversaturation-stop"}
 
@@ -216,7 +216,7 @@ def test_display_off_a_terminal_is_plain_and_short(tmp_path, monkeypatch):
     import io
 
     import costtax.provenance
-    from costtax.console import NO_GPU_NOTE, RunDisplay
+    from costtax.console.display import NO_GPU_NOTE, RunDisplay
 
     monkeypatch.setattr(costtax.provenance, "gpu_names", lambda: [])
     buf = io.StringIO()
@@ -240,7 +240,7 @@ def test_display_on_a_terminal_shows_progress(tmp_path, monkeypatch):
     import io
 
     import costtax.provenance
-    from costtax.console import RunDisplay
+    from costtax.console.display import RunDisplay
 
     monkeypatch.setattr(costtax.provenance, "gpu_names", lambda: ["NVIDIA H100"])
     buf = io.StringIO()
@@ -260,7 +260,7 @@ def test_display_on_a_terminal_shows_progress(tmp_path, monkeypatch):
 
 
 def test_prompts_line():
-    from costtax.console import prompts_line
+    from costtax.console.display import prompts_line
 
     assert prompts_line([{"source": "helpful", "used": 8, "available": 50}, {"source": "/x/my.jsonl", "used": 10, "available": 10}]) == (
         "18 prompts: helpful 8 of 50, my.jsonl 10 of 10"
@@ -269,7 +269,7 @@ def test_prompts_line():
 
 _LOG_SCRIPT = r"""
 import logging, os, subprocess, sys
-from costtax.console import EngineLog
+from costtax.console.display import EngineLog
 child = [sys.executable, "-c", "import sys; print('child-out-' + sys.argv[1]); print('child-err-' + sys.argv[1], file=sys.stderr)"]
 with EngineLog(echo=sys.argv[2] == "echo") as log:
     log.terminal_err.write("TERMINAL\n")
@@ -312,7 +312,7 @@ def _fake_cli_run(tmp_path, *args):
     code = (
         "import functools, os, sys\n"
         f"sys.path.insert(0, {tests!r})\n"
-        "import importlib; P = importlib.import_module('costtax.profile')\n"
+        "import importlib; P = importlib.import_module('costtax.run.profile')\n"
         "from fakes import FakeEngine, FakeReward\n"
         "real = P.profile\n"
         "def fake(config, **kw):\n"
@@ -358,7 +358,7 @@ def test_explicit_limit_cuts_every_source(tmp_path):
 def test_resume_uses_the_recorded_prompt_counts(tmp_path):
     """The counts in run.json decide a resumed run's prompts, not today's default."""
     from costtax.config import RunConfig
-    from costtax.preflight import run_preflight
+    from costtax.run.preflight import run_preflight
 
     d = tmp_path / "run"
     d.mkdir()
@@ -371,7 +371,7 @@ def test_resume_uses_the_recorded_prompt_counts(tmp_path):
 
 def test_failed_cells_exit_nonzero(monkeypatch, tmp_path):
     """`costtax profile` exits 1 when a cell failed (the rows of the others are kept)."""
-    from costtax.profile import RunResult
+    from costtax.run.profile import RunResult
 
     def fake_run(config, *, resume=None, verbose=False):
         return RunResult(tmp_path, "r", "finished", ("plain",), ("bon:n=4",))

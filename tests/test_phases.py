@@ -9,10 +9,10 @@ import time
 import pytest
 
 from costtax.config import RunConfig
-from costtax.console import RunDisplay, log_stage
-from costtax.live_line import progress_line as _progress_line
+from costtax.console.display import RunDisplay, log_stage
+from costtax.console.live_line import progress_line as _progress_line
 from costtax.phases import phase
-from costtax.profile import profile
+from costtax.run.profile import profile
 from fakes import FakeReward, TimedEngine
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:NVML unavailable")]

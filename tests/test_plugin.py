@@ -224,7 +224,7 @@ def test_benchmark_json_carries_cost_and_quality(user_run):
     for key in ("output_tokens_per_answer", "latency_p95_s", "eval_reward_mean", "proxy_win_rate_vs_plain", "peak_memory_bytes"):
         assert key in info, key
     m = info["costtax"]["metrics"]
-    # an offline batch is one block: no within-run interval for its timing (costtax/blocks.py)
+    # an offline batch is one block: no within-run interval for its timing (costtax/load/blocks.py)
     assert m["latency_p95_s"]["ci95"] is None and m["latency_p95_s"]["ci_from"] == "blocks"
     assert m["output_tokens_per_answer"]["ci95"][0] <= m["output_tokens_per_answer"]["value"] <= m["output_tokens_per_answer"]["ci95"][1]
     assert m["output_tokens_per_answer"]["n"] == 4
@@ -313,6 +313,6 @@ def test_assertions_on_summary_rows():
         assert_cost({**row, "foreign_cpu_share": 0.1}, max_latency_p95_x=2.5)
     assert "other processes" not in str(exc.value)
     with pytest.raises(TypeError, match="unknown limit"):
-        from costtax.assertions import _check, _COST_LIMITS
+        from costtax.compare.assertions import _check, _COST_LIMITS
 
         _check("cost", row, {"max_latency": 1}, _COST_LIMITS)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from costtax.config import RunConfig
-from costtax.profile import profile
+from costtax.run.profile import profile
 from costtax.jsonio import read_jsonl
 from fakes import FakeEngine, FakeReward
 import pytest

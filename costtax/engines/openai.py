@@ -207,7 +207,7 @@ class OpenAIEngine:
         self._aclient = self._loop.call(make_client())
 
     def worker_kwargs(self) -> dict[str, Any]:
-        """What a client worker process (costtax/client_workers.py) needs to open its own
+        """What a client worker process (costtax/run/client_workers.py) needs to open its own
         engine on the same server: its own loop and connection pool, the same model and seeds."""
         return {"base_url": self.base_url, "model": self.model, "tokenizer": self.tokenizer_dir, "api_key": self.api_key,
                 "max_model_len": self._max_model_len_arg, "seed": self.seed, "trust_remote_code": self.trust_remote_code,
@@ -216,7 +216,7 @@ class OpenAIEngine:
 
     def client_loop(self):
         """(thread name, loop) of the private loop every request is sent and read on (the
-        client's lag gauge times it: costtax/client_gauge.py); None before start()."""
+        client's lag gauge times it: costtax/metering/client_gauge.py); None before start()."""
         if self._loop is None:
             return None
         return self._loop.thread.name, self._loop.loop

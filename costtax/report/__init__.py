@@ -1,7 +1,7 @@
 """Reports built from a run directory; the only package that builds DataFrames.
 
 One module per job: summary (assembles summary.csv rows from the run, read through
-costtax.rundata), cost (latency, throughput, tokens, meters, load-level columns), quality (reward,
+costtax.store.rundata), cost (latency, throughput, tokens, meters, load-level columns), quality (reward,
 accuracy, refusal, diversity), tax (×plain multipliers, deltas vs plain, Pareto), checks (sanity
 flags, accounting, A/A, cold start), params (provenance and technique parameter columns), columns
 (every summary.csv column: name, unit, meaning), table (the printed tax table), plots, plan

@@ -1,12 +1,12 @@
-"""Summary columns of the capacity search and of early-stopped levels (costtax.search,
-costtax.oversaturation), added to the rows summary.py built. Every probe row says which probe
+"""Summary columns of the capacity search and of early-stopped levels (costtax.load.search,
+costtax.load.oversaturation), added to the rows summary.py built. Every probe row says which probe
 it was, its role and verdict, with its p95's CI; every row of a searched cell carries the cell's
 result (capacity, its interval, how the search ended)."""
 from __future__ import annotations
 
 from typing import Any
 
-from ..load import CLOSED_LOOP, OPEN_LOOP
+from ..load.levels import CLOSED_LOOP, OPEN_LOOP
 
 PROBE_COLUMNS = ("search_probe_index", "search_role", "search_held", "search_verdict_certain", "search_planned_answers", "search_verdict")
 CELL_COLUMNS = (
@@ -18,8 +18,8 @@ CELL_COLUMNS = (
 
 def add_capacity_columns(df, data: dict[str, Any]):
     """p95 CI and early-stop columns on every row; search columns on a search run's rows."""
-    from ..search import SearchSpec, capacity, p95_ci, replay, verdicts
-    from ..search_interval import level_units
+    from ..load.search import SearchSpec, capacity, p95_ci, replay, verdicts
+    from ..load.search_interval import level_units
 
     meta, answers, cells = data["meta"], data["answers"], data["cells"]
     lo, hi, stop, over = [], [], [], []

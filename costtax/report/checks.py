@@ -7,8 +7,8 @@ import statistics
 from typing import Any
 
 from .. import stats as M
-from ..records import GEN_STAGES
-from ..client_gauge import CLIENT_LAG_FLOOR_S, CLIENT_LAG_TTFT_SHARE
+from ..store.records import GEN_STAGES
+from ..metering.client_gauge import CLIENT_LAG_FLOOR_S, CLIENT_LAG_TTFT_SHARE
 from ._values import is_num as _num
 from .client import lag_share_of_ttft
 

@@ -1,6 +1,6 @@
 """The client's gauges in summary.csv: loop lag and CPU share of the load generator, per row
 (the worst cell repeat speaks for the row, as for foreign_cpu_share), from the cells.jsonl
-`client` dict (costtax/client_gauge.py)."""
+`client` dict (costtax/metering/client_gauge.py)."""
 from __future__ import annotations
 
 from typing import Any, Sequence

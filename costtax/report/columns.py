@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..client_gauge import CLIENT_LAG_TTFT_SHARE, LAG_INTERVAL_S
+from ..metering.client_gauge import CLIENT_LAG_TTFT_SHARE, LAG_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -214,8 +214,8 @@ _PROVENANCE = [
     Column("reward_model", "text", "the selection reward-model spec (--reward-model)"),
 ]
 
-# Capacity search and early stops (report/capacity.py; rules in costtax/search.py and
-# costtax/oversaturation.py). Probe columns are set on a search's probe rows; cell columns on
+# Capacity search and early stops (report/capacity.py; rules in costtax/load/search.py and
+# costtax/load/oversaturation.py). Probe columns are set on a search's probe rows; cell columns on
 # every row of a searched cell.
 _CAPACITY = [
     Column("latency_p95_ci95_lo_s", "s", "bootstrap 95% interval of the p95 latency over the row's answers (repeats pooled), low end; for a search probe widened to cover every repeat's p95"),

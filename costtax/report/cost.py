@@ -8,8 +8,8 @@ import statistics
 from typing import Any
 
 from .. import stats as M
-from ..load import LoadLevel
-from ..records import GEN_STAGES
+from ..load.levels import LoadLevel
+from ..store.records import GEN_STAGES
 
 
 def _real(x) -> bool:

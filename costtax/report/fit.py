@@ -27,7 +27,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import IO, Sequence
 
-from ..console import terminal_width  # noqa: F401  (re-exported: where tables ask for the width)
+from ..console.display import terminal_width  # noqa: F401  (re-exported: where tables ask for the width)
 
 GAP = "  "
 MIN_WIDTH = 40  # below this the terminal is treated as 40 columns wide (stacked blocks)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records import GEN_STAGES
+from ..store.records import GEN_STAGES
 from ._values import is_num as _num
 
 PREFIX_COUNTER_TOL_REL = 0.05

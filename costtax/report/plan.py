@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..load import BATCH, LOADED_MODES
+from ..load.levels import BATCH, LOADED_MODES
 from ._values import is_num as _num, truthy as _truthy
 from .capacity import search_capacity
 from .plan_out import stage_split

@@ -66,7 +66,7 @@ def markdown(plan, *, qps: float, slo_p95_s: float) -> str:
             "★" if r.get("cheapest") else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Interval: the capacity search's (costtax/search.py); replicas_low from its high end, replicas_high from its low end. "
+    lines += ["", "Interval: the capacity search's (costtax/load/search.py); replicas_low from its high end, replicas_high from its low end. "
               "Stage split: busy-time attribution (costtax/report/stages.py)."]
     return "\n".join(lines) + "\n"
 

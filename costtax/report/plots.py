@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..load import BATCH, CONCURRENCY_MODE, LOADED_MODES, RATE_MODE
+from ..load.levels import BATCH, CONCURRENCY_MODE, LOADED_MODES, RATE_MODE
 from .summary import ensure_summary
 
 
@@ -97,7 +97,7 @@ def write_plots(run_dir: str | Path, df=None) -> list[Path]:
 def _load_plot(run_dir: Path, df, title: str, plt) -> Path:
     """load.png: p95 latency vs achieved answers/s per cell (SLO line when the run had one), and
     goodput vs offered load for rate levels."""
-    from ..rundata import RunData
+    from ..store.rundata import RunData
 
     slo = RunData.open(run_dir, records=False).config.get("slo_p95_s")
     loaded = df[df["load_mode"].isin(LOADED_MODES)]

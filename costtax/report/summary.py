@@ -1,5 +1,5 @@
 """summary.csv: one row per (cell x load level), built from the run directory alone (read
-through costtax.rundata.RunData), so a crash, a resume or a later `costtax report` all see the
+through costtax.store.rundata.RunData), so a crash, a resume or a later `costtax report` all see the
 same data. The only code that builds DataFrames is this package (costtax.report).
 
 This module assembles the row; the columns come from cost.py, quality.py, tax.py, checks.py and
@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..records import SUMMARY
-from ..rundata import RunData, as_row
+from ..store.records import SUMMARY
+from ..store.rundata import RunData, as_row
 from .checks import SANITY_FLAGS, add_checks, cold_start  # noqa: F401
 from .client import client_columns
 from .columns import CONTRACT_COLUMNS
@@ -64,7 +64,7 @@ _PROFILE_CACHES: dict[str, RowCache] = {}
 
 
 def profile_row_cache(run_dir: str | Path) -> RowCache:
-    """The RowCache of the profile writing `run_dir` (costtax/rundir.py rebuild_summary)."""
+    """The RowCache of the profile writing `run_dir` (costtax/run/rundir.py rebuild_summary)."""
     return _PROFILE_CACHES.setdefault(str(Path(run_dir).resolve()), RowCache())
 
 
@@ -218,7 +218,7 @@ def load_summary(run_dir: str | Path):
 
     rd = RunData.open(run_dir, records=False)
     if not rd.summary_path.is_file():
-        from ..rundata import RunDataError
+        from ..store.rundata import RunDataError
 
         raise RunDataError(rd.summary_path, f"missing; rebuild it with `costtax report {rd.path}`")
     return pd.read_csv(rd.summary_path)

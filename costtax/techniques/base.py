@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..context import CellContext, PromptInstance
+    from .context import CellContext, PromptInstance
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ class ConstitutionalAI(TechniqueBase):
         self.early_stop = early_stop
 
     async def answer(self, inst, ctx) -> None:
-        from ..constitution import NO_CHANGES, default_constitution
+        from .constitution import NO_CHANGES, default_constitution
 
         # parsed once per run by preflight (the runner passes the Constitution); never re-read here,
         # inside the timed window. A context without one (a technique used on its own) gets the default.

@@ -150,7 +150,7 @@ def test_a_best_of_n_run_on_harmful_prompts_finishes(model, tmp_path):
     batcher passes the harmful flags to selection and evaluation scoring, every cell finishes and
     each score call records what the reward model computed, never more than it read."""
     from costtax.config import RunConfig
-    from costtax.profile import profile
+    from costtax.run.profile import profile
     from costtax.jsonio import read_jsonl
     from fakes import FakeEngine
 

@@ -11,7 +11,7 @@ import csv
 import pytest
 
 from costtax.config import RunConfig
-from costtax.profile import profile
+from costtax.run.profile import profile
 from costtax.jsonio import read_jsonl
 from costtax.techniques import REGISTRY
 from fakes import FakeEngine, FakeReward, fake_computed_tokens

@@ -186,7 +186,7 @@ def test_resume_stops_the_server_a_dead_owner_left(tmp_path, stand_in, owners):
     """No watchdog (it failed, or was killed with the owner): the record in run.json is what
     --resume goes by. open_run(resume=...) stops the leftover and records it as an event."""
     from costtax.config import RunConfig
-    from costtax.rundir import open_run
+    from costtax.run.rundir import open_run
 
     run = tmp_path / "run"
     config = RunConfig(serve=True, techniques=("plain",), limit=1, out=str(run))

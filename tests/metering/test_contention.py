@@ -105,7 +105,7 @@ def test_a_busy_machine_is_said_before_the_cells_run(tmp_path):
     import json
 
     from costtax.config import RunConfig
-    from costtax.profile import profile
+    from costtax.run.profile import profile
     from fakes import FakeEngine, FakeReward
 
     cpus = our_cpus()
@@ -135,7 +135,7 @@ def test_a_server_costtax_did_not_start_gets_no_share():
     this machine it would read as a neighbour's. The share is left empty, the rest kept."""
     from types import SimpleNamespace
 
-    from costtax.startup import StartedModels, meter_reading
+    from costtax.run.startup import StartedModels, meter_reading
 
     class Meter:
         def result(self):

@@ -19,8 +19,8 @@ import termios
 import pandas as pd
 import pytest
 
-from costtax.compare import METRICS, CompareConfig, Estimate, Source, _fmt_change, _fmt_est, _fmt_limit, compare_sources
-from costtax.compare_table import compare_columns, compare_table
+from costtax.compare.verdicts import METRICS, CompareConfig, Estimate, Source, _fmt_change, _fmt_est, _fmt_limit, compare_sources
+from costtax.compare.table import compare_columns, compare_table
 from costtax.report.fit import FitColumn, cell_len, layout, make_table, output_console, print_table, terminal_width
 from costtax.report.plan_table import PLAN_COLUMNS, plan_table
 from costtax.report.table import HEADLINE, LOAD_COLUMNS, tax_table
@@ -83,7 +83,7 @@ def _plan_df() -> pd.DataFrame:
 
 
 def _compare_result():
-    from costtax.load import LoadLevel
+    from costtax.load.levels import LoadLevel
 
     names = ("plain", "test_technique[bon:n=4-helpful-long-benchmark-name]", "cai:rounds=1")
     old, new = {}, {}

@@ -9,7 +9,7 @@ import pytest
 
 from costtax.cli import main
 from costtax.config import RunConfig
-from costtax.profile import profile
+from costtax.run.profile import profile
 from fakes import FakeReward
 from test_search import LinearEngine
 

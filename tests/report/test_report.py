@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from costtax.records import AnswerRecord, CallRecord, CellRecord, RunWriter
+from costtax.store.records import AnswerRecord, CallRecord, CellRecord, RunWriter
 
 from costtax.jsonio import write_json_atomic
 from costtax.report import build_summary, capacity_plan, headline_rows, write_plots, write_summary
@@ -195,7 +195,7 @@ def test_contention_of_a_row_is_its_worst_repeat(tmp_path):
     """With cell repeats the row reports the largest foreign share: one disturbed repeat is enough
     to doubt the row's spread, and a median would hide it."""
     from costtax.config import RunConfig
-    from costtax.profile import profile
+    from costtax.run.profile import profile
     from costtax.jsonio import read_jsonl
     from fakes import FakeEngine, FakeReward
 

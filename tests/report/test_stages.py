@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from costtax.config import RunConfig
-from costtax.profile import profile
+from costtax.run.profile import profile
 from costtax.jsonio import read_jsonl
 from costtax.report.stages import STAGE_ORDER, busy_time, stage_columns
 from fakes import FakeReward, TimedEngine

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from costtax.config import RunConfig
-from costtax.profile import profile
+from costtax.run.profile import profile
 from costtax.report import summary as S
 from costtax.report import write_summary
 from fakes import FakeReward, TimedEngine

@@ -12,13 +12,13 @@ import json
 import pytest
 
 from costtax.config import RunConfig, parse_technique_spec
-from costtax.constitution import load_constitution
-from costtax.context import CellContext
+from costtax.techniques.constitution import load_constitution
+from costtax.techniques.context import CellContext
 from costtax.engines.base import Sample, SamplingSpec
 from costtax.errors import ConfigError
-from costtax.profile import profile
+from costtax.run.profile import profile
 from costtax.prompts import Prompt
-from costtax.records import to_json_dict
+from costtax.store.records import to_json_dict
 from costtax.jsonio import read_jsonl
 from costtax.techniques import REGISTRY, get_technique
 from costtax.techniques.best_of_n import BestOfN

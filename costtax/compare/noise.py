@@ -1,0 +1,198 @@
+"""The noise a timing verdict must clear: what `costtax compare` and the plugin's cost assertions
+call "within noise", and where that number came from.
+
+A timing change (latency p50/p95, answers/s, round time) is a REGRESSION only beyond the larger
+of the user's limit and the noise the data can justify, taken from the first source that exists:
+
+1. **repeats** — both runs measured the level two or more times (`--cell-repeats`, search
+   re-probes): the repeats' own values (the same per-repeat values whose median summary.csv
+   reports), a t-interval of the difference of their log means, the variance pooled per metric
+   over every compared row with repeats on both sides, robustly (median; pooled_repeat_variance):
+   drift between repeats is the machine's and the run's, not one cell's, and with 2 repeats a row
+   alone has 1-2 degrees of freedom; the noise
+   is that interval's half-width as a ratio (exp(half) - 1): what two sets of repeats of identical
+   code may differ by. The only source that sees run-to-run drift inside the runs themselves.
+2. **calibration** — an A/A recorded on this machine and costtax version
+   (`costtax compare A A2 --record-noise`): the largest "worse by" per metric between two
+   identical runs, in either direction (as bench/spread.py measures for bench/baselines). Kept
+   in `$COSTTAX_NOISE_DIR` (default `~/.cache/costtax/noise/`), one JSON per machine and version;
+   recording again keeps the larger band per metric.
+3. **blocks** — each run's block-bootstrap CI (costtax/load/blocks.py): half-widths as fractions of
+   OLD, combined in quadrature. Within-run only: it cannot see drift between runs, which the
+   output says.
+
+With none of these the change is judged on the limit alone and the row says so: never "no
+estimate, so ok". "Any regression" (exit 1) is one test over all the timing rows compared, so each
+row's interval is at level 5% / (timing rows) (Bonferroni): identical runs with m timing rows fail
+at most 5% of the time, not about m × 5%. A calibration band is a recorded maximum and is not rescaled. Deterministic metrics (output tokens per answer when both runs generated with
+`--ignore-eos`) are judged exactly against their limit.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+TIMING = ("latency_p50_s", "latency_p95_s", "answers_per_s", "round_time_median_s")
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The noise a change must clear (a fraction, like the change of a relative metric) and its source."""
+
+    value: float
+    source: str  # repeats | calibration | blocks | exact | none
+    detail: str = ""
+
+    def __post_init__(self):
+        if not (self.value >= 0):
+            raise ValueError(f"noise value must be >= 0, got {self.value!r}")
+
+    @property
+    def label(self) -> str:
+        if self.source in ("none", "exact"):
+            return self.source
+        return (f"±{self.value:.0%}" if self.value < 10 else "±>999%") + f" {self.source}"
+
+
+# -- machine and calibration file --------------------------------------------------------------------
+def machine_key(machine: Mapping[str, Any] | None) -> str | None:
+    """A short stable name for a machine (provenance.machine(): host, CPU, cores, GPUs)."""
+    if not isinstance(machine, Mapping) or not machine:
+        return None
+    ident = {k: machine.get(k) for k in ("hostname", "cpu", "cpu_count", "gpus")}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def noise_dir() -> Path:
+    return Path(os.environ.get("COSTTAX_NOISE_DIR") or Path.home() / ".cache" / "costtax" / "noise").expanduser()
+
+
+def calibration_path(machine: Mapping[str, Any] | None, version: str | None) -> Path | None:
+    key = machine_key(machine)
+    if key is None or not version:
+        return None
+    return noise_dir() / f"{key}-{version}.json"
+
+
+def load_calibration(machine: Mapping[str, Any] | None, version: str | None) -> dict[str, Any] | None:
+    """The recorded A/A calibration of this machine and costtax version, or None."""
+    p = calibration_path(machine, version)
+    if p is None or not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("bands"), dict):
+        return None
+    data["path"] = str(p)
+    return data
+
+
+def record_calibration(machine: Mapping[str, Any] | None, version: str | None, bands: Mapping[str, float],
+                       sources: tuple[str, str], when: str) -> Path:
+    """Write (or widen) the calibration of this machine and version; returns its path."""
+    p = calibration_path(machine, version)
+    if p is None:
+        raise ValueError("the runs record no machine or costtax version: cannot key a calibration")
+    old = load_calibration(machine, version) or {}
+    merged = dict(old.get("bands") or {})
+    for k, v in bands.items():
+        if isinstance(v, (int, float)) and v == v and v >= 0:
+            merged[k] = max(float(v), float(merged.get(k, 0.0)))
+    data = {
+        "machine": {k: (machine or {}).get(k) for k in ("hostname", "cpu", "cpu_count", "gpus", "device")},
+        "costtax_version": version,
+        "bands": merged,
+        "recorded": [*(old.get("recorded") or []), {"when": when, "old": sources[0], "new": sources[1], "bands": dict(bands)}],
+        "what": "largest 'worse by' per metric between identical runs, either direction (costtax/compare/noise.py)",
+    }
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+    return p
+
+
+# -- the noise of one comparison ---------------------------------------------------------------------
+def _logs(vals) -> list[float]:
+    return [math.log(x) for x in (vals or ()) if isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0]
+
+
+def pooled_repeat_variance(pairs) -> tuple[float, int] | None:
+    """(variance, degrees of freedom) of the log repeat values pooled over (old values, new values)
+    pairs: every row of both runs where both sides have 2+ repeats. Drift between repeats is the
+    machine's and the run's, not one cell's, so one metric's rows share it. Robust to one wild
+    row (a repeat beside a neighbour's burst): the median of the row-sides' variances, each divided
+    by the median of chi-square(d)/d (d = R - 1, Wilson-Hilferty), not their mean; degrees of
+    freedom the number of row-sides (no more than the sum of R - 1)."""
+    scaled: list[float] = []
+    for o, n in pairs:
+        lo, ln = _logs(o), _logs(n)
+        if len(lo) < 2 or len(ln) < 2:
+            continue
+        for v in (lo, ln):
+            d = len(v) - 1
+            m = sum(v) / len(v)
+            med_chi2 = (1 - 2 / (9 * d)) ** 3  # median of chi-square(d) / d
+            scaled.append(sum((x - m) ** 2 for x in v) / d / med_chi2)
+    if not scaled:
+        return None
+    scaled.sort()
+    k = len(scaled)
+    med = scaled[k // 2] if k % 2 else (scaled[k // 2 - 1] + scaled[k // 2]) / 2
+    return med, k
+
+
+def repeats_noise(old_vals, new_vals, alpha: float = 0.05, pooled: tuple[float, int] | None = None) -> float | None:
+    """Half-width, as a ratio - 1, of the (1 - alpha) t-interval of the difference of the log
+    means of two sets of repeat values, with the pooled variance (pooled_repeat_variance) when given,
+    else these two sets' own; None unless both have 2+ positive values."""
+    from ..load.blocks import t_quantile
+
+    o, n = _logs(old_vals), _logs(new_vals)
+    if len(o) < 2 or len(n) < 2:
+        return None
+    var, df = pooled if pooled is not None else pooled_repeat_variance([(old_vals, new_vals)])
+    se = math.sqrt(var * (1 / len(o) + 1 / len(n)))
+    if se <= 0:
+        return 0.0
+    return math.expm1(t_quantile(1 - alpha / 2, max(1, df)) * se)
+
+
+def blocks_noise(old, new, alpha: float = 0.05) -> float | None:
+    """Each run's 95% CI half-width as a fraction of OLD, combined in quadrature and rescaled to the
+    (1 - alpha) level by the normal quantiles; a side without a CI adds nothing; None when neither
+    has one."""
+    from statistics import NormalDist
+
+    if old.value is None or not old.value:
+        return None
+    parts = [((e.hi - e.lo) / 2 / abs(old.value)) for e in (old, new) if e.has_ci]
+    if not parts:
+        return None
+    scale = NormalDist().inv_cdf(1 - alpha / 2) / NormalDist().inv_cdf(0.975)
+    return scale * math.sqrt(sum(p * p for p in parts))
+
+
+def timing_noise(metric: str, old, new, calibration: Mapping[str, Any] | None, alpha: float = 0.05,
+                 pooled: tuple[float, int] | None = None) -> Noise:
+    """The noise a timing change of `metric` must clear, by the module docstring's order; `alpha`
+    the per-row error rate (compare passes 5% / the number of timing rows: Bonferroni), `pooled`
+    the metric's repeat variance pooled over the compared rows."""
+    r = repeats_noise(old.unit_values, new.unit_values, alpha, pooled)
+    if r is not None:
+        df = f", pooled df {pooled[1]}" if pooled else ""
+        return Noise(r, "repeats", f"{len(old.unit_values)} vs {len(new.unit_values)} repeats{df}")
+    band = (calibration or {}).get("bands", {}).get(metric) if calibration else None
+    if isinstance(band, (int, float)) and band == band and band >= 0:
+        return Noise(float(band), "calibration", str(calibration.get("path", "")))
+    b = blocks_noise(old, new, alpha)
+    if b is not None:
+        return Noise(b, "blocks", "within-run intervals only: drift between runs is in none of them")
+    return Noise(0.0, "none", "no repeats, no A/A calibration, too few blocks: judged on the limit alone")
