@@ -81,19 +81,19 @@ the pytest plugin and the package face (`from costtax import profile`)."""
     "load": '''"""Traffic: load levels (batch, concurrency=C, rate=λ; parsed once into LoadLevel), the
 capacity search over levels, and the over-saturation stop.
 
-May import: the root modules, store (the search reads the units it measured). Must not import
-run, report, console or compare."""
+May import: the root modules only (the runner reads the units a search measured:
+costtax.run.search_units). Every other room may import load."""
 ''',
     "store": '''"""The run directory on disk: one declaration per record (call, answer, unit, score, run),
 the writer that appends them and the one reader (RunData) everything else reads runs through.
 
-May import: the root modules and load.levels (a record carries its LoadLevel). A leaf otherwise:
-no pandas, no torch."""
+May import: the root modules, load.levels (a record carries its LoadLevel) and prompts (a run's
+prompts are recovered from its config). No pandas, no torch."""
 ''',
     "compare": '''"""Verdicts between runs: OLD vs NEW per metric with the noise the runs can justify,
 the compare table, the estimates (with CIs) they rest on, and the pytest plugin's assertions.
 
-May import: the root modules, load, store, report (summary records, fitted tables)."""
+May import: the root modules, load, store, prompts, report (summary records, fitted tables)."""
 ''',
     "console": '''"""What the terminal shows while a run goes: the display of phases and units, the live
 progress line.

@@ -52,3 +52,26 @@ def test_the_check_finds_missing_extra_duplicate_and_empty_lines():
         "listed but not in the tree: ['costtax/gone.py']",
         "say in a few words what these do: ['kernels/c.py']",
     ]
+
+
+def _declared_packages() -> set[str]:
+    import tomllib
+
+    return set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+
+
+def _tree_packages() -> set[str]:
+    """Every folder of costtax/ that holds Python or package data, as a dotted name, plus the
+    kernels/ folder installed as costtax.kernels."""
+    found = {"costtax.kernels"}
+    for d in [ROOT / "costtax", *(p for p in (ROOT / "costtax").rglob("*") if p.is_dir())]:
+        if "__pycache__" in d.parts or not any(f.is_file() for f in d.iterdir()):
+            continue
+        found.add(".".join(d.relative_to(ROOT).parts))
+    return found
+
+
+def test_pyproject_lists_every_room():
+    """pyproject's `packages` is an explicit list: an editable install finds a new room anyway,
+    a wheel would silently leave it out."""
+    assert _declared_packages() == _tree_packages()
