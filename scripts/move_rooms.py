@@ -110,7 +110,7 @@ TEST_MOVES = {
     "test_run_events.py": "run", "test_e2e.py": "run",
     "test_load.py": "load", "test_oversaturation.py": "load", "test_search.py": "load",
     "test_steady_state.py": "load", "test_client_lag.py": "load", "test_client_workers.py": "run",
-    "test_client_lag_standin.py": "metering", "test_client_workers_split.py": "run",
+    "test_client_lag_standin.py": "run", "test_client_workers_split.py": "run",
     "test_search_drift.py": "load", "test_bootstrap_chunked.py": "compare", "test_blocks.py": "load",
     "test_client_gauge.py": "metering",
     "test_records.py": "store", "test_rundata.py": "store", "test_schema.py": "store",

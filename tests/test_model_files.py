@@ -87,8 +87,8 @@ def test_source_path_needs_the_package_and_the_file():
 
     assert model("costtax_no_such_package", "w.gguf").source_path() is None
     assert model("costtax", "no-such-weights.gguf").source_path() is None
-    found = model("costtax", "records.py").source_path()
-    assert found is not None and found.name == "records.py" and found.is_file()
+    found = model("costtax", "config.py").source_path()
+    assert found is not None and found.name == "config.py" and found.is_file()
 
 
 def test_an_alias_already_converted_is_reused_without_loading_anything(cache, monkeypatch):

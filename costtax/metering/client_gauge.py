@@ -149,7 +149,7 @@ class ClientGauge:
 # reading the headers, reading the first chunk), each time waiting about one lag, so the client's
 # part of a TTFT is a multiple of its median lag: at 4% that part is visible (a quarter of the
 # TTFT or more when the first token crosses the loop six times). On the stand-in
-# server (tests/metering/test_client_lag_standin.py; measured shares in bench/results/client-lag-*.json)
+# server (tests/run/test_client_lag_standin.py; measured shares in bench/results/client-lag-*.json)
 # concurrency 2 stays well below it and concurrency 256, where the client saturates, above it.
 CLIENT_LAG_TTFT_SHARE = 0.04
 # ...and only above the loop's own floor: an idle asyncio loop already fires a timer about 1 ms

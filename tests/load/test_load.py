@@ -64,11 +64,12 @@ def test_mode_names_live_in_load_py_only():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "costtax"
-    runner = ["config.py", "rundir.py", "startup.py", "unit.py", "profile.py", "context.py", "records.py", "cli.py", "console.py"]
+    runner = ["config.py", "run/rundir.py", "run/startup.py", "run/unit.py", "run/profile.py", "techniques/context.py",
+              "store/records.py", "cli.py", "console/display.py"]
     spelled = re.compile(r"""["'](batch|concurrency|rate)["']""")
     hits = [f"{name}: {line.strip()}" for name in runner for line in (root / name).read_text().splitlines() if spelled.search(line)]
     assert not hits, hits
-    assert spelled.search((root / "load.py").read_text())
+    assert spelled.search((root / "load" / "levels.py").read_text())
 
 
 def test_poisson_arrivals_are_seeded_and_have_the_right_rate():

@@ -208,6 +208,6 @@ def test_run_ids_have_one_definition(tmp_path):
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", new_run_id())
     root = Path(__file__).resolve().parents[2] / "costtax"
     makers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "token_hex(3)" in p.read_text())
-    assert makers == ["rundir.py"], makers
+    assert makers == ["run/rundir.py"], makers
     res, _ = run_fake(tmp_path, ["plain"], prompts=("helpful",), limit=1)
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", res.run_id)

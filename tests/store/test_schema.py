@@ -159,7 +159,7 @@ def test_declared_keys_exclude_the_open_mapping():
 
 def test_no_module_but_the_reader_parses_record_files():
     """rundir, the search and baseline reuse read through rundata (issue 25): only jsonio.py (which
-    defines read_jsonl) and rundata.py call it in the package."""
+    defines read_jsonl) and store/rundata.py call it in the package."""
     root = Path(__file__).resolve().parents[2] / "costtax"
     users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "read_jsonl(" in p.read_text(encoding="utf-8"))
-    assert users == ["jsonio.py", "rundata.py"], users
+    assert users == ["jsonio.py", "store/rundata.py"], users

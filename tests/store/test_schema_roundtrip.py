@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # process): tests/run/test_client_workers.py checks those rows.
 NOT_YET_WRITTEN = {
     CallRecord: {"worker", "probe"},
-    AnswerRecord: {"admission", "slot", "worker", "probe"},
+    AnswerRecord: {"worker", "probe"},
     CellRecord: {"probe"},
     ScoreRecord: set(),
 }
