@@ -124,7 +124,7 @@ TEST_MOVES = {
     "sandbox_runner.py": "sandbox", "test_sandbox_e2e.py": "sandbox",
 }
 
-TEXT_SUFFIXES = {".py", ".md", ".toml", ".yml", ".yaml", ".txt", ".cfg", ".ini", ".json", ".args", ""}
+TEXT_SUFFIXES = {".py", ".sh", ".md", ".toml", ".yml", ".yaml", ".txt", ".cfg", ".ini", ".json", ".args", ""}
 SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", "site", "node_modules", ".benchmarks"}
 # Committed run outputs record the paths of the code that wrote them: history, not code.
 SKIP_UNDER = ("bench/results/", "tests/golden/", "tests/golden_runner/", "docs/site/")

