@@ -17,11 +17,9 @@ from costtax.report.columns import README_BEGIN, README_END, markdown  # noqa: E
 
 
 def render(readme: str) -> str:
-    head, sep, rest = readme.partition(README_BEGIN)
-    _, sep2, tail = rest.partition(README_END)
-    if not sep or not sep2:
-        raise SystemExit(f"the page lacks the markers {README_BEGIN} ... {README_END}")
-    return head + README_BEGIN + "\n" + markdown() + README_END + tail
+    from readme_block import replace_block
+
+    return replace_block(readme, README_BEGIN, README_END, markdown())
 
 
 if __name__ == "__main__":

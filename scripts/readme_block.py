@@ -46,3 +46,13 @@ def main(render: Callable[[str], str], what: str, script: str, argv: list[str], 
         print(f"{names}: {what} is out of date: run python {script}", file=sys.stderr)
         return 1
     return 0
+
+
+def replace_block(text: str, begin: str, end: str, body: str) -> str:
+    """`text` with what lies between the markers `begin` and `end` replaced by `body` (the
+    markers kept, each on its own line); a page without both markers is an error."""
+    head, sep, rest = text.partition(begin)
+    _, sep2, tail = rest.partition(end)
+    if not sep or not sep2:
+        raise SystemExit(f"the page lacks the markers {begin} ... {end}")
+    return head + begin + "\n" + body + end + tail

@@ -42,11 +42,9 @@ def markdown() -> str:
 
 
 def render(readme: str) -> str:
-    head, sep, rest = readme.partition(BEGIN)
-    _, sep2, tail = rest.partition(END)
-    if not sep or not sep2:
-        raise SystemExit(f"the page lacks the markers {BEGIN} ... {END}")
-    return head + BEGIN + "\n" + markdown() + END + tail
+    from readme_block import replace_block
+
+    return replace_block(readme, BEGIN, END, markdown())
 
 
 if __name__ == "__main__":
