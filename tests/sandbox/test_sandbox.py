@@ -273,7 +273,7 @@ def test_readme_sandbox_section_names_tests_that_exist():
     defined: dict[str, set[str]] = {}
     for fname, test in named:
         if fname not in defined:
-            tree = ast.parse((root / "tests" / fname).read_text())
+            tree = ast.parse((root / "tests" / "sandbox" / fname).read_text())
             defined[fname] = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         assert test in defined[fname], f"README names {fname}::{test}, which does not exist"
     # and every attack test of the suite is named there
