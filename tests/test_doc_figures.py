@@ -140,3 +140,15 @@ def test_the_rule_flags_typed_figures_and_passes_sourced_ones():
     assert figure_problems("took 0.5 s (`bench/results/no-such-run/`)\n") != []
     assert figure_problems("a bootstrap 95% CI and a 95% interval\n") == []
     assert figure_problems("95% of the time\n") != []
+
+
+def test_tier_times_table_is_rendered_from_its_data():
+    """docs/development.md's test-tier table is scripts/tier_times.py's rendering of
+    bench/results/test-tiers.json (a tier's time typed into the page fails here)."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "tier_times.py"), "doc", "--check"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    page = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    assert "| unit | `make test-fast` |" in page
