@@ -25,14 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def cpu_name() -> str:
+    from costtax.provenance import cpu_name as name  # the one /proc/cpuinfo reader
+
+    return name()
 
 
 def _load() -> dict:
@@ -120,7 +116,7 @@ def main(argv=None) -> None:
         "what": "costtax profile -t plain --engine openai against bench/standin_server.py (TTFT 50 ms, 20 ms/token, 64 tokens), "
                 "concurrency levels, 1 vs 2 --client-workers; summary.csv not built",
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": _cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "shared": "yes: other jobs ran on the same cores during the measurement (see machine_load_* per run)"},
         "server": "bench/standin_server.py in its own process on the same machine",
         "answers_per_level": a.answers,

@@ -182,6 +182,13 @@ def run_split(level: LoadLevel, insts: list, *, spec, ctx, engine, workers: int,
     done: dict[int, tuple] = {}
     errors: dict[int, str] = {}
     stop_reason: list[str] = []
+
+    def watched(reason: str | None) -> None:
+        """The first stop the watch names ends the level for every worker."""
+        if reason and not stop_reason:
+            stop_reason.append(reason)
+            stop.set()
+
     in_flight = [0]
     max_call = [-1]
 
@@ -200,19 +207,13 @@ def run_split(level: LoadLevel, insts: list, *, spec, ctx, engine, workers: int,
         elif kind == "released":
             in_flight[0] += 1
             if watch is not None:
-                reason = watch.released(msg[2], in_flight[0])
-                if reason and not stop_reason:
-                    stop_reason.append(reason)
-                    stop.set()
+                watched(watch.released(msg[2], in_flight[0]))
         elif kind == "finished":
             in_flight[0] -= 1
             if on_done is not None:
                 on_done()
             if watch is not None:
-                reason = watch.finished(msg[2], msg[3])
-                if reason and not stop_reason:
-                    stop_reason.append(reason)
-                    stop.set()
+                watched(watch.finished(msg[2], msg[3]))
         elif kind == "done":
             done[msg[1]] = msg[2:]
         elif kind == "error":
