@@ -34,6 +34,9 @@ _os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import tempfile as _tempfile  # noqa: E402
 
 _os.environ["COSTTAX_NOISE_DIR"] = _os.path.join(_tempfile.mkdtemp(prefix="costtax-noise-"), "none")
+# Nor the shipped reference prior (costtax/data/noise_prior.json): tests of the other noise sources
+# see each on its own; tests of the prior (tests/compare/test_noise_prior.py) unset this or name a file.
+_os.environ["COSTTAX_NOISE_PRIOR"] = "none"
 
 
 TIERS = ("unit", "integration", "slow")  # pyproject's markers; make test-fast runs unit alone

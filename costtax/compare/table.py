@@ -11,8 +11,9 @@ from typing import Callable
 from ..report.fit import FitColumn, FitTable, make_table
 
 NOTE = ("worse by: relative change for latency/throughput/tokens/memory/energy (answers/s: increase in time per answer), "
-        "absolute drop for win-rate and accuracy. noise column (timing): what a change must also exceed, and from where "
-        "(repeats, calibration: this machine's A/A, blocks: within-run CIs, none: the limit alone; exact: --ignore-eos tokens). "
+        "absolute drop for win-rate and accuracy. noise column (timing, memory, energy): what a change must also exceed, and "
+        "from where (repeats, calibration: this machine's A/A, prior: the reference machine's A/A, blocks: within-run CIs, "
+        "none: the limit alone; exact: --ignore-eos tokens). "
         "verdict noise = over the limit but a point estimate lies inside the other run's CI.")
 
 

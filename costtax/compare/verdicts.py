@@ -13,11 +13,13 @@ Measurement choices: see costtax/compare/estimates.py (what each metric's point 
 - Quality: win-rate vs plain (eval or proxy, with summary.csv's CI) and accuracy (with CI), judged
   on an absolute drop; the mean eval reward is reported, never judged (its scale is the reward
   model's own).
-- Noise, timing metrics (latency p50/p95, answers/s, round time): a change is a REGRESSION only
-  beyond the larger of the limit and the noise costtax/compare/noise.py justifies (the runs' repeats, else
-  this machine's recorded A/A calibration, else the runs' block CIs, else none: the limit alone),
-  "better" only beyond the same on the other side, "ok" between; the `noise` column cites the
-  source. `--record-noise` records an A/A of two identical runs as this machine's calibration.
+- Noise, measured metrics (latency p50/p95, answers/s, round time; peak memory and energy per
+  answer): a change is a REGRESSION only beyond the larger of the limit and the noise
+  costtax/compare/noise.py justifies (the runs' repeats, else this machine's recorded A/A
+  calibration, else the reference machine's A/A prior, else the runs' block CIs, else none: the
+  limit alone), "better" only beyond the same on the other side (never on the limit alone for a
+  metric without a limit), "ok" between; the `noise` column cites the source. `--record-noise`
+  records an A/A of two identical runs as this machine's calibration.
 - Output tokens per answer when both runs used --ignore-eos: deterministic, judged exactly.
 - Noise, other metrics: a change is "beyond noise" only when each run's point estimate lies
   outside the other run's 95% CI. Over the limit but not beyond noise is reported as `noise`, not
@@ -36,7 +38,7 @@ from .estimates import (  # noqa: F401  (re-exported: earlier import paths)
     NOTCH, Estimate, benchmark_estimates, cell_estimates, flatten_for_extra_info, row_level, unit_estimates,
 )
 from ..load.levels import LoadLevel
-from .noise import TIMING, Noise, load_calibration, pooled_repeat_variance, record_calibration, timing_noise
+from .noise import MEASURED, TIMING, Noise, load_calibration, load_prior, pooled_repeat_variance, record_calibration, timing_noise
 
 # A row of a source: (cell or benchmark name, load level; None for benchmarks)
 Key = tuple[str, "LoadLevel | None"]
@@ -237,7 +239,7 @@ def judge(metric: Metric, old: Estimate, new: Estimate, limit: float | None, noi
         bar = max(limit if limit is not None else 0.0, noise.value)
         if limit is not None and change > bar + 1e-12:
             return change, "REGRESSION"
-        if (change < 0 and noise.source == "exact") or change < -bar - 1e-12:
+        if (change < 0 and noise.source == "exact") or (bar > 0 and change < -bar - 1e-12):
             return change, "better"
         return change, "ok"
     noisy = not beyond_noise(old, new)
@@ -252,6 +254,7 @@ def compare_sources(old: Source, new: Source, config: CompareConfig) -> CompareR
     keys = [k for k in old.cells if k in new.cells]
     rows = []
     calibration = load_calibration(new.info.get("machine"), new.info.get("version"))
+    prior = None if calibration else load_prior()
     exact_tokens = bool(old.info.get("ignore_eos")) and bool(new.info.get("ignore_eos"))
     # "any regression" is one test over every timing row: Bonferroni over them (costtax/compare/noise.py)
     n_timing = sum(1 for k in keys for m in TIMING
@@ -270,8 +273,8 @@ def compare_sources(old: Source, new: Source, config: CompareConfig) -> CompareR
                 continue
             limit = config.limit_for(metric.limit)
             noise = None
-            if metric.name in TIMING:
-                noise = timing_noise(metric.name, oe, ne, calibration, alpha, pooled[metric.name])
+            if metric.name in MEASURED:
+                noise = timing_noise(metric.name, oe, ne, calibration, alpha, pooled.get(metric.name), prior)
             elif metric.name == "output_tokens_per_answer" and exact_tokens:
                 noise = Noise(0.0, "exact", "both runs generated with --ignore-eos: every answer has --max-tokens tokens")
             change, verdict = judge(metric, oe, ne, limit, noise)
@@ -292,14 +295,14 @@ def compare_sources(old: Source, new: Source, config: CompareConfig) -> CompareR
             cells = ", ".join(f"{key_label(k)} {v:.0%}" for k, v in busy.items())
             notes.append(f"{side} ran beside other processes (foreign_cpu_share: {cells}): its timing for "
                          f"{'that cell' if len(busy) == 1 else 'those cells'} is inflated by neighbours; rerun on a quiet machine before trusting a timing verdict")
-    notes += _noise_notes(rows, calibration, old, new)
+    notes += _noise_notes(rows, calibration, prior, old, new)
     return CompareResult(
         old, new, tuple(rows),
         tuple(k for k in old.cells if k not in new.cells), tuple(k for k in new.cells if k not in old.cells), tuple(notes),
     )
 
 
-def _noise_notes(rows, calibration, old: Source, new: Source) -> list[str]:
+def _noise_notes(rows, calibration, prior, old: Source, new: Source) -> list[str]:
     """Where the timing verdicts' noise came from, and what that source cannot see."""
     by: dict[str, int] = {}
     for r in rows:
@@ -315,6 +318,11 @@ def _noise_notes(rows, calibration, old: Source, new: Source) -> list[str]:
         if old.info.get("machine") and new.info.get("machine") and \
                 (old.info["machine"].get("hostname"), old.info["machine"].get("cpu")) != (new.info["machine"].get("hostname"), new.info["machine"].get("cpu")):
             out.append("OLD and NEW ran on different machines: the calibration is NEW's machine's")
+    if by.get("prior"):
+        m = prior.get("machine") or {}
+        out.append(f"no A/A calibration of this machine: measured rows are judged against the reference machine's "
+                   f"({prior.get('pairs')} pairs of identical runs on {m.get('cpu') or '?'}, {prior.get('path')}); "
+                   "record this machine's own, usually tighter, with `costtax compare A A2 --record-noise`")
     if by.get("blocks") or by.get("none"):
         out.append("rows without repeats or calibration see no drift between runs (engine state, clocks, machine load): "
                    "record this machine's A/A once with `costtax compare A A2 --record-noise` (two identical runs), "
@@ -323,11 +331,12 @@ def _noise_notes(rows, calibration, old: Source, new: Source) -> list[str]:
 
 
 def noise_bands(result: CompareResult) -> dict[str, float]:
-    """Per timing metric, the largest 'worse by' in either direction over the compared rows: what
-    an identical rerun showed (bench/spread.py's rule), the calibration --record-noise writes."""
+    """Per measured metric, the largest 'worse by' in either direction over the compared rows: what
+    an identical rerun showed (bench/spread.py's rule), the calibration --record-noise writes and
+    scripts/noise_prior.py pools into the shipped prior."""
     bands: dict[str, float] = {}
     for r in result.rows:
-        if r.metric.name not in TIMING or r.old.value is None or r.new.value is None:
+        if r.metric.name not in MEASURED or r.old.value is None or r.new.value is None:
             continue
         ch = [c for c in (worse_by(r.metric, r.old.value, r.new.value), worse_by(r.metric, r.new.value, r.old.value))
               if c is not None and c != math.inf]
@@ -368,6 +377,13 @@ def _fmt_limit(row: DeltaRow) -> str:
     return f"{row.limit:.0%}" if row.metric.relative else f"{row.limit:.3g}"
 
 
+def _fmt_bar(row: DeltaRow) -> str:
+    """What a REGRESSION row cleared: its limit, and its noise band where that was the larger."""
+    if row.noise is not None and row.limit is not None and row.noise.value > row.limit and row.noise.source not in ("none", "exact"):
+        return f"{_fmt_limit(row)} limit and {row.noise.label} noise"
+    return _fmt_limit(row)
+
+
 def _levels(keys) -> list:
     return list(dict.fromkeys(level for _, level in keys))
 
@@ -405,7 +421,7 @@ def print_result(result: CompareResult, console=None, width: int | None = None) 
     regs = result.regressions
     if regs:
         console.print(escape(f"REGRESSION: {len(regs)} metric(s) beyond the limits and beyond noise: "
-                             + "; ".join(f"{key_label(r.key)} {r.metric.label} {_fmt_change(r)} > {_fmt_limit(r)}" for r in regs)))
+                             + "; ".join(f"{key_label(r.key)} {r.metric.label} {_fmt_change(r)} > {_fmt_bar(r)}" for r in regs)))
     else:
         noisy = sum(r.verdict == "noise" for r in result.rows)
         console.print("no regression beyond the limits and noise" + (f" ({noisy} over a limit inside the CIs)" if noisy else ""))

@@ -1,7 +1,9 @@
 """Noise that compare knows (costtax/compare/noise.py): a timing verdict must clear the larger of the limit
-and the noise the runs justify (their repeats, else this machine's A/A calibration, else their
-block CIs, else the limit alone); output tokens under --ignore-eos are judged exactly. Runs are
-simulated closed loops with a per-run drift and per-wave shocks, built in memory."""
+and the noise the runs justify (their repeats, else this machine's A/A calibration, else the
+reference machine's A/A prior, else their block CIs, else the limit alone); output tokens under
+--ignore-eos are judged exactly. Runs are simulated closed loops with a per-run drift and per-wave
+shocks, built in memory. The shipped prior is switched off (COSTTAX_NOISE_PRIOR=none) except where
+a test sets one, so each source is seen on its own."""
 from __future__ import annotations
 
 import json
@@ -55,6 +57,11 @@ def _verdicts(res) -> dict[str, str]:
 
 
 CFG = CompareConfig("old", "new")
+
+
+@pytest.fixture(autouse=True)
+def _no_shipped_prior(monkeypatch):
+    monkeypatch.setenv("COSTTAX_NOISE_PRIOR", "none")
 TIMING = ("latency_p50_s", "latency_p95_s", "answers_per_s")
 
 
@@ -137,3 +144,84 @@ def test_plugin_cost_assertion_cites_the_machine_noise_band(tmp_path, monkeypatc
     with pytest.raises(CosttaxLimitError) as exc:
         assert_cost(res, max_latency_p95_s=1.0)
     assert f"machine noise band (A/A calibration {path}): identical runs differed by up to 20% on latency_p95_s; within it" in str(exc.value)
+    # no calibration, a reference prior: cited as the reference machine's
+    monkeypatch.setenv("COSTTAX_NOISE_DIR", str(tmp_path / "noise2"))
+    (tmp_path / "prior.json").write_text(json.dumps({"bands": {"latency_p95_s": 0.05}}))
+    monkeypatch.setenv("COSTTAX_NOISE_PRIOR", str(tmp_path / "prior.json"))
+    with pytest.raises(CosttaxLimitError) as exc:
+        assert_cost(res, max_latency_p95_s=1.0)
+    assert "the reference machine's" in str(exc.value) and "up to 5%: beyond it" in str(exc.value)
+
+
+def _write_prior(path: Path, rng, pairs: int = 4, drift_sd: float = 0.15) -> Path:
+    """A reference machine's prior built by scripts/noise_prior.py's rule: the largest worse-by per
+    metric over pairs of identical one-unit runs."""
+    bands: dict[str, float] = {}
+    for _ in range(pairs):
+        for k, v in noise_bands(compare_sources(_run(rng, repeats=1, drift_sd=drift_sd), _run(rng, repeats=1, drift_sd=drift_sd), CFG)).items():
+            bands[k] = max(bands.get(k, 0.0), v)
+    path.write_text(json.dumps({"bands": bands, "pairs": pairs, "machine": {"cpu": "ref", "cpu_count": 2}}))
+    return path
+
+
+def test_a_machine_without_calibration_is_judged_by_the_reference_prior(tmp_path, monkeypatch):
+    """Fresh clone, no calibration: the prior (the reference machine's A/A) sets the band; block
+    CIs alone flag identical runs, the prior does not, and a 2x slowdown still clears it."""
+    monkeypatch.setenv("COSTTAX_NOISE_DIR", str(tmp_path / "noise"))
+    rng = np.random.default_rng(5)
+    pairs = [(_run(rng, repeats=1, drift_sd=0.15), _run(rng, repeats=1, drift_sd=0.15)) for _ in range(8)]
+    blocks_only = sum(bool(compare_sources(a, b, CFG).regressions) for a, b in pairs)
+    prior = _write_prior(tmp_path / "prior.json", rng, pairs=8)
+    monkeypatch.setenv("COSTTAX_NOISE_PRIOR", str(prior))
+    with_prior = sum(bool(compare_sources(a, b, CFG).regressions) for a, b in pairs)
+    assert blocks_only >= 2 and with_prior < blocks_only, (blocks_only, with_prior)
+    res = compare_sources(*pairs[0], CFG)
+    assert {r.noise.source for r in res.rows if r.metric.name in TIMING} == {"prior"}
+    assert any("reference machine" in n and str(prior) in n for n in res.notes)
+    v = _verdicts(compare_sources(_run(rng, repeats=1, drift_sd=0.15), _run(rng, repeats=1, drift_sd=0.15, scale=2.0), CFG))
+    assert v["latency_p50_s"] == v["latency_p95_s"] == "REGRESSION", v
+    # a calibration of this machine takes precedence over the prior
+    record_calibration(MACHINE, "0.1.0", {m: 0.01 for m in TIMING}, ("a", "b"), "now")
+    assert {r.noise.source for r in compare_sources(*pairs[0], CFG).rows if r.metric.name in TIMING} == {"calibration"}
+
+
+def test_a_band_is_raised_to_the_block_cis_of_a_small_noisy_run(tmp_path, monkeypatch):
+    from costtax.compare.noise import timing_noise
+    from costtax.compare.estimates import Estimate
+
+    old, new = Estimate(1.0, 0.5, 1.5, ci_from="blocks"), Estimate(1.0, 0.6, 1.4, ci_from="blocks")
+    prior = {"bands": {"latency_p50_s": 0.1}, "pairs": 3, "path": "p"}
+    n = timing_noise("latency_p50_s", old, new, None, 0.05, None, prior)
+    assert n.source == "prior" and n.value == pytest.approx((0.5 ** 2 + 0.4 ** 2) ** 0.5) and "block CIs" in n.detail
+    tight = timing_noise("latency_p50_s", Estimate(1.0, 0.99, 1.01), Estimate(1.0, 0.99, 1.01), None, 0.05, None, prior)
+    assert tight.source == "prior" and tight.value == pytest.approx(0.1)
+
+
+def test_peak_memory_moves_by_its_noise_band_not_on_any_change(tmp_path, monkeypatch):
+    """Peak memory has one value per run: a 2% A/A wobble is "ok", beyond the band it is "better"."""
+    from costtax.compare.verdicts import METRIC_BY_NAME, judge
+    from costtax.compare.estimates import Estimate
+    from costtax.compare.noise import timing_noise
+
+    m = METRIC_BY_NAME["peak_memory_bytes"]
+    old = Estimate(4.4e9)
+    none = timing_noise(m.name, old, Estimate(4.3e9), None)
+    assert none.source == "none" and judge(m, old, Estimate(4.3e9), None, none)[1] == "ok"
+    prior = {"bands": {"peak_memory_bytes": 0.03}, "pairs": 3, "path": "p"}
+    assert judge(m, old, Estimate(4.3e9), None, timing_noise(m.name, old, Estimate(4.3e9), None, prior=prior))[1] == "ok"
+    assert judge(m, old, Estimate(3.0e9), None, timing_noise(m.name, old, Estimate(3.0e9), None, prior=prior))[1] == "better"
+    assert judge(m, old, Estimate(6.0e9), 0.10, timing_noise(m.name, old, Estimate(6.0e9), None, prior=prior))[1] == "REGRESSION"
+
+
+@pytest.mark.parametrize("value,needle", [("/nonexistent/prior.json", "unreadable"), ("{bad", "unreadable"), ('{"x": 1}', '"bands"')])
+def test_a_bad_prior_file_is_a_one_line_error_naming_the_variable(tmp_path, monkeypatch, value, needle):
+    from costtax.compare.noise import load_prior
+    from costtax.errors import ConfigError
+
+    if not value.startswith("/"):
+        (tmp_path / "p.json").write_text(value)
+        value = str(tmp_path / "p.json")
+    monkeypatch.setenv("COSTTAX_NOISE_PRIOR", value)
+    with pytest.raises(ConfigError) as exc:
+        load_prior()
+    assert "COSTTAX_NOISE_PRIOR" in str(exc.value) and needle in str(exc.value) and "\n" not in str(exc.value)
