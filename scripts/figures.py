@@ -144,12 +144,54 @@ def flake_rate(page: str) -> str:
     )
 
 
+PRIOR = "costtax/data/noise_prior.json"
+GATHER = "bench/results/score-gather-cpu-2026-12-06.json"
+
+
+def prior_table() -> str:
+    """The reference machine's A/A bands compare uses without a calibration (scripts/noise_prior.py)."""
+    import json
+
+    d = json.loads((ROOT / PRIOR).read_text(encoding="utf-8"))
+    m = d.get("machine") or {}
+    lines = [f"Reference machine: {m.get('cpu')}, {m.get('cpu_count')} cores; {d['pairs']} pairs of identical runs "
+             f"({d['rows']} rows, {len(d['sources'])} runs).", "",
+             "| metric | largest change between identical runs (the band) |", "|---|---|"]
+    lines += [f"| `{k}` | ±{v:.1%} |" for k, v in d["bands"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def gather_summary() -> str:
+    """Reward passes and capacity with the gather off and on (bench/score_gather.py)."""
+    import json
+    import statistics
+
+    runs = json.loads((ROOT / GATHER).read_text(encoding="utf-8"))["runs"]
+    groups: dict[float, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(r["score_gather_ms"], []).append(r)
+    lines = ["| `--score-gather-ms` | runs | pairs per pass (concurrency ≥ 2) | passes holding every answer in flight "
+             "| runs with p95 not monotone in concurrency | bon:n=4 capacity (concurrency [interval]) | answers/s at capacity |",
+             "|---|---|---|---|---|---|---|"]
+    for g, rs in sorted(groups.items()):
+        pairs = [r["mean_pairs_per_pass_c2plus"] for r in rs if r["mean_pairs_per_pass_c2plus"] is not None]
+        full = [r["full_pass_share_c2plus"] for r in rs if r["full_pass_share_c2plus"] is not None]
+        caps = [c for r in rs for c in r["capacity"].values()]
+        cap = ", ".join(f"{c['point']:g} [{c['lo']:g}, {c['hi']:g}]" if c["point"] is not None else "—" for c in caps)
+        aps = ", ".join(f"{c['answers_per_s']:.3f}" if c["answers_per_s"] is not None else "—" for c in caps)
+        lines.append(f"| {g:g} | {len(rs)} | {statistics.mean(pairs):.1f} | {statistics.mean(full):.0%} | "
+                     f"{sum(bool(r['p95_inversions']) for r in rs)} of {len(rs)} | {cap} | {aps} |")
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS: dict[str, tuple[str, Callable[[str], str]]] = {
     "demo-table": (DEMO, lambda page: demo_table()),
     "capacity-plan": (CAPACITY, lambda page: capacity_table()),
     "flake-rate": ("the example above", flake_rate),
     "technique-sweep": (SWEEP, lambda page: sweep_table()),
     "public-benchmarks": (PUBLIC, lambda page: public_table()),
+    "noise-prior": (PRIOR, lambda page: prior_table()),
+    "score-gather": (GATHER, lambda page: gather_summary()),
 }
 
 

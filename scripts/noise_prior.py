@@ -8,9 +8,9 @@ Rule (the calibration's, `costtax compare A A2 --record-noise`, bench/spread.py)
 metric, the largest "worse by" in either direction over every pair of identical runs in each
 group below. A row where either run sat beside neighbours (foreign_cpu_share over
 QUIET_SHARE) is left out: that pair did not run under identical conditions, and one such burst
-would set the band for every user. QUIET_SHARE is stricter than the table's warning share (0.25):
-two busy loops pinned to both cores doubled latency at a measured share under 0.25
-(bench/results/aa-compare-cpu-quiet-2026-12-06/hog). tests/compare/test_noise_prior.py runs the --check.
+would set the band for every user. QUIET_SHARE is stricter than the table's warning share
+(costtax/report/table.py): two busy loops pinned to both cores doubled latency at a share the
+table's old warning level did not reach (bench/results/aa-compare-cpu-quiet-2026-12-06/hog). tests/compare/test_noise_prior.py runs the --check.
 """
 from __future__ import annotations
 

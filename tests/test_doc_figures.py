@@ -113,7 +113,7 @@ def test_generated_blocks_are_the_known_generators():
     """Every generated block in the pages is one a committed script writes and a test compares
     (a block name nobody checks would exempt typed figures from the rule above)."""
     known = {"summary-columns", "calibration-table", "served-reward", "terminal-capture", "demo-table", "capacity-plan", "flake-rate",
-             "technique-sweep", "public-benchmarks", "sandbox-cost", "tier-times"}  # sandbox-cost: scripts/sandbox_cost_doc.py, tests/sandbox/test_sandbox.py
+             "technique-sweep", "public-benchmarks", "sandbox-cost", "tier-times", "noise-prior", "score-gather"}  # sandbox-cost: scripts/sandbox_cost_doc.py, tests/sandbox/test_sandbox.py
     names = {m.group(1) for page in PAGES for m in BLOCK.finditer(page.read_text(encoding="utf-8"))}
     assert names <= known, names - known
 

@@ -61,10 +61,15 @@ def produce(work: Path) -> dict[str, bytes]:
         out[f"{name}.plan.csv"] = (dst / "plan.csv").read_bytes()
     cwd = os.getcwd()
     os.chdir(work)
+    # compare as a user gets it: the shipped reference prior, no calibration (tests/conftest.py
+    # switches the prior off for the other tests; a script regen never had it off)
+    prior = os.environ.pop("COSTTAX_NOISE_PRIOR", None)
     try:
         rc, text = _cli(["compare", "old", "new"])
     finally:
         os.chdir(cwd)
+        if prior is not None:
+            os.environ["COSTTAX_NOISE_PRIOR"] = prior
     out["compare.txt"] = f"{text}exit code: {rc}\n".encode()
     return out
 

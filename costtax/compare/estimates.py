@@ -192,14 +192,20 @@ def timing_estimates(rd: RunData, cell: str, level: LoadLevel, a, row) -> dict[s
         by_unit.setdefault((x.cell_repeat, getattr(x, "probe", 0) or 0), []).append(x)
     out: dict[str, Estimate] = {}
     aps = num(row.get("answers_per_s"))
+    conc = int(level.value) if level.mode == "concurrency" else None
+    passes: dict[str, set] = {}
+    for c in rd.calls:
+        if c.stage == "score" and c.batch_id and c.cell == cell and c.load == level:
+            passes.setdefault(c.answer_id, set()).add((c.cell_repeat, c.probe, c.batch_id))
     if len(by_unit) >= 2:
         walls = {(u.cell_repeat, getattr(u, "probe", 0) or 0): u for u in rd.units if u.cell == cell and u.load == level}
         for q, name in ((50, "latency_p50_s"), (95, "latency_p95_s")):
             vals = [M.percentiles([float(x.latency_s) for x in rows], (q,))[f"p{q}"] for rows in by_unit.values()]
             vals = [v for v in vals if v is not None]
             point = num(row.get(name))
+            lo, hi, _ = B.latency_interval(a, level.mode, conc, q)  # "repeats": summary.csv's rule
             out[name] = Estimate(point if point is not None else M.percentiles(lat, (q,))[f"p{q}"],
-                                 *(B.repeat_t_ci(vals) or (None, None)), len(lat), "repeats", len(vals), tuple(vals))
+                                 lo, hi, len(lat), "repeats", len(vals), tuple(vals))
         vals = []
         for k in by_unit:
             u = walls.get(k)
@@ -208,19 +214,14 @@ def timing_estimates(rd: RunData, cell: str, level: LoadLevel, a, row) -> dict[s
         out["answers_per_s"] = Estimate(aps, *(B.repeat_t_ci(vals) or (None, None)), len(a), "repeats",
                                         len(vals), tuple(vals) if vals else None)
         return out
-    conc = int(level.value) if level.mode == "concurrency" else None
     blocks = B.answer_blocks(a, level.mode, conc)
-    passes: dict[str, set] = {}
-    for c in rd.calls:
-        if c.stage == "score" and c.batch_id and c.cell == cell and c.load == level:
-            passes.setdefault(c.answer_id, set()).add((c.cell_repeat, c.probe, c.batch_id))
     if passes:
         blocks = B.merge_shared(blocks, passes)
-    bl_lat = [[float(x.latency_s) for x in b if num(x.latency_s) is not None] for b in blocks]
     pc = M.percentiles(lat, (50, 95))
     for q, name in ((50, "latency_p50_s"), (95, "latency_p95_s")):
-        ci = B.block_bootstrap_ci(bl_lat, q)
-        out[name] = Estimate(pc[f"p{q}"], *(ci or (None, None)), len(lat), "blocks", 1)
+        # summary.csv's rule (blocks.latency_interval), except a batch: one block, no within-run CI
+        lo, hi, _ = B.latency_interval(a, level.mode, conc, q, passes) if level.mode != BATCH.mode else (None, None, "")
+        out[name] = Estimate(pc[f"p{q}"], lo, hi, len(lat), "blocks", 1)
     tput = B.throughput_blocks(blocks)
     ci = None
     if aps is not None and tput:

@@ -282,3 +282,35 @@ def cluster_slope_t(xs: Sequence[float], ys: Sequence[float], cluster: int) -> t
     se = math.sqrt(resid / (g - 2) / sxx)
     t = slope / se if se > 0 else (math.inf if slope > 0 else 0.0)
     return slope, t, g
+
+
+def latency_interval(answers: Sequence[Any], mode: str, concurrency: int | None, q: float,
+                     passes: Mapping[str, set] | None = None) -> tuple[float | None, float | None, str]:
+    """(low, high, from) of the 95% interval of the q-th latency percentile of one (cell, load
+    level), the one rule summary.csv's `*_ci95_*` columns and `costtax compare` share: with two or
+    more units (cell repeats, search probes) a t-interval over the units' percentiles ("repeats");
+    with one, a bootstrap over its blocks (waves / time windows, merged where they shared a reward
+    pass: `passes`, answer_id -> pass keys) ("blocks"), none with fewer than MIN_BLOCKS
+    ("too few blocks"); a batch unit resamples its answers ("answers": the spread of one batch,
+    not of a rerun)."""
+    from .. import stats as M
+
+    def lat(rows):
+        return [x for x in (_num(a.latency_s, math.nan) for a in rows) if x == x]
+
+    units: dict[tuple, list] = {}
+    for a in answers:
+        units.setdefault((getattr(a, "cell_repeat", 0) or 0, getattr(a, "probe", 0) or 0), []).append(a)
+    if len(units) >= 2:
+        vals = [M.percentiles(lat(rows), (q,))[f"p{q:g}"] for rows in units.values() if lat(rows)]
+        ci = repeat_t_ci([v for v in vals if v is not None])
+        return (*(ci or (None, None)), "repeats")
+    if mode not in ("concurrency", "rate"):
+        values = lat(answers)
+        ci = (M.bootstrap_ci(values, stat="median") if q == 50 else block_bootstrap_ci([[x] for x in values], q, min_blocks=2))
+        return (*(ci or (None, None)), "answers")
+    blocks = answer_blocks(answers, mode, concurrency)
+    if passes:
+        blocks = merge_shared(blocks, passes)
+    ci = block_bootstrap_ci([lat(b) for b in blocks], q)
+    return (*(ci or (None, None)), "blocks" if ci else "too few blocks")

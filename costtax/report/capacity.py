@@ -18,17 +18,12 @@ CELL_COLUMNS = (
 
 def add_capacity_columns(df, data: dict[str, Any]):
     """p95 CI and early-stop columns on every row; search columns on a search run's rows."""
-    from ..load.search import SearchSpec, capacity, p95_ci, replay, verdicts
+    from ..load.search import SearchSpec, capacity, replay, verdicts
     from ..load.search_interval import level_units
 
     meta, answers, cells = data["meta"], data["answers"], data["cells"]
-    lo, hi, stop, over = [], [], [], []
+    stop, over = [], []
     for _, row in df.iterrows():
-        a = answers[(answers["cell"] == row["cell"]) & (answers["load"] == row["load"])] if len(answers) else answers
-        lat = [x for x in (a["latency_s"] if len(a) else []) if x == x and x is not None]
-        ci = p95_ci(lat)
-        lo.append(ci[0] if ci else None)
-        hi.append(ci[1] if ci else None)
         u = cells[(cells["cell"] == row["cell"]) & (cells["load"] == row["load"])] if len(cells) else cells
         stats = [s for s in (u["load_stats"] if "load_stats" in u else []) if isinstance(s, dict)]
         reasons = [s.get("stop_reason") for s in stats if s.get("stop_reason")]
@@ -36,7 +31,7 @@ def add_capacity_columns(df, data: dict[str, Any]):
         over.append(any(bool(s.get("oversaturated")) for s in stats) if stats else None)
     import pandas as pd
 
-    added = {"latency_p95_ci95_lo_s": lo, "latency_p95_ci95_hi_s": hi, "stop_reason": stop, "oversaturated": over}
+    added = {"stop_reason": stop, "oversaturated": over}  # the p95's CI: summary.py (report/cost.latency_cis)
     added.update({c: [None] * len(df) for c in PROBE_COLUMNS + CELL_COLUMNS})
     df = pd.concat([df, pd.DataFrame(added, index=df.index, dtype=object)], axis=1)
     raw = meta.get("search")

@@ -49,8 +49,9 @@ _CELL = [
 
 _COST = [
     Column("latency_mean_s", "s", "mean latency per final answer"),
-    Column("latency_p50_ci95_lo_s", "s", "bootstrap 95% interval of the median latency, low end"),
-    Column("latency_p50_ci95_hi_s", "s", "bootstrap 95% interval of the median latency, high end"),
+    Column("latency_p50_ci95_lo_s", "s", "95% interval of the median latency, low end, resampling what `latency_ci95_from` says (costtax/load/blocks.py latency_interval; the rule `costtax compare` uses)"),
+    Column("latency_p50_ci95_hi_s", "s", "the same interval's high end"),
+    Column("latency_ci95_from", "text", "what the row's p50/p95 intervals resampled: `repeats` (t-interval over cell repeats / search probes), `blocks` (waves of C answers in admission order, or time windows, merged where they shared a reward pass), `answers` (a batch: one batch's spread, not a rerun's), or `too few blocks` (under 5: no interval; repeat the level)"),
     Column("resumed_answers", "count", "answers finished by an earlier session of a resumed run (outside this cell's timed window)"),
     Column("prompt_tokens_per_answer", "tokens", "prompt tokens served per answer (prompt tokens x samples per request)"),
     Column("cached_prompt_tokens_per_answer", "tokens", "prompt tokens read from the prefix cache per answer"),
@@ -78,7 +79,7 @@ _COST = [
     Column("cpu_s_per_answer", "s", "process-tree CPU seconds per answer"),
     Column("gpu_s_per_answer", "s", "GPU seconds per answer: wall time x GPUs in use (NVML); empty without an NVIDIA GPU"),
     Column("peak_memory_bytes", "bytes", "gpu_mem_peak_bytes where measured, else rss_peak_bytes"),
-    Column("foreign_cpu_share", "fraction", "share of the run's CPUs that other processes kept busy during the cell (/proc/stat busy time minus the process tree's CPU, over wall x CPUs); the largest over cell repeats; above 0.25 the table warns that the cell's times are inflated by neighbours; empty without /proc/stat, for cells under 0.5 s, and with `--engine openai` against a server costtax did not start (its work would count as a neighbour's)"),
+    Column("foreign_cpu_share", "fraction", "share of the run's CPUs that other processes kept busy during the cell (/proc/stat busy time minus the process tree's CPU, over wall x CPUs); the largest over cell repeats; above 0.10 the table warns that the cell's times are inflated by neighbours; empty without /proc/stat, for cells under 0.5 s, and with `--engine openai` against a server costtax did not start (its work would count as a neighbour's)"),
 ]
 
 _QUALITY = [
@@ -218,7 +219,7 @@ _PROVENANCE = [
 # costtax/load/oversaturation.py). Probe columns are set on a search's probe rows; cell columns on
 # every row of a searched cell.
 _CAPACITY = [
-    Column("latency_p95_ci95_lo_s", "s", "bootstrap 95% interval of the p95 latency over the row's answers (repeats pooled), low end; for a search probe widened to cover every repeat's p95"),
+    Column("latency_p95_ci95_lo_s", "s", "95% interval of the p95 latency, low end, by the rule of `latency_ci95_from` (the search's own verdict keeps its per-probe interval: costtax/load/search.py)"),
     Column("latency_p95_ci95_hi_s", "s", "the same interval's high end"),
     Column("stop_reason", "text", "why the level was stopped early: `oversaturated: ...` (queue or latency kept rising, slope test) or `slo_out_of_reach: ...` (search probes: enough answers over the SLO that p95 cannot meet it); finished rows kept"),
     Column("oversaturated", "bool", "a repeat of the level was stopped by the over-saturation slope test"),

@@ -29,7 +29,7 @@ def cell_cost(a, c, cell_row) -> dict[str, Any]:
     p = M.percentiles(lat)
     out["latency_p50_s"], out["latency_p95_s"], out["latency_p99_s"] = p["p50"], p["p95"], p["p99"]
     out["latency_mean_s"] = M.mean_or_none(lat)
-    ci = M.bootstrap_ci(lat, stat="median") if lat else None
+    ci = M.bootstrap_ci(lat, stat="median") if lat else None  # one unit's answers; a row's own: latency_cis
     out["latency_p50_ci95_lo_s"], out["latency_p50_ci95_hi_s"] = ci if ci else (None, None)
     wall = cell_row.get("cell_wall_s") or None
     out["cell_wall_s"] = wall
@@ -141,6 +141,36 @@ def load_metrics(a, c, unit: dict, level: LoadLevel, slo: float | None) -> dict[
         sizes = [x for x, st in zip(c["score_batch_pairs"], c["stage"]) if st == "score" and _real(x)]
         out["score_wait_p50_s"] = M.percentiles(waits)["p50"] if waits else None
         out["score_batch_pairs_mean"] = M.mean_or_none(sizes)
+    return out
+
+
+def latency_cis(a, c, level: LoadLevel) -> dict[str, Any]:
+    """A row's p50 and p95 intervals by the rule compare uses (costtax.load.blocks.latency_interval:
+    repeats, else blocks of answers that shared their fate, else for a batch its answers), and
+    what each resampled (`latency_ci95_from`)."""
+    from types import SimpleNamespace
+
+    from ..load.blocks import latency_interval
+
+    def val(x):
+        return x if _real(x) else None
+
+    cols = [k for k in ("answer_id", "cell_repeat", "probe", "admission", "t_arrival_s", "latency_s") if k in a]
+    rows = [SimpleNamespace(**{k: val(v) if k != "answer_id" else v for k, v in zip(cols, t)}) for t in zip(*(a[k] for k in cols))]
+    for r in rows:
+        r.admission = int(r.admission) if getattr(r, "admission", None) is not None else None
+        r.cell_repeat, r.probe = int(getattr(r, "cell_repeat", 0) or 0), int(getattr(r, "probe", 0) or 0)
+    passes: dict[str, set] = {}
+    if len(c) and "batch_id" in c:
+        for aid, st, b, k, pr in zip(c["answer_id"], c["stage"], c["batch_id"], c["cell_repeat"], c["probe"]):
+            if st == "score" and isinstance(b, str) and b:
+                passes.setdefault(aid, set()).add((k, pr, b))
+    conc = int(level.value) if level.mode == "concurrency" else None
+    out: dict[str, Any] = {}
+    for q in (50, 95):
+        lo, hi, src = latency_interval(rows, level.mode, conc, q, passes)
+        out[f"latency_p{q}_ci95_lo_s"], out[f"latency_p{q}_ci95_hi_s"] = lo, hi
+        out["latency_ci95_from"] = src
     return out
 
 

@@ -18,7 +18,7 @@ from ..store.rundata import RunData, as_row
 from .checks import SANITY_FLAGS, add_checks, cold_start  # noqa: F401
 from .client import client_columns
 from .columns import CONTRACT_COLUMNS
-from .cost import METER_COLUMNS, REPEAT_METRICS, SPREAD_METRICS, cell_cost, load_metrics, repeat_aggregate  # noqa: F401
+from .cost import METER_COLUMNS, REPEAT_METRICS, SPREAD_METRICS, cell_cost, latency_cis, load_metrics, repeat_aggregate  # noqa: F401
 from .params import PROVENANCE_COLUMNS, add_params, add_provenance  # noqa: F401
 from .quality import cell_quality, technique_summary
 from .scored_answers import scored_deltas, summarize_scored_answers
@@ -180,6 +180,7 @@ def _own_columns(rd: RunData, meta, cell: str, level, units, a, c, evals, prompt
                                   "resumed_answers": sum(int(u.get("resumed_answers") or 0) for u in ok_units),
                                   "score_batches": [b for u in ok_units for b in (u.get("score_batches") or [])]})
         pooled.update(load_metrics(a, c, cr, level, slo))
+        pooled.update(latency_cis(a, c, level))
         row.update(pooled)
         row.update(cell_quality(a, prompts_answer, prompt_scorers))
     else:

@@ -53,10 +53,16 @@ def _v(value, held, certain, reason="p95", aps=1.0):
 
 def test_oversaturation_stop_is_a_failure_only_when_the_p95_says_so():
     lat_ok = {0: [1.0] * 15 + [1.2]}
-    v = judge(SPEC, 6.0, lat_ok, planned=24, stop_reason="oversaturated: answer latency rose ...")
+    rate = SearchSpec("rate", 15.0, 0.25, 8.0, reprobes=2)
+    v = judge(rate, 6.0, lat_ok, planned=24, stop_reason="oversaturated: answer latency rose ...")
     assert not v.held and not v.certain and "does not rule out" in v.reason
-    v = judge(SPEC, 6.0, {0: [20.0] * 16}, planned=24, stop_reason="oversaturated: answer latency rose ...")
+    v = judge(rate, 6.0, {0: [20.0] * 16}, planned=24, stop_reason="oversaturated: answer latency rose ...")
     assert not v.held and v.certain
+    # closed loop: no queue to grow, the trend is drift: the p95 decides, never certain
+    v = judge(SPEC, 6.0, lat_ok, planned=24, stop_reason="oversaturated: answer latency rose ...")
+    assert v.held and not v.certain and "uncertain" in v.reason
+    v = judge(SPEC, 6.0, {0: [20.0] * 16}, planned=24, stop_reason="oversaturated: answer latency rose ...")
+    assert not v.held and not v.certain
     v = judge(SPEC, 6.0, {0: [20.0] * 16}, planned=24, stop_reason="slo_out_of_reach: 2 of 24 ...")
     assert v.certain
     # an uncertain over-saturated level goes into the interval
