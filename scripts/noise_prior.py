@@ -28,6 +28,9 @@ GROUPS: tuple[tuple[str, ...], ...] = (
     # the done-when A/A of issue 27: `--serve -t plain --load concurrency=1,4 --limit 8
     # --max-tokens 32 --ignore-eos`, four times on the quiet 2-core machine
     tuple(f"bench/results/aa-compare-cpu-quiet-2026-12-06/q{i}" for i in (1, 2, 3, 4)),
+    # issue 27's bon:n=4 capacity search, three times (plain and bon:n=4 rows at every level two
+    # runs probed; best-of-N's reward cohorts drift more than plain)
+    tuple(f"bench/results/capacity-search-repeats-cpu-2026-12-06/s{i}" for i in (1, 2, 3)),
 )
 
 

@@ -47,7 +47,11 @@ Rules (README "Capacity search" restates them):
 - **Capacity interval with re-probes** (`interval_from` "isotonic"): p95 is fitted
   non-decreasing in load (isotonic regression: the non-monotone p95 the reward cohorts cause is
   pooled, not read as capacity), bootstrapped over each level's units (cell repeats and probes)
-  and, inside each unit, its waves (blocks of C answers in admission order); the interval is the
+  and, inside each unit, its waves (blocks of C answers in admission order), each replicate's
+  p95s scaled by one common drift factor drawn from this machine's A/A band, else the shipped
+  reference prior (costtax/load/drift.py: re-probes inside one run share its conditions, and three
+  identical searches on the CPU machine put bon:n=4's capacity at different levels with
+  drift-free intervals that excluded each other); the interval is the
   2.5 % and 97.5 % points of the replicates' capacities (high end: one below the next probed
   level), widened to include every uncertain over-saturated level. It has width unless every
   unit of the bracketing levels agrees which side of the SLO it is on. Without re-probes or
@@ -258,16 +262,17 @@ def replay(spec: SearchSpec, measured: dict[float, Verdict]) -> tuple[list[tuple
 
 
 def capacity(spec: SearchSpec, seq: list[tuple[Verdict, str]], pending: tuple[float, str] | None = None,
-             units: dict[float, list[dict]] | None = None) -> Capacity:
+             units: dict[float, list[dict]] | None = None, drift_sd: float = 0.0) -> Capacity:
     """The cell's result from its probe sequence; with `units` (level_units: every repeat and
     re-probe of each level) where some level was measured more than once, the interval is the
-    isotonic bootstrap's (isotonic_interval) instead of the per-probe CIs'."""
+    isotonic bootstrap's (isotonic_interval, with the run-to-run drift `drift_sd`) instead of the
+    per-probe CIs'."""
     cap = _capacity(spec, seq, pending)
     if not units or pending is not None or max((len(u) for u in units.values()), default=0) < 2:
         return cap
     from .search_interval import isotonic_interval
 
-    lo, hi = isotonic_interval(spec, units)
+    lo, hi = isotonic_interval(spec, units, drift_sd=drift_sd)
     uncertain = tuple(sorted(v.value for v, _ in seq if not v.held and not v.certain and v.reason.startswith("stopped early (oversaturated")))
     hi = max([hi, *uncertain])
     values = sorted(units)

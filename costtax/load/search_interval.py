@@ -60,14 +60,17 @@ def _pava(y: list[float], w: list[float]) -> list[float]:
     return out
 
 
-def isotonic_interval(spec, units: dict[float, list[dict]], n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+def isotonic_interval(spec, units: dict[float, list[dict]], n_boot: int = 1000, seed: int = 0,
+                      drift_sd: float = 0.0) -> tuple[float, float]:
     """95% interval of the capacity when p95 is fitted non-decreasing in load (isotonic regression,
     weights = units per level) and the fit is bootstrapped: per level, its units (cell repeats and
     re-probes) resampled, and within each unit its waves (blocks of C answers in admission order;
     rate: k blocks); the level's p95 is the median of its units'. Each replicate's capacity is the
     highest probed level whose fitted p95 meets the SLO (0 if none), its upper end one below the
     next probed level (closed loop; rate: that level). A failed unit, or one stopped because the
-    SLO was out of reach, counts as p95 = infinity."""
+    SLO was out of reach, counts as p95 = infinity. `drift_sd` (costtax.load.drift.drift_sd): each
+    replicate's p95s are multiplied by one common factor exp(N(0, drift_sd)), the drift between
+    runs that units of one run share and so cannot show."""
     import numpy as np
 
     from .blocks import _row_percentile
@@ -96,9 +99,10 @@ def isotonic_interval(spec, units: dict[float, list[dict]], n_boot: int = 1000, 
         else:
             stats.append(mat[0])
         weights.append(float(len(per_unit)))
+    drift = np.exp(rng.normal(0.0, drift_sd, n_boot)) if drift_sd > 0 else np.ones(n_boot)
     caps, his = [], []
     for b in range(n_boot):
-        fit = _pava([float(s[b]) for s in stats], weights)
+        fit = _pava([float(s[b]) * float(drift[b]) for s in stats], weights)
         ok = [v for v, f in zip(values, fit) if f <= spec.slo_p95_s]
         cap = max(ok) if ok else 0.0
         above = [v for v in values if v > cap]

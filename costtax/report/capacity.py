@@ -12,13 +12,14 @@ PROBE_COLUMNS = ("search_probe_index", "search_role", "search_held", "search_ver
 CELL_COLUMNS = (
     "capacity_concurrency", "capacity_rate", "capacity_answers_per_s", "capacity_lo", "capacity_hi", "capacity_hi_bounded",
     "capacity_answers_per_s_lo", "capacity_answers_per_s_hi", "search_status", "search_bracket", "search_probes",
-    "search_slo_p95_s",
+    "search_slo_p95_s", "capacity_drift_from",
 )
 
 
 def add_capacity_columns(df, data: dict[str, Any]):
     """p95 CI and early-stop columns on every row; search columns on a search run's rows."""
     from ..load.search import SearchSpec, capacity, replay, verdicts
+    from ..load.drift import drift_sd
     from ..load.search_interval import level_units
 
     meta, answers, cells = data["meta"], data["answers"], data["cells"]
@@ -42,9 +43,11 @@ def add_capacity_columns(df, data: dict[str, Any]):
     cols = [c for c in ("cell", "load", "cell_repeat", "latency_s", "probe", "admission", "t_arrival_s") if c in answers]
     ans_rows = answers[cols].to_dict("records") if len(answers) else []
     repeats = int((meta.get("config") or {}).get("cell_repeats") or 1)
+    prov = meta.get("provenance") or {}
+    sd, drift_from = drift_sd(prov.get("machine"), (prov.get("versions") or {}).get("costtax"))
     for cell in dict.fromkeys(df["cell"]):
         seq, pending = replay(spec, verdicts(spec, cell, cell_rows, ans_rows, repeats))
-        cap = capacity(spec, seq, pending, level_units(spec, cell, cell_rows, ans_rows))
+        cap = capacity(spec, seq, pending, level_units(spec, cell, cell_rows, ans_rows), drift_sd=sd)
         idx = df.index[df["cell"] == cell]
         for i, (v, role) in enumerate(seq):
             label = spec.level(v.value).label
@@ -66,6 +69,7 @@ def add_capacity_columns(df, data: dict[str, Any]):
                                if cap.capacity and cap.bracket_fail else None),
             "search_probes": cap.probes,
             "search_slo_p95_s": spec.slo_p95_s,
+            "capacity_drift_from": drift_from if cap.interval_from == "isotonic" else None,
         }
         for k, v in values.items():
             df.loc[idx, k] = v

@@ -241,6 +241,7 @@ _CAPACITY = [
     Column("search_bracket", "text", "--load search: the two levels that bracket the capacity"),
     Column("search_probes", "count", "--load search: probes the cell's search ran"),
     Column("search_slo_p95_s", "s", "--load search: the p95 SLO the search ran against"),
+    Column("capacity_drift_from", "text", "--load search with re-probes: the A/A band whose run-to-run drift the capacity interval includes (`calibration` of this machine, else the shipped reference `prior`; costtax/load/drift.py), or `none`"),
     Column("repeat_drift_note", "text", "with --cell-repeats >= 2, when the repeats' p95 latencies spread by more than 10 %: the range and what moved, with per-repeat numbers (reward pairs per pass, scoring share of wall, output tokens per answer, foreign_cpu_share; report/repeats.py)"),
     Column("repeat_score_pairs_per_pass", "count", "per cell repeat (`;`-separated, in repeat order): mean prompt/response pairs per reward-model pass"),
     Column("repeat_score_share_of_wall", "fraction", "per cell repeat (`;`-separated): the reward passes' scoring time / the unit's wall time"),

@@ -244,7 +244,8 @@ def test_repeats_that_disagree_name_score_batching_with_numbers(tmp_path):
     engine = TimedEngine(base_s=0.04, slow_s=0.10, slow=lambda rid: state["repeat"] == 1 and next(turn) % 2 == 0)
     cfg = RunConfig(techniques=("bon:n=4",), prompts=("helpful",), limit=8, max_tokens=8, out=str(tmp_path / "run"),
                     judge_calibration=False, load=("concurrency=4",), cell_repeats=2, warmup_answers=4,
-                    score_max_wait_ms=25)  # absorbs timer jitter on a busy machine; the slow calls land 60 ms later
+                    score_max_wait_ms=25,  # absorbs timer jitter on a busy machine; the slow calls land 60 ms later
+                    score_gather_ms=0)  # the greedy pass, whose cohorts this test needs
     res = profile(cfg, engine=engine, scorer=scorer, eval_scorer=FakeReward(), on_event=on_event)
     row = next(r for r in csv.DictReader(open(res.run_dir / "summary.csv")) if r["cell"] == "bon:n=4")
     pairs = [float(x) for x in row["repeat_score_pairs_per_pass"].split(";")]
@@ -252,7 +253,12 @@ def test_repeats_that_disagree_name_score_batching_with_numbers(tmp_path):
     assert pairs[0] >= 12 and pairs[1] <= 10 and shares[1] > 2 * shares[0], (pairs, shares)
     note = row["repeat_drift_note"]
     assert note.startswith("latency p95 ") and "score batching moved: pairs per pass" in note and "scoring share of wall" in note
-    assert f"{pairs[0]:.1f} -> {pairs[1]:.1f}" in note and f"{shares[0]:.2f} -> {shares[1]:.2f}" in note
+    assert f"{pairs[0]:.1f} -> {pairs[1]:.1f}" in note
+    # the note prints the exact shares to 2 places, the column holds them rounded: compare as numbers
+    import re
+
+    got = [float(x) for x in re.search(r"scoring share of wall ([0-9.]+) -> ([0-9.]+)", note).groups()]
+    assert got == pytest.approx(shares, abs=0.006), (got, shares)
 
 
 @pytest.mark.parametrize("gather_ms, full", [(0, False), (400, True)])

@@ -94,3 +94,44 @@ def test_reader_keys_units_by_probe_and_reprobes_never_steer_the_search():
     assert [u["probe"] for u in units[4.0]] == [0, 1, 2] and units[4.0][1]["latencies"] == [99.0] * 16
     v = verdicts(SPEC, "x", cells, answers, 1)[4.0]
     assert v.held and v.p95_s == pytest.approx(1.0)  # probe 0 alone decides the search's path
+
+
+def test_drift_between_runs_widens_the_interval_to_cover_the_other_run():
+    """Two identical searches whose p95 curves differ by a common factor (the machine's drift
+    between runs): units inside each run agree, so drift-free intervals exclude each other's
+    capacity; with the drift of an A/A band (costtax.load.drift.drift_sd) each covers the other."""
+    import math
+
+    const = lambda p95, c: {"latencies": [p95] * (4 * c), "infinite": False}  # noqa: E731
+    curve = {4.0: 11.0, 5.0: 13.5, 6.0: 15.6, 7.0: 18.0}
+
+    def run(factor):
+        return {c: [const(p * factor, int(c))] * 3 for c, p in curve.items()}
+
+    a, b = run(1.0), run(0.85)  # capacity 5 and 6
+    caps = {"a": isotonic_interval(SPEC, a), "b": isotonic_interval(SPEC, b)}
+    assert caps == {"a": (5.0, 5.0), "b": (6.0, 6.0)}
+    sd = math.log1p(0.30) / (1.959964 * math.sqrt(2))  # an A/A band of ±30% in p95
+    lo_a, hi_a = isotonic_interval(SPEC, a, drift_sd=sd)
+    lo_b, hi_b = isotonic_interval(SPEC, b, drift_sd=sd)
+    assert lo_a <= 5 <= hi_a and lo_a <= 6 <= hi_a and lo_b <= 5 <= hi_b and lo_b <= 6 <= hi_b
+    assert isotonic_interval(SPEC, a, drift_sd=0.0) == (5.0, 5.0)  # no band, no drift
+
+
+def test_drift_sd_reads_the_calibration_before_the_prior(tmp_path, monkeypatch):
+    import json
+    import math
+
+    from costtax.load.drift import drift_sd, record_calibration
+
+    machine = {"hostname": "h", "cpu": "c", "cpu_count": 2, "gpus": []}
+    monkeypatch.setenv("COSTTAX_NOISE_DIR", str(tmp_path / "noise"))
+    monkeypatch.setenv("COSTTAX_NOISE_PRIOR", "none")
+    assert drift_sd(machine, "0.1.0") == (0.0, "none")
+    (tmp_path / "prior.json").write_text(json.dumps({"bands": {"latency_p95_s": 0.5}}))
+    monkeypatch.setenv("COSTTAX_NOISE_PRIOR", str(tmp_path / "prior.json"))
+    sd, src = drift_sd(machine, "0.1.0")
+    assert sd == pytest.approx(math.log(1.5) / (1.959964 * math.sqrt(2))) and src.startswith("prior ±50.0%")
+    record_calibration(machine, "0.1.0", {"latency_p95_s": 0.1}, ("a", "b"), "now")
+    sd, src = drift_sd(machine, "0.1.0")
+    assert sd == pytest.approx(math.log(1.1) / (1.959964 * math.sqrt(2))) and src.startswith("calibration ±10.0%")
