@@ -70,7 +70,23 @@ def run_doctor(stop_leftovers: bool = False) -> list[str]:
     else:
         verdict = "busy: timings measured now would be inflated" if share > CONTENTION_WARN_SHARE else "quiet enough to measure"
         lines.append(f"neighbours    other processes use {share:.0%} of this process's {len(our_cpus())} CPUs (1 s sample): {verdict}")
+    lines.append(noise_line(provenance.machine(), v.get("costtax")))
     return lines + leftover_lines(stop=stop_leftovers)
+
+
+def noise_line(machine, version) -> str:
+    """Which A/A band `costtax compare` and the capacity search will use on this machine
+    (costtax/load/drift.py): its own calibration, else the shipped reference prior."""
+    from .load.drift import load_calibration, load_prior
+
+    cal = load_calibration(machine, version)
+    if cal:
+        return f"noise         A/A calibration of this machine: {cal['path']} (p95 ±{cal['bands'].get('latency_p95_s', float('nan')):.0%})"
+    prior = load_prior()
+    if prior:
+        return (f"noise         no A/A calibration: compare uses the reference machine's ({prior['path']}, "
+                f"p95 ±{prior['bands'].get('latency_p95_s', float('nan')):.0%}); record this one: costtax compare A A2 --record-noise")
+    return "noise         no A/A calibration and no prior: compare judges single runs on block CIs and limits"
 
 
 def leftover_lines(stop: bool = False) -> list[str]:

@@ -225,3 +225,15 @@ def test_a_bad_prior_file_is_a_one_line_error_naming_the_variable(tmp_path, monk
     with pytest.raises(ConfigError) as exc:
         load_prior()
     assert "COSTTAX_NOISE_PRIOR" in str(exc.value) and needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_doctor_says_which_noise_band_compare_will_use(tmp_path, monkeypatch):
+    from costtax.doctor import noise_line
+
+    monkeypatch.setenv("COSTTAX_NOISE_DIR", str(tmp_path / "noise"))
+    assert "no A/A calibration and no prior" in noise_line(MACHINE, "0.1.0")
+    (tmp_path / "prior.json").write_text(json.dumps({"bands": {"latency_p95_s": 0.7}}))
+    monkeypatch.setenv("COSTTAX_NOISE_PRIOR", str(tmp_path / "prior.json"))
+    assert "reference machine's" in noise_line(MACHINE, "0.1.0") and "p95 ±70%" in noise_line(MACHINE, "0.1.0")
+    path = record_calibration(MACHINE, "0.1.0", {"latency_p95_s": 0.12}, ("a", "b"), "now")
+    assert noise_line(MACHINE, "0.1.0") == f"noise         A/A calibration of this machine: {path} (p95 ±12%)"

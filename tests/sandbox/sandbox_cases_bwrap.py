@@ -116,6 +116,10 @@ def _die_with_parent(tag: str, how: int, contained: bool) -> dict:
                 f"run_program({_sleeper_program(comm)!r}, SandboxLimits(timeout_s=120, cpu_s=5))\n")
     else:  # the control: a plain child process in its own session
         code = f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {_sleeper_program(comm)!r}], start_new_session=True)\ntime.sleep(120)\n"
+    # Ctrl-C reaches a costtax run in a terminal with SIGINT's default action; a suite started in
+    # the background by a non-interactive shell inherits SIGINT ignored, and the parent would
+    # shrug off the signal this case sends: give it the terminal's disposition
+    code = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n" + code
     parent = subprocess.Popen([sys.executable, "-c", code], env=_child_env())
     deadline = time.monotonic() + 30
     while not _named(comm) and time.monotonic() < deadline:
