@@ -38,6 +38,7 @@ from .estimates import (  # noqa: F401  (re-exported: earlier import paths)
     NOTCH, Estimate, benchmark_estimates, cell_estimates, flatten_for_extra_info, row_level, unit_estimates,
 )
 from ..load.levels import LoadLevel
+from .table import key_label  # noqa: F401  (re-exported)
 from .noise import MEASURED, TIMING, Noise, load_calibration, load_prior, pooled_repeat_variance, record_calibration, timing_noise
 
 # A row of a source: (cell or benchmark name, load level; None for benchmarks)
@@ -173,11 +174,6 @@ def _run_source(p: Path, path: str, field: str) -> Source:
                        if isinstance(r.get("foreign_cpu_share"), (int, float))},
     }
     return Source(str(p), "run", est, info)
-
-
-def key_label(key: Key) -> str:
-    name, level = key
-    return name if level is None else f"{name} at load {level.label}"
 
 
 # -- the comparison --------------------------------------------------------------------------------
@@ -345,88 +341,6 @@ def noise_bands(result: CompareResult) -> dict[str, float]:
     return bands
 
 
-# -- output ------------------------------------------------------------------------------------------
-def _fmt(metric: Metric, v: float | None) -> str:
-    if v is None:
-        return "—"
-    if metric.unit == "B":
-        return f"{v / 2**20:.0f} MiB"
-    if metric.name in ("win_rate_vs_plain", "accuracy", "pairs_accuracy"):
-        return f"{v:.2f}"
-    return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
-
-
-def _fmt_est(metric: Metric, e: Estimate) -> str:
-    s = _fmt(metric, e.value)
-    if e.has_ci and e.value is not None:
-        s += f" [{_fmt(metric, e.lo)}, {_fmt(metric, e.hi)}]"
-    return s
-
-
-def _fmt_change(row: DeltaRow) -> str:
-    if row.change is None:
-        return "—"
-    if row.change == math.inf:
-        return "+inf"
-    return f"{row.change:+.1%}" if row.metric.relative else f"{row.change:+.3f}"
-
-
-def _fmt_limit(row: DeltaRow) -> str:
-    if row.limit is None:
-        return "—"
-    return f"{row.limit:.0%}" if row.metric.relative else f"{row.limit:.3g}"
-
-
-def _fmt_bar(row: DeltaRow) -> str:
-    """What a REGRESSION row cleared: its limit, and its noise band where that was the larger."""
-    if row.noise is not None and row.limit is not None and row.noise.value > row.limit and row.noise.source not in ("none", "exact"):
-        return f"{_fmt_limit(row)} limit and {row.noise.label} noise"
-    return _fmt_limit(row)
-
-
-def _levels(keys) -> list:
-    return list(dict.fromkeys(level for _, level in keys))
-
-
-def _only(keys: tuple[Key, ...], other: Source) -> list[str]:
-    """Keys of one side missing from the other: whole load levels named once, then single rows."""
-    other_levels = {level for _, level in other.cells}
-    out = [f"load level {lvl.label} (every cell)" for lvl in _levels(keys) if lvl is not None and lvl not in other_levels]
-    out += [key_label(k) for k in keys if k[1] is None or k[1] in other_levels]
-    return out
-
-
-def print_result(result: CompareResult, console=None, width: int | None = None) -> None:
-    """One table per load level (one for benchmark files), fitted to the terminal stdout is
-    (complete off a terminal; costtax/report/fit.py), then the lists, notes and verdict."""
-    import sys
-
-    from rich.markup import escape
-
-    from .table import NOTE, compare_table
-    from ..report.fit import output_console, print_table, terminal_width
-
-    if console is None:
-        width = width or terminal_width(sys.stdout)
-        console = output_console(sys.stdout, width)
-    for level in _levels(r.key for r in result.rows):
-        print_table(console, compare_table(result, level, est=_fmt_est, change=_fmt_change, limit=_fmt_limit), width)
-    console.print(NOTE)
-    for k in _only(result.only_old, result.new):
-        console.print(escape(f"only in OLD (not compared): {k}"))
-    for k in _only(result.only_new, result.old):
-        console.print(escape(f"only in NEW (not compared): {k}"))
-    for n in result.notes:
-        console.print(escape(f"note: {n}"))
-    regs = result.regressions
-    if regs:
-        console.print(escape(f"REGRESSION: {len(regs)} metric(s) beyond the limits and beyond noise: "
-                             + "; ".join(f"{key_label(r.key)} {r.metric.label} {_fmt_change(r)} > {_fmt_bar(r)}" for r in regs)))
-    else:
-        noisy = sum(r.verdict == "noise" for r in result.rows)
-        console.print("no regression beyond the limits and noise" + (f" ({noisy} over a limit inside the CIs)" if noisy else ""))
-
-
 def run_compare(config: CompareConfig, console=None, on_event=None) -> CompareResult:
     """Load both sides, compare every shared cell, print the table; the caller sets the exit code."""
     from ..phases import phase
@@ -444,6 +358,8 @@ def run_compare(config: CompareConfig, console=None, on_event=None) -> CompareRe
         what = "no (cell, load level) or benchmark name appears in both" if not shared else "the shared cells have no metric in common"
         names = ", ".join(key_label(k) for k in list(old.cells)[:5]) or "none"
         raise ConfigError("NEW", config.new, f"nothing to compare: {what} (OLD has {names})")
+    from .table import print_result
+
     print_result(result, console)
     if config.record_noise:
         print(f"recorded A/A noise bands for this machine and costtax {new.info.get('version')}: {result.new.info.get('calibration_path')}")

@@ -19,7 +19,8 @@ import termios
 import pandas as pd
 import pytest
 
-from costtax.compare.verdicts import METRICS, CompareConfig, Estimate, Source, _fmt_change, _fmt_est, _fmt_limit, compare_sources
+from costtax.compare.verdicts import METRICS, CompareConfig, Estimate, Source, compare_sources
+from costtax.compare.table import _fmt_change, _fmt_est, _fmt_limit
 from costtax.compare.table import compare_columns, compare_table
 from costtax.report.fit import FitColumn, cell_len, layout, make_table, output_console, print_table, terminal_width
 from costtax.report.plan_table import PLAN_COLUMNS, plan_table
